@@ -1,6 +1,7 @@
 //! piecemeal: a BitTorrent engine on one mio poll loop.
 
 pub mod bencode;
+pub mod storage;
 pub mod bitfield;
 pub mod choker;
 pub mod geometry;

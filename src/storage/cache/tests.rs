@@ -1,0 +1,133 @@
+use super::*;
+use crate::storage::{FileSlot, Layout, OpenMode, recheck};
+use std::path::PathBuf;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("piecemeal-cache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic test data and its piece hashes.
+fn data_and_hashes(g: &Geometry) -> (Vec<u8>, Vec<[u8; 20]>) {
+    let data: Vec<u8> = (0..g.total_len).map(|i| (i * 7 % 251) as u8).collect();
+    let hashes = (0..g.num_pieces)
+        .map(|p| {
+            let o = g.piece_offset(p) as usize;
+            Sha1::digest(&data[o..o + g.piece_size(p) as usize]).into()
+        })
+        .collect();
+    (data, hashes)
+}
+
+fn two_file_disk(dir: &std::path::Path, lens: [u64; 2], mode: OpenMode) -> Disk {
+    let layout = Layout::new(vec![
+        FileSlot { path: "a/one".into(), offset: 0, len: lens[0] },
+        FileSlot { path: "a/two".into(), offset: lens[0], len: lens[1] },
+    ]);
+    Disk::open(dir, layout, mode).unwrap()
+}
+
+fn block_data<'a>(g: &Geometry, data: &'a [u8], b: BlockRef) -> &'a [u8] {
+    let o = (g.piece_offset(b.piece) + b.begin as u64) as usize;
+    &data[o..o + b.len as usize]
+}
+
+#[test]
+fn out_of_order_blocks_verify_write_and_read_back() {
+    let g = Geometry::new(100_000, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let dir = temp_dir("order");
+    let disk = two_file_disk(&dir, [40_000, 60_000], OpenMode::Create);
+    let mut cache = Cache::new(g, hashes.clone(), 1 << 20);
+    let mut written = Vec::new();
+    for p in (0..g.num_pieces).rev() {
+        let n = g.blocks_in_piece(p);
+        for i in (0..n).rev() {
+            let b = g.block(p, i);
+            let r = cache.insert_block(b, block_data(&g, &data, b));
+            assert_eq!(r, if i == 0 { Insert::Verified } else { Insert::Stored });
+        }
+    }
+    cache.flush(&disk, usize::MAX, &mut written).unwrap();
+    assert_eq!(written, vec![3, 2, 1, 0]);
+    let mut on_disk = std::fs::read(dir.join("a/one")).unwrap();
+    on_disk.extend(std::fs::read(dir.join("a/two")).unwrap());
+    assert_eq!(on_disk, data);
+    // Seeding reads: from memory and from disk give the same bytes.
+    let mut out = Vec::new();
+    let b = g.block(1, 1);
+    cache.read_block(&disk, b, &mut out).unwrap();
+    assert_eq!(out, block_data(&g, &data, b));
+    // Files created by this run are not re-hashed; re-opened ones are.
+    assert_eq!(recheck(&disk, &g, &hashes).count(), 0);
+    let reopened = two_file_disk(&dir, [40_000, 60_000], OpenMode::Create);
+    assert_eq!(recheck(&reopened, &g, &hashes).count(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn corrupt_piece_fails_and_duplicate_is_ignored() {
+    let g = Geometry::new(65536, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let mut cache = Cache::new(g, hashes, 0);
+    let b0 = g.block(0, 0);
+    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Stored);
+    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Duplicate);
+    let b1 = g.block(0, 1);
+    let bad = vec![0u8; b1.len as usize];
+    assert_eq!(cache.insert_block(b1, &bad), Insert::Failed);
+    // The piece starts over and then verifies.
+    assert_eq!(cache.insert_block(b1, block_data(&g, &data, b1)), Insert::Stored);
+    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Verified);
+    assert!(cache.should_flush(), "write-through flushes at once");
+}
+
+#[test]
+fn budget_caps_buffers_and_full_cache_refuses_blocks() {
+    let g = Geometry::new(32768 * 10, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let mut cache = Cache::new(g, hashes, 0);
+    for p in 0..MIN_BUFFERS as u32 {
+        for i in 0..2 {
+            let b = g.block(p, i);
+            cache.insert_block(b, block_data(&g, &data, b));
+        }
+    }
+    assert!(cache.is_full());
+    assert_eq!(cache.memory(), MIN_BUFFERS * 32768);
+    let b = g.block(9, 0);
+    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::NoBuffer);
+    let dir = temp_dir("full");
+    let disk = two_file_disk(&dir, [32768 * 5, 32768 * 5], OpenMode::Create);
+    let mut written = Vec::new();
+    cache.flush(&disk, usize::MAX, &mut written).unwrap();
+    assert!(!cache.is_full());
+    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Stored);
+    assert_eq!(cache.memory(), MIN_BUFFERS * 32768);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn truncated_file_read_fails_instead_of_zero_fill() {
+    let g = Geometry::new(100_000, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let dir = temp_dir("trunc");
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(dir.join("a/one"), &data[..40_000]).unwrap();
+    std::fs::write(dir.join("a/two"), &data[40_000..]).unwrap();
+    let disk = two_file_disk(&dir, [40_000, 60_000], OpenMode::ReadOnly);
+    assert_eq!(recheck(&disk, &g, &hashes).count(), 4);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("a/two"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let mut cache = Cache::new(g, hashes, 0);
+    let mut out = Vec::new();
+    assert!(cache.read_block(&disk, g.block(3, 0), &mut out).is_err());
+    assert!(out.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}

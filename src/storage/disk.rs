@@ -1,0 +1,184 @@
+//! The only module that touches the torrent's files: positioned reads and
+//! writes (`pread`/`pwrite`) over the spans a [`Layout`] gives.
+
+use super::layout::Layout;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A storage failure: which operation, which file, and the OS error.
+#[derive(Debug)]
+pub struct StorageError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// How the files are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Downloading: create folders and files (sparse, at full length).
+    Create,
+    /// Seeding existing data: open read-only; missing files are not created.
+    ReadOnly,
+}
+
+/// The torrent's open files.
+pub struct Disk {
+    root: PathBuf,
+    layout: Layout,
+    files: Vec<Option<File>>,
+    /// Which files had data before we opened them (worth re-checking).
+    existed: Vec<bool>,
+}
+
+impl Disk {
+    /// Open (and with [`OpenMode::Create`], create) every file of `layout`
+    /// under `root`. Files are sized with `set_len`, which leaves holes: the
+    /// data is sparse until written. Existing data is kept.
+    pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Disk, StorageError> {
+        let mut files = Vec::with_capacity(layout.files.len());
+        let mut existed = Vec::with_capacity(layout.files.len());
+        for slot in &layout.files {
+            let path = root.join(&slot.path);
+            let err = |op, source| StorageError {
+                op,
+                path: path.clone(),
+                source,
+            };
+            let file = match mode {
+                OpenMode::Create => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| err("create folder for", e))?;
+                    }
+                    let f = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                        .map_err(|e| err("open", e))?;
+                    let len = f.metadata().map_err(|e| err("stat", e))?.len();
+                    existed.push(len > 0);
+                    if len != slot.len {
+                        f.set_len(slot.len).map_err(|e| err("resize", e))?;
+                    }
+                    Some(f)
+                }
+                OpenMode::ReadOnly => match File::open(&path) {
+                    Ok(f) => {
+                        existed.push(true);
+                        Some(f)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        existed.push(false);
+                        None
+                    }
+                    Err(e) => return Err(err("open", e)),
+                },
+            };
+            files.push(file);
+        }
+        Ok(Disk {
+            root: root.to_path_buf(),
+            layout,
+            files,
+            existed,
+        })
+    }
+
+    /// Could the byte range hold data from before this run? False when every
+    /// non-empty file it touches was created empty just now (no need to hash
+    /// holes on a fresh download).
+    pub fn may_have_data(&self, offset: u64, len: usize) -> bool {
+        self.layout
+            .spans(offset, len)
+            .iter()
+            .all(|s| self.existed[s.file])
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn path(&self, file: usize) -> PathBuf {
+        self.root.join(&self.layout.files[file].path)
+    }
+
+    /// Write `data` at torrent offset `offset`, across file boundaries.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let mut pos = 0;
+        for span in self.layout.spans(offset, data.len()) {
+            let chunk = &data[pos..pos + span.len];
+            let file = self.files[span.file].as_ref().ok_or_else(|| StorageError {
+                op: "write",
+                path: self.path(span.file),
+                source: io::Error::new(io::ErrorKind::NotFound, "file is not open for writing"),
+            })?;
+            file.write_all_at(chunk, span.file_offset)
+                .map_err(|source| StorageError {
+                    op: "write",
+                    path: self.path(span.file),
+                    source,
+                })?;
+            pos += span.len;
+        }
+        Ok(())
+    }
+
+    /// Fill `buf` from torrent offset `offset`. A missing or short file is an
+    /// error: no zero-filled data is ever returned for bytes that are not there.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let mut pos = 0;
+        for span in self.layout.spans(offset, buf.len()) {
+            let path = || self.path(span.file);
+            let file = self.files[span.file].as_ref().ok_or_else(|| StorageError {
+                op: "read",
+                path: path(),
+                source: io::Error::new(io::ErrorKind::NotFound, "file is missing"),
+            })?;
+            file.read_exact_at(&mut buf[pos..pos + span.len], span.file_offset)
+                .map_err(|source| StorageError {
+                    op: "read",
+                    path: path(),
+                    source,
+                })?;
+            pos += span.len;
+        }
+        if pos != buf.len() {
+            return Err(StorageError {
+                op: "read",
+                path: self.root.clone(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Push written data to stable storage (on shutdown).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(f) = f {
+                f.sync_data().map_err(|source| StorageError {
+                    op: "sync",
+                    path: self.path(i),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
