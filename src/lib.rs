@@ -1,11 +1,29 @@
 //! piecemeal: a BitTorrent engine on one mio poll loop.
+//!
+//! ```text
+//! socket ─► event_loop (mio, Slab<Conn>) ─► wire::RecvBuf ─► wire::decode_frame
+//!        ─► torrent (peer state, routing) ─► picker / choker
+//!        ─► storage::Cache (copy once, SHA-1 as the prefix grows) ─► storage::Disk (pwrite)
+//! seeding: request ─► Cache read (read cache / pread whole piece) ─► wire::SendBuf ─► socket
+//! ```
+//!
+//! Everything but `event_loop` and `storage::disk` is sans-IO.
 
 pub mod bencode;
-pub mod storage;
 pub mod bitfield;
 pub mod choker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod event_loop;
 pub mod geometry;
 pub mod metainfo;
+pub mod peer;
 pub mod picker;
+pub mod progress;
+pub mod storage;
+pub mod torrent;
 pub mod tracker;
 pub mod wire;

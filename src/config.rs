@@ -1,0 +1,65 @@
+//! Every limit, time-out and budget, as plain data with defaults.
+
+use std::time::Duration;
+
+/// Limits and timers of the peer engine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most peer connections at once (incoming + outgoing).
+    pub max_peers: usize,
+    /// Most outgoing connects in flight at once.
+    pub max_half_open: usize,
+    /// Give up on a connect after this long.
+    pub connect_timeout: Duration,
+    /// Close a peer that has not completed the handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Close a peer that sent nothing (not even a keep-alive) for this long.
+    pub idle_timeout: Duration,
+    /// Send a keep-alive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// A peer that delivers none of our requests for this long is snubbed:
+    /// its requests go back to the picker.
+    pub request_timeout: Duration,
+    /// Piece cache budget in bytes (0 = write-through).
+    pub cache_bytes: usize,
+    /// Requests in flight to one peer: start and bounds of the adaptive pipeline.
+    pub pipeline_start: usize,
+    pub pipeline_min: usize,
+    pub pipeline_max: usize,
+    /// Most requests from one peer we queue; more closes the connection.
+    pub max_peer_requests: usize,
+    /// Largest block a peer may request from us.
+    pub max_request_len: u32,
+    /// Upload slots (regular unchokes), besides the optimistic one.
+    pub upload_slots: usize,
+    /// Stop filling a peer's send buffer above this many bytes.
+    pub send_watermark: usize,
+    /// Receive buffer size per peer.
+    pub recv_buf: usize,
+    /// Bytes of verified pieces written per loop turn (keeps the loop responsive).
+    pub flush_per_turn: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_peers: 50,
+            max_half_open: 8,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(180),
+            keepalive_interval: Duration::from_secs(90),
+            request_timeout: Duration::from_secs(20),
+            cache_bytes: 16 << 20,
+            pipeline_start: 32,
+            pipeline_min: 4,
+            pipeline_max: 256,
+            max_peer_requests: 512,
+            max_request_len: 128 * 1024,
+            upload_slots: 4,
+            send_watermark: 128 * 1024,
+            recv_buf: 64 * 1024,
+            flush_per_turn: 8 << 20,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The tracker sockets: our announces (HTTP client) and, when the built-in
+//! tracker runs, its incoming HTTP connections.
+
+use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
+use crate::tracker::client::{
+    AnnounceParams, Event, ResponseReader, TrackerError, build_announce_request, parse_announce_body,
+    parse_http_url,
+};
+use crate::tracker::server::{HeadStatus, frame_request};
+use crate::wire::SendBuf;
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Give up on an announce after this long.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Close a tracker-server client that has not sent its request by then.
+const SERVER_CONN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most simultaneous clients of the built-in tracker.
+const MAX_SERVER_CONNS: usize = 512;
+/// Largest request head the built-in tracker reads.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// One announce in flight.
+pub(super) struct AnnounceConn {
+    pub sock: TcpStream,
+    url: String,
+    out: SendBuf,
+    reader: ResponseReader,
+    started: Instant,
+    connecting: bool,
+}
+
+/// One client of the built-in tracker.
+pub(super) struct ServerConn {
+    pub sock: TcpStream,
+    remote: SocketAddr,
+    inbuf: Vec<u8>,
+    out: SendBuf,
+    started: Instant,
+    answered: bool,
+}
+
+impl Session {
+    /// Start an announce if one is due and none is in flight.
+    pub(super) fn maybe_announce(&mut self, now: Instant) {
+        if self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_))) {
+            return;
+        }
+        let Some(a) = &mut self.announcer else {
+            return;
+        };
+        let Some((url, event)) = a.poll_announce(now) else {
+            return;
+        };
+        if let Err(e) = self.start_announce(&url, event, now)
+            && let Some(a) = &mut self.announcer
+        {
+            warn!("tracker {url}: {e}");
+            a.on_failure(now, &url, &e);
+        }
+    }
+
+    fn start_announce(&mut self, url: &str, event: Event, now: Instant) -> Result<(), TrackerError> {
+        let Some(t) = &self.torrent else {
+            return Ok(());
+        };
+        let parsed = parse_http_url(url)?;
+        // Resolution is blocking; tracker hosts are usually IP literals or in
+        // /etc/hosts here, and it happens once per announce (minutes apart).
+        let addr = (parsed.host.as_str(), parsed.port)
+            .to_socket_addrs()
+            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
+            .next()
+            .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
+        let s = t.status();
+        let params = AnnounceParams {
+            info_hash: t.info_hash,
+            peer_id: self.peer_id,
+            port: self.listen_addr.map_or(6881, |a| a.port()),
+            uploaded: s.totals.uploaded,
+            downloaded: s.totals.downloaded,
+            left: s.left,
+            event,
+            numwant: 50,
+            key: u32::from_le_bytes([self.peer_id[16], self.peer_id[17], self.peer_id[18], self.peer_id[19]]),
+            tracker_id: self.announcer.as_ref().and_then(|a| a.tracker_id().map(|t| t.to_vec())),
+        };
+        let mut out = SendBuf::new();
+        out.buf_mut().extend_from_slice(&build_announce_request(&parsed, &params));
+        let mut sock = connect_from(self.opts.bind_ip, addr).map_err(|e| TrackerError::Io(format!("connect {addr}: {e}")))?;
+        let entry = self.conns.vacant_entry();
+        self.poll
+            .registry()
+            .register(&mut sock, Token(entry.key()), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| TrackerError::Io(e.to_string()))?;
+        debug!("announcing to {url} ({event:?})");
+        entry.insert(Conn::Announce(AnnounceConn {
+            sock,
+            url: url.to_string(),
+            out,
+            reader: ResponseReader::new(),
+            started: now,
+            connecting: true,
+        }));
+        Ok(())
+    }
+
+    pub(super) fn announce_event(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Announce(c)) = self.conns.get_mut(token) else {
+            return;
+        };
+        let result = drive_announce(c);
+        let url = c.url.clone();
+        match result {
+            Ok(None) => {}
+            Ok(Some(body)) => {
+                let _ = self.close_silently(token);
+                self.on_announce_body(&url, &body, now);
+            }
+            Err(e) => {
+                let _ = self.close_silently(token);
+                warn!("tracker {url}: {e}");
+                if let Some(a) = &mut self.announcer {
+                    a.on_failure(now, &url, &e);
+                }
+            }
+        }
+    }
+
+    fn on_announce_body(&mut self, url: &str, body: &[u8], now: Instant) {
+        let Some(a) = &mut self.announcer else {
+            return;
+        };
+        match parse_announce_body(body) {
+            Ok(resp) => {
+                if let Some(w) = &resp.warning {
+                    warn!("tracker {url} warns: {w}");
+                }
+                info!("tracker {url}: {} peers, next announce in {} s", resp.peers.len(), resp.interval);
+                a.on_success(now, url, &resp);
+                for p in resp.peers {
+                    if !self.candidates.contains(&p) {
+                        self.candidates.push_back(p);
+                    }
+                }
+                self.connect_more(now);
+            }
+            Err(e) => {
+                warn!("tracker {url}: {e}");
+                a.on_failure(now, url, &e);
+            }
+        }
+    }
+
+    fn close_silently(&mut self, token: usize) -> Option<()> {
+        match self.conns.try_remove(token)? {
+            Conn::Announce(mut c) => {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+            Conn::TrackerServer(mut c) => {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+            other => {
+                // Not ours: put it back.
+                let entry = self.conns.vacant_entry();
+                debug_assert_eq!(entry.key(), token);
+                entry.insert(other);
+            }
+        }
+        Some(())
+    }
+
+    pub(super) fn accept_tracker_clients(&mut self, token: usize, now: Instant) {
+        loop {
+            let Some(Conn::TrackerListener(l)) = self.conns.get(token) else {
+                return;
+            };
+            match l.accept() {
+                Ok((mut sock, remote)) => {
+                    let open = self.conns.iter().filter(|(_, c)| matches!(c, Conn::TrackerServer(_))).count();
+                    if open >= MAX_SERVER_CONNS {
+                        debug!("tracker: refusing {remote}, too many connections");
+                        continue;
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let tok = entry.key();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut sock, Token(tok), Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    entry.insert(Conn::TrackerServer(ServerConn {
+                        sock,
+                        remote,
+                        inbuf: Vec::new(),
+                        out: SendBuf::new(),
+                        started: now,
+                        answered: false,
+                    }));
+                    self.carry.push(tok);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("tracker accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn server_conn_event(&mut self, token: usize, now: Instant) {
+        let Some(Conn::TrackerServer(c)) = self.conns.get_mut(token) else {
+            return;
+        };
+        let mut done = false;
+        if !c.answered {
+            match read_into(&mut c.sock, &mut c.inbuf, MAX_REQUEST + 1) {
+                Err(_) => done = true,
+                Ok(stop) => match frame_request(&c.inbuf) {
+                    Ok(HeadStatus::Complete(n)) => {
+                        if let Some(tr) = &mut self.tracker {
+                            let resp = tr.handle(&c.inbuf[..n], c.remote, now);
+                            c.out.buf_mut().extend_from_slice(&resp);
+                        }
+                        c.answered = true;
+                        c.inbuf = Vec::new();
+                    }
+                    Ok(HeadStatus::Partial) => done = stop == ReadStop::Eof,
+                    Err(e) => {
+                        debug!("tracker: bad request from {}: {e}", c.remote);
+                        c.out
+                            .buf_mut()
+                            .extend_from_slice(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        c.answered = true;
+                    }
+                },
+            }
+        }
+        if c.answered {
+            if !write_out(&mut c.sock, &mut c.out) {
+                done = true;
+            } else if c.out.is_empty() {
+                done = true;
+            }
+        }
+        if done {
+            let _ = self.close_silently(token);
+        }
+    }
+
+    /// Time-outs of tracker connections, and announces that are due.
+    pub(super) fn tracker_conns_tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (tok, c) in &self.conns {
+            match c {
+                Conn::Announce(a) if now.duration_since(a.started) > ANNOUNCE_TIMEOUT => {
+                    expired.push((tok, Some(a.url.clone())));
+                }
+                Conn::TrackerServer(s) if now.duration_since(s.started) > SERVER_CONN_TIMEOUT => {
+                    expired.push((tok, None));
+                }
+                _ => {}
+            }
+        }
+        for (tok, url) in expired {
+            let _ = self.close_silently(tok);
+            if let (Some(url), Some(a)) = (url, &mut self.announcer) {
+                warn!("tracker {url}: no answer in {ANNOUNCE_TIMEOUT:?}");
+                a.on_failure(now, &url, &TrackerError::Timeout);
+            }
+        }
+        self.maybe_announce(now);
+    }
+
+    /// Send `stopped` (best effort, at most about 1.5 s).
+    pub(super) fn announce_stopped(&mut self) {
+        let Some(a) = &mut self.announcer else {
+            return;
+        };
+        // Abandon an announce in flight; the stop replaces it.
+        let inflight: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Announce(_)))
+            .map(|(k, _)| k)
+            .collect();
+        let now = Instant::now();
+        for tok in inflight {
+            let url = match self.conns.get(tok) {
+                Some(Conn::Announce(c)) => c.url.clone(),
+                _ => continue,
+            };
+            let _ = self.close_silently(tok);
+            if let Some(a) = &mut self.announcer {
+                a.on_failure(now, &url, &TrackerError::Timeout);
+            }
+        }
+        let Some(a) = self.announcer.as_mut() else {
+            return;
+        };
+        a.stop();
+        let Some((url, event)) = a.poll_announce(now) else {
+            return;
+        };
+        if self.start_announce(&url, event, now).is_err() {
+            return;
+        }
+        let deadline = now + Duration::from_millis(1500);
+        let mut events = mio::Events::with_capacity(16);
+        while Instant::now() < deadline
+            && self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_)))
+        {
+            if self.poll.poll(&mut events, Some(Duration::from_millis(100))).is_err() {
+                break;
+            }
+            let now = Instant::now();
+            let toks: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+            for tok in toks {
+                if matches!(self.conns.get(tok), Some(Conn::Announce(_))) {
+                    self.announce_event(tok, now);
+                }
+            }
+        }
+        let _ = a;
+    }
+}
+
+/// Advance one announce: finish the connect, send the request, read the
+/// answer. `Ok(Some(body))` once the response is complete.
+fn drive_announce(c: &mut AnnounceConn) -> Result<Option<Vec<u8>>, TrackerError> {
+    if c.connecting {
+        if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
+            return Err(TrackerError::Io(format!("connect: {e}")));
+        }
+        match c.sock.peer_addr() {
+            Ok(_) => c.connecting = false,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+            Err(e) => return Err(TrackerError::Io(format!("connect: {e}"))),
+        }
+    }
+    if !c.out.is_empty() && !write_out(&mut c.sock, &mut c.out) {
+        return Err(TrackerError::Io("write failed".into()));
+    }
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
+            .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
+        if !buf.is_empty()
+            && let Some(body) = c.reader.feed(&buf)?
+        {
+            return Ok(Some(body));
+        }
+        match stop {
+            ReadStop::Cap => continue,
+            ReadStop::Eof => return c.reader.eof().map(Some),
+            ReadStop::WouldBlock => return Ok(None),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! One peer connection's protocol state (no socket): handshake phase,
+//! choke/interest flags, the pieces it has, our requests to it and its
+//! requests to us, rates, and why it was dropped.
+
+use crate::bitfield::{Bitfield, BitfieldError};
+use crate::geometry::BlockRef;
+use crate::wire::{DecodeError, RecvBuf, SendBuf};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The protocol phase of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the peer's handshake.
+    Handshaking,
+    /// Handshakes exchanged: messages flow.
+    Active,
+}
+
+/// Why a peer connection was closed. Never fatal to the engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerError {
+    /// The peer closed the connection.
+    Eof,
+    /// A socket error (with the operation that failed).
+    Io(&'static str, std::io::ErrorKind),
+    /// Malformed bytes on the wire.
+    Decode(DecodeError),
+    /// The handshake named a torrent we do not serve.
+    WrongInfoHash,
+    /// We connected to ourselves.
+    OwnPeerId,
+    /// Already connected to this peer id.
+    Duplicate,
+    /// The peer is banned (bad data).
+    Banned,
+    /// A bitfield of the wrong size or with spare bits set, or sent late.
+    BadBitfield(String),
+    /// A `have` for a piece that does not exist.
+    BadHave(u32),
+    /// A message that is not allowed in this phase.
+    Unexpected(&'static str),
+    /// Too many queued requests from the peer.
+    RequestFlood,
+    /// A piece we never asked for, at an impossible place.
+    BadPiece,
+    /// A time-out (which one).
+    Timeout(&'static str),
+    /// Both sides are seeds: nothing to exchange.
+    BothSeeds,
+    /// Reading our data to serve it failed.
+    Storage,
+    /// The engine is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::Eof => write!(f, "peer closed the connection"),
+            PeerError::Io(op, kind) => write!(f, "{op} failed: {kind}"),
+            PeerError::Decode(e) => write!(f, "malformed message: {e}"),
+            PeerError::WrongInfoHash => write!(f, "handshake for another torrent"),
+            PeerError::OwnPeerId => write!(f, "connected to ourselves"),
+            PeerError::Duplicate => write!(f, "already connected to this peer"),
+            PeerError::Banned => write!(f, "peer is banned"),
+            PeerError::BadBitfield(e) => write!(f, "bad bitfield: {e}"),
+            PeerError::BadHave(p) => write!(f, "have for piece {p}, which does not exist"),
+            PeerError::Unexpected(what) => write!(f, "unexpected {what}"),
+            PeerError::RequestFlood => write!(f, "too many requests queued"),
+            PeerError::BadPiece => write!(f, "piece message for a block that does not exist"),
+            PeerError::Timeout(what) => write!(f, "{what} timed out"),
+            PeerError::BothSeeds => write!(f, "both sides are seeds"),
+            PeerError::Storage => write!(f, "could not read the data it asked for"),
+            PeerError::Shutdown => write!(f, "shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+impl From<DecodeError> for PeerError {
+    fn from(e: DecodeError) -> PeerError {
+        PeerError::Decode(e)
+    }
+}
+
+impl From<BitfieldError> for PeerError {
+    fn from(e: BitfieldError) -> PeerError {
+        PeerError::BadBitfield(e.to_string())
+    }
+}
+
+/// A byte rate, smoothed over a few seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateMeter {
+    total: u64,
+    window: u64,
+    rate: f64,
+}
+
+impl RateMeter {
+    pub fn add(&mut self, n: u64) {
+        self.total += n;
+        self.window += n;
+    }
+    /// Fold the bytes of the last `dt` into the smoothed rate.
+    pub fn tick(&mut self, dt: Duration) {
+        let secs = dt.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let now = self.window as f64 / secs;
+        self.rate = if self.rate == 0.0 {
+            now
+        } else {
+            0.6 * self.rate + 0.4 * now
+        };
+        self.window = 0;
+    }
+    /// Bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
+    }
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// A request we sent, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Inflight {
+    pub block: BlockRef,
+    pub sent: Instant,
+}
+
+/// One peer connection's state. The socket lives in the event loop.
+pub struct Peer {
+    /// The event loop's token for this connection.
+    pub token: usize,
+    pub addr: SocketAddr,
+    pub outgoing: bool,
+    pub phase: Phase,
+    pub peer_id: [u8; 20],
+    pub recv: RecvBuf,
+    pub send: SendBuf,
+    /// Pieces the peer has.
+    pub has: Bitfield,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Our requests to the peer, oldest first.
+    pub inflight: Vec<Inflight>,
+    /// How many requests we keep in flight to this peer.
+    pub pipeline: usize,
+    /// The peer's requests to us, oldest first.
+    pub requests: VecDeque<BlockRef>,
+    /// Requests received while we were choking it.
+    pub choked_requests: u32,
+    pub down: RateMeter,
+    pub up: RateMeter,
+    pub connected_at: Instant,
+    pub last_recv: Instant,
+    pub last_sent: Instant,
+    /// Last time a block we asked for arrived (or when requests started).
+    pub last_block: Instant,
+    pub snubbed: bool,
+    /// Whether any message was seen yet (a bitfield must come first).
+    pub seen_message: bool,
+}
+
+impl Peer {
+    pub fn new(
+        token: usize,
+        addr: SocketAddr,
+        outgoing: bool,
+        num_pieces: u32,
+        recv_cap: usize,
+        pipeline: usize,
+        now: Instant,
+    ) -> Peer {
+        Peer {
+            token,
+            addr,
+            outgoing,
+            phase: Phase::Handshaking,
+            peer_id: [0; 20],
+            recv: RecvBuf::new(recv_cap),
+            send: SendBuf::new(),
+            has: Bitfield::new(num_pieces),
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            inflight: Vec::new(),
+            pipeline,
+            requests: VecDeque::new(),
+            choked_requests: 0,
+            down: RateMeter::default(),
+            up: RateMeter::default(),
+            connected_at: now,
+            last_recv: now,
+            last_sent: now,
+            last_block: now,
+            snubbed: false,
+            seen_message: false,
+        }
+    }
+
+    /// Remove `block` from our in-flight list; true if it was there.
+    pub fn take_inflight(&mut self, block: BlockRef) -> bool {
+        match self.inflight.iter().position(|r| r.block == block) {
+            Some(i) => {
+                self.inflight.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A short label for log lines: `peer#KEY ADDR`.
+    pub fn label(&self) -> String {
+        format!("peer#{} {}", self.token, self.addr)
+    }
+}
+
+/// Our peer id: the Azureus-style client prefix and 12 random bytes.
+pub fn make_peer_id(seed: u64) -> [u8; 20] {
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-PM0100-");
+    let mut x = seed | 1;
+    for b in &mut id[8..] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(x % 36) as usize];
+    }
+    id
+}

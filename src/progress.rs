@@ -1,0 +1,117 @@
+//! The status line: redrawn in place on a terminal (a few times a second),
+//! a plain line every few seconds otherwise, and the final summary.
+
+use crate::torrent::Status;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Decide from whether stderr is a terminal.
+    Auto,
+    /// Nothing (`--quiet`).
+    Off,
+}
+
+/// Prints progress to stderr.
+pub struct Progress {
+    tty: bool,
+    enabled: bool,
+    last: Option<Instant>,
+    drawn: bool,
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// One status line (no newline).
+pub fn status_line(s: &Status) -> String {
+    let pct = if s.total_len == 0 {
+        100.0
+    } else {
+        100.0 * (s.total_len - s.left) as f64 / s.total_len as f64
+    };
+    let eta = if s.left == 0 {
+        "done".to_string()
+    } else if s.down_rate > 0 {
+        human_duration(s.left / s.down_rate)
+    } else {
+        "-".to_string()
+    };
+    format!(
+        "{pct:5.1}% {}/{} pieces  down {}/s  up {}/s  peers {}  eta {eta}",
+        s.have,
+        s.num_pieces,
+        human_bytes(s.down_rate),
+        human_bytes(s.up_rate),
+        s.peers
+    )
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode) -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            enabled: mode != ProgressMode::Off,
+            last: None,
+            drawn: false,
+        }
+    }
+
+    /// Show `s` if it is time to.
+    pub fn update(&mut self, s: &Status, now: Instant) {
+        if !self.enabled {
+            return;
+        }
+        let every = if self.tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last.is_some_and(|t| now.duration_since(t) < every) {
+            return;
+        }
+        self.last = Some(now);
+        let line = status_line(s);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K{line}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// End the live line so that later output starts on a fresh line.
+    pub fn finish(&mut self) {
+        if self.drawn {
+            let _ = writeln!(std::io::stderr());
+            self.drawn = false;
+        }
+    }
+}

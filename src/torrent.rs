@@ -1,0 +1,709 @@
+//! One torrent: routes what peers say to the picker, cache and choker, and
+//! queues what we say back. The event loop moves bytes between sockets and
+//! each peer's buffers; everything in between happens here.
+
+use crate::bitfield::Bitfield;
+use crate::choker::{ChokeCandidate, Choker};
+use crate::config::Config;
+use crate::geometry::{BlockRef, Geometry};
+use crate::peer::{Inflight, Peer, PeerError, Phase};
+use crate::picker::{BlockOutcome, Picker};
+use crate::storage::{Cache, Disk, Insert, StorageError};
+use crate::wire::{self, Handshake, Message};
+use log::{debug, info, trace, warn};
+use slab::Slab;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Totals for the status line and the tracker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    /// Payload bytes received in verified pieces.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Payload bytes thrown away (duplicates, failed pieces).
+    pub wasted: u64,
+    pub hash_failures: u32,
+    /// Payload bytes received, verified or not (for rates).
+    pub received: u64,
+}
+
+/// What the torrent says about itself, for progress output.
+#[derive(Clone, Copy, Debug)]
+pub struct Status {
+    pub have: u32,
+    pub num_pieces: u32,
+    pub left: u64,
+    pub total_len: u64,
+    pub down_rate: u64,
+    pub up_rate: u64,
+    pub peers: usize,
+    pub totals: Totals,
+}
+
+/// One torrent and its peers.
+pub struct Torrent {
+    pub info_hash: [u8; 20],
+    pub our_id: [u8; 20],
+    pub geometry: Geometry,
+    pub cfg: Config,
+    pub picker: Picker,
+    choker: Choker,
+    cache: Cache,
+    disk: Disk,
+    pub peers: Slab<Peer>,
+    /// Pieces written to disk.
+    pub flushed: Bitfield,
+    /// Which peers sent blocks of each partial piece.
+    contributors: HashMap<u32, Vec<[u8; 20]>>,
+    strikes: HashMap<[u8; 20], u32>,
+    banned_ids: HashSet<[u8; 20]>,
+    banned_addrs: HashSet<SocketAddr>,
+    pub totals: Totals,
+    /// Peers that have bytes queued to send.
+    pub dirty: Vec<usize>,
+    /// The last storage error (disk full...), for the status line.
+    pub storage_error: Option<String>,
+    pick_buf: Vec<BlockRef>,
+    cancel_buf: Vec<usize>,
+    choke_buf: Vec<(usize, bool)>,
+}
+
+impl Torrent {
+    pub fn new(
+        info_hash: [u8; 20],
+        our_id: [u8; 20],
+        geometry: Geometry,
+        hashes: Vec<[u8; 20]>,
+        disk: Disk,
+        have: Bitfield,
+        cfg: Config,
+        seed: u64,
+        now: Instant,
+    ) -> Torrent {
+        let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
+        let mut picker = Picker::new(geometry, &have, seed);
+        picker.set_max_partial(cache.max_partial());
+        Torrent {
+            info_hash,
+            our_id,
+            geometry,
+            choker: Choker::new(cfg.upload_slots, seed ^ 0x5eed, now),
+            cfg,
+            picker,
+            cache,
+            disk,
+            peers: Slab::new(),
+            flushed: have,
+            contributors: HashMap::new(),
+            strikes: HashMap::new(),
+            banned_ids: HashSet::new(),
+            banned_addrs: HashSet::new(),
+            totals: Totals::default(),
+            dirty: Vec::new(),
+            storage_error: None,
+            pick_buf: Vec::new(),
+            cancel_buf: Vec::new(),
+            choke_buf: Vec::new(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Every piece is verified and on disk.
+    pub fn is_done(&self) -> bool {
+        self.flushed.is_full()
+    }
+
+    /// Bytes we still need.
+    pub fn left(&self) -> u64 {
+        let have = self.picker.have();
+        (0..self.geometry.num_pieces)
+            .filter(|&p| !have.get(p))
+            .map(|p| self.geometry.piece_size(p) as u64)
+            .sum()
+    }
+
+    pub fn status(&self) -> Status {
+        let (mut down, mut up) = (0, 0);
+        for (_, p) in &self.peers {
+            down += p.down.rate();
+            up += p.up.rate();
+        }
+        Status {
+            have: self.picker.have().count(),
+            num_pieces: self.geometry.num_pieces,
+            left: self.left(),
+            total_len: self.geometry.total_len,
+            down_rate: down,
+            up_rate: up,
+            peers: self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.phase == Phase::Active)
+                .count(),
+            totals: self.totals,
+        }
+    }
+
+    pub fn is_banned(&self, addr: &SocketAddr) -> bool {
+        self.banned_addrs.contains(addr)
+    }
+
+    /// Is a connection to `addr` already open (or being opened)?
+    pub fn is_connected_to(&self, addr: &SocketAddr) -> bool {
+        self.peers.iter().any(|(_, p)| p.addr == *addr)
+    }
+
+    /// A new connection. Outgoing connections send their handshake at once
+    /// (the loop flushes it once the connect completes).
+    pub fn add_peer(&mut self, token: usize, addr: SocketAddr, outgoing: bool, now: Instant) -> usize {
+        let peer = Peer::new(
+            token,
+            addr,
+            outgoing,
+            self.geometry.num_pieces,
+            self.cfg.recv_buf,
+            self.cfg.pipeline_start,
+            now,
+        );
+        let key = self.peers.insert(peer);
+        if outgoing {
+            self.send_handshake(key);
+        }
+        key
+    }
+
+    fn send_handshake(&mut self, key: usize) {
+        let hs = Handshake {
+            reserved: [0; 8],
+            info_hash: self.info_hash,
+            peer_id: self.our_id,
+        };
+        let have = self.picker.have();
+        let peer = &mut self.peers[key];
+        let out = peer.send.buf_mut();
+        hs.encode(out);
+        if have.count() > 0 {
+            Message::Bitfield(have.as_bytes()).encode(out);
+        }
+        self.dirty.push(key);
+    }
+
+    /// Remove a peer: its requests go back to the picker, its pieces leave
+    /// the availability counts.
+    pub fn remove_peer(&mut self, key: usize, why: &PeerError) {
+        let Some(peer) = self.peers.try_remove(key) else {
+            return;
+        };
+        debug!("{} dropped: {}", peer.label(), why);
+        for r in &peer.inflight {
+            self.picker.on_block_dropped(key, r.block);
+        }
+        if peer.phase == Phase::Active {
+            self.picker.peer_gone(&peer.has);
+        }
+        self.choker.on_peer_gone(key);
+    }
+
+    /// Process every complete frame in the peer's receive buffer.
+    pub fn on_readable(&mut self, key: usize, now: Instant) -> Result<(), PeerError> {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(());
+        };
+        peer.last_recv = now;
+        // Take the receive buffer out so that a decoded message can borrow
+        // it while the rest of the torrent is updated; put it back after.
+        let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::new(0));
+        let result = self.drain_frames(key, &mut recv, now);
+        if let Some(peer) = self.peers.get_mut(key) {
+            peer.recv = recv;
+        }
+        result?;
+        self.request_more(key, now);
+        self.serve(key)
+    }
+
+    fn drain_frames(&mut self, key: usize, recv: &mut crate::wire::RecvBuf, now: Instant) -> Result<(), PeerError> {
+        if self.peers[key].phase == Phase::Handshaking {
+            let Some(hs) = Handshake::decode(recv.data())? else {
+                return Ok(());
+            };
+            recv.consume(wire::HANDSHAKE_LEN);
+            self.on_handshake(key, hs)?;
+        }
+        loop {
+            match wire::decode_frame(recv.data(), wire::MAX_FRAME)? {
+                Some((msg, n)) => {
+                    self.on_message(key, msg, now)?;
+                    recv.consume(n);
+                }
+                None => {
+                    if let Some(need) = wire::frame_len_hint(recv.data()) {
+                        recv.reserve_frame(need);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: usize, msg: Message<'_>, now: Instant) -> Result<(), PeerError> {
+        let first = !std::mem::replace(&mut self.peers[key].seen_message, true);
+        let peer = &mut self.peers[key];
+        match msg {
+            Message::KeepAlive => {}
+            Message::Choke => {
+                peer.peer_choking = true;
+                // Our pending requests are void (BEP 3): back to the picker.
+                for r in peer.inflight.drain(..) {
+                    self.picker.on_block_dropped(key, r.block);
+                }
+            }
+            Message::Unchoke => {
+                peer.peer_choking = false;
+                peer.last_block = now;
+            }
+            Message::Interested => {
+                peer.peer_interested = true;
+                if peer.am_choking {
+                    self.choker.round_now();
+                }
+            }
+            Message::NotInterested => peer.peer_interested = false,
+            Message::Have { piece } => {
+                if piece >= self.geometry.num_pieces {
+                    return Err(PeerError::BadHave(piece));
+                }
+                if peer.has.set(piece) {
+                    self.picker.peer_has_piece(piece);
+                    if !peer.am_interested && !self.picker.have().get(piece) {
+                        self.update_interest(key);
+                    }
+                }
+            }
+            Message::Bitfield(bytes) => {
+                if !first {
+                    return Err(PeerError::Unexpected("bitfield after other messages"));
+                }
+                let bf = Bitfield::from_wire(bytes, self.geometry.num_pieces)?;
+                self.picker.peer_has_all(&bf);
+                peer.has = bf;
+                self.update_interest(key);
+            }
+            Message::Request { piece, begin, len } => {
+                if !self.geometry.request_in_range(piece, begin, len, self.cfg.max_request_len)
+                    || !self.picker.have().get(piece)
+                {
+                    debug!("{} asked for a block we cannot serve ({piece}, {begin}, {len})", peer.label());
+                    return Ok(());
+                }
+                if peer.am_choking {
+                    peer.choked_requests += 1;
+                    if peer.choked_requests > self.cfg.max_peer_requests as u32 * 4 {
+                        return Err(PeerError::RequestFlood);
+                    }
+                    return Ok(());
+                }
+                if peer.requests.len() >= self.cfg.max_peer_requests {
+                    return Err(PeerError::RequestFlood);
+                }
+                peer.requests.push_back(BlockRef { piece, begin, len });
+            }
+            Message::Cancel { piece, begin, len } => {
+                let b = BlockRef { piece, begin, len };
+                peer.requests.retain(|r| *r != b);
+            }
+            Message::Piece { piece, begin, data } => {
+                let len = u32::try_from(data.len()).map_err(|_| PeerError::BadPiece)?;
+                if !self.geometry.is_block(piece, begin, len) {
+                    return Err(PeerError::BadPiece);
+                }
+                self.on_block(key, BlockRef { piece, begin, len }, data, now)?;
+            }
+            Message::Port(_) | Message::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_handshake(&mut self, key: usize, hs: Handshake) -> Result<(), PeerError> {
+        if hs.info_hash != self.info_hash {
+            return Err(PeerError::WrongInfoHash);
+        }
+        if hs.peer_id == self.our_id {
+            return Err(PeerError::OwnPeerId);
+        }
+        if self.banned_ids.contains(&hs.peer_id) {
+            return Err(PeerError::Banned);
+        }
+        if self
+            .peers
+            .iter()
+            .any(|(k, p)| k != key && p.phase == Phase::Active && p.peer_id == hs.peer_id)
+        {
+            return Err(PeerError::Duplicate);
+        }
+        let outgoing = {
+            let peer = &mut self.peers[key];
+            peer.peer_id = hs.peer_id;
+            peer.phase = Phase::Active;
+            debug!("{} handshake ok ({})", peer.label(), String::from_utf8_lossy(&hs.peer_id[..8]));
+            peer.outgoing
+        };
+        if !outgoing {
+            self.send_handshake(key);
+        }
+        Ok(())
+    }
+
+    /// Ask the peer for more blocks, up to its pipeline depth.
+    pub fn request_more(&mut self, key: usize, now: Instant) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested || peer.snubbed {
+            return;
+        }
+        let want = peer.pipeline.saturating_sub(peer.inflight.len());
+        if want == 0 {
+            return;
+        }
+        self.pick_buf.clear();
+        self.picker.pick(key, &peer.has, want, &mut self.pick_buf);
+        if self.pick_buf.is_empty() {
+            return;
+        }
+        if peer.inflight.is_empty() {
+            peer.last_block = now;
+        }
+        let out = peer.send.buf_mut();
+        for &b in &self.pick_buf {
+            Message::Request {
+                piece: b.piece,
+                begin: b.begin,
+                len: b.len,
+            }
+            .encode(out);
+            peer.inflight.push(Inflight { block: b, sent: now });
+        }
+        trace!("{} requested {} blocks", peer.label(), self.pick_buf.len());
+        self.dirty.push(key);
+    }
+
+    /// Recompute whether we are interested in `key`, telling it on change.
+    fn update_interest(&mut self, key: usize) {
+        let peer = &mut self.peers[key];
+        let want = self.picker.is_interesting(&peer.has);
+        if want != peer.am_interested {
+            peer.am_interested = want;
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            m.encode(peer.send.buf_mut());
+            self.dirty.push(key);
+        }
+    }
+
+    /// Fill the peer's send buffer from its queued requests, up to the
+    /// watermark. Called after messages and whenever its socket drains.
+    pub fn serve(&mut self, key: usize) -> Result<(), PeerError> {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(());
+        };
+        let mut served = false;
+        while peer.send.len() < self.cfg.send_watermark {
+            let Some(b) = peer.requests.pop_front() else {
+                break;
+            };
+            let out = peer.send.buf_mut();
+            wire::encode_piece_header(b.piece, b.begin, b.len, out);
+            if let Err(e) = self.cache.read_block(&self.disk, b, out) {
+                warn!("cannot read piece {} to serve it: {e}", b.piece);
+                self.storage_error = Some(e.to_string());
+                return Err(PeerError::Storage);
+            }
+            peer.up.add(b.len as u64);
+            self.totals.uploaded += b.len as u64;
+            served = true;
+        }
+        if served {
+            self.dirty.push(key);
+        }
+        Ok(())
+    }
+
+    /// Write verified pieces to disk, up to `max_bytes`. Errors (a full
+    /// disk) leave the pieces queued; the loop retries later.
+    pub fn flush(&mut self, max_bytes: usize) -> Result<usize, StorageError> {
+        let mut written = Vec::new();
+        let r = self.cache.flush(&self.disk, max_bytes, &mut written);
+        for &p in &written {
+            self.flushed.set(p);
+        }
+        match &r {
+            Ok(()) => {
+                if self.storage_error.take().is_some() {
+                    info!("writing to disk works again");
+                }
+            }
+            Err(e) => {
+                if self.storage_error.is_none() {
+                    warn!("cannot write verified piece: {e} (will retry; nothing is lost)");
+                }
+                self.storage_error = Some(e.to_string());
+            }
+        }
+        r.map(|()| written.len())
+    }
+
+    pub fn should_flush(&self) -> bool {
+        self.cache.should_flush()
+    }
+
+    pub fn has_pending_writes(&self) -> bool {
+        self.cache.pending_len() > 0
+    }
+
+    /// The cache cannot take new pieces until a flush: stop reading peers.
+    pub fn cache_full(&self) -> bool {
+        self.cache.is_full()
+    }
+
+    pub fn cache_memory(&self) -> usize {
+        self.cache.memory()
+    }
+
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.disk.sync()
+    }
+
+    /// Periodic work (about once a second): rates, pipeline depth, time-outs,
+    /// keep-alives, choking. Returns peers to close, with the reason.
+    pub fn tick(&mut self, now: Instant, dt: std::time::Duration, close: &mut Vec<(usize, PeerError)>) {
+        let complete = self.picker.is_complete();
+        for (key, peer) in self.peers.iter_mut() {
+            peer.down.tick(dt);
+            peer.up.tick(dt);
+            if peer.phase == Phase::Handshaking {
+                if now.duration_since(peer.connected_at) > self.cfg.handshake_timeout {
+                    close.push((key, PeerError::Timeout("handshake")));
+                }
+                continue;
+            }
+            if now.duration_since(peer.last_recv) > self.cfg.idle_timeout {
+                close.push((key, PeerError::Timeout("idle connection")));
+                continue;
+            }
+            if complete && peer.has.is_full() {
+                close.push((key, PeerError::BothSeeds));
+                continue;
+            }
+            // Enough requests in flight to cover about a second at the
+            // measured rate, within bounds.
+            let per_sec = (peer.down.rate() / crate::geometry::BLOCK_LEN as u64) as usize;
+            peer.pipeline = per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max);
+            if !peer.inflight.is_empty()
+                && now.duration_since(peer.last_block) > self.cfg.request_timeout
+            {
+                debug!("{} snubbed: no block for {:?}", peer.label(), self.cfg.request_timeout);
+                peer.snubbed = true;
+                peer.pipeline = self.cfg.pipeline_min;
+                for r in peer.inflight.drain(..) {
+                    self.picker.on_block_dropped(key, r.block);
+                }
+            }
+            if now.duration_since(peer.last_sent) > self.cfg.keepalive_interval {
+                Message::KeepAlive.encode(peer.send.buf_mut());
+                self.dirty.push(key);
+            }
+        }
+        self.choke_round(now);
+        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.request_more(key, now);
+        }
+    }
+
+    fn choke_round(&mut self, now: Instant) {
+        if now < self.choker.poll_timeout() {
+            return;
+        }
+        let seeding = self.picker.is_complete();
+        let candidates: Vec<ChokeCandidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.phase == Phase::Active)
+            .map(|(key, p)| ChokeCandidate {
+                key,
+                interested: p.peer_interested,
+                rate: if seeding { p.up.rate() } else { p.down.rate() },
+                is_seed: p.has.is_full(),
+                choked: p.am_choking,
+            })
+            .collect();
+        let mut changes = std::mem::take(&mut self.choke_buf);
+        changes.clear();
+        self.choker.tick(now, &candidates, &mut changes);
+        for &(key, choke) in &changes {
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            peer.am_choking = choke;
+            let m = if choke {
+                // Choking discards the peer's pending requests (BEP 3).
+                peer.requests.clear();
+                Message::Choke
+            } else {
+                Message::Unchoke
+            };
+            m.encode(peer.send.buf_mut());
+            self.dirty.push(key);
+        }
+        self.choke_buf = changes;
+    }
+
+    /// Note that bytes were written to the peer's socket.
+    pub fn on_sent(&mut self, key: usize, now: Instant) {
+        if let Some(p) = self.peers.get_mut(key) {
+            p.last_sent = now;
+        }
+    }
+
+    /// A block arrived from `key`.
+    fn on_block(&mut self, key: usize, b: BlockRef, data: &[u8], now: Instant) -> Result<(), PeerError> {
+        let peer = &mut self.peers[key];
+        let was_requested = peer.take_inflight(b);
+        peer.down.add(b.len as u64);
+        self.totals.received += b.len as u64;
+        if was_requested {
+            peer.last_block = now;
+            peer.snubbed = false;
+        }
+        let peer_id = peer.peer_id;
+        self.cancel_buf.clear();
+        let mut others = std::mem::take(&mut self.cancel_buf);
+        let outcome = self.picker.on_block(key, b, &mut others);
+        for &other in &others {
+            if other == key {
+                continue;
+            }
+            if let Some(o) = self.peers.get_mut(other)
+                && o.take_inflight(b)
+            {
+                Message::Cancel {
+                    piece: b.piece,
+                    begin: b.begin,
+                    len: b.len,
+                }
+                .encode(o.send.buf_mut());
+                self.dirty.push(other);
+            }
+        }
+        self.cancel_buf = others;
+        if outcome != BlockOutcome::New {
+            self.totals.wasted += b.len as u64;
+            return Ok(());
+        }
+        let contributors = self.contributors.entry(b.piece).or_default();
+        if !contributors.contains(&peer_id) {
+            contributors.push(peer_id);
+        }
+        match self.cache.insert_block(b, data) {
+            Insert::Stored => {}
+            Insert::Duplicate => self.totals.wasted += b.len as u64,
+            Insert::NoBuffer => {
+                // Should not happen (the picker's partial cap is below the
+                // cache's buffer count); drop the data, ask again later.
+                self.picker.on_block_dropped(key, b);
+                self.totals.wasted += b.len as u64;
+            }
+            Insert::Verified => self.on_piece_verified(b.piece),
+            Insert::Failed => self.on_piece_failed(b.piece),
+        }
+        Ok(())
+    }
+
+    fn on_piece_verified(&mut self, piece: u32) {
+        self.picker.on_piece_verified(piece);
+        self.contributors.remove(&piece);
+        let size = self.geometry.piece_size(piece) as u64;
+        self.totals.downloaded += size;
+        trace!("piece {piece} verified");
+        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let peer = &mut self.peers[key];
+            if peer.phase != Phase::Active {
+                continue;
+            }
+            Message::Have { piece }.encode(peer.send.buf_mut());
+            self.dirty.push(key);
+            if peer.am_interested && peer.has.get(piece) {
+                self.update_interest(key);
+            }
+        }
+        if self.picker.is_complete() {
+            info!("all {} pieces verified", self.geometry.num_pieces);
+        }
+    }
+
+    fn on_piece_failed(&mut self, piece: u32) {
+        self.picker.on_piece_failed(piece);
+        self.totals.hash_failures += 1;
+        self.totals.wasted += self.geometry.piece_size(piece) as u64;
+        let who = self.contributors.remove(&piece).unwrap_or_default();
+        warn!(
+            "piece {piece} failed its hash check ({} peer(s) sent blocks); re-requesting",
+            who.len()
+        );
+        // A peer that alone sent a bad piece is banned at once; peers that
+        // shared one are charged a strike, and banned at three.
+        let charge = if who.len() == 1 { 3 } else { 1 };
+        for id in who {
+            let s = self.strikes.entry(id).or_insert(0);
+            *s += charge;
+            if *s >= 3 {
+                self.ban(id);
+            }
+        }
+    }
+
+    fn ban(&mut self, id: [u8; 20]) {
+        if !self.banned_ids.insert(id) {
+            return;
+        }
+        let keys: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_id == id)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let addr = self.peers[key].addr;
+            warn!("banning {} for sending corrupt data", self.peers[key].label());
+            if self.peers[key].outgoing {
+                self.banned_addrs.insert(addr);
+            }
+            // The loop closes banned peers (see `take_banned`).
+        }
+    }
+
+    /// Peers that must be closed now because they were banned.
+    pub fn take_banned(&self, out: &mut Vec<(usize, PeerError)>) {
+        for (k, p) in &self.peers {
+            if self.banned_ids.contains(&p.peer_id) {
+                out.push((k, PeerError::Banned));
+            }
+        }
+    }
+
+    /// Number of banned peers (for tests and the summary).
+    pub fn banned_count(&self) -> usize {
+        self.banned_ids.len()
+    }
+}
