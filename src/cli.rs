@@ -34,6 +34,9 @@ pub struct LogArgs {
     /// Only errors; no progress line.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Print machine-readable `@status` lines on stdout (used by the demo).
+    #[arg(long, global = true, hide = true)]
+    pub machine: bool,
     /// Also write the log to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

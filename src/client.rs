@@ -34,7 +34,7 @@ pub struct ClientOptions {
     pub tracker_port: Option<u16>,
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<Duration>,
-    pub progress: bool,
+    pub progress: crate::progress::ProgressMode,
     pub config: Config,
 }
 
@@ -53,7 +53,7 @@ impl ClientOptions {
             tracker_port: None,
             seed_ratio: None,
             seed_time: None,
-            progress: false,
+            progress: crate::progress::ProgressMode::Off,
             config: Config::default(),
         }
     }

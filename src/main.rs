@@ -7,7 +7,7 @@ use piecemeal::cli::{Cli, Command, Common, LogArgs, parse_peer, rewrite_legacy_a
 use piecemeal::client::{self, ClientOptions, TrackerOptions};
 use piecemeal::error::Error;
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
-use piecemeal::progress::human_bytes;
+use piecemeal::progress::{ProgressMode, human_bytes, machine_line};
 use piecemeal::tracker::server::ServerConfig;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 use std::net::SocketAddr;
@@ -48,7 +48,13 @@ fn client_options(torrent: PathBuf, download: bool, c: &Common, log: &LogArgs) -
     o.tracker_port = c.tracker_port;
     o.seed_ratio = c.seed_ratio;
     o.seed_time = c.seed_time.map(Duration::from_secs);
-    o.progress = !log.quiet;
+    o.progress = if log.machine {
+        ProgressMode::Machine
+    } else if log.quiet {
+        ProgressMode::Off
+    } else {
+        ProgressMode::Auto
+    };
     if let Some(cache) = c.cache {
         o.config.cache_bytes = usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
     }
@@ -59,8 +65,12 @@ fn client_options(torrent: PathBuf, download: bool, c: &Common, log: &LogArgs) -
 }
 
 fn run_client(o: ClientOptions) -> Result<(), Error> {
+    let machine = o.progress == ProgressMode::Machine;
     let outcome = client::run(&o)?;
     if let Some(s) = outcome.status {
+        if machine {
+            println!("{} {}", machine_line("@done", &s), outcome.elapsed.as_millis());
+        }
         let secs = outcome.elapsed.as_secs_f64().max(1e-3);
         eprintln!(
             "{}: {} down, {} up in {:.1} s (average {}/s down), {}/{} pieces{}",

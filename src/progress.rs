@@ -12,10 +12,14 @@ pub enum ProgressMode {
     Auto,
     /// Nothing (`--quiet`).
     Off,
+    /// `@status` lines on stdout twice a second, for a program to read
+    /// (the demo reads its children this way).
+    Machine,
 }
 
 /// Prints progress to stderr.
 pub struct Progress {
+    mode: ProgressMode,
     tty: bool,
     enabled: bool,
     last: Option<Instant>,
@@ -48,6 +52,14 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
+/// `TAG have num_pieces downloaded uploaded down_rate up_rate peers`.
+pub fn machine_line(tag: &str, s: &Status) -> String {
+    format!(
+        "{tag} {} {} {} {} {} {} {}",
+        s.have, s.num_pieces, s.totals.downloaded, s.totals.uploaded, s.down_rate, s.up_rate, s.peers
+    )
+}
+
 /// One status line (no newline).
 pub fn status_line(s: &Status) -> String {
     let pct = if s.total_len == 0 {
@@ -75,6 +87,7 @@ pub fn status_line(s: &Status) -> String {
 impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
         Progress {
+            mode,
             tty: std::io::stderr().is_terminal(),
             enabled: mode != ProgressMode::Off,
             last: None,
@@ -85,6 +98,14 @@ impl Progress {
     /// Show `s` if it is time to.
     pub fn update(&mut self, s: &Status, now: Instant) {
         if !self.enabled {
+            return;
+        }
+        if self.mode == ProgressMode::Machine {
+            if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(500)) {
+                return;
+            }
+            self.last = Some(now);
+            println!("{}", machine_line("@status", s));
             return;
         }
         let every = if self.tty {

@@ -38,7 +38,7 @@ use tracker_conns::{AnnounceConn, ServerConn};
 const READ_BUDGET: usize = 1 << 20;
 
 /// How a session is set up.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SessionOptions {
     /// Where to accept peers (None: do not listen).
     pub listen: Option<SocketAddr>,
@@ -56,8 +56,24 @@ pub struct SessionOptions {
     pub seed_ratio: Option<f64>,
     /// While seeding, stop after this long.
     pub seed_time: Option<Duration>,
-    /// Show progress on stderr.
-    pub progress: bool,
+    /// How to show progress.
+    pub progress: crate::progress::ProgressMode,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            listen: None,
+            bind_ip: None,
+            peers: Vec::new(),
+            tracker_tiers: Vec::new(),
+            tracker_server: None,
+            exit_when_done: false,
+            seed_ratio: None,
+            seed_time: None,
+            progress: crate::progress::ProgressMode::Off,
+        }
+    }
 }
 
 /// How a session ended.
@@ -168,11 +184,7 @@ impl Session {
             close: Vec::new(),
             stop: StopHandle::default(),
             started: now,
-            progress: Progress::new(if opts.progress {
-                crate::progress::ProgressMode::Auto
-            } else {
-                crate::progress::ProgressMode::Off
-            }),
+            progress: Progress::new(opts.progress),
             accept_paused_until: None,
             last_tick: now,
             flush_retry_at: None,
