@@ -36,6 +36,8 @@ pub struct Config {
     pub send_watermark: usize,
     /// Receive buffer size per peer.
     pub recv_buf: usize,
+    /// Upload rate limit in bytes per second (None: unlimited).
+    pub upload_limit: Option<u64>,
     /// Bytes of verified pieces written per loop turn (keeps the loop responsive).
     pub flush_per_turn: usize,
 }
@@ -59,6 +61,7 @@ impl Default for Config {
             upload_slots: 4,
             send_watermark: 128 * 1024,
             recv_buf: 64 * 1024,
+            upload_limit: None,
             flush_per_turn: 8 << 20,
         }
     }

@@ -58,6 +58,7 @@ fn client_options(torrent: PathBuf, download: bool, c: &Common, log: &LogArgs) -
     if let Some(cache) = c.cache {
         o.config.cache_bytes = usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
     }
+    o.config.upload_limit = c.upload_limit.filter(|&r| r > 0);
     if let Some(n) = c.max_peers {
         o.config.max_peers = n.max(1);
     }

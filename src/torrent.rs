@@ -66,6 +66,9 @@ pub struct Torrent {
     pub dirty: Vec<usize>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
+    /// Upload allowance left (bytes), when uploads are rate-limited.
+    upload_tokens: i64,
+    last_refill: Instant,
     pick_buf: Vec<BlockRef>,
     cancel_buf: Vec<usize>,
     choke_buf: Vec<(usize, bool)>,
@@ -104,6 +107,8 @@ impl Torrent {
             totals: Totals::default(),
             dirty: Vec::new(),
             storage_error: None,
+            upload_tokens: 0,
+            last_refill: now,
             pick_buf: Vec::new(),
             cancel_buf: Vec::new(),
             choke_buf: Vec::new(),
@@ -417,10 +422,12 @@ impl Torrent {
             return Ok(());
         };
         let mut served = false;
-        while peer.send.len() < self.cfg.send_watermark {
+        let limited = self.cfg.upload_limit.is_some();
+        while peer.send.len() < self.cfg.send_watermark && (!limited || self.upload_tokens > 0) {
             let Some(b) = peer.requests.pop_front() else {
                 break;
             };
+            self.upload_tokens -= b.len as i64;
             let out = peer.send.buf_mut();
             wire::encode_piece_header(b.piece, b.begin, b.len, out);
             if let Err(e) = self.cache.read_block(&self.disk, b, out) {
@@ -436,6 +443,31 @@ impl Torrent {
             self.dirty.push(key);
         }
         Ok(())
+    }
+
+    /// With an upload limit: add this turn's allowance (at most one second's
+    /// worth banked) and serve peers that were waiting for it.
+    pub fn refill_upload(&mut self, now: Instant) {
+        let Some(rate) = self.cfg.upload_limit else {
+            return;
+        };
+        let dt = now.duration_since(self.last_refill).as_secs_f64();
+        self.last_refill = now;
+        self.upload_tokens = (self.upload_tokens + (rate as f64 * dt) as i64).min(rate as i64);
+        if self.upload_tokens <= 0 {
+            return;
+        }
+        let waiting: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.requests.is_empty() && p.send.len() < self.cfg.send_watermark)
+            .map(|(k, _)| k)
+            .collect();
+        for key in waiting {
+            if self.serve(key).is_err() {
+                break;
+            }
+        }
     }
 
     /// Write verified pieces to disk, up to `max_bytes`. Errors (a full

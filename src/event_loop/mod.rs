@@ -570,6 +570,7 @@ impl Session {
                 }
             }
             t.take_banned(&mut self.close);
+            t.refill_upload(now);
         }
         // Write everything that has output queued.
         if let Some(t) = &mut self.torrent {
