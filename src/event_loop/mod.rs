@@ -475,6 +475,9 @@ impl Session {
                     self.close.push((token, e));
                     return;
                 }
+                if t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
+                    break; // out of upload allowance
+                }
                 continue;
             }
             match peer.send.write_to(sock) {
