@@ -2,7 +2,7 @@
 //! codes (0 done, 1 runtime failure, 2 bad input or usage).
 
 use clap::Parser;
-use log::{LevelFilter, error};
+use log::LevelFilter;
 use piecemeal::cli::{Cli, Command, Common, LogArgs, parse_peer, rewrite_legacy_args};
 use piecemeal::client::{self, ClientOptions, TrackerOptions};
 use piecemeal::error::Error;
@@ -158,7 +158,6 @@ fn main() {
     }
     piecemeal::event_loop::install_stop_handler();
     if let Err(e) = run(cli) {
-        error!("{e}");
         eprintln!("piecemeal: {e}");
         std::process::exit(e.exit_code());
     }

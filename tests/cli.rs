@@ -1,0 +1,75 @@
+//! The command line as a user meets it: create, info, bad input.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn create_then_info_shows_the_torrent() {
+    let tmp = TempDir::new("cli-create");
+    write_files(tmp.path(), AWKWARD);
+    let out = tmp.join("x.torrent");
+    let (code, stdout, stderr) = run(&[
+        "create",
+        tmp.join("awkward").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--tracker",
+        "http://127.0.0.1:6969/announce",
+        "--piece-length",
+        "32K",
+        "--comment",
+        "hello",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let meta = piecemeal::metainfo::Metainfo::load(&out).unwrap();
+    assert!(stdout.contains(&meta.info_hash_hex()));
+    let (code, info, _) = run(&["info", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert!(info.contains("awkward"));
+    assert!(info.contains(&meta.info_hash_hex()));
+    assert!(info.contains("http://127.0.0.1:6969/announce"));
+    assert!(info.contains("c/big") || info.contains("c\\big"), "{info}");
+    assert_eq!(meta.info.piece_len, 32768);
+    assert_eq!(meta.info.files.len(), AWKWARD.len());
+}
+
+#[test]
+fn bad_torrents_and_usage_exit_2_with_one_clear_line() {
+    let tmp = TempDir::new("cli-bad");
+    let garbage = tmp.join("garbage.torrent");
+    std::fs::write(&garbage, b"d4:infoi3ee").unwrap();
+    for args in [
+        vec!["info", garbage.to_str().unwrap()],
+        vec!["-t", garbage.to_str().unwrap(), "-d"],
+        vec!["info", tmp.join("missing.torrent").to_str().unwrap()],
+        vec!["download", garbage.to_str().unwrap(), "--port", "0"],
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let line = stderr.lines().find(|l| l.starts_with("piecemeal: ")).unwrap_or_else(|| panic!("{stderr}"));
+        assert!(line.len() > 20, "message too vague: {line}");
+    }
+    let (code, _, _) = run(&["--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    let (code, _, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn demo_runs_a_small_swarm_and_checks_every_copy() {
+    let tmp = TempDir::new("demo");
+    let (code, stdout, stderr) = run(&["demo", "--size", "3M", "--leechers", "2", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all 2 copies match the original byte for byte"), "{stdout}");
+    assert!(stdout.contains("leecher2"), "{stdout}");
+}

@@ -1,0 +1,231 @@
+//! Helpers for the loopback integration tests: temp folders, test data,
+//! torrents, and `piecemeal` child processes whose `@status` lines are read.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_piecemeal");
+
+/// A folder removed on drop (kept when the test fails, for the logs).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("pm-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Write files (relative path, length) under `root`.
+pub fn write_files(root: &Path, files: &[(&str, usize)]) {
+    for (i, (path, len)) in files.iter().enumerate() {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, pseudo_random(*len, i as u64 + 1)).unwrap();
+    }
+}
+
+/// The awkward multi-file layout: zero-length files, a file smaller than a
+/// block, boundaries in the middle of pieces, a short last piece.
+pub const AWKWARD: &[(&str, usize)] = &[
+    ("awkward/a/empty", 0),
+    ("awkward/a/tiny", 100),
+    ("awkward/b/mid", 50_000),
+    ("awkward/b/empty2", 0),
+    ("awkward/c/big", 3_000_001),
+    ("awkward/c/small", 16_383),
+    ("awkward/d/last", 1_000_000),
+];
+
+/// Make a .torrent for `path` with the library, return its path.
+pub fn make_torrent(path: &Path, out: &Path, trackers: &[String], piece_len: u32) -> PathBuf {
+    let bytes = piecemeal::metainfo::create(
+        path,
+        &piecemeal::metainfo::CreateOptions {
+            trackers: trackers.to_vec(),
+            piece_len: Some(piece_len),
+            private: false,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+        },
+    )
+    .unwrap();
+    std::fs::write(out, bytes).unwrap();
+    out.to_path_buf()
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Numbers from a child's latest `@status` / `@done` line.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub have: u64,
+    pub num: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub done: bool,
+}
+
+/// A running `piecemeal` child. Killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub status: Arc<Mutex<Status>>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Start `piecemeal ARGS` in `cwd` with `--machine` status lines.
+    pub fn start(name: &str, cwd: &Path, args: &[&str], log_dir: &Path) -> Proc {
+        let log = log_dir.join(format!("{name}.log"));
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--machine")
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let out = child.stdout.take().unwrap();
+        let s = status.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut f = line.split_whitespace();
+                let tag = f.next().unwrap_or("");
+                let n: Vec<u64> = f.filter_map(|v| v.parse().ok()).collect();
+                if (tag == "@status" || tag == "@done") && n.len() >= 7 {
+                    let mut st = s.lock().unwrap();
+                    st.have = n[0];
+                    st.num = n[1];
+                    st.downloaded = n[2];
+                    st.uploaded = n[3];
+                    st.done |= tag == "@done";
+                }
+            }
+        });
+        Proc {
+            name: name.into(),
+            child,
+            status,
+            log,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap().clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Wait for exit; panic with the log after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the reader thread see the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return st.code().unwrap_or(-1);
+            }
+            if Instant::now() > end {
+                panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until `cond` holds for the status; panic with the log after `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, what: &str, cond: impl Fn(&Status) -> bool) {
+        let end = Instant::now() + timeout;
+        while !cond(&self.status()) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{} exited ({st}) before {what}; log:\n{}", self.name, self.log_text());
+            }
+            if Instant::now() > end {
+                panic!("{}: no {what} within {timeout:?}; log:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait.
+    pub fn terminate(&mut self, timeout: Duration) -> i32 {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.wait(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file under `a` has an identical twin under `b`.
+pub fn assert_same_files(a: &Path, b: &Path, files: &[(&str, usize)]) {
+    for (path, len) in files {
+        let x = std::fs::read(a.join(path)).unwrap_or_else(|e| panic!("{}: {e}", a.join(path).display()));
+        let y = std::fs::read(b.join(path)).unwrap_or_else(|e| panic!("{}: {e}", b.join(path).display()));
+        assert_eq!(x.len(), *len, "{path}: length");
+        assert!(x == y, "{path}: contents differ");
+    }
+}
+
+/// Send raw bytes to a loopback port and read the whole answer (until close
+/// or `timeout`).
+pub fn http_exchange(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
