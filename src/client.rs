@@ -8,7 +8,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::make_peer_id;
 use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
 use crate::torrent::Torrent;
-use crate::tracker::server::ServerConfig;
+use crate::tracker::ServerConfig;
 use log::info;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

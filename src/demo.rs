@@ -242,7 +242,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         if all_done {
             break Ok(());
         }
-        if let Some(n) = nodes.iter_mut().find(|n| matches!(n.child.try_wait(), Ok(Some(_)))) {
+        if let Some(n) = nodes.iter_mut().find_map(|n| matches!(n.child.try_wait(), Ok(Some(_))).then_some(n)) {
             break Err(Error::Runtime(format!("{} exited early; see {}", n.name, n.dir.with_extension("log").display())));
         }
         if started.elapsed() > DEADLINE {

@@ -8,7 +8,7 @@ use piecemeal::client::{self, ClientOptions, TrackerOptions};
 use piecemeal::error::Error;
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
 use piecemeal::progress::{ProgressMode, human_bytes, machine_line};
-use piecemeal::tracker::server::ServerConfig;
+use piecemeal::tracker::ServerConfig;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use piecemeal::tracker::client::{ResponseReader, parse_announce_body};
+use piecemeal::tracker::{ResponseReader, parse_announce_body};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -2,11 +2,11 @@
 //! tracker runs, its incoming HTTP connections.
 
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
-use crate::tracker::client::{
+use crate::tracker::{
     AnnounceParams, Event, ResponseReader, TrackerError, build_announce_request, parse_announce_body,
     parse_http_url,
 };
-use crate::tracker::server::{HeadStatus, frame_request};
+use crate::tracker::{HeadStatus, frame_request};
 use crate::wire::SendBuf;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
