@@ -1,0 +1,625 @@
+//! The built-in HTTP tracker, sans-IO: a request head goes in, a complete
+//! HTTP response comes out.
+//!
+//! The shell accumulates a connection's bytes, asks [`frame_request`] whether
+//! the head is complete (at most [`MAX_REQUEST_HEAD`] bytes, `GET` only),
+//! then passes the head to [`Tracker::handle`], writes the returned bytes and
+//! closes the connection. [`Tracker::expire`] runs on a timer.
+//!
+//! Peers are keyed by `(info_hash, peer_id)`. The address handed to other
+//! peers is the connection's remote IP with the announced port; the `ip`
+//! parameter is honoured only when the request comes from a loopback address
+//! (so local test swarms can advertise another local address) and is
+//! ignored otherwise, because it would let anyone point a swarm at a third
+//! party. A `stopped` from an IP other than the one stored for that peer id
+//! is ignored for the same reason.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::bencode::Writer;
+
+use super::http::split_query;
+
+/// Largest request head accepted.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Most headers in a request head (more is answered like an over-long head).
+const MAX_HEADERS: usize = 64;
+/// Most query parameters in one request.
+const MAX_PARAMS: usize = 128;
+
+/// Settings of the built-in tracker.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `interval` sent to clients, in seconds.
+    pub interval: u32,
+    /// `min interval` sent to clients, in seconds.
+    pub min_interval: u32,
+    /// A peer not heard from for this long is dropped by `expire`.
+    pub peer_ttl: Duration,
+    /// Most peers returned by one announce.
+    pub max_numwant: u32,
+    /// Peers returned when the client sends no `numwant`.
+    pub default_numwant: u32,
+    /// Most torrents tracked at once; announces for new torrents beyond it
+    /// get a failure reason.
+    pub max_torrents: usize,
+    /// Most peers per torrent; new peers beyond it get a failure reason.
+    pub max_peers_per_torrent: usize,
+    /// When set, only these info-hashes are tracked.
+    pub allow: Option<HashSet<[u8; 20]>>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            interval: 60,
+            min_interval: 30,
+            peer_ttl: Duration::from_secs(2 * 60 + 30),
+            max_numwant: 200,
+            default_numwant: 50,
+            max_torrents: 1000,
+            max_peers_per_torrent: 5000,
+            allow: None,
+        }
+    }
+}
+
+/// Result of [`frame_request`] on the bytes received so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// The head is not complete yet.
+    Partial,
+    /// The head is complete and is this many bytes long.
+    Complete(usize),
+}
+
+/// Why a request cannot be served; the shell closes the connection (after
+/// sending [`RequestError::response`] if it likes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// The head is longer than [`MAX_REQUEST_HEAD`].
+    TooLarge,
+    /// The head is not valid HTTP/1.x.
+    Malformed,
+    /// The method is not `GET`.
+    Method,
+}
+
+impl RequestError {
+    /// A complete HTTP response reporting this error.
+    pub fn response(self) -> Vec<u8> {
+        match self {
+            RequestError::TooLarge => http_response(431, "Request Header Fields Too Large", b""),
+            RequestError::Malformed => http_response(400, "Bad Request", b""),
+            RequestError::Method => http_response(405, "Method Not Allowed", b""),
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestError::TooLarge => "request head too large",
+            RequestError::Malformed => "malformed request",
+            RequestError::Method => "method not allowed",
+        })
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Is there a complete request head at the start of `buf`? It must fit in
+/// [`MAX_REQUEST_HEAD`] bytes and use `GET`. Bytes after the head are not
+/// looked at.
+pub fn frame_request(buf: &[u8]) -> Result<HeadStatus, RequestError> {
+    let window = &buf[..buf.len().min(MAX_REQUEST_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => {
+            if req.method != Some("GET") {
+                return Err(RequestError::Method);
+            }
+            Ok(HeadStatus::Complete(n))
+        }
+        Ok(httparse::Status::Partial) => {
+            if let Some(m) = req.method
+                && m != "GET"
+            {
+                return Err(RequestError::Method);
+            }
+            if buf.len() >= MAX_REQUEST_HEAD {
+                Err(RequestError::TooLarge)
+            } else {
+                Ok(HeadStatus::Partial)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::TooLarge),
+        Err(_) => Err(RequestError::Malformed),
+    }
+}
+
+/// A complete HTTP/1.1 response with a `text/plain` body.
+fn http_response(code: u16, reason: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A 200 response whose body is a bencoded `failure reason`.
+fn failure(reason: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.dict().str("failure reason").str(reason).end();
+    http_response(200, "OK", &w.finish())
+}
+
+/// One peer of one torrent.
+#[derive(Debug, Clone)]
+struct Peer {
+    id: [u8; 20],
+    addr: SocketAddr,
+    seeder: bool,
+    last_seen: Instant,
+}
+
+/// The swarm of one info-hash.
+#[derive(Debug, Default)]
+struct Swarm {
+    /// Peers in no particular order (removal swaps the last one in).
+    peers: Vec<Peer>,
+    /// Peer id -> index in `peers`.
+    index: HashMap<[u8; 20], usize>,
+    /// How many of `peers` are seeders.
+    seeders: usize,
+    /// `completed` events seen (scrape's `downloaded`).
+    downloaded: u64,
+    /// Where the next peer selection starts, so successive announces see
+    /// different peers.
+    rotate: usize,
+}
+
+impl Swarm {
+    fn remove(&mut self, id: &[u8; 20]) {
+        let Some(i) = self.index.remove(id) else {
+            return;
+        };
+        let gone = self.peers.swap_remove(i);
+        if gone.seeder {
+            self.seeders -= 1;
+        }
+        if let Some(moved) = self.peers.get(i) {
+            self.index.insert(moved.id, i);
+        }
+    }
+
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        let mut i = 0;
+        while i < self.peers.len() {
+            if now.saturating_duration_since(self.peers[i].last_seen) >= ttl {
+                let id = self.peers[i].id;
+                self.remove(&id);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Up to `want` peers other than `me`, starting at the rotation cursor;
+    /// a seeder only gets leechers.
+    fn select(&mut self, me: &[u8; 20], me_seeder: bool, want: usize) -> Vec<&Peer> {
+        let n = self.peers.len();
+        if n == 0 || want == 0 {
+            return Vec::new();
+        }
+        let start = self.rotate % n;
+        let mut picked = Vec::with_capacity(want.min(n));
+        let mut looked = 0;
+        while looked < n && picked.len() < want {
+            let i = (start + looked) % n;
+            looked += 1;
+            let p = &self.peers[i];
+            if &p.id == me || (me_seeder && p.seeder) {
+                continue;
+            }
+            picked.push(i);
+        }
+        self.rotate = (start + looked) % n;
+        picked.iter().map(|&i| &self.peers[i]).collect()
+    }
+
+    fn check_invariants(&self) {
+        debug_assert_eq!(self.peers.len(), self.index.len());
+        debug_assert_eq!(self.seeders, self.peers.iter().filter(|p| p.seeder).count());
+        for (i, p) in self.peers.iter().enumerate() {
+            debug_assert_eq!(self.index.get(&p.id), Some(&i));
+        }
+    }
+}
+
+/// The announce parameters we use.
+struct Announce {
+    info_hash: [u8; 20],
+    peer_id: [u8; 20],
+    port: u16,
+    left: u64,
+    event: Option<&'static str>,
+    numwant: Option<u32>,
+    compact: bool,
+    no_peer_id: bool,
+    ip: Option<IpAddr>,
+}
+
+/// The in-memory tracker. See the module docs.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: ServerConfig,
+    swarms: HashMap<[u8; 20], Swarm>,
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new(cfg: ServerConfig) -> Self {
+        Tracker {
+            cfg,
+            swarms: HashMap::new(),
+        }
+    }
+
+    /// Serve one request head (as framed by [`frame_request`]) from `remote`.
+    /// Returns a complete HTTP/1.1 response: `GET /announce` and
+    /// `GET /scrape` (BEP 48) answer 200 with a bencoded body (a `failure
+    /// reason` for bad parameters); other paths get 404, other methods 405,
+    /// an unparsable head 400.
+    pub fn handle(&mut self, head: &[u8], remote: SocketAddr, now: Instant) -> Vec<u8> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let window = &head[..head.len().min(MAX_REQUEST_HEAD)];
+        match req.parse(window) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) if head.len() >= MAX_REQUEST_HEAD => {
+                return RequestError::TooLarge.response();
+            }
+            Err(httparse::Error::TooManyHeaders) => return RequestError::TooLarge.response(),
+            _ => return RequestError::Malformed.response(),
+        }
+        if req.method != Some("GET") {
+            return RequestError::Method.response();
+        }
+        let target = req.path.unwrap_or("").as_bytes();
+        let target = target.split(|&b| b == b'#').next().unwrap_or(b"");
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], &target[q + 1..]),
+            None => (target, &b""[..]),
+        };
+        let Ok(params) = split_query(query, MAX_PARAMS) else {
+            return failure("malformed query string");
+        };
+        match path {
+            b"/announce" => self.announce(&params, remote, now),
+            b"/scrape" => self.scrape(&params),
+            _ => http_response(404, "Not Found", b"not found"),
+        }
+    }
+
+    fn announce(
+        &mut self,
+        params: &[(Vec<u8>, Vec<u8>)],
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Vec<u8> {
+        let a = match parse_announce(params) {
+            Ok(a) => a,
+            Err(reason) => return failure(reason),
+        };
+        if let Some(allow) = &self.cfg.allow
+            && !allow.contains(&a.info_hash)
+        {
+            return failure("unknown info_hash");
+        }
+        let remote_ip = canonical(remote.ip());
+        let ip = match a.ip {
+            Some(ip) if remote_ip.is_loopback() => canonical(ip),
+            _ => remote_ip,
+        };
+        let addr = SocketAddr::new(ip, a.port);
+
+        if a.event == Some("stopped") {
+            if let Some(swarm) = self.swarms.get_mut(&a.info_hash) {
+                let same_ip = swarm
+                    .index
+                    .get(&a.peer_id)
+                    .is_some_and(|&i| swarm.peers[i].addr.ip() == ip);
+                if same_ip {
+                    swarm.remove(&a.peer_id);
+                }
+                swarm.check_invariants();
+            }
+            let (complete, incomplete) = self.counts(&a.info_hash);
+            if self
+                .swarms
+                .get(&a.info_hash)
+                .is_some_and(|s| s.peers.is_empty())
+            {
+                self.swarms.remove(&a.info_hash);
+            }
+            return self.announce_reply(complete, incomplete, &[], a.compact, a.no_peer_id);
+        }
+
+        if !self.swarms.contains_key(&a.info_hash) && self.swarms.len() >= self.cfg.max_torrents {
+            return failure("tracker is full (torrents)");
+        }
+        let max_peers = self.cfg.max_peers_per_torrent;
+        let ttl = self.cfg.peer_ttl;
+        let swarm = self.swarms.entry(a.info_hash).or_default();
+        let seeder = a.left == 0;
+        match swarm.index.get(&a.peer_id) {
+            Some(&i) => {
+                let p = &mut swarm.peers[i];
+                if p.seeder != seeder {
+                    if seeder {
+                        swarm.seeders += 1;
+                    } else {
+                        swarm.seeders -= 1;
+                    }
+                }
+                if a.event == Some("completed") && !p.seeder {
+                    swarm.downloaded += 1;
+                }
+                p.seeder = seeder;
+                p.addr = addr;
+                p.last_seen = now;
+            }
+            None => {
+                if swarm.peers.len() >= max_peers {
+                    swarm.expire(now, ttl);
+                }
+                if swarm.peers.len() >= max_peers {
+                    let empty = swarm.peers.is_empty();
+                    if empty {
+                        self.swarms.remove(&a.info_hash);
+                    }
+                    return failure("tracker is full (peers)");
+                }
+                if a.event == Some("completed") {
+                    swarm.downloaded += 1;
+                }
+                swarm.index.insert(a.peer_id, swarm.peers.len());
+                swarm.peers.push(Peer {
+                    id: a.peer_id,
+                    addr,
+                    seeder,
+                    last_seen: now,
+                });
+                if seeder {
+                    swarm.seeders += 1;
+                }
+            }
+        }
+        swarm.check_invariants();
+        let want = a
+            .numwant
+            .unwrap_or(self.cfg.default_numwant)
+            .min(self.cfg.max_numwant) as usize;
+        let complete = swarm.seeders;
+        let incomplete = swarm.peers.len() - swarm.seeders;
+        let picked: Vec<Peer> = swarm
+            .select(&a.peer_id, seeder, want)
+            .into_iter()
+            .cloned()
+            .collect();
+        self.announce_reply(complete, incomplete, &picked, a.compact, a.no_peer_id)
+    }
+
+    fn counts(&self, info_hash: &[u8; 20]) -> (usize, usize) {
+        self.swarms
+            .get(info_hash)
+            .map_or((0, 0), |s| (s.seeders, s.peers.len() - s.seeders))
+    }
+
+    fn announce_reply(
+        &self,
+        complete: usize,
+        incomplete: usize,
+        peers: &[Peer],
+        compact: bool,
+        no_peer_id: bool,
+    ) -> Vec<u8> {
+        let mut w = Writer::new();
+        // Keys in sorted order.
+        w.dict()
+            .str("complete")
+            .int(to_i64(complete))
+            .str("incomplete")
+            .int(to_i64(incomplete))
+            .str("interval")
+            .int(self.cfg.interval.into())
+            .str("min interval")
+            .int(self.cfg.min_interval.into());
+        if compact {
+            let mut v4 = Vec::new();
+            let mut v6 = Vec::new();
+            for p in peers {
+                match p.addr {
+                    SocketAddr::V4(a) => {
+                        v4.extend_from_slice(&a.ip().octets());
+                        v4.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                    SocketAddr::V6(a) => {
+                        v6.extend_from_slice(&a.ip().octets());
+                        v6.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                }
+            }
+            w.str("peers").bytes(&v4);
+            if !v6.is_empty() {
+                w.str("peers6").bytes(&v6);
+            }
+        } else {
+            w.str("peers").list();
+            for p in peers {
+                w.dict().str("ip").str(&p.addr.ip().to_string());
+                if !no_peer_id {
+                    w.str("peer id").bytes(&p.id);
+                }
+                w.str("port").int(p.addr.port().into()).end();
+            }
+            w.end();
+        }
+        w.end();
+        http_response(200, "OK", &w.finish())
+    }
+
+    fn scrape(&self, params: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut hashes: Vec<[u8; 20]> = Vec::new();
+        let mut any = false;
+        for (name, value) in params {
+            if name == b"info_hash" {
+                any = true;
+                let Ok(h) = <[u8; 20]>::try_from(value.as_slice()) else {
+                    return failure("info_hash must be 20 bytes");
+                };
+                hashes.push(h);
+            }
+        }
+        if !any {
+            hashes = self.swarms.keys().copied().collect();
+        }
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut w = Writer::new();
+        w.dict().str("files").dict();
+        for h in &hashes {
+            let Some(s) = self.swarms.get(h) else {
+                continue;
+            };
+            // Keys in sorted order.
+            w.bytes(h)
+                .dict()
+                .str("complete")
+                .int(to_i64(s.seeders))
+                .str("downloaded")
+                .int(i64::try_from(s.downloaded).unwrap_or(i64::MAX))
+                .str("incomplete")
+                .int(to_i64(s.peers.len() - s.seeders))
+                .end();
+        }
+        w.end().end();
+        http_response(200, "OK", &w.finish())
+    }
+
+    /// Drop peers not heard from for `peer_ttl`, and torrents left empty.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.cfg.peer_ttl;
+        self.swarms.retain(|_, s| {
+            s.expire(now, ttl);
+            s.check_invariants();
+            !s.peers.is_empty()
+        });
+    }
+
+    /// Torrents currently tracked.
+    pub fn num_torrents(&self) -> usize {
+        self.swarms.len()
+    }
+
+    /// Peers currently tracked, over all torrents.
+    pub fn num_peers(&self) -> usize {
+        self.swarms.values().map(|s| s.peers.len()).sum()
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An IPv4-mapped IPv6 address becomes plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A decimal number without sign.
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Pull the announce parameters out of the query; `Err` is the failure
+/// reason. The last occurrence of a repeated parameter wins.
+fn parse_announce(params: &[(Vec<u8>, Vec<u8>)]) -> Result<Announce, &'static str> {
+    let get = |name: &[u8]| {
+        params
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    };
+    let info_hash = get(b"info_hash")
+        .and_then(|v| <[u8; 20]>::try_from(v).ok())
+        .ok_or("info_hash must be 20 bytes")?;
+    let peer_id = get(b"peer_id")
+        .and_then(|v| <[u8; 20]>::try_from(v).ok())
+        .ok_or("peer_id must be 20 bytes")?;
+    let port = get(b"port")
+        .and_then(parse_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)
+        .ok_or("missing or bad port")?;
+    for name in [&b"uploaded"[..], b"downloaded"] {
+        if get(name).is_some_and(|v| parse_u64(v).is_none()) {
+            return Err("bad uploaded/downloaded");
+        }
+    }
+    let left = get(b"left")
+        .and_then(parse_u64)
+        .ok_or("missing or bad left")?;
+    let event = match get(b"event") {
+        None | Some(b"") | Some(b"paused") => None,
+        Some(b"started") => Some("started"),
+        Some(b"completed") => Some("completed"),
+        Some(b"stopped") => Some("stopped"),
+        Some(_) => return Err("bad event"),
+    };
+    // Some clients send numwant=-1 for "the default".
+    let numwant = match get(b"numwant") {
+        None => None,
+        Some(v) if v.first() == Some(&b'-') => None,
+        Some(v) => Some(
+            parse_u64(v)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .ok_or("bad numwant")?,
+        ),
+    };
+    let compact = get(b"compact") != Some(b"0");
+    let no_peer_id = get(b"no_peer_id") == Some(b"1");
+    let ip = get(b"ip")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse::<IpAddr>().ok());
+    Ok(Announce {
+        info_hash,
+        peer_id,
+        port,
+        left,
+        event,
+        numwant,
+        compact,
+        no_peer_id,
+        ip,
+    })
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

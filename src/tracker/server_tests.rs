@@ -1,0 +1,465 @@
+use super::*;
+use crate::tracker::percent_encode;
+use serde_bencode::value::Value;
+
+const HASH: [u8; 20] = [0xAB; 20];
+
+fn pid(n: u8) -> [u8; 20] {
+    let mut id = *b"-PM0001-000000000000";
+    id[19] = n;
+    id
+}
+
+fn remote(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn get(target: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+fn announce_target(hash: &[u8], peer: &[u8], port: u16, left: u64, extra: &str) -> String {
+    let mut t = String::from("/announce?info_hash=");
+    percent_encode(hash, &mut t);
+    t.push_str("&peer_id=");
+    percent_encode(peer, &mut t);
+    t.push_str(&format!(
+        "&port={port}&uploaded=0&downloaded=0&left={left}{extra}"
+    ));
+    t
+}
+
+/// Split a response into status code and body, checking the framing.
+fn split(resp: &[u8]) -> (u16, Vec<u8>) {
+    let mut headers = [httparse::EMPTY_HEADER; 8];
+    let mut r = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = r.parse(resp).unwrap() else {
+        panic!("partial response");
+    };
+    let len: usize = r
+        .headers
+        .iter()
+        .find(|h| h.name == "Content-Length")
+        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+        .unwrap();
+    assert!(
+        r.headers
+            .iter()
+            .any(|h| h.name == "Connection" && h.value == b"close")
+    );
+    assert!(
+        r.headers
+            .iter()
+            .any(|h| h.name == "Content-Type" && h.value == b"text/plain")
+    );
+    assert_eq!(resp.len() - n, len);
+    (r.code.unwrap(), resp[n..].to_vec())
+}
+
+fn dict(body: &[u8]) -> HashMap<Vec<u8>, Value> {
+    crate::tracker::validate::check_bencode(body).expect("canonical bencode");
+    match serde_bencode::from_bytes(body).unwrap() {
+        Value::Dict(d) => d,
+        other => panic!("not a dict: {other:?}"),
+    }
+}
+
+fn int(d: &HashMap<Vec<u8>, Value>, k: &str) -> i64 {
+    match d.get(k.as_bytes()) {
+        Some(Value::Int(i)) => *i,
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+fn bytes<'a>(d: &'a HashMap<Vec<u8>, Value>, k: &str) -> &'a [u8] {
+    match d.get(k.as_bytes()) {
+        Some(Value::Bytes(b)) => b,
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+fn failure_reason(resp: &[u8]) -> String {
+    let (code, body) = split(resp);
+    assert_eq!(code, 200);
+    String::from_utf8(bytes(&dict(&body), "failure reason").to_vec()).unwrap()
+}
+
+/// Announce and return the parsed body, asserting it is not a failure.
+fn announce(
+    t: &mut Tracker,
+    peer: u8,
+    from: &str,
+    left: u64,
+    extra: &str,
+    now: Instant,
+) -> HashMap<Vec<u8>, Value> {
+    let from = remote(from);
+    let target = announce_target(&HASH, &pid(peer), from.port(), left, extra);
+    let (code, body) = split(&t.handle(&get(&target), from, now));
+    assert_eq!(code, 200);
+    let d = dict(&body);
+    assert!(
+        !d.contains_key(&b"failure reason"[..]),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    d
+}
+
+fn compact_addrs(d: &HashMap<Vec<u8>, Value>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for c in bytes(d, "peers").chunks(6) {
+        out.push(SocketAddr::from((
+            [c[0], c[1], c[2], c[3]],
+            u16::from_be_bytes([c[4], c[5]]),
+        )));
+    }
+    if let Some(Value::Bytes(six)) = d.get(&b"peers6"[..]) {
+        for c in six.chunks(18) {
+            let ip: [u8; 16] = c[..16].try_into().unwrap();
+            out.push(SocketAddr::from((ip, u16::from_be_bytes([c[16], c[17]]))));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn frames_request_heads() {
+    assert_eq!(frame_request(b""), Ok(HeadStatus::Partial));
+    assert_eq!(frame_request(b"GET /announce HT"), Ok(HeadStatus::Partial));
+    let req = b"GET /announce?x=1 HTTP/1.1\r\nHost: a\r\n\r\nbody";
+    assert_eq!(frame_request(req), Ok(HeadStatus::Complete(req.len() - 4)));
+    assert_eq!(
+        frame_request(b"POST /announce HTTP/1.1\r\n\r\n"),
+        Err(RequestError::Method)
+    );
+    assert_eq!(frame_request(b"POST /ann"), Err(RequestError::Method));
+    assert_eq!(
+        frame_request(b"\x00\x01 garbage\r\n\r\n"),
+        Err(RequestError::Malformed)
+    );
+}
+
+#[test]
+fn over_long_head_is_refused() {
+    let mut req = b"GET /announce HTTP/1.1\r\nX-Pad: ".to_vec();
+    req.resize(MAX_REQUEST_HEAD + 10, b'a');
+    assert_eq!(frame_request(&req), Err(RequestError::TooLarge));
+    assert_eq!(
+        frame_request(&req[..MAX_REQUEST_HEAD - 1]),
+        Ok(HeadStatus::Partial)
+    );
+    req.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(frame_request(&req), Err(RequestError::TooLarge));
+    let mut t = Tracker::new(ServerConfig::default());
+    let (code, _) = split(&t.handle(&req, remote("1.1.1.1:1"), Instant::now()));
+    assert_eq!(code, 431);
+    let mut many = b"GET /announce HTTP/1.1\r\n".to_vec();
+    for i in 0..100 {
+        many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(frame_request(&many), Err(RequestError::TooLarge));
+}
+
+#[test]
+fn unknown_paths_get_404_and_garbage_gets_400() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let (code, _) = split(&t.handle(&get("/index.html"), remote("1.1.1.1:1"), now));
+    assert_eq!(code, 404);
+    let (code, _) = split(&t.handle(b"nonsense", remote("1.1.1.1:1"), now));
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn announce_returns_other_peers_compact_never_the_requester() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let d = announce(&mut t, 1, "10.0.0.1:1001", 100, "&event=started", now);
+    assert_eq!(bytes(&d, "peers"), b"", "alone in the swarm");
+    assert_eq!(int(&d, "interval"), 60);
+    assert_eq!(int(&d, "min interval"), 30);
+    announce(&mut t, 2, "10.0.0.2:1002", 100, "", now);
+    let d = announce(&mut t, 3, "[2001:db8::3]:1003", 100, "", now);
+    assert_eq!(
+        compact_addrs(&d),
+        vec![remote("10.0.0.1:1001"), remote("10.0.0.2:1002")]
+    );
+    let d = announce(&mut t, 1, "10.0.0.1:1001", 100, "", now);
+    assert_eq!(
+        compact_addrs(&d),
+        vec![remote("10.0.0.2:1002"), remote("[2001:db8::3]:1003")]
+    );
+    assert_eq!(bytes(&d, "peers6").len(), 18);
+    assert_eq!((t.num_torrents(), t.num_peers()), (1, 3));
+}
+
+#[test]
+fn compact_zero_gives_dictionary_peers() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1001", 100, "", now);
+    let d = announce(&mut t, 2, "10.0.0.2:1002", 100, "&compact=0", now);
+    let Some(Value::List(peers)) = d.get(&b"peers"[..]) else {
+        panic!("peers is not a list");
+    };
+    assert_eq!(peers.len(), 1);
+    let Value::Dict(p) = &peers[0] else {
+        panic!("peer is not a dict")
+    };
+    assert_eq!(bytes(p, "ip"), b"10.0.0.1");
+    assert_eq!(bytes(p, "peer id"), pid(1));
+    assert_eq!(int(p, "port"), 1001);
+    let d = announce(
+        &mut t,
+        2,
+        "10.0.0.2:1002",
+        100,
+        "&compact=0&no_peer_id=1",
+        now,
+    );
+    let Some(Value::List(peers)) = d.get(&b"peers"[..]) else {
+        panic!()
+    };
+    let Value::Dict(p) = &peers[0] else { panic!() };
+    assert!(!p.contains_key(&b"peer id"[..]));
+}
+
+#[test]
+fn numwant_limits_and_rotates_the_selection() {
+    let cfg = ServerConfig {
+        max_numwant: 5,
+        ..ServerConfig::default()
+    };
+    let mut t = Tracker::new(cfg);
+    let now = Instant::now();
+    for i in 1..=10u8 {
+        announce(&mut t, i, &format!("10.0.0.{i}:1000"), 100, "", now);
+    }
+    let d = announce(&mut t, 1, "10.0.0.1:1000", 100, "&numwant=3", now);
+    let first = compact_addrs(&d);
+    assert_eq!(first.len(), 3);
+    let d = announce(&mut t, 1, "10.0.0.1:1000", 100, "&numwant=3", now);
+    let second = compact_addrs(&d);
+    assert_eq!(second.len(), 3);
+    assert_ne!(first, second, "selection rotates");
+    let d = announce(&mut t, 1, "10.0.0.1:1000", 100, "&numwant=1000", now);
+    assert_eq!(compact_addrs(&d).len(), 5, "capped at max_numwant");
+    let d = announce(&mut t, 1, "10.0.0.1:1000", 100, "&numwant=-1", now);
+    assert_eq!(compact_addrs(&d).len(), 5, "default 50, capped at 5");
+    let d = announce(&mut t, 1, "10.0.0.1:1000", 100, "&numwant=0", now);
+    assert_eq!(compact_addrs(&d).len(), 0);
+}
+
+#[test]
+fn counts_seeders_and_leechers_and_seeders_get_only_leechers() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 0, "", now);
+    announce(&mut t, 2, "10.0.0.2:2", 0, "", now);
+    let d = announce(&mut t, 3, "10.0.0.3:3", 50, "", now);
+    assert_eq!((int(&d, "complete"), int(&d, "incomplete")), (2, 1));
+    let d = announce(&mut t, 1, "10.0.0.1:1", 0, "", now);
+    assert_eq!(compact_addrs(&d), vec![remote("10.0.0.3:3")]);
+    // The leecher finishes.
+    let d = announce(&mut t, 3, "10.0.0.3:3", 0, "&event=completed", now);
+    assert_eq!((int(&d, "complete"), int(&d, "incomplete")), (3, 0));
+}
+
+#[test]
+fn stopped_removes_the_peer_and_empty_torrent() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 10, "", now);
+    announce(&mut t, 2, "10.0.0.2:2", 10, "", now);
+    // A stopped from another IP does not remove peer 1.
+    let target = announce_target(&HASH, &pid(1), 1, 10, "&event=stopped");
+    t.handle(&get(&target), remote("10.6.6.6:1"), now);
+    assert_eq!(t.num_peers(), 2);
+    let d = announce(&mut t, 1, "10.0.0.1:1", 10, "&event=stopped", now);
+    assert_eq!(int(&d, "incomplete"), 1);
+    assert_eq!(bytes(&d, "peers"), b"");
+    assert_eq!(t.num_peers(), 1);
+    let d = announce(&mut t, 2, "10.0.0.2:2", 10, "&event=stopped", now);
+    assert_eq!(int(&d, "incomplete"), 0);
+    assert_eq!((t.num_torrents(), t.num_peers()), (0, 0));
+}
+
+#[test]
+fn expire_drops_silent_peers_and_empty_torrents() {
+    let cfg = ServerConfig {
+        peer_ttl: Duration::from_secs(100),
+        ..ServerConfig::default()
+    };
+    let mut t = Tracker::new(cfg);
+    let t0 = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 10, "", t0);
+    announce(
+        &mut t,
+        2,
+        "10.0.0.2:2",
+        10,
+        "",
+        t0 + Duration::from_secs(50),
+    );
+    t.expire(t0 + Duration::from_secs(99));
+    assert_eq!(t.num_peers(), 2);
+    t.expire(t0 + Duration::from_secs(100));
+    assert_eq!(t.num_peers(), 1);
+    t.expire(t0 + Duration::from_secs(150));
+    assert_eq!((t.num_torrents(), t.num_peers()), (0, 0));
+}
+
+fn scrape(t: &mut Tracker, hashes: &[[u8; 20]]) -> HashMap<Vec<u8>, Value> {
+    let mut target = String::from("/scrape");
+    for (i, h) in hashes.iter().enumerate() {
+        target.push(if i == 0 { '?' } else { '&' });
+        target.push_str("info_hash=");
+        percent_encode(h, &mut target);
+    }
+    let (code, body) = split(&t.handle(&get(&target), remote("1.1.1.1:1"), Instant::now()));
+    assert_eq!(code, 200);
+    match dict(&body).remove(&b"files"[..]) {
+        Some(Value::Dict(files)) => files,
+        other => panic!("files: {other:?}"),
+    }
+}
+
+#[test]
+fn scrape_one_several_or_all() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let other = [0x01; 20];
+    announce(&mut t, 1, "10.0.0.1:1", 0, "", now);
+    announce(&mut t, 2, "10.0.0.2:2", 5, "", now);
+    announce(&mut t, 2, "10.0.0.2:2", 0, "&event=completed", now);
+    announce(&mut t, 3, "10.0.0.3:3", 5, "", now);
+    let target = announce_target(&other, &pid(9), 9, 5, "");
+    t.handle(&get(&target), remote("10.0.0.9:9"), now);
+
+    let one = scrape(&mut t, &[HASH]);
+    assert_eq!(one.len(), 1);
+    let Some(Value::Dict(s)) = one.get(&HASH[..]) else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            int(s, "complete"),
+            int(s, "incomplete"),
+            int(s, "downloaded")
+        ),
+        (2, 1, 1)
+    );
+    let several = scrape(&mut t, &[HASH, other, [0x77; 20]]);
+    assert_eq!(several.len(), 2, "unknown hashes are left out");
+    let all = scrape(&mut t, &[]);
+    assert_eq!(all.len(), 2);
+    let Some(Value::Dict(s)) = all.get(&other[..]) else {
+        panic!()
+    };
+    assert_eq!(int(s, "incomplete"), 1);
+}
+
+#[test]
+fn bad_parameters_get_a_failure_reason() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let from = remote("10.0.0.1:1");
+    let cases = [
+        (announce_target(&[1; 19], &pid(1), 1, 0, ""), "info_hash"),
+        (announce_target(&[1; 21], &pid(1), 1, 0, ""), "info_hash"),
+        (announce_target(&HASH, &[1; 5], 1, 0, ""), "peer_id"),
+        (announce_target(&HASH, &pid(1), 0, 0, ""), "port"),
+        (
+            announce_target(&HASH, &pid(1), 1, 0, "").replace("&port=1", ""),
+            "port",
+        ),
+        (
+            announce_target(&HASH, &pid(1), 1, 0, "").replace("&port=1", "&port=65536"),
+            "port",
+        ),
+        (
+            announce_target(&HASH, &pid(1), 1, 0, "").replace("left=0", "left=-1"),
+            "left",
+        ),
+        (
+            announce_target(&HASH, &pid(1), 1, 0, "&event=bogus"),
+            "event",
+        ),
+        (
+            announce_target(&HASH, &pid(1), 1, 0, "&numwant=x"),
+            "numwant",
+        ),
+        ("/announce?info_hash=%zz".to_string(), "query"),
+        ("/scrape?info_hash=short".to_string(), "info_hash"),
+    ];
+    for (target, word) in cases {
+        let reason = failure_reason(&t.handle(&get(&target), from, now));
+        assert!(reason.contains(word), "{target}: {reason}");
+    }
+    assert_eq!(t.num_peers(), 0);
+}
+
+#[test]
+fn allow_list_refuses_unknown_hashes() {
+    let cfg = ServerConfig {
+        allow: Some([HASH].into_iter().collect()),
+        ..ServerConfig::default()
+    };
+    let mut t = Tracker::new(cfg);
+    let now = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 0, "", now);
+    let target = announce_target(&[0x02; 20], &pid(1), 1, 0, "");
+    let reason = failure_reason(&t.handle(&get(&target), remote("10.0.0.1:1"), now));
+    assert!(reason.contains("unknown"), "{reason}");
+    assert_eq!(t.num_torrents(), 1);
+}
+
+#[test]
+fn caps_torrents_and_peers() {
+    let cfg = ServerConfig {
+        max_torrents: 1,
+        max_peers_per_torrent: 2,
+        peer_ttl: Duration::from_secs(100),
+        ..ServerConfig::default()
+    };
+    let mut t = Tracker::new(cfg);
+    let t0 = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 0, "", t0);
+    announce(&mut t, 2, "10.0.0.2:2", 0, "", t0);
+    let target = announce_target(&HASH, &pid(3), 3, 0, "");
+    let reason = failure_reason(&t.handle(&get(&target), remote("10.0.0.3:3"), t0));
+    assert!(reason.contains("full"), "{reason}");
+    // Known peers may still re-announce.
+    announce(&mut t, 1, "10.0.0.1:1", 0, "", t0 + Duration::from_secs(60));
+    // Once peer 2 is stale, its slot goes to the newcomer.
+    announce(
+        &mut t,
+        3,
+        "10.0.0.3:3",
+        0,
+        "",
+        t0 + Duration::from_secs(120),
+    );
+    assert_eq!(t.num_peers(), 2);
+    let target = announce_target(&[0x02; 20], &pid(1), 1, 0, "");
+    let reason = failure_reason(&t.handle(&get(&target), remote("10.0.0.1:1"), t0));
+    assert!(reason.contains("full"), "{reason}");
+    assert_eq!(t.num_torrents(), 1);
+}
+
+#[test]
+fn ip_parameter_is_honoured_only_from_loopback() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    announce(&mut t, 1, "127.0.0.1:1", 0, "&ip=127.0.0.5", now);
+    announce(&mut t, 2, "10.0.0.2:2", 0, "&ip=8.8.8.8", now);
+    let d = announce(&mut t, 3, "[::ffff:10.0.0.3]:3", 10, "", now);
+    assert_eq!(
+        compact_addrs(&d),
+        vec![remote("10.0.0.2:2"), remote("127.0.0.5:1")]
+    );
+    assert!(!d.contains_key(&b"peers6"[..]), "mapped IPv4 stays IPv4");
+}
