@@ -97,8 +97,3 @@ pub fn install_stop_handler() {
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
-
-/// Ask the loop to stop (as a signal would).
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
-}

@@ -282,32 +282,26 @@ impl Session {
 
     /// Send `stopped` (best effort, at most about 1.5 s).
     pub(super) fn announce_stopped(&mut self) {
-        let Some(a) = &mut self.announcer else {
+        if self.announcer.is_none() {
             return;
-        };
-        // Abandon an announce in flight; the stop replaces it.
+        }
+        // The stop replaces any announce in flight (the announcer ignores
+        // its late answer).
         let inflight: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| matches!(c, Conn::Announce(_)))
             .map(|(k, _)| k)
             .collect();
-        let now = Instant::now();
         for tok in inflight {
-            let url = match self.conns.get(tok) {
-                Some(Conn::Announce(c)) => c.url.clone(),
-                _ => continue,
-            };
             let _ = self.close_silently(tok);
-            if let Some(a) = &mut self.announcer {
-                a.on_failure(now, &url, &TrackerError::Timeout);
-            }
         }
-        let Some(a) = self.announcer.as_mut() else {
-            return;
-        };
-        a.stop();
-        let Some((url, event)) = a.poll_announce(now) else {
+        let now = Instant::now();
+        let due = self.announcer.as_mut().and_then(|a| {
+            a.stop();
+            a.poll_announce(now)
+        });
+        let Some((url, event)) = due else {
             return;
         };
         if self.start_announce(&url, event, now).is_err() {
@@ -315,9 +309,7 @@ impl Session {
         }
         let deadline = now + Duration::from_millis(1500);
         let mut events = mio::Events::with_capacity(16);
-        while Instant::now() < deadline
-            && self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_)))
-        {
+        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_))) {
             if self.poll.poll(&mut events, Some(Duration::from_millis(100))).is_err() {
                 break;
             }
@@ -329,7 +321,6 @@ impl Session {
                 }
             }
         }
-        let _ = a;
     }
 }
 
