@@ -27,7 +27,7 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         .set_thread_level(LevelFilter::Off)
         .build();
     let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, ColorChoice::Auto)];
+        vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ColorChoice::Auto } else { ColorChoice::Never })];
     if let Some(path) = &log.log_file {
         let file = std::fs::File::create(path)
             .map_err(|e| Error::Input(format!("cannot create log file {}: {e}", path.display())))?;

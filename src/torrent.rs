@@ -223,8 +223,10 @@ impl Torrent {
         peer.last_recv = now;
         // Take the receive buffer out so that a decoded message can borrow
         // it while the rest of the torrent is updated; put it back after.
-        let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::new(0));
+        let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::placeholder());
         let result = self.drain_frames(key, &mut recv, now);
+        // A large frame (a big bitfield) may have grown the buffer.
+        recv.shrink_if_empty(self.cfg.recv_buf);
         if let Some(peer) = self.peers.get_mut(key) {
             peer.recv = recv;
         }

@@ -1,50 +1,138 @@
-//! The 68-byte handshake: `19 "BitTorrent protocol" reserved[8] info_hash peer_id`.
+//! The 68-byte BEP 3 handshake that opens every peer connection.
 
 use super::DecodeError;
 
-/// Bytes in a handshake.
+/// Length of a handshake on the wire.
 pub const HANDSHAKE_LEN: usize = 68;
-const PSTR: &[u8; 19] = b"BitTorrent protocol";
 
-/// A peer's handshake.
+/// The protocol string, preceded on the wire by its length (19).
+const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+
+/// Offsets of the fields after the length byte and protocol string.
+const RESERVED_AT: usize = 1 + PROTOCOL.len();
+const INFO_HASH_AT: usize = RESERVED_AT + 8;
+const PEER_ID_AT: usize = INFO_HASH_AT + 20;
+const _: () = assert!(PEER_ID_AT + 20 == HANDSHAKE_LEN);
+
+/// A decoded handshake: `19 "BitTorrent protocol" reserved[8] info_hash[20] peer_id[20]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {
+    /// Extension bits (BEP 10 sets bit 0x10 of byte 5; BEP 6 bit 0x04 of byte 7).
     pub reserved: [u8; 8],
+    /// SHA-1 of the torrent's `info` dictionary.
     pub info_hash: [u8; 20],
+    /// The sender's peer id.
     pub peer_id: [u8; 20],
 }
 
 impl Handshake {
-    /// Append the 68 bytes.
+    /// Append the 68 wire bytes of this handshake to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(19);
-        out.extend_from_slice(PSTR);
+        out.reserve(HANDSHAKE_LEN);
+        out.push(PROTOCOL.len() as u8);
+        out.extend_from_slice(PROTOCOL);
         out.extend_from_slice(&self.reserved);
         out.extend_from_slice(&self.info_hash);
         out.extend_from_slice(&self.peer_id);
     }
 
-    /// `Ok(None)` until 68 bytes are there; an error as soon as the visible
-    /// prefix cannot be a handshake (the first byte, then the protocol
-    /// string byte by byte).
+    /// Decode a handshake from the start of `buf`.
+    ///
+    /// `Ok(None)` means fewer than [`HANDSHAKE_LEN`] bytes are available and
+    /// everything seen so far is plausible. A wrong length byte or a wrong
+    /// protocol-string byte is an error as soon as it is visible, so a
+    /// non-BitTorrent peer is dropped without waiting for 68 bytes. On success
+    /// exactly [`HANDSHAKE_LEN`] bytes were used.
     pub fn decode(buf: &[u8]) -> Result<Option<Handshake>, DecodeError> {
-        let visible = buf.len().min(1 + PSTR.len());
-        if let Some((&first, rest)) = buf[..visible].split_first() {
-            if first != 19 || rest != &PSTR[..rest.len()] {
-                return Err(DecodeError::BadHandshake);
-            }
-        }
-        let Some(b) = buf.get(..HANDSHAKE_LEN) else {
+        let Some((&pstrlen, rest)) = buf.split_first() else {
             return Ok(None);
         };
-        let mut h = Handshake {
-            reserved: [0; 8],
-            info_hash: [0; 20],
-            peer_id: [0; 20],
-        };
-        h.reserved.copy_from_slice(&b[20..28]);
-        h.info_hash.copy_from_slice(&b[28..48]);
-        h.peer_id.copy_from_slice(&b[48..68]);
-        Ok(Some(h))
+        if usize::from(pstrlen) != PROTOCOL.len() {
+            return Err(DecodeError::BadHandshake);
+        }
+        let seen = rest.len().min(PROTOCOL.len());
+        if rest.get(..seen) != PROTOCOL.get(..seen) {
+            return Err(DecodeError::BadHandshake);
+        }
+        match (
+            array_at::<8>(buf, RESERVED_AT),
+            array_at::<20>(buf, INFO_HASH_AT),
+            array_at::<20>(buf, PEER_ID_AT),
+        ) {
+            (Some(reserved), Some(info_hash), Some(peer_id)) => Ok(Some(Handshake {
+                reserved,
+                info_hash,
+                peer_id,
+            })),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `N` bytes of `buf` starting at `at`, or `None` if `buf` is too short.
+fn array_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    let end = at.checked_add(N)?;
+    buf.get(at..end)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Handshake {
+        Handshake {
+            reserved: [0, 0, 0, 0, 0, 0x10, 0, 0x04],
+            info_hash: [0xab; 20],
+            peer_id: *b"-PM0001-abcdefghijkl",
+        }
+    }
+
+    #[test]
+    fn handshake_round_trips_in_68_bytes() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        assert_eq!(out.len(), HANDSHAKE_LEN);
+        assert_eq!(out[0], 19);
+        assert_eq!(&out[1..20], b"BitTorrent protocol");
+        assert_eq!(Handshake::decode(&out), Ok(Some(sample())));
+    }
+
+    #[test]
+    fn trailing_bytes_after_handshake_are_left_alone() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(Handshake::decode(&out), Ok(Some(sample())));
+    }
+
+    #[test]
+    fn every_proper_prefix_needs_more_bytes() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        for n in 0..HANDSHAKE_LEN {
+            assert_eq!(Handshake::decode(&out[..n]), Ok(None), "prefix of {n}");
+        }
+    }
+
+    #[test]
+    fn wrong_pstrlen_fails_after_one_byte() {
+        for b in [0u8, 18, 20, 255, b'G'] {
+            assert_eq!(Handshake::decode(&[b]), Err(DecodeError::BadHandshake));
+        }
+    }
+
+    #[test]
+    fn wrong_protocol_string_fails_at_the_first_wrong_byte() {
+        // An HTTP request arriving on the peer port.
+        let mut bad = vec![19u8];
+        bad.extend_from_slice(b"BitTorrent protocoX");
+        for n in 1..bad.len() {
+            assert_eq!(Handshake::decode(&bad[..n]), Ok(None), "prefix of {n}");
+        }
+        assert_eq!(Handshake::decode(&bad), Err(DecodeError::BadHandshake));
+        assert_eq!(
+            Handshake::decode(&[19, b'b']),
+            Err(DecodeError::BadHandshake)
+        );
     }
 }

@@ -1,166 +1,492 @@
-//! Length-prefixed messages: `len:u32be [id:u8 payload]`.
+//! BEP 3 length-prefixed messages: `len:u32be id:u8 payload[len-1]`, and
+//! `len = 0` for keep-alive.
 
 use super::DecodeError;
 
-/// The largest frame (length prefix value) we accept: a bitfield for 8M
-/// pieces, or a piece message of up to 1 MiB.
+/// Largest frame length (the value of the prefix, excluding the prefix itself)
+/// we accept: 1 MiB, room for the bitfield of a torrent with about 8 million
+/// pieces, and far more than a 16 KiB block plus its 9-byte header.
 pub const MAX_FRAME: u32 = 1 << 20;
 
-/// One peer wire message. Payload slices borrow the receive buffer.
+/// Message ids from BEP 3 (and `port` from BEP 5).
+mod id {
+    pub const CHOKE: u8 = 0;
+    pub const UNCHOKE: u8 = 1;
+    pub const INTERESTED: u8 = 2;
+    pub const NOT_INTERESTED: u8 = 3;
+    pub const HAVE: u8 = 4;
+    pub const BITFIELD: u8 = 5;
+    pub const REQUEST: u8 = 6;
+    pub const PIECE: u8 = 7;
+    pub const CANCEL: u8 = 8;
+    pub const PORT: u8 = 9;
+}
+
+/// Bytes in the `piece` header after the id: index and begin.
+const PIECE_HEADER: u32 = 8;
+
+/// One peer-wire message, borrowing its variable-length payload from the
+/// receive buffer it was decoded from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// Zero-length frame; keeps the connection open.
     KeepAlive,
+    /// The sender will not serve our requests.
     Choke,
+    /// The sender will serve our requests.
     Unchoke,
+    /// The sender wants pieces we have.
     Interested,
+    /// The sender wants nothing from us.
     NotInterested,
-    Have { piece: u32 },
+    /// The sender has completed (and verified) `piece`.
+    Have {
+        /// Piece index (not yet checked against the torrent).
+        piece: u32,
+    },
+    /// The sender's pieces, high bit of byte 0 first. Unvalidated: check it
+    /// with `Bitfield::from_wire` against the piece count.
     Bitfield(&'a [u8]),
-    Request { piece: u32, begin: u32, len: u32 },
-    Piece { piece: u32, begin: u32, data: &'a [u8] },
-    Cancel { piece: u32, begin: u32, len: u32 },
-    /// BEP 5 DHT port; we do not run DHT and ignore it.
+    /// Ask for `len` bytes at `begin` inside `piece`.
+    Request {
+        /// Piece index.
+        piece: u32,
+        /// Byte offset inside the piece.
+        begin: u32,
+        /// Number of bytes.
+        len: u32,
+    },
+    /// Block data: `data` at `begin` inside `piece`. `data` points into the
+    /// receive buffer; copy it once into its final place.
+    Piece {
+        /// Piece index.
+        piece: u32,
+        /// Byte offset inside the piece.
+        begin: u32,
+        /// The block's bytes.
+        data: &'a [u8],
+    },
+    /// Withdraw an earlier `Request` with the same fields.
+    Cancel {
+        /// Piece index.
+        piece: u32,
+        /// Byte offset inside the piece.
+        begin: u32,
+        /// Number of bytes.
+        len: u32,
+    },
+    /// The sender's DHT port (BEP 5).
     Port(u16),
-    /// Any other id (extension messages...), ignored by the engine.
-    Unknown { id: u8, payload: &'a [u8] },
+    /// Any other id, e.g. extension messages (id 20, BEP 10) or the fast
+    /// extension (ids 13–17, BEP 6); the engine ignores them.
+    Unknown {
+        /// The message id.
+        id: u8,
+        /// Everything after the id byte.
+        payload: &'a [u8],
+    },
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-/// Total bytes (prefix included) the next frame needs, once its length
-/// prefix is visible, so the buffer can make room for a large frame.
+/// Total bytes (prefix included) of the frame at the start of `buf`, once its
+/// 4-byte length prefix is visible; `None` before that.
+///
+/// When [`decode_frame`] says "need more bytes" and this exceeds the receive
+/// buffer's capacity, grow the buffer (`RecvBuf::reserve_frame`) so one big
+/// but allowed frame can fit. The value is unchecked against any maximum:
+/// [`decode_frame`] has already refused a frame that is too long.
 pub fn frame_len_hint(buf: &[u8]) -> Option<usize> {
-    let p = buf.get(..4)?;
-    let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-    Some(4 + len as usize)
+    let len = be_u32(buf, 0)?;
+    usize::try_from(len).ok()?.checked_add(4)
 }
 
-/// Decode the frame at the start of `buf`: `Ok(None)` if it is not all
-/// there yet, else the message and the bytes it took. The length prefix is
-/// checked against `max_frame` from its four bytes alone.
-pub fn decode_frame(buf: &[u8], max_frame: u32) -> Result<Option<(Message<'_>, usize)>, DecodeError> {
-    let Some(p) = buf.get(..4) else {
+/// Decode the frame at the start of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed (nothing is consumed), or the
+/// message with the number of bytes it used. Checks, in order and as soon as
+/// the bytes are visible:
+/// 1. the length prefix against `max_frame` (4 bytes are enough to refuse),
+/// 2. the length against the id's rules (5 bytes are enough): fixed-size
+///    messages must have exactly their size, `piece` at least its header,
+/// 3. only then waits for the body.
+pub fn decode_frame(
+    buf: &[u8],
+    max_frame: u32,
+) -> Result<Option<(Message<'_>, usize)>, DecodeError> {
+    let Some(len) = be_u32(buf, 0) else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
     if len > max_frame {
-        return Err(DecodeError::FrameTooLong { len, max: max_frame });
+        return Err(DecodeError::FrameTooLong {
+            len,
+            max: max_frame,
+        });
     }
     if len == 0 {
         return Ok(Some((Message::KeepAlive, 4)));
     }
-    let total = 4 + len as usize;
-    // The id is visible before the body: check fixed sizes early too.
-    if let Some(&id) = buf.get(4) {
-        let fixed = match id {
-            0..=3 => Some(1),
-            4 => Some(5),
-            6 | 8 => Some(13),
-            9 => Some(3),
-            _ => None,
-        };
-        if fixed.is_some_and(|f| f != len) || (id == 7 && len < 9) {
-            return Err(DecodeError::BadLength { id, len });
-        }
-    }
-    let Some(frame) = buf.get(4..total) else {
+    let Some(&id) = buf.get(4) else {
         return Ok(None);
     };
-    let (id, body) = match frame.split_first() {
-        Some((&id, body)) => (id, body),
-        None => return Ok(None),
+    check_len(id, len)?;
+    let total = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(4))
+        .ok_or(DecodeError::FrameTooLong {
+            len,
+            max: max_frame,
+        })?;
+    let Some(payload) = buf.get(5..total) else {
+        return Ok(None);
     };
-    let msg = match id {
-        0 => Message::Choke,
-        1 => Message::Unchoke,
-        2 => Message::Interested,
-        3 => Message::NotInterested,
-        4 => Message::Have { piece: be32(body, 0) },
-        5 => Message::Bitfield(body),
-        6 => Message::Request {
-            piece: be32(body, 0),
-            begin: be32(body, 4),
-            len: be32(body, 8),
-        },
-        7 => Message::Piece {
-            piece: be32(body, 0),
-            begin: be32(body, 4),
-            data: body.get(8..).unwrap_or(&[]),
-        },
-        8 => Message::Cancel {
-            piece: be32(body, 0),
-            begin: be32(body, 4),
-            len: be32(body, 8),
-        },
-        9 => Message::Port(match body {
-            [a, b] => u16::from_be_bytes([*a, *b]),
-            _ => 0,
-        }),
-        _ => Message::Unknown { id, payload: body },
-    };
+    let msg = parse_payload(id, payload).ok_or(DecodeError::BadLength { id, len })?;
     Ok(Some((msg, total)))
 }
 
-/// Append the 13-byte header of a piece message whose `data_len` bytes of
-/// data the caller appends next.
+/// Is `len` (id byte plus payload) a legal length for message `id`?
+fn check_len(id: u8, len: u32) -> Result<(), DecodeError> {
+    let ok = match id {
+        id::CHOKE | id::UNCHOKE | id::INTERESTED | id::NOT_INTERESTED => len == 1,
+        id::HAVE => len == 5,
+        id::REQUEST | id::CANCEL => len == 13,
+        id::PIECE => len > PIECE_HEADER,
+        id::PORT => len == 3,
+        // Bitfield and unknown messages: any length up to the frame limit.
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::BadLength { id, len })
+    }
+}
+
+/// Parse a payload whose length [`check_len`] accepted. `None` only if the
+/// two disagree (which they should not); never panics.
+fn parse_payload(id: u8, p: &[u8]) -> Option<Message<'_>> {
+    Some(match id {
+        id::CHOKE => Message::Choke,
+        id::UNCHOKE => Message::Unchoke,
+        id::INTERESTED => Message::Interested,
+        id::NOT_INTERESTED => Message::NotInterested,
+        id::HAVE => Message::Have {
+            piece: be_u32(p, 0)?,
+        },
+        id::BITFIELD => Message::Bitfield(p),
+        id::REQUEST => Message::Request {
+            piece: be_u32(p, 0)?,
+            begin: be_u32(p, 4)?,
+            len: be_u32(p, 8)?,
+        },
+        id::PIECE => Message::Piece {
+            piece: be_u32(p, 0)?,
+            begin: be_u32(p, 4)?,
+            data: p.get(8..)?,
+        },
+        id::CANCEL => Message::Cancel {
+            piece: be_u32(p, 0)?,
+            begin: be_u32(p, 4)?,
+            len: be_u32(p, 8)?,
+        },
+        id::PORT => Message::Port(u16::from_be_bytes(p.get(..2)?.try_into().ok()?)),
+        id => Message::Unknown { id, payload: p },
+    })
+}
+
+/// The big-endian `u32` at `at`, or `None` if `buf` is too short.
+fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let bytes = buf.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Frame length (`1 + payload`) for a payload of `payload_len` bytes.
+///
+/// # Panics
+/// If the frame could not be described by a `u32` prefix (a payload of 4 GiB
+/// or more). We only encode our own messages, which are far smaller.
+fn frame_len(payload_len: usize) -> u32 {
+    u32::try_from(payload_len)
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .expect("peer-wire message payload exceeds u32::MAX - 1 bytes")
+}
+
+/// Append the length prefix and id of a frame with `payload_len` payload bytes.
+fn put_header(out: &mut Vec<u8>, id: u8, payload_len: usize) {
+    out.extend_from_slice(&frame_len(payload_len).to_be_bytes());
+    out.push(id);
+}
+
+/// Append `piece begin len` (the body of `request` and `cancel`).
+fn put_triple(out: &mut Vec<u8>, a: u32, b: u32, c: u32) {
+    out.extend_from_slice(&a.to_be_bytes());
+    out.extend_from_slice(&b.to_be_bytes());
+    out.extend_from_slice(&c.to_be_bytes());
+}
+
+/// Append the 13-byte header of a `piece` message carrying `data_len` bytes;
+/// the caller appends the data itself (e.g. straight from its read cache).
+///
+/// # Panics
+/// If `data_len + 9` overflows `u32` (a block of almost 4 GiB).
 pub fn encode_piece_header(piece: u32, begin: u32, data_len: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(9 + data_len).to_be_bytes());
-    out.push(7);
+    let len = data_len
+        .checked_add(PIECE_HEADER + 1)
+        .expect("piece message length overflows u32");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(id::PIECE);
     out.extend_from_slice(&piece.to_be_bytes());
     out.extend_from_slice(&begin.to_be_bytes());
 }
 
 impl Message<'_> {
-    /// Append the framed message.
+    /// Bytes this message takes on the wire, prefix included.
+    pub fn encoded_len(&self) -> usize {
+        4 + match *self {
+            Message::KeepAlive => 0,
+            Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => 1,
+            Message::Have { .. } => 5,
+            Message::Bitfield(bits) => 1 + bits.len(),
+            Message::Request { .. } | Message::Cancel { .. } => 13,
+            Message::Piece { data, .. } => 9 + data.len(),
+            Message::Port(_) => 3,
+            Message::Unknown { payload, .. } => 1 + payload.len(),
+        }
+    }
+
+    /// Append this message's wire bytes to `out`.
+    ///
+    /// # Panics
+    /// If a payload is 4 GiB or larger (cannot be framed).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let simple = |out: &mut Vec<u8>, id: u8| {
-            out.extend_from_slice(&1u32.to_be_bytes());
-            out.push(id);
-        };
-        let three = |out: &mut Vec<u8>, id: u8, a: u32, b: u32, c: u32| {
-            out.extend_from_slice(&13u32.to_be_bytes());
-            out.push(id);
-            out.extend_from_slice(&a.to_be_bytes());
-            out.extend_from_slice(&b.to_be_bytes());
-            out.extend_from_slice(&c.to_be_bytes());
-        };
+        out.reserve(self.encoded_len());
         match *self {
-            Message::KeepAlive => out.extend_from_slice(&[0; 4]),
-            Message::Choke => simple(out, 0),
-            Message::Unchoke => simple(out, 1),
-            Message::Interested => simple(out, 2),
-            Message::NotInterested => simple(out, 3),
+            Message::KeepAlive => out.extend_from_slice(&0u32.to_be_bytes()),
+            Message::Choke => put_header(out, id::CHOKE, 0),
+            Message::Unchoke => put_header(out, id::UNCHOKE, 0),
+            Message::Interested => put_header(out, id::INTERESTED, 0),
+            Message::NotInterested => put_header(out, id::NOT_INTERESTED, 0),
             Message::Have { piece } => {
-                out.extend_from_slice(&5u32.to_be_bytes());
-                out.push(4);
+                put_header(out, id::HAVE, 4);
                 out.extend_from_slice(&piece.to_be_bytes());
             }
-            Message::Bitfield(b) => {
-                out.extend_from_slice(&(1 + b.len() as u32).to_be_bytes());
-                out.push(5);
-                out.extend_from_slice(b);
+            Message::Bitfield(bits) => {
+                put_header(out, id::BITFIELD, bits.len());
+                out.extend_from_slice(bits);
             }
-            Message::Request { piece, begin, len } => three(out, 6, piece, begin, len),
+            Message::Request { piece, begin, len } => {
+                put_header(out, id::REQUEST, 12);
+                put_triple(out, piece, begin, len);
+            }
             Message::Piece { piece, begin, data } => {
-                encode_piece_header(piece, begin, data.len() as u32, out);
+                let data_len = frame_len(data.len()) - 1;
+                encode_piece_header(piece, begin, data_len, out);
                 out.extend_from_slice(data);
             }
-            Message::Cancel { piece, begin, len } => three(out, 8, piece, begin, len),
-            Message::Port(p) => {
-                out.extend_from_slice(&3u32.to_be_bytes());
-                out.push(9);
-                out.extend_from_slice(&p.to_be_bytes());
+            Message::Cancel { piece, begin, len } => {
+                put_header(out, id::CANCEL, 12);
+                put_triple(out, piece, begin, len);
+            }
+            Message::Port(port) => {
+                put_header(out, id::PORT, 2);
+                out.extend_from_slice(&port.to_be_bytes());
             }
             Message::Unknown { id, payload } => {
-                out.extend_from_slice(&(1 + payload.len() as u32).to_be_bytes());
-                out.push(id);
+                put_header(out, id, payload.len());
                 out.extend_from_slice(payload);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(m: &Message<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode(&mut out);
+        out
+    }
+
+    /// One of every message type (and a few edge values).
+    fn every_kind<'a>(block: &'a [u8], bits: &'a [u8]) -> Vec<Message<'a>> {
+        vec![
+            Message::KeepAlive,
+            Message::Choke,
+            Message::Unchoke,
+            Message::Interested,
+            Message::NotInterested,
+            Message::Have { piece: 0 },
+            Message::Have { piece: u32::MAX },
+            Message::Bitfield(bits),
+            Message::Bitfield(&[]),
+            Message::Request {
+                piece: 7,
+                begin: 16384,
+                len: 16384,
+            },
+            Message::Piece {
+                piece: 3,
+                begin: 32768,
+                data: block,
+            },
+            Message::Piece {
+                piece: 1,
+                begin: 0,
+                data: &[],
+            },
+            Message::Cancel {
+                piece: u32::MAX,
+                begin: u32::MAX,
+                len: u32::MAX,
+            },
+            Message::Port(6881),
+            Message::Unknown {
+                id: 20,
+                payload: b"\x00d1:md11:ut_metadatai1eee",
+            },
+            Message::Unknown {
+                id: 14,
+                payload: &[],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_type_round_trips() {
+        let block: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
+        let bits = [0xff, 0x0f, 0x80];
+        for m in every_kind(&block, &bits) {
+            let bytes = encoded(&m);
+            assert_eq!(bytes.len(), m.encoded_len(), "{m:?}");
+            assert_eq!(frame_len_hint(&bytes), Some(bytes.len()));
+            assert_eq!(
+                decode_frame(&bytes, MAX_FRAME),
+                Ok(Some((m, bytes.len()))),
+                "{m:?}"
+            );
+            // Every proper prefix asks for more bytes without consuming.
+            for n in 0..bytes.len() {
+                assert_eq!(decode_frame(&bytes[..n], MAX_FRAME), Ok(None));
+            }
+        }
+    }
+
+    #[test]
+    fn known_encodings_match_bep3() {
+        assert_eq!(encoded(&Message::KeepAlive), [0, 0, 0, 0]);
+        assert_eq!(encoded(&Message::Interested), [0, 0, 0, 1, 2]);
+        assert_eq!(
+            encoded(&Message::Have { piece: 0x01020304 }),
+            [0, 0, 0, 5, 4, 1, 2, 3, 4]
+        );
+        assert_eq!(encoded(&Message::Port(0x1ae1)), [0, 0, 0, 3, 9, 0x1a, 0xe1]);
+    }
+
+    #[test]
+    fn piece_header_plus_data_equals_piece_message() {
+        let data = [9u8; 100];
+        let mut out = Vec::new();
+        encode_piece_header(5, 200, 100, &mut out);
+        assert_eq!(out.len(), 13);
+        out.extend_from_slice(&data);
+        let m = Message::Piece {
+            piece: 5,
+            begin: 200,
+            data: &data,
+        };
+        assert_eq!(out, encoded(&m));
+    }
+
+    #[test]
+    fn piece_data_borrows_from_the_input() {
+        let mut bytes = Vec::new();
+        encode_piece_header(0, 0, 4, &mut bytes);
+        bytes.extend_from_slice(b"abcd");
+        let Ok(Some((Message::Piece { data, .. }, 17))) = decode_frame(&bytes, MAX_FRAME) else {
+            panic!("not a piece");
+        };
+        assert_eq!(data.as_ptr(), bytes[13..].as_ptr());
+    }
+
+    #[test]
+    fn oversized_prefix_fails_from_the_prefix_alone() {
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            decode_frame(&huge, MAX_FRAME),
+            Err(DecodeError::FrameTooLong {
+                len: u32::MAX,
+                max: MAX_FRAME
+            })
+        );
+        let just_over = (MAX_FRAME + 1).to_be_bytes();
+        assert_eq!(
+            decode_frame(&just_over, MAX_FRAME),
+            Err(DecodeError::FrameTooLong {
+                len: MAX_FRAME + 1,
+                max: MAX_FRAME
+            })
+        );
+        // Exactly the maximum is allowed: it waits for the body.
+        assert_eq!(decode_frame(&MAX_FRAME.to_be_bytes(), MAX_FRAME), Ok(None));
+        assert_eq!(frame_len_hint(&huge), Some(u32::MAX as usize + 4));
+    }
+
+    #[test]
+    fn smaller_limit_is_honoured() {
+        let bytes = encoded(&Message::Bitfield(&[0; 32]));
+        assert_eq!(
+            decode_frame(&bytes[..4], 16),
+            Err(DecodeError::FrameTooLong { len: 33, max: 16 })
+        );
+    }
+
+    #[test]
+    fn wrong_fixed_lengths_are_bad_length_from_five_bytes() {
+        let cases: &[(u32, u8)] = &[
+            (4, 4),  // have with 3 payload bytes
+            (6, 4),  // have with 5
+            (12, 6), // request with 11
+            (14, 6), // request with 13
+            (12, 8), // cancel short
+            (2, 0),  // choke with a payload byte
+            (5, 1),  // unchoke with payload
+            (2, 2),  // interested with payload
+            (9, 3),  // not interested with payload
+            (2, 9),  // port short
+            (4, 9),  // port long
+            (8, 7),  // piece whose header is cut short
+            (1, 7),  // piece with no header at all
+        ];
+        for &(len, id) in cases {
+            let mut bytes = len.to_be_bytes().to_vec();
+            bytes.push(id);
+            let want = Err(DecodeError::BadLength { id, len });
+            // Refused from the prefix and id alone, and with the body present.
+            assert_eq!(decode_frame(&bytes, MAX_FRAME), want, "id {id} len {len}");
+            bytes.resize(4 + len as usize, 0);
+            assert_eq!(decode_frame(&bytes, MAX_FRAME), want, "id {id} len {len}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_consumes_only_its_prefix() {
+        let bytes = [0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(
+            decode_frame(&bytes, MAX_FRAME),
+            Ok(Some((Message::KeepAlive, 4)))
+        );
+        assert_eq!(
+            decode_frame(&bytes[4..], MAX_FRAME),
+            Ok(Some((Message::Choke, 5)))
+        );
+    }
+
+    #[test]
+    fn errors_display_their_numbers() {
+        let e = DecodeError::BadLength { id: 4, len: 4 };
+        assert_eq!(e.to_string(), "message id 4 has invalid length 4");
+        let e = DecodeError::FrameTooLong { len: 5, max: 4 };
+        assert!(e.to_string().contains("5") && e.to_string().contains("4"));
     }
 }

@@ -1,55 +1,85 @@
-//! The BEP 3 peer wire protocol: bytes <-> frames, pure and bounded.
+//! The BEP 3 peer wire: bytes <-> handshake and messages (pure, no I/O).
 //!
-//! Bytes from a socket land in a [`RecvBuf`]; [`decode_frame`] borrows the
-//! next complete frame from it without copying (a piece message's payload is
-//! a slice into the buffer, copied exactly once, into the piece cache).
+//! Socket bytes land in a [`RecvBuf`]; [`Handshake::decode`] and
+//! [`decode_frame`] borrow from its unread bytes, so a `piece` message's data
+//! is a slice of the receive buffer and the engine copies it exactly once,
+//! into its cache. Outgoing messages are encoded straight onto a [`SendBuf`].
 //!
+//! # Framing rules
+//! - Incremental: `Ok(None)` means "need more bytes" and consumes nothing.
+//! - Bounded: a length prefix above the limit ([`MAX_FRAME`]) is refused from
+//!   its four bytes alone, and a length that does not suit its message id
+//!   from five bytes, before any body is buffered. Nothing is allocated from
+//!   a peer-supplied length; the receive buffer grows (to at most
+//!   `MAX_FRAME + 4`) only after the decoder has accepted the prefix.
+//! - Never panics on any input; errors are the `Copy` [`DecodeError`].
+//!
+//! # `RecvBuf` cursors
 //! ```text
-//!  RecvBuf:  [ consumed | unread frames ...      | free tail          ]
-//!            0        start                      end                 cap
-//!  invariants: start <= end <= buf.len(); when start == end both are 0
-//! ```
+//!  0            start                     end               capacity
+//!  ├────────────┼─────────────────────────┼─────────────────┤
+//!  │  consumed  │  unread = data()        │  free tail      │
+//!  └────────────┴─────────────────────────┴─────────────────┘
+//!                consume(n): start += n    read_from(): end += bytes read
 //!
-//! Every length prefix is checked against [`MAX_FRAME`] as soon as its four
-//! bytes are visible, before anything is buffered for it; fixed-size
-//! messages must have exactly their size. Nothing here panics on input.
+//!  compaction (before a read when the tail is small, or in reserve_frame):
+//!  ├─────────────────────────┼──────────────────────────────────────┤
+//!  0 = start                 end
+//! ```
+//! Invariants, checked by `check_invariants()`:
+//! - `0 <= start <= end <= capacity`;
+//! - empty means both cursors are 0 (`consume` resets them, so a drained
+//!   buffer never needs compacting);
+//! - `MIN_RECV_CAPACITY <= capacity <= MAX_FRAME + 4`; the capacity changes
+//!   only in `reserve_frame` (up) and `shrink_if_empty` (down).
+//!
+//! `SendBuf` is the mirror image: `[pos, len)` is queued, appends go at the
+//! back, writes drain from `pos`, and it resets/compacts as it drains.
+//!
+//! # A read turn
+//! ```
+//! use piecemeal::wire::{decode_frame, frame_len_hint, Message, RecvBuf, MAX_FRAME};
+//!
+//! let mut wire = Vec::new();
+//! Message::Have { piece: 3 }.encode(&mut wire);
+//! Message::Piece { piece: 3, begin: 0, data: &[7; 100] }.encode(&mut wire);
+//! let mut socket = &wire[..];
+//!
+//! let mut rb = RecvBuf::new(64); // too small for the piece: it grows on request
+//! let mut blocks = 0;
+//! while rb.read_from(&mut socket)? > 0 {
+//!     loop {
+//!         match decode_frame(rb.data(), MAX_FRAME)? {
+//!             Some((msg, used)) => {
+//!                 if let Message::Piece { data, .. } = msg {
+//!                     blocks += data.len(); // the one copy would happen here
+//!                 }
+//!                 rb.consume(used);
+//!             }
+//!             None => {
+//!                 if let Some(total) = frame_len_hint(rb.data()) {
+//!                     rb.reserve_frame(total);
+//!                 }
+//!                 break;
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(blocks, 100);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod error;
 mod handshake;
 mod message;
 mod recv_buf;
 mod send_buf;
 
-pub use handshake::{HANDSHAKE_LEN, Handshake};
-pub use message::{MAX_FRAME, Message, decode_frame, encode_piece_header, frame_len_hint};
-pub use recv_buf::RecvBuf;
-pub use send_buf::SendBuf;
-
-/// Why bytes from a peer are not a valid frame. `Copy` and allocation free.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeError {
-    /// The length prefix is above the limit.
-    FrameTooLong { len: u32, max: u32 },
-    /// A message whose length does not fit its id.
-    BadLength { id: u8, len: u32 },
-    /// The handshake's protocol string is not "BitTorrent protocol".
-    BadHandshake,
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::FrameTooLong { len, max } => {
-                write!(f, "frame of {len} bytes exceeds the {max}-byte limit")
-            }
-            DecodeError::BadLength { id, len } => {
-                write!(f, "message id {id} with wrong length {len}")
-            }
-            DecodeError::BadHandshake => write!(f, "not a BitTorrent handshake"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
 #[cfg(test)]
 mod tests;
+
+pub use error::DecodeError;
+pub use handshake::{HANDSHAKE_LEN, Handshake};
+pub use message::{MAX_FRAME, Message, decode_frame, encode_piece_header, frame_len_hint};
+pub use recv_buf::{MAX_RECV_CAPACITY, MIN_RECV_CAPACITY, RecvBuf};
+pub use send_buf::SendBuf;

@@ -1,235 +1,424 @@
+//! Stream-level tests: whole connections' worth of bytes through a `RecvBuf`,
+//! split at every offset, fed byte by byte, and random garbage.
+
+use std::io;
+
 use super::*;
-use std::io::{self, Read, Write};
 
-fn sample_messages(data: &[u8]) -> Vec<Message<'_>> {
-    vec![
-        Message::Bitfield(&[0xff, 0x80]),
-        Message::Unchoke,
-        Message::Interested,
-        Message::KeepAlive,
-        Message::Have { piece: 7 },
-        Message::Request { piece: 1, begin: 16384, len: 16384 },
-        Message::Piece { piece: 1, begin: 0, data },
-        Message::Piece { piece: 2, begin: 16384, data: &data[..100] },
-        Message::Cancel { piece: 3, begin: 0, len: 16384 },
-        Message::Port(6881),
-        Message::Unknown { id: 20, payload: b"d1:md6:ut_pexi1eee" },
-        Message::NotInterested,
-        Message::Choke,
-    ]
-}
+/// A deterministic xorshift64* generator, enough for fuzzing.
+struct XorShift(u64);
 
-fn stream(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    Handshake { reserved: [0; 8], info_hash: [1; 20], peer_id: [2; 20] }.encode(&mut out);
-    for m in sample_messages(data) {
-        m.encode(&mut out);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    out
-}
-
-/// Decode a whole stream held in `buf`: handshake, then frames.
-fn decode_all(buf: &[u8]) -> (Option<Handshake>, Vec<Message<'_>>, usize) {
-    let Some(hs) = Handshake::decode(buf).unwrap() else {
-        return (None, Vec::new(), 0);
-    };
-    let mut at = HANDSHAKE_LEN;
-    let mut msgs = Vec::new();
-    while let Some((m, n)) = decode_frame(&buf[at..], MAX_FRAME).unwrap() {
-        msgs.push(m);
-        at += n;
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
-    (Some(hs), msgs, at)
-}
-
-#[test]
-fn every_message_round_trips() {
-    let data: Vec<u8> = (0..16384u32).map(|i| i as u8).collect();
-    let bytes = stream(&data);
-    let (hs, msgs, used) = decode_all(&bytes);
-    assert_eq!(hs.unwrap().peer_id, [2; 20]);
-    assert_eq!(msgs, sample_messages(&data));
-    assert_eq!(used, bytes.len());
-}
-
-/// A reader that hands out the stream in fixed chunks, with WouldBlock
-/// between them, like a non-blocking socket.
-struct Chunky<'a> {
-    data: &'a [u8],
-    pos: usize,
-    sizes: Vec<usize>,
-    turn: usize,
-    block_next: bool,
-}
-
-impl Read for Chunky<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.block_next {
-            self.block_next = false;
-            return Err(io::ErrorKind::WouldBlock.into());
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            *b = self.next() as u8;
         }
-        self.block_next = true;
-        let size = self.sizes[self.turn % self.sizes.len()];
-        self.turn += 1;
-        let n = size.min(out.len()).min(self.data.len() - self.pos);
-        out[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
+    }
+}
+
+/// A reader serving `chunks` in order, at most `max_read` bytes per call,
+/// answering `WouldBlock` once at every chunk boundary, then EOF.
+struct Chunks<'a> {
+    chunks: Vec<&'a [u8]>,
+    max_read: usize,
+    blocked: bool,
+}
+
+impl io::Read for Chunks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunks.first().is_some_and(|c| c.is_empty()) {
+            self.chunks.remove(0);
+            if !std::mem::replace(&mut self.blocked, true) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        self.blocked = false;
+        let Some(chunk) = self.chunks.first_mut() else {
+            return Ok(0);
+        };
+        let n = chunk.len().min(out.len()).min(self.max_read);
+        out[..n].copy_from_slice(&chunk[..n]);
+        *chunk = &chunk[n..];
         Ok(n)
     }
 }
 
-/// Feed `bytes` through a RecvBuf with the given read sizes and collect
-/// the encoded form of every decoded message.
-fn via_recv_buf(bytes: &[u8], sizes: Vec<usize>, cap: usize) -> Vec<u8> {
-    let mut r = Chunky { data: bytes, pos: 0, sizes, turn: 0, block_next: false };
+/// What a connection decoded: the handshake, every message re-encoded, the
+/// message count, and how many bytes of an incomplete frame were left at EOF.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    handshake: Option<Handshake>,
+    reencoded: Vec<u8>,
+    messages: usize,
+    leftover: usize,
+}
+
+/// Run the engine's read loop over `r`: read into a `RecvBuf` of `cap`
+/// bytes, decode the handshake then frames, growing for big frames and
+/// shrinking back when drained.
+fn drive(r: &mut impl io::Read, cap: usize) -> Result<Decoded, DecodeError> {
     let mut rb = RecvBuf::new(cap);
-    let mut out = Vec::new();
-    let mut handshaken = false;
+    let mut d = Decoded {
+        handshake: None,
+        reencoded: Vec::new(),
+        messages: 0,
+        leftover: 0,
+    };
     loop {
-        match rb.read_from(&mut r) {
+        match rb.read_from(r) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => panic!("{e}"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
         }
         rb.check_invariants();
-        if !handshaken {
-            match Handshake::decode(rb.data()).unwrap() {
+        if d.handshake.is_none() {
+            match Handshake::decode(rb.data())? {
                 Some(h) => {
-                    h.encode(&mut out);
+                    d.handshake = Some(h);
                     rb.consume(HANDSHAKE_LEN);
-                    handshaken = true;
                 }
                 None => continue,
             }
         }
         loop {
-            match decode_frame(rb.data(), MAX_FRAME).unwrap() {
-                Some((m, n)) => {
-                    m.encode(&mut out);
-                    rb.consume(n);
+            match decode_frame(rb.data(), MAX_FRAME)? {
+                Some((m, used)) => {
+                    assert_eq!(used, m.encoded_len());
+                    m.encode(&mut d.reencoded);
+                    d.messages += 1;
+                    rb.consume(used);
                 }
                 None => {
-                    if let Some(need) = frame_len_hint(rb.data()) {
-                        rb.reserve_frame(need);
+                    if let Some(total) = frame_len_hint(rb.data()) {
+                        rb.reserve_frame(total);
                     }
                     break;
                 }
             }
         }
+        rb.shrink_if_empty(cap);
         rb.check_invariants();
     }
-    out
+    d.leftover = rb.len();
+    Ok(d)
 }
 
-#[test]
-fn same_messages_whatever_the_split_points() {
-    let data: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
-    let bytes = stream(&data);
-    for split in 0..=bytes.len() {
-        let first = split.max(1);
-        let out = via_recv_buf(&bytes, vec![first, bytes.len()], 32 * 1024);
-        assert_eq!(out, bytes, "split at {split}");
+fn handshake() -> Handshake {
+    Handshake {
+        reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+        info_hash: *b"0123456789abcdefghij",
+        peer_id: *b"-PM0001-zyxwvutsrqpo",
     }
-    assert_eq!(via_recv_buf(&bytes, vec![1], 32 * 1024), bytes, "one byte at a time");
-    assert_eq!(via_recv_buf(&bytes, vec![3, 5, 4093], 100), bytes, "small buffer grows for big frames");
 }
 
-#[test]
-fn oversized_prefix_is_refused_from_four_bytes() {
-    assert_eq!(
-        decode_frame(&[0xff, 0xff, 0xff, 0xff], MAX_FRAME),
-        Err(DecodeError::FrameTooLong { len: u32::MAX, max: MAX_FRAME })
-    );
-    let over = (MAX_FRAME + 1).to_be_bytes();
-    assert!(matches!(decode_frame(&over, MAX_FRAME), Err(DecodeError::FrameTooLong { .. })));
-    assert_eq!(decode_frame(&MAX_FRAME.to_be_bytes(), MAX_FRAME), Ok(None));
+fn block(seed: u8) -> Vec<u8> {
+    (0..16 * 1024u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
-#[test]
-fn wrong_fixed_lengths_are_refused() {
-    let cases: &[&[u8]] = &[
-        &[0, 0, 0, 4, 4, 0, 0, 1],           // have with 3 bytes
-        &[0, 0, 0, 12, 6],                   // request with 11
-        &[0, 0, 0, 14, 6],                   // request with 13
-        &[0, 0, 0, 2, 0, 9],                 // choke with payload
-        &[0, 0, 0, 5, 7, 0, 0, 0, 0],        // piece without begin
-        &[0, 0, 0, 2, 9, 1],                 // port with 1 byte
+/// A valid conversation: handshake, then every message type including three
+/// 16 KiB blocks. Returns (stream, bytes after the handshake, message count).
+fn sample_stream() -> (Vec<u8>, Vec<u8>, usize) {
+    let blocks = [block(1), block(2), block(3)];
+    let bits = [0xffu8; 40];
+    let msgs = [
+        Message::Bitfield(&bits),
+        Message::Unknown {
+            id: 20,
+            payload: b"\x00d1:md6:ut_pexi1eee",
+        },
+        Message::Port(6881),
+        Message::KeepAlive,
+        Message::Interested,
+        Message::Unchoke,
+        Message::Request {
+            piece: 0,
+            begin: 0,
+            len: 16384,
+        },
+        Message::Piece {
+            piece: 0,
+            begin: 0,
+            data: &blocks[0],
+        },
+        Message::Have { piece: 9 },
+        Message::Piece {
+            piece: 0,
+            begin: 16384,
+            data: &blocks[1],
+        },
+        Message::Cancel {
+            piece: 0,
+            begin: 32768,
+            len: 16384,
+        },
+        Message::Have { piece: 10 },
+        Message::Piece {
+            piece: 1,
+            begin: 0,
+            data: &blocks[2],
+        },
+        Message::Piece {
+            piece: 1,
+            begin: 16384,
+            data: b"short last block",
+        },
+        Message::NotInterested,
+        Message::Choke,
+        Message::KeepAlive,
     ];
-    for c in cases {
-        assert!(matches!(decode_frame(c, MAX_FRAME), Err(DecodeError::BadLength { .. })), "{c:?}");
+    let mut stream = Vec::new();
+    handshake().encode(&mut stream);
+    let mut body = Vec::new();
+    for m in &msgs {
+        m.encode(&mut body);
     }
+    stream.extend_from_slice(&body);
+
+    // Sanity: decoding the whole body in place yields exactly `msgs`.
+    let mut rest = &body[..];
+    for want in &msgs {
+        let (got, used) = decode_frame(rest, MAX_FRAME).unwrap().unwrap();
+        assert_eq!(&got, want);
+        rest = &rest[used..];
+    }
+    assert!(rest.is_empty());
+    (stream, body, msgs.len())
 }
 
 #[test]
-fn bad_handshake_is_refused_early() {
-    assert_eq!(Handshake::decode(&[18]), Err(DecodeError::BadHandshake));
-    assert_eq!(Handshake::decode(b"\x13BitTorrent protocoX"), Err(DecodeError::BadHandshake));
-    assert_eq!(Handshake::decode(b"\x13BitTorr"), Ok(None));
-    assert_eq!(Handshake::decode(&[]), Ok(None));
-}
-
-#[test]
-fn random_bytes_never_panic() {
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
+fn stream_in_one_piece_decodes_to_the_same_messages() {
+    let (stream, body, count) = sample_stream();
+    let mut r = Chunks {
+        chunks: vec![&stream],
+        max_read: usize::MAX,
+        blocked: false,
     };
-    let mut buf = Vec::new();
-    for _ in 0..300_000 {
-        buf.clear();
-        let len = (next() % 40) as usize;
-        for _ in 0..len {
-            buf.push(next() as u8);
-        }
-        // Small length prefixes are more interesting.
-        if len >= 4 && next() % 2 == 0 {
-            buf[0] = 0;
-            buf[1] = 0;
-            buf[2] = 0;
-        }
-        let _ = Handshake::decode(&buf);
-        let mut at = 0;
-        while let Ok(Some((_, n))) = decode_frame(&buf[at..], MAX_FRAME) {
-            at += n;
-        }
-    }
+    let d = drive(&mut r, 64 * 1024).unwrap();
+    assert_eq!(d.handshake, Some(handshake()));
+    assert_eq!(d.messages, count);
+    assert_eq!(d.reencoded, body);
+    assert_eq!(d.leftover, 0);
 }
 
-struct SlowWriter {
-    got: Vec<u8>,
-    room: usize,
-}
-
-impl Write for SlowWriter {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if self.room == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = b.len().min(self.room).min(7);
-        self.got.extend_from_slice(&b[..n]);
-        self.room -= n;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+#[test]
+fn stream_split_at_every_offset_decodes_to_the_same_messages() {
+    let (stream, body, count) = sample_stream();
+    let want = Decoded {
+        handshake: Some(handshake()),
+        reencoded: body,
+        messages: count,
+        leftover: 0,
+    };
+    for split in 0..=stream.len() {
+        let (a, b) = stream.split_at(split);
+        let mut r = Chunks {
+            chunks: vec![a, b],
+            max_read: usize::MAX,
+            blocked: false,
+        };
+        // A 16 KiB buffer is smaller than a block frame, so this also
+        // exercises growing for a big frame and shrinking back.
+        let d = drive(&mut r, 16 * 1024).unwrap();
+        assert!(d == want, "split at {split}");
     }
 }
 
 #[test]
-fn send_buf_drains_across_would_block() {
-    let mut sb = SendBuf::new();
-    let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-    sb.buf_mut().extend_from_slice(&data);
-    let mut w = SlowWriter { got: Vec::new(), room: 0 };
-    while !sb.is_empty() {
-        w.room = 50_000;
-        sb.write_to(&mut w).unwrap();
-        sb.check_invariants();
-        sb.buf_mut().len(); // appending between writes keeps order
+fn stream_fed_one_byte_at_a_time_decodes_to_the_same_messages() {
+    let (stream, body, count) = sample_stream();
+    let mut r = Chunks {
+        chunks: vec![&stream],
+        max_read: 1,
+        blocked: false,
+    };
+    let d = drive(&mut r, 1024).unwrap();
+    assert_eq!(d.handshake, Some(handshake()));
+    assert_eq!(d.messages, count);
+    assert_eq!(d.reencoded, body);
+    assert_eq!(d.leftover, 0);
+}
+
+#[test]
+fn stream_in_random_chunks_decodes_to_the_same_messages() {
+    let (stream, body, count) = sample_stream();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..200 {
+        let mut chunks = Vec::new();
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let n = (rng.below(6000) as usize + 1).min(rest.len());
+            chunks.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let mut r = Chunks {
+            chunks,
+            max_read: rng.below(20_000) as usize + 1,
+            blocked: false,
+        };
+        let cap = rng.below(40_000) as usize;
+        let d = drive(&mut r, cap).unwrap();
+        assert_eq!(d.messages, count);
+        assert_eq!(d.reencoded, body);
+        assert_eq!(d.leftover, 0);
     }
-    assert_eq!(w.got, data);
+}
+
+#[test]
+fn largest_allowed_frame_grows_the_buffer_and_decodes() {
+    let bits = vec![0xa5u8; MAX_FRAME as usize - 1];
+    let mut stream = Vec::new();
+    handshake().encode(&mut stream);
+    Message::Have { piece: 1 }.encode(&mut stream);
+    let body_start = stream.len() - 9;
+    Message::Bitfield(&bits).encode(&mut stream);
+    Message::Unchoke.encode(&mut stream);
+    let mut r = Chunks {
+        chunks: vec![&stream],
+        max_read: 64 * 1024,
+        blocked: false,
+    };
+    let d = drive(&mut r, 16 * 1024).unwrap();
+    assert_eq!(d.messages, 3);
+    assert_eq!(d.leftover, 0);
+    assert_eq!(d.reencoded, &stream[body_start..]);
+}
+
+#[test]
+fn hostile_length_stops_the_stream_before_the_body_arrives() {
+    let mut stream = Vec::new();
+    handshake().encode(&mut stream);
+    Message::Have { piece: 1 }.encode(&mut stream);
+    stream.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
+    // No body follows: the error must come from the prefix alone.
+    let mut r = Chunks {
+        chunks: vec![&stream],
+        max_read: 1,
+        blocked: false,
+    };
+    assert_eq!(
+        drive(&mut r, 256),
+        Err(DecodeError::FrameTooLong {
+            len: MAX_FRAME + 1,
+            max: MAX_FRAME
+        })
+    );
+}
+
+#[test]
+fn random_bytes_never_panic_and_accepted_frames_re_encode_exactly() {
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut buf = [0u8; 64];
+    let mut accepted = 0;
+    for _ in 0..300_000 {
+        let len = rng.below(buf.len() as u64 + 1) as usize;
+        let bytes = &mut buf[..len];
+        rng.fill(bytes);
+        match rng.below(3) {
+            // A plausible small length prefix and a known or nearby id.
+            0 if len >= 5 => {
+                let frame = rng.below(24) as u32;
+                bytes[..4].copy_from_slice(&frame.to_be_bytes());
+                bytes[4] = rng.below(22) as u8;
+            }
+            // Something that starts like a handshake.
+            1 if len >= 1 => {
+                let mut hs = Vec::new();
+                handshake().encode(&mut hs);
+                let keep = len.min(hs.len());
+                bytes[..keep].copy_from_slice(&hs[..keep]);
+                if rng.below(2) == 0 {
+                    let at = rng.below(keep as u64) as usize;
+                    bytes[at] ^= 1 << rng.below(8);
+                }
+            }
+            _ => {}
+        }
+        let bytes = &buf[..len];
+        let max = if rng.below(2) == 0 {
+            MAX_FRAME
+        } else {
+            rng.below(32) as u32
+        };
+        match decode_frame(bytes, max) {
+            Ok(Some((m, used))) => {
+                accepted += 1;
+                assert!(used <= bytes.len());
+                assert_eq!(frame_len_hint(bytes), Some(used));
+                let mut again = Vec::new();
+                m.encode(&mut again);
+                assert_eq!(again, &bytes[..used]);
+            }
+            Ok(None) => {
+                assert!(frame_len_hint(bytes).is_none_or(|t| t > bytes.len()));
+            }
+            Err(DecodeError::FrameTooLong { len, max: m }) => {
+                assert!(len > m);
+                assert_eq!(m, max);
+            }
+            Err(DecodeError::BadLength { id, .. }) => assert_eq!(bytes.get(4), Some(&id)),
+            Err(DecodeError::BadHandshake) => panic!("frames never report a bad handshake"),
+        }
+        match Handshake::decode(bytes) {
+            Ok(Some(h)) => {
+                let mut again = Vec::new();
+                h.encode(&mut again);
+                assert_eq!(again, &bytes[..HANDSHAKE_LEN]);
+            }
+            Ok(None) => assert!(bytes.len() < HANDSHAKE_LEN),
+            Err(e) => assert_eq!(e, DecodeError::BadHandshake),
+        }
+    }
+    // The generator must actually reach the message parser.
+    assert!(accepted > 10_000, "only {accepted} frames accepted");
+}
+
+#[test]
+fn random_streams_through_recv_buf_never_panic() {
+    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    let mut stream = Vec::new();
+    let mut hs = Vec::new();
+    handshake().encode(&mut hs);
+    for _ in 0..3000 {
+        stream.clear();
+        stream.extend_from_slice(&hs);
+        // Random frames with small declared lengths, sometimes mismatched.
+        for _ in 0..rng.below(12) {
+            let body = rng.below(30) as usize;
+            let declared = if rng.below(4) == 0 {
+                rng.below(40) as u32
+            } else {
+                body as u32
+            };
+            stream.extend_from_slice(&declared.to_be_bytes());
+            let start = stream.len();
+            stream.resize(start + body, 0);
+            rng.fill(&mut stream[start..]);
+            if body > 0 {
+                stream[start] = rng.below(22) as u8;
+            }
+        }
+        let cut = rng.below(stream.len() as u64 + 1) as usize;
+        let mut r = Chunks {
+            chunks: vec![&stream[..cut], &stream[cut..]],
+            max_read: rng.below(64) as usize + 1,
+            blocked: false,
+        };
+        // A clean decode (perhaps with a partial frame left at EOF) or a
+        // decode error; anything else is a panic and fails the test.
+        if let Ok(d) = drive(&mut r, 128) {
+            assert!(d.leftover < stream.len());
+        }
+    }
 }
