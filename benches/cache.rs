@@ -21,25 +21,33 @@ fn bench_cache(c: &mut Criterion) {
                 Sha1::digest(&data[o..o + piece_len as usize]).into()
             })
             .collect();
-        let layout = Layout::new(vec![FileSlot { path: format!("f{piece_len}").into(), offset: 0, len: total }]);
+        let layout = Layout::new(vec![FileSlot {
+            path: format!("f{piece_len}").into(),
+            offset: 0,
+            len: total,
+        }]);
         let disk = Disk::open(&dir, layout, OpenMode::Create).unwrap();
         group.throughput(Throughput::Bytes(total));
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{}K", piece_len >> 10)), &piece_len, |b, _| {
-            let mut cache = Cache::new(g, hashes.clone(), 16 << 20);
-            let mut written = Vec::new();
-            b.iter(|| {
-                for p in 0..pieces {
-                    for i in 0..g.blocks_in_piece(p) {
-                        let blk = g.block(p, i);
-                        let o = (g.piece_offset(p) + blk.begin as u64) as usize;
-                        let r = cache.insert_block(blk, &data[o..o + blk.len as usize]);
-                        assert_ne!(r, Insert::Failed);
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{}K", piece_len >> 10)),
+            &piece_len,
+            |b, _| {
+                let mut cache = Cache::new(g, hashes.clone(), 16 << 20);
+                let mut written = Vec::new();
+                b.iter(|| {
+                    for p in 0..pieces {
+                        for i in 0..g.blocks_in_piece(p) {
+                            let blk = g.block(p, i);
+                            let o = (g.piece_offset(p) + blk.begin as u64) as usize;
+                            let r = cache.insert_block(blk, &data[o..o + blk.len as usize]);
+                            assert_ne!(r, Insert::Failed);
+                        }
+                        written.clear();
+                        cache.flush(&disk, usize::MAX, &mut written).unwrap();
                     }
-                    written.clear();
-                    cache.flush(&disk, usize::MAX, &mut written).unwrap();
-                }
-            });
-        });
+                });
+            },
+        );
     }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);

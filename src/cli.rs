@@ -182,8 +182,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 /// `7190` means 127.0.0.1:7190; otherwise HOST:PORT (resolved once).
@@ -206,15 +210,32 @@ mod tests {
 
     #[test]
     fn original_command_line_parses() {
-        let args = ["piecemeal", "-t", "x.torrent", "-d", "-sp", "6942", "-pp", "7190", "--verbose"];
-        let cli = Cli::try_parse_from(rewrite_legacy_args(args.iter().map(OsString::from))).unwrap();
+        let args = [
+            "piecemeal",
+            "-t",
+            "x.torrent",
+            "-d",
+            "-sp",
+            "6942",
+            "-pp",
+            "7190",
+            "--verbose",
+        ];
+        let cli =
+            Cli::try_parse_from(rewrite_legacy_args(args.iter().map(OsString::from))).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.legacy.torrent.as_deref(), Some(std::path::Path::new("x.torrent")));
+        assert_eq!(
+            cli.legacy.torrent.as_deref(),
+            Some(std::path::Path::new("x.torrent"))
+        );
         assert!(cli.legacy.download);
         assert_eq!(cli.legacy.common.port, Some(6942));
         assert_eq!(cli.legacy.common.peers, vec!["7190".to_string()]);
         assert!(cli.log.verbose);
-        assert_eq!(parse_peer("7190").unwrap(), "127.0.0.1:7190".parse().unwrap());
+        assert_eq!(
+            parse_peer("7190").unwrap(),
+            "127.0.0.1:7190".parse().unwrap()
+        );
     }
 
     #[test]
@@ -228,7 +249,18 @@ mod tests {
 
     #[test]
     fn subcommands_parse() {
-        let cli = Cli::try_parse_from(["piecemeal", "download", "a.torrent", "-o", "out", "--peer", "1.2.3.4:5", "--cache", "0"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "piecemeal",
+            "download",
+            "a.torrent",
+            "-o",
+            "out",
+            "--peer",
+            "1.2.3.4:5",
+            "--cache",
+            "0",
+        ])
+        .unwrap();
         match cli.command {
             Some(Command::Download { torrent, common }) => {
                 assert_eq!(torrent, PathBuf::from("a.torrent"));

@@ -40,7 +40,11 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Defaults for a torrent file and a data folder.
-    pub fn new(torrent: impl Into<PathBuf>, dir: impl Into<PathBuf>, download: bool) -> ClientOptions {
+    pub fn new(
+        torrent: impl Into<PathBuf>,
+        dir: impl Into<PathBuf>,
+        download: bool,
+    ) -> ClientOptions {
         ClientOptions {
             torrent: torrent.into(),
             dir: dir.into(),
@@ -89,7 +93,8 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     } else {
         OpenMode::ReadOnly
     };
-    let disk = Disk::open(&opts.dir, layout_of(&meta), mode).map_err(|e| Error::Runtime(e.to_string()))?;
+    let disk =
+        Disk::open(&opts.dir, layout_of(&meta), mode).map_err(|e| Error::Runtime(e.to_string()))?;
     let t0 = Instant::now();
     let have = recheck(&disk, &geometry, &meta.info.pieces);
     info!(
@@ -144,13 +149,16 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         seed_time: opts.seed_time,
         progress: opts.progress,
     };
-    Session::new(Some(torrent), sopts).map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))
+    Session::new(Some(torrent), sopts)
+        .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))
 }
 
 /// Download or seed until done or stopped.
 pub fn run(opts: &ClientOptions) -> Result<Outcome, Error> {
     let mut session = prepare(opts)?;
-    session.run().map_err(|e| Error::Runtime(format!("event loop failed: {e}")))
+    session
+        .run()
+        .map_err(|e| Error::Runtime(format!("event loop failed: {e}")))
 }
 
 /// Options of the stand-alone tracker.
@@ -166,7 +174,8 @@ pub fn prepare_tracker(opts: &TrackerOptions) -> Result<Session, Error> {
         tracker_server: Some((opts.listen, opts.config.clone())),
         ..SessionOptions::default()
     };
-    Session::new(None, sopts).map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", opts.listen)))
+    Session::new(None, sopts)
+        .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", opts.listen)))
 }
 
 /// Read the info-hashes of torrent files (for the tracker's allow-list).

@@ -38,13 +38,17 @@ struct Node {
 }
 
 fn free_port() -> Result<u16, Error> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Runtime(format!("no free port: {e}")))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| Error::Runtime(e.to_string()))
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Runtime(format!("no free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::Runtime(e.to_string()))
 }
 
 fn write_random_file(path: &Path, size: u64) -> Result<(), Error> {
     let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?,
+        std::fs::File::create(path)
+            .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?,
     );
     let mut x: u64 = 0x2545_f491_4f6c_dd1d
         ^ std::time::SystemTime::now()
@@ -62,7 +66,8 @@ fn write_random_file(path: &Path, size: u64) -> Result<(), Error> {
             chunk.copy_from_slice(&b[..chunk.len()]);
         }
         let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).map_err(|e| Error::Runtime(e.to_string()))?;
+        f.write_all(&buf[..n])
+            .map_err(|e| Error::Runtime(e.to_string()))?;
         left -= n as u64;
     }
     f.flush().map_err(|e| Error::Runtime(e.to_string()))
@@ -70,7 +75,8 @@ fn write_random_file(path: &Path, size: u64) -> Result<(), Error> {
 
 fn spawn(name: &str, args: &[String], dir: PathBuf, started: Instant) -> Result<Node, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::Runtime(e.to_string()))?;
-    let log = std::fs::File::create(dir.with_extension("log")).map_err(|e| Error::Runtime(e.to_string()))?;
+    let log = std::fs::File::create(dir.with_extension("log"))
+        .map_err(|e| Error::Runtime(e.to_string()))?;
     let mut child = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -143,17 +149,23 @@ fn stop(child: &mut Child) {
 /// Run the demo; `Err` (non-zero exit) if anything fails.
 pub fn run(size: u64, leechers: usize, dir: Option<PathBuf>) -> Result<(), Error> {
     if size == 0 || leechers == 0 {
-        return Err(Error::Input("--size and --leechers must be above zero".into()));
+        return Err(Error::Input(
+            "--size and --leechers must be above zero".into(),
+        ));
     }
     let (root, temporary) = match dir {
         Some(d) => (d, false),
-        None => (std::env::temp_dir().join(format!("piecemeal-demo-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("piecemeal-demo-{}", std::process::id())),
+            true,
+        ),
     };
     let _ = std::fs::remove_dir_all(root.join("seeder"));
     for i in 1..=leechers {
         let _ = std::fs::remove_dir_all(root.join(format!("leecher{i}")));
     }
-    std::fs::create_dir_all(root.join("seeder")).map_err(|e| Error::Runtime(format!("{}: {e}", root.display())))?;
+    std::fs::create_dir_all(root.join("seeder"))
+        .map_err(|e| Error::Runtime(format!("{}: {e}", root.display())))?;
     let result = run_in(&root, size, leechers);
     if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&root);
@@ -166,7 +178,11 @@ pub fn run(size: u64, leechers: usize, dir: Option<PathBuf>) -> Result<(), Error
 fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     let started = Instant::now();
     let data = root.join("seeder").join("demo.bin");
-    println!("writing {} of random data to {}", human_bytes(size), data.display());
+    println!(
+        "writing {} of random data to {}",
+        human_bytes(size),
+        data.display()
+    );
     write_random_file(&data, size)?;
     let tracker_port = free_port()?;
     let announce = format!("http://127.0.0.1:{tracker_port}/announce");
@@ -190,7 +206,15 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     let t = torrent.display().to_string();
     let mut tracker = spawn(
         "tracker",
-        &[s("tracker"), s("--bind"), s("127.0.0.1"), s("--port"), tracker_port.to_string(), s("--interval"), s("5")],
+        &[
+            s("tracker"),
+            s("--bind"),
+            s("127.0.0.1"),
+            s("--port"),
+            tracker_port.to_string(),
+            s("--interval"),
+            s("5"),
+        ],
         root.join("tracker"),
         started,
     )?;
@@ -210,10 +234,20 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             s("--verbose"),
         ]
     };
-    let mut nodes = vec![spawn("seeder", &peer_args(&root.join("seeder"), "seed"), root.join("seeder"), started)?];
+    let mut nodes = vec![spawn(
+        "seeder",
+        &peer_args(&root.join("seeder"), "seed"),
+        root.join("seeder"),
+        started,
+    )?];
     for i in 1..=leechers {
         let dir = root.join(format!("leecher{i}"));
-        nodes.push(spawn(&format!("leecher{i}"), &peer_args(&dir, "download"), dir, started)?);
+        nodes.push(spawn(
+            &format!("leecher{i}"),
+            &peer_args(&dir, "download"),
+            dir,
+            started,
+        )?);
     }
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(10);
@@ -221,14 +255,22 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(100));
         let reports: Vec<Report> = nodes.iter().map(snapshot).collect();
         let all_done = reports[1..].iter().all(|r| r.num > 0 && r.have == r.num);
-        let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(3) };
+        let every = if tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(3)
+        };
         if last_print.elapsed() >= every || all_done {
             last_print = Instant::now();
             let line: Vec<String> = nodes
                 .iter()
                 .zip(&reports)
                 .map(|(n, r)| {
-                    let pct = if r.num == 0 { 0.0 } else { 100.0 * r.have as f64 / r.num as f64 };
+                    let pct = if r.num == 0 {
+                        0.0
+                    } else {
+                        100.0 * r.have as f64 / r.num as f64
+                    };
                     format!("{} {pct:5.1}% {}/s", n.name, human_bytes(r.down_rate))
                 })
                 .collect();
@@ -242,11 +284,20 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         if all_done {
             break Ok(());
         }
-        if let Some(n) = nodes.iter_mut().find_map(|n| matches!(n.child.try_wait(), Ok(Some(_))).then_some(n)) {
-            break Err(Error::Runtime(format!("{} exited early; see {}", n.name, n.dir.with_extension("log").display())));
+        if let Some(n) = nodes
+            .iter_mut()
+            .find_map(|n| matches!(n.child.try_wait(), Ok(Some(_))).then_some(n))
+        {
+            break Err(Error::Runtime(format!(
+                "{} exited early; see {}",
+                n.name,
+                n.dir.with_extension("log").display()
+            )));
         }
         if started.elapsed() > DEADLINE {
-            break Err(Error::Runtime(format!("the swarm did not finish within {DEADLINE:?}")));
+            break Err(Error::Runtime(format!(
+                "the swarm did not finish within {DEADLINE:?}"
+            )));
         }
     };
     if tty {
@@ -268,7 +319,10 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     }
     let reports: Vec<Report> = nodes.iter().map(snapshot).collect();
     println!();
-    println!("{:<10} {:>9} {:>11} {:>11} {:>12}", "peer", "time", "down", "up", "avg down");
+    println!(
+        "{:<10} {:>9} {:>11} {:>11} {:>12}",
+        "peer", "time", "down", "up", "avg down"
+    );
     for (n, r) in nodes.iter().zip(&reports) {
         let secs = r.finished_at.map(|d| d.as_secs_f64());
         let time = match (&n.name[..], secs) {
@@ -277,10 +331,19 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             _ => "?".to_string(),
         };
         let avg = match secs {
-            Some(s) if n.name != "seeder" && s > 0.0 => format!("{}/s", human_bytes((r.down as f64 / s) as u64)),
+            Some(s) if n.name != "seeder" && s > 0.0 => {
+                format!("{}/s", human_bytes((r.down as f64 / s) as u64))
+            }
             _ => "-".to_string(),
         };
-        println!("{:<10} {:>9} {:>11} {:>11} {:>12}", n.name, time, human_bytes(r.down), human_bytes(r.up), avg);
+        println!(
+            "{:<10} {:>9} {:>11} {:>11} {:>12}",
+            n.name,
+            time,
+            human_bytes(r.down),
+            human_bytes(r.up),
+            avg
+        );
     }
     let leeched: u64 = reports[1..].iter().map(|r| r.down).sum();
     let from_seeder = reports[0].up.min(leeched);
@@ -290,11 +353,18 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         human_bytes(leeched),
         human_bytes(from_seeder),
         human_bytes(from_leechers),
-        if leeched == 0 { 0.0 } else { 100.0 * from_leechers as f64 / leeched as f64 },
+        if leeched == 0 {
+            0.0
+        } else {
+            100.0 * from_leechers as f64 / leeched as f64
+        },
         elapsed.as_secs_f64()
     );
     if !bad.is_empty() {
-        return Err(Error::Runtime(format!("copies differ from the original: {}", bad.join(", "))));
+        return Err(Error::Runtime(format!(
+            "copies differ from the original: {}",
+            bad.join(", ")
+        )));
     }
     println!("all {leechers} copies match the original byte for byte");
     Ok(())

@@ -125,7 +125,14 @@ mod tests {
         assert_eq!(g.blocks_in_piece(3), 1);
         assert_eq!(g.block(3, 0).len, 100);
         let g = Geometry::new(20000, 20000).unwrap();
-        assert_eq!(g.block(0, 1), BlockRef { piece: 0, begin: 16384, len: 3616 });
+        assert_eq!(
+            g.block(0, 1),
+            BlockRef {
+                piece: 0,
+                begin: 16384,
+                len: 3616
+            }
+        );
     }
 
     #[test]
@@ -153,8 +160,8 @@ mod tests {
     fn matches_u128_reference() {
         for &(total, plen) in &[(1u64, 1u32), (1 << 40, 1 << 22), (12345678, 16384 * 3 + 7)] {
             let g = Geometry::new(total, plen).unwrap();
-            let sum = (g.num_pieces as u128 - 1) * plen as u128
-                + g.piece_size(g.num_pieces - 1) as u128;
+            let sum =
+                (g.num_pieces as u128 - 1) * plen as u128 + g.piece_size(g.num_pieces - 1) as u128;
             assert_eq!(sum, total as u128);
         }
     }

@@ -9,7 +9,9 @@ use piecemeal::error::Error;
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
 use piecemeal::progress::{ProgressMode, human_bytes, machine_line};
 use piecemeal::tracker::ServerConfig;
-use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{
+    ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,24 +28,50 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ColorChoice::Auto } else { ColorChoice::Never })];
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
+        level,
+        config.clone(),
+        TerminalMode::Stderr,
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ColorChoice::Auto
+        } else {
+            ColorChoice::Never
+        },
+    )];
     if let Some(path) = &log.log_file {
         let file = std::fs::File::create(path)
             .map_err(|e| Error::Input(format!("cannot create log file {}: {e}", path.display())))?;
-        let file_level = if log.verbose { LevelFilter::Debug } else { LevelFilter::Info };
+        let file_level = if log.verbose {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        };
         loggers.push(WriteLogger::new(file_level, config, file));
     }
     let _ = CombinedLogger::init(loggers);
     Ok(())
 }
 
-fn client_options(torrent: PathBuf, download: bool, c: &Common, log: &LogArgs) -> Result<ClientOptions, Error> {
-    let mut o = ClientOptions::new(torrent, c.output.clone().unwrap_or_else(|| PathBuf::from(".")), download);
+fn client_options(
+    torrent: PathBuf,
+    download: bool,
+    c: &Common,
+    log: &LogArgs,
+) -> Result<ClientOptions, Error> {
+    let mut o = ClientOptions::new(
+        torrent,
+        c.output.clone().unwrap_or_else(|| PathBuf::from(".")),
+        download,
+    );
     o.keep_seeding = c.seed;
     o.listen = SocketAddr::from(([0, 0, 0, 0], c.port.unwrap_or(6881)));
     o.bind_ip = c.bind;
-    o.peers = c.peers.iter().map(|p| parse_peer(p)).collect::<Result<_, _>>().map_err(Error::Input)?;
+    o.peers = c
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Input)?;
     o.no_tracker = c.no_tracker;
     o.tracker_port = c.tracker_port;
     o.seed_ratio = c.seed_ratio;
@@ -56,7 +84,8 @@ fn client_options(torrent: PathBuf, download: bool, c: &Common, log: &LogArgs) -
         ProgressMode::Auto
     };
     if let Some(cache) = c.cache {
-        o.config.cache_bytes = usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
+        o.config.cache_bytes =
+            usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
     }
     o.config.upload_limit = c.upload_limit.filter(|&r| r > 0);
     if let Some(n) = c.max_peers {
@@ -70,12 +99,20 @@ fn run_client(o: ClientOptions) -> Result<(), Error> {
     let outcome = client::run(&o)?;
     if let Some(s) = outcome.status {
         if machine {
-            println!("{} {}", machine_line("@done", &s), outcome.elapsed.as_millis());
+            println!(
+                "{} {}",
+                machine_line("@done", &s),
+                outcome.elapsed.as_millis()
+            );
         }
         let secs = outcome.elapsed.as_secs_f64().max(1e-3);
         eprintln!(
             "{}: {} down, {} up in {:.1} s (average {}/s down), {}/{} pieces{}",
-            if outcome.complete { "complete" } else { "stopped" },
+            if outcome.complete {
+                "complete"
+            } else {
+                "stopped"
+            },
             human_bytes(s.totals.downloaded),
             human_bytes(s.totals.uploaded),
             secs,
@@ -83,7 +120,10 @@ fn run_client(o: ClientOptions) -> Result<(), Error> {
             s.have,
             s.num_pieces,
             if s.totals.hash_failures > 0 {
-                format!(", {} hash failures, {} banned", s.totals.hash_failures, outcome.banned)
+                format!(
+                    ", {} hash failures, {} banned",
+                    s.totals.hash_failures, outcome.banned
+                )
             } else {
                 String::new()
             }
@@ -100,18 +140,36 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "nothing to do: give -t FILE.torrent [-d], or a subcommand (see --help)".into(),
                 ));
             };
-            run_client(client_options(torrent, cli.legacy.download, &cli.legacy.common, &cli.log)?)
+            run_client(client_options(
+                torrent,
+                cli.legacy.download,
+                &cli.legacy.common,
+                &cli.log,
+            )?)
         }
-        Some(Command::Download { torrent, common }) => run_client(client_options(torrent, true, &common, &cli.log)?),
-        Some(Command::Seed { torrent, common }) => run_client(client_options(torrent, false, &common, &cli.log)?),
+        Some(Command::Download { torrent, common }) => {
+            run_client(client_options(torrent, true, &common, &cli.log)?)
+        }
+        Some(Command::Seed { torrent, common }) => {
+            run_client(client_options(torrent, false, &common, &cli.log)?)
+        }
         Some(Command::Info { torrent }) => {
             let m = Metainfo::load(&torrent).map_err(|e| Error::Input(e.to_string()))?;
             print!("{}", m.describe());
             Ok(())
         }
-        Some(Command::Create { path, output, trackers, piece_length, private, comment }) => {
+        Some(Command::Create {
+            path,
+            output,
+            trackers,
+            piece_length,
+            private,
+            comment,
+        }) => {
             let piece_len = piece_length
-                .map(|n| u32::try_from(n).map_err(|_| Error::Input("--piece-length is too large".into())))
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| Error::Input("--piece-length is too large".into()))
+                })
                 .transpose()?;
             let opts = CreateOptions {
                 trackers,
@@ -125,20 +183,39 @@ fn run(cli: Cli) -> Result<(), Error> {
             std::fs::write(&output, &bytes)
                 .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", output.display())))?;
             let m = Metainfo::from_bytes(&bytes).map_err(|e| Error::Runtime(e.to_string()))?;
-            println!("wrote {} (info-hash {})", output.display(), m.info_hash_hex());
+            println!(
+                "wrote {} (info-hash {})",
+                output.display(),
+                m.info_hash_hex()
+            );
             Ok(())
         }
-        Some(Command::Tracker { port, bind, interval, allow }) => {
-            let mut config = ServerConfig { interval, ..ServerConfig::default() };
+        Some(Command::Tracker {
+            port,
+            bind,
+            interval,
+            allow,
+        }) => {
+            let mut config = ServerConfig {
+                interval,
+                ..ServerConfig::default()
+            };
             if !allow.is_empty() {
                 config.allow = Some(client::info_hashes(&allow)?.into_iter().collect());
             }
             let ip = bind.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-            let mut s = client::prepare_tracker(&TrackerOptions { listen: SocketAddr::new(ip, port), config })?;
+            let mut s = client::prepare_tracker(&TrackerOptions {
+                listen: SocketAddr::new(ip, port),
+                config,
+            })?;
             s.run().map_err(|e| Error::Runtime(e.to_string()))?;
             Ok(())
         }
-        Some(Command::Demo { size, leechers, dir }) => piecemeal::demo::run(size, leechers, dir),
+        Some(Command::Demo {
+            size,
+            leechers,
+            dir,
+        }) => piecemeal::demo::run(size, leechers, dir),
     }
 }
 

@@ -56,7 +56,13 @@ fn human_duration(secs: u64) -> String {
 pub fn machine_line(tag: &str, s: &Status) -> String {
     format!(
         "{tag} {} {} {} {} {} {} {}",
-        s.have, s.num_pieces, s.totals.downloaded, s.totals.uploaded, s.down_rate, s.up_rate, s.peers
+        s.have,
+        s.num_pieces,
+        s.totals.downloaded,
+        s.totals.uploaded,
+        s.down_rate,
+        s.up_rate,
+        s.peers
     )
 }
 
@@ -101,7 +107,10 @@ impl Progress {
             return;
         }
         if self.mode == ProgressMode::Machine {
-            if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(500)) {
+            if self
+                .last
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(500))
+            {
                 return;
             }
             self.last = Some(now);

@@ -166,7 +166,13 @@ impl Torrent {
 
     /// A new connection. Outgoing connections send their handshake at once
     /// (the loop flushes it once the connect completes).
-    pub fn add_peer(&mut self, token: usize, addr: SocketAddr, outgoing: bool, now: Instant) -> usize {
+    pub fn add_peer(
+        &mut self,
+        token: usize,
+        addr: SocketAddr,
+        outgoing: bool,
+        now: Instant,
+    ) -> usize {
         let peer = Peer::new(
             token,
             addr,
@@ -201,18 +207,20 @@ impl Torrent {
 
     /// Remove a peer: its requests go back to the picker, its pieces leave
     /// the availability counts.
-    pub fn remove_peer(&mut self, key: usize, why: &PeerError) {
-        let Some(peer) = self.peers.try_remove(key) else {
-            return;
-        };
+    /// Returns the peer's address, whether we dialed it, and whether the
+    /// handshake had completed.
+    pub fn remove_peer(&mut self, key: usize, why: &PeerError) -> Option<(SocketAddr, bool, bool)> {
+        let peer = self.peers.try_remove(key)?;
         debug!("{} dropped: {}", peer.label(), why);
         for r in &peer.inflight {
             self.picker.on_block_dropped(key, r.block);
         }
-        if peer.phase == Phase::Active {
+        let active = peer.phase == Phase::Active;
+        if active {
             self.picker.peer_gone(&peer.has);
         }
         self.choker.on_peer_gone(key);
+        Some((peer.addr, peer.outgoing, active))
     }
 
     /// Process every complete frame in the peer's receive buffer.
@@ -235,7 +243,12 @@ impl Torrent {
         self.serve(key)
     }
 
-    fn drain_frames(&mut self, key: usize, recv: &mut crate::wire::RecvBuf, now: Instant) -> Result<(), PeerError> {
+    fn drain_frames(
+        &mut self,
+        key: usize,
+        recv: &mut crate::wire::RecvBuf,
+        now: Instant,
+    ) -> Result<(), PeerError> {
         if self.peers[key].phase == Phase::Handshaking {
             let Some(hs) = Handshake::decode(recv.data())? else {
                 return Ok(());
@@ -303,10 +316,15 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {
-                if !self.geometry.request_in_range(piece, begin, len, self.cfg.max_request_len)
+                if !self
+                    .geometry
+                    .request_in_range(piece, begin, len, self.cfg.max_request_len)
                     || !self.picker.have().get(piece)
                 {
-                    debug!("{} asked for a block we cannot serve ({piece}, {begin}, {len})", peer.label());
+                    debug!(
+                        "{} asked for a block we cannot serve ({piece}, {begin}, {len})",
+                        peer.label()
+                    );
                     return Ok(());
                 }
                 if peer.am_choking {
@@ -358,7 +376,11 @@ impl Torrent {
             let peer = &mut self.peers[key];
             peer.peer_id = hs.peer_id;
             peer.phase = Phase::Active;
-            debug!("{} handshake ok ({})", peer.label(), String::from_utf8_lossy(&hs.peer_id[..8]));
+            debug!(
+                "{} handshake ok ({})",
+                peer.label(),
+                String::from_utf8_lossy(&hs.peer_id[..8])
+            );
             peer.outgoing
         };
         if !outgoing {
@@ -395,7 +417,10 @@ impl Torrent {
                 len: b.len,
             }
             .encode(out);
-            peer.inflight.push(Inflight { block: b, sent: now });
+            peer.inflight.push(Inflight {
+                block: b,
+                sent: now,
+            });
         }
         trace!("{} requested {} blocks", peer.label(), self.pick_buf.len());
         self.dirty.push(key);
@@ -519,7 +544,12 @@ impl Torrent {
 
     /// Periodic work (about once a second): rates, pipeline depth, time-outs,
     /// keep-alives, choking. Returns peers to close, with the reason.
-    pub fn tick(&mut self, now: Instant, dt: std::time::Duration, close: &mut Vec<(usize, PeerError)>) {
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        dt: std::time::Duration,
+        close: &mut Vec<(usize, PeerError)>,
+    ) {
         let complete = self.picker.is_complete();
         for (key, peer) in self.peers.iter_mut() {
             peer.down.tick(dt);
@@ -545,7 +575,11 @@ impl Torrent {
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {
-                debug!("{} snubbed: no block for {:?}", peer.label(), self.cfg.request_timeout);
+                debug!(
+                    "{} snubbed: no block for {:?}",
+                    peer.label(),
+                    self.cfg.request_timeout
+                );
                 peer.snubbed = true;
                 peer.pipeline = self.cfg.pipeline_min;
                 for r in peer.inflight.drain(..) {
@@ -564,7 +598,9 @@ impl Torrent {
         }
     }
 
-    fn choke_round(&mut self, now: Instant) {
+    /// Run a choke round if one is due (every 10 s, or at once when an
+    /// interested peer waits for a free slot). Cheap when none is due.
+    pub fn choke_round(&mut self, now: Instant) {
         if now < self.choker.poll_timeout() {
             return;
         }
@@ -610,7 +646,13 @@ impl Torrent {
     }
 
     /// A block arrived from `key`.
-    fn on_block(&mut self, key: usize, b: BlockRef, data: &[u8], now: Instant) -> Result<(), PeerError> {
+    fn on_block(
+        &mut self,
+        key: usize,
+        b: BlockRef,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), PeerError> {
         let peer = &mut self.peers[key];
         let was_requested = peer.take_inflight(b);
         peer.down.add(b.len as u64);
@@ -719,7 +761,10 @@ impl Torrent {
             .collect();
         for key in keys {
             let addr = self.peers[key].addr;
-            warn!("banning {} for sending corrupt data", self.peers[key].label());
+            warn!(
+                "banning {} for sending corrupt data",
+                self.peers[key].label()
+            );
             if self.peers[key].outgoing {
                 self.banned_addrs.insert(addr);
             }

@@ -56,7 +56,10 @@ fn bad_torrents_and_usage_exit_2_with_one_clear_line() {
     ] {
         let (code, _, stderr) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        let line = stderr.lines().find(|l| l.starts_with("piecemeal: ")).unwrap_or_else(|| panic!("{stderr}"));
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("piecemeal: "))
+            .unwrap_or_else(|| panic!("{stderr}"));
         assert!(line.len() > 20, "message too vague: {line}");
     }
     let (code, _, _) = run(&["--no-such-flag"]);
@@ -68,8 +71,19 @@ fn bad_torrents_and_usage_exit_2_with_one_clear_line() {
 #[test]
 fn demo_runs_a_small_swarm_and_checks_every_copy() {
     let tmp = TempDir::new("demo");
-    let (code, stdout, stderr) = run(&["demo", "--size", "3M", "--leechers", "2", "--dir", tmp.path().to_str().unwrap()]);
+    let (code, stdout, stderr) = run(&[
+        "demo",
+        "--size",
+        "3M",
+        "--leechers",
+        "2",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("all 2 copies match the original byte for byte"), "{stdout}");
+    assert!(
+        stdout.contains("all 2 copies match the original byte for byte"),
+        "{stdout}"
+    );
     assert!(stdout.contains("leecher2"), "{stdout}");
 }

@@ -13,7 +13,12 @@ fn original_command_line_downloads_from_a_given_peer() {
     let tmp = TempDir::new("legacy");
     let seed_dir = tmp.join("seed");
     write_files(&seed_dir, FILES);
-    let torrent = make_torrent(&seed_dir.join("single.bin"), &tmp.join("single.torrent"), &[], 32768);
+    let torrent = make_torrent(
+        &seed_dir.join("single.bin"),
+        &tmp.join("single.torrent"),
+        &[],
+        32768,
+    );
     let t = torrent.to_str().unwrap();
     let sp = free_port().to_string();
     // Seed: the original form without -d seeds the data in the current folder.
@@ -39,19 +44,45 @@ fn download_subcommand_with_write_through_cache() {
     let tmp = TempDir::new("cache0");
     let seed_dir = tmp.join("seed");
     write_files(&seed_dir, AWKWARD);
-    let torrent = make_torrent(&seed_dir.join("awkward"), &tmp.join("a.torrent"), &[], 16384);
+    let torrent = make_torrent(
+        &seed_dir.join("awkward"),
+        &tmp.join("a.torrent"),
+        &[],
+        16384,
+    );
     let t = torrent.to_str().unwrap();
     let sp = free_port().to_string();
-    let mut seeder = Proc::start("seeder", &seed_dir, &["seed", t, "--port", &sp, "--bind", "127.0.0.1"], tmp.path());
+    let mut seeder = Proc::start(
+        "seeder",
+        &seed_dir,
+        &["seed", t, "--port", &sp, "--bind", "127.0.0.1"],
+        tmp.path(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let out_dir = tmp.join("out");
     let mut leech = Proc::start(
         "leech",
         tmp.path(),
-        &["download", t, "-o", out_dir.to_str().unwrap(), "--peer", &format!("127.0.0.1:{sp}"), "--cache", "0", "--port", "0"],
+        &[
+            "download",
+            t,
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--peer",
+            &format!("127.0.0.1:{sp}"),
+            "--cache",
+            "0",
+            "--port",
+            "0",
+        ],
         tmp.path(),
     );
-    assert_eq!(leech.wait(Duration::from_secs(60)), 0, "log:\n{}", leech.log_text());
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "log:\n{}",
+        leech.log_text()
+    );
     assert_same_files(&seed_dir, &out_dir, AWKWARD);
     assert!(leech.status().done);
     assert_eq!(seeder.terminate(Duration::from_secs(5)), 0);

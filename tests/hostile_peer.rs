@@ -69,7 +69,12 @@ fn corrupt_peer_is_caught_refetched_elsewhere_and_banned() {
     let tmp = TempDir::new("corrupt");
     let seed_dir = tmp.join("seed");
     write_files(&seed_dir, FILES);
-    let torrent = make_torrent(&seed_dir.join("file.bin"), &tmp.join("f.torrent"), &[], 32768);
+    let torrent = make_torrent(
+        &seed_dir.join("file.bin"),
+        &tmp.join("f.torrent"),
+        &[],
+        32768,
+    );
     let meta = piecemeal::metainfo::Metainfo::load(&torrent).unwrap();
     let t = torrent.to_str().unwrap();
     let bad = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -81,7 +86,16 @@ fn corrupt_peer_is_caught_refetched_elsewhere_and_banned() {
     let _seeder = Proc::start(
         "seeder",
         &seed_dir,
-        &["seed", t, "--port", &sp, "--bind", "127.0.0.1", "--upload-limit", "1M"],
+        &[
+            "seed",
+            t,
+            "--port",
+            &sp,
+            "--bind",
+            "127.0.0.1",
+            "--upload-limit",
+            "1M",
+        ],
         tmp.path(),
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -89,12 +103,31 @@ fn corrupt_peer_is_caught_refetched_elsewhere_and_banned() {
     let mut leech = Proc::start(
         "leech",
         tmp.path(),
-        &["download", t, "-o", out.to_str().unwrap(), "--peer", &bad_port.to_string(), "--peer", &sp, "--port", "0"],
+        &[
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &bad_port.to_string(),
+            "--peer",
+            &sp,
+            "--port",
+            "0",
+        ],
         tmp.path(),
     );
-    assert_eq!(leech.wait(Duration::from_secs(60)), 0, "log:\n{}", leech.log_text());
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "log:\n{}",
+        leech.log_text()
+    );
     let log = leech.log_text();
-    assert!(log.contains("failed its hash check"), "no hash failure seen:\n{log}");
+    assert!(
+        log.contains("failed its hash check"),
+        "no hash failure seen:\n{log}"
+    );
     assert!(log.contains("banning"), "corrupt peer not banned:\n{log}");
     assert!(log.contains(&format!("127.0.0.1:{bad_port}")), "{log}");
     assert_same_files(&seed_dir, &out, FILES);

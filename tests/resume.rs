@@ -23,43 +23,89 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
     let tmp = TempDir::new("resume");
     let seed_dir = tmp.join("seed");
     write_files(&seed_dir, FILES);
-    let torrent = make_torrent(&seed_dir.join("data.bin"), &tmp.join("d.torrent"), &[], PIECE as u32);
+    let torrent = make_torrent(
+        &seed_dir.join("data.bin"),
+        &tmp.join("d.torrent"),
+        &[],
+        PIECE as u32,
+    );
     let t = torrent.to_str().unwrap();
     let sp = free_port().to_string();
     let _seeder = Proc::start(
         "seeder",
         &seed_dir,
-        &["seed", t, "--port", &sp, "--bind", "127.0.0.1", "--upload-limit", "4M"],
+        &[
+            "seed",
+            t,
+            "--port",
+            &sp,
+            "--bind",
+            "127.0.0.1",
+            "--upload-limit",
+            "4M",
+        ],
         tmp.path(),
     );
     std::thread::sleep(Duration::from_millis(300));
     let out = tmp.join("out");
-    let args = ["download", t, "-o", out.to_str().unwrap(), "--peer", &sp, "--port", "0", "--verbose"];
+    let args = [
+        "download",
+        t,
+        "-o",
+        out.to_str().unwrap(),
+        "--peer",
+        &sp,
+        "--port",
+        "0",
+        "--verbose",
+    ];
     let total = FILES[0].1 as u64;
     let num = total / PIECE;
     // Kill it three times at growing progress, then let it finish.
     for (round, frac) in [0.15, 0.4, 0.7].into_iter().enumerate() {
         let mut l = Proc::start(&format!("leech-{round}"), tmp.path(), &args, tmp.path());
         let want = (num as f64 * frac) as u64;
-        l.wait_for(Duration::from_secs(60), "progress", |s| s.num > 0 && s.have >= want);
+        l.wait_for(Duration::from_secs(60), "progress", |s| {
+            s.num > 0 && s.have >= want
+        });
         l.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
         l.child.wait().unwrap();
         if round > 0 {
             let found = verified_at_start(&l.log_text());
-            assert!(found > 0, "round {round}: nothing kept from the previous run");
+            assert!(
+                found > 0,
+                "round {round}: nothing kept from the previous run"
+            );
         }
     }
     let mut last = Proc::start("leech-final", tmp.path(), &args, tmp.path());
-    assert_eq!(last.wait(Duration::from_secs(60)), 0, "log:\n{}", last.log_text());
+    assert_eq!(
+        last.wait(Duration::from_secs(60)),
+        0,
+        "log:\n{}",
+        last.log_text()
+    );
     let found = verified_at_start(&last.log_text());
     assert!(found >= num / 4, "only {found} pieces survived the kills");
     let st = last.status();
     // Exactly the missing pieces were downloaded: nothing verified on disk twice.
-    assert_eq!(st.downloaded, total - found * PIECE, "log:\n{}", last.log_text());
+    assert_eq!(
+        st.downloaded,
+        total - found * PIECE,
+        "log:\n{}",
+        last.log_text()
+    );
     assert_same_files(&seed_dir, &out, FILES);
     // And a run on complete data downloads nothing at all.
-    let again = Command::new(BIN).args(args).current_dir(tmp.path()).output().unwrap();
+    let again = Command::new(BIN)
+        .args(args)
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(0));
     let log = String::from_utf8_lossy(&again.stderr);
-    assert!(log.contains(&format!("{num} of {num} pieces already verified")), "{log}");
+    assert!(
+        log.contains(&format!("{num} of {num} pieces already verified")),
+        "{log}"
+    );
 }

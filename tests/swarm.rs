@@ -13,16 +13,44 @@ fn seeder_and_three_leechers_through_the_tracker_on_awkward_files() {
     let tport = free_port();
     let announce = format!("http://127.0.0.1:{tport}/announce");
     // 64 KiB pieces: file boundaries fall inside pieces; the last piece is short.
-    let torrent = make_torrent(&seed_dir.join("awkward"), &tmp.join("awkward.torrent"), &[announce], 65536);
+    let torrent = make_torrent(
+        &seed_dir.join("awkward"),
+        &tmp.join("awkward.torrent"),
+        &[announce],
+        65536,
+    );
     let t = torrent.to_str().unwrap();
     let logs = tmp.path();
     let tp = tport.to_string();
-    let _tracker = Proc::start("tracker", logs, &["tracker", "--bind", "127.0.0.1", "--port", &tp, "--interval", "2"], logs);
+    let _tracker = Proc::start(
+        "tracker",
+        logs,
+        &[
+            "tracker",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &tp,
+            "--interval",
+            "2",
+        ],
+        logs,
+    );
     // The seeder is slowed down so that leechers must trade pieces.
     let mut seeder = Proc::start(
         "seeder",
         &seed_dir,
-        &["seed", t, "--bind", "127.0.0.1", "--port", "0", "--upload-limit", "2M", "--verbose"],
+        &[
+            "seed",
+            t,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--upload-limit",
+            "2M",
+            "--verbose",
+        ],
         logs,
     );
     let mut leechers: Vec<Proc> = (1..=3)
@@ -32,22 +60,42 @@ fn seeder_and_three_leechers_through_the_tracker_on_awkward_files() {
             Proc::start(
                 &format!("leech{i}"),
                 &dir,
-                &["download", t, "--bind", "127.0.0.1", "--port", "0", "--seed", "--verbose"],
+                &[
+                    "download",
+                    t,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--seed",
+                    "--verbose",
+                ],
                 logs,
             )
         })
         .collect();
     for l in leechers.iter_mut() {
-        l.wait_for(Duration::from_secs(120), "complete download", |s| s.num > 0 && s.have == s.num);
+        l.wait_for(Duration::from_secs(120), "complete download", |s| {
+            s.num > 0 && s.have == s.num
+        });
     }
     let total: u64 = AWKWARD.iter().map(|f| f.1 as u64).sum();
     let mut downloaded = 0;
     for (i, l) in leechers.iter_mut().enumerate() {
-        assert_eq!(l.terminate(Duration::from_secs(10)), 0, "leecher exit code; log:\n{}", l.log_text());
+        assert_eq!(
+            l.terminate(Duration::from_secs(10)),
+            0,
+            "leecher exit code; log:\n{}",
+            l.log_text()
+        );
         assert_same_files(&seed_dir, &tmp.join(&format!("leech{}", i + 1)), AWKWARD);
         let st = l.status();
         assert!(st.done, "leecher printed its totals");
-        assert!(st.downloaded >= total, "downloaded {} < {total}", st.downloaded);
+        assert!(
+            st.downloaded >= total,
+            "downloaded {} < {total}",
+            st.downloaded
+        );
         downloaded += st.downloaded;
     }
     assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);

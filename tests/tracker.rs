@@ -12,7 +12,14 @@ fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
-fn announce(port: u16, hash: [u8; 20], id: &[u8; 20], peer_port: u16, left: u64, extra: &str) -> Vec<u8> {
+fn announce(
+    port: u16,
+    hash: [u8; 20],
+    id: &[u8; 20],
+    peer_port: u16,
+    left: u64,
+    extra: &str,
+) -> Vec<u8> {
     let req = format!(
         "GET /announce?info_hash={}&peer_id={}&port={peer_port}&uploaded=0&downloaded=0&left={left}&compact=1{extra} HTTP/1.1\r\nHost: x\r\n\r\n",
         pct(&hash),
@@ -31,7 +38,15 @@ fn start_tracker(tmp: &TempDir) -> (Proc, u16) {
     let p = Proc::start(
         "tracker",
         tmp.path(),
-        &["tracker", "--bind", "127.0.0.1", "--port", &port.to_string(), "--interval", "30"],
+        &[
+            "tracker",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--interval",
+            "30",
+        ],
         tmp.path(),
     );
     for _ in 0..100 {
@@ -48,25 +63,57 @@ fn announces_return_other_peers_and_scrape_counts_them() {
     let tmp = TempDir::new("tracker-basic");
     let (_t, port) = start_tracker(&tmp);
     let hash = [7u8; 20];
-    let body = announce(port, hash, b"-PM0100-aaaaaaaaaaaa", 5001, 0, "&event=started");
+    let body = announce(
+        port,
+        hash,
+        b"-PM0100-aaaaaaaaaaaa",
+        5001,
+        0,
+        "&event=started",
+    );
     let first = parse_announce_body(&body).unwrap();
     assert!(first.peers.is_empty(), "never returns the requester itself");
     assert_eq!(first.interval, 30);
-    let body = announce(port, hash, b"-PM0100-bbbbbbbbbbbb", 5002, 1000, "&event=started");
+    let body = announce(
+        port,
+        hash,
+        b"-PM0100-bbbbbbbbbbbb",
+        5002,
+        1000,
+        "&event=started",
+    );
     let second = parse_announce_body(&body).unwrap();
     assert_eq!(second.peers, vec!["127.0.0.1:5001".parse().unwrap()]);
     assert_eq!((second.complete, second.incomplete), (Some(1), Some(1)));
     // Dict form on request.
-    let body = announce(port, hash, b"-PM0100-cccccccccccc", 5003, 1000, "&compact=0");
+    let body = announce(
+        port,
+        hash,
+        b"-PM0100-cccccccccccc",
+        5003,
+        1000,
+        "&compact=0",
+    );
     let third = parse_announce_body(&body).unwrap();
     assert_eq!(third.peers.len(), 2);
     // Scrape, for this hash and for all.
-    let raw = http_exchange(port, format!("GET /scrape?info_hash={} HTTP/1.1\r\n\r\n", pct(&hash)).as_bytes(), Duration::from_secs(5));
+    let raw = http_exchange(
+        port,
+        format!("GET /scrape?info_hash={} HTTP/1.1\r\n\r\n", pct(&hash)).as_bytes(),
+        Duration::from_secs(5),
+    );
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("8:completei1e"), "{text}");
     assert!(text.contains("10:incompletei2e"), "{text}");
     // Stopped removes the peer.
-    announce(port, hash, b"-PM0100-aaaaaaaaaaaa", 5001, 0, "&event=stopped");
+    announce(
+        port,
+        hash,
+        b"-PM0100-aaaaaaaaaaaa",
+        5001,
+        0,
+        "&event=stopped",
+    );
     let body = announce(port, hash, b"-PM0100-bbbbbbbbbbbb", 5002, 1000, "");
     let after = parse_announce_body(&body).unwrap();
     assert_eq!(after.complete, Some(0));
@@ -78,8 +125,16 @@ fn bad_and_hostile_requests_get_errors_and_the_tracker_keeps_serving() {
     let tmp = TempDir::new("tracker-hostile");
     let (_t, port) = start_tracker(&tmp);
     // A short info_hash: a bencoded failure reason.
-    let raw = http_exchange(port, b"GET /announce?info_hash=abc&peer_id=-PM0100-aaaaaaaaaaaa&port=1 HTTP/1.1\r\n\r\n", Duration::from_secs(5));
-    assert!(String::from_utf8_lossy(&raw).contains("failure reason"), "{}", String::from_utf8_lossy(&raw));
+    let raw = http_exchange(
+        port,
+        b"GET /announce?info_hash=abc&peer_id=-PM0100-aaaaaaaaaaaa&port=1 HTTP/1.1\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        String::from_utf8_lossy(&raw).contains("failure reason"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     // A huge request line: refused, connection closed.
     let mut huge = b"GET /announce?".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 100_000));
@@ -102,6 +157,14 @@ fn bad_and_hostile_requests_get_errors_and_the_tracker_keeps_serving() {
     let body = announce(port, [9u8; 20], b"-PM0100-dddddddddddd", 6000, 5, "");
     assert!(parse_announce_body(&body).is_ok());
     drop(idle);
-    let raw = http_exchange(port, b"GET /nothing HTTP/1.1\r\n\r\n", Duration::from_secs(5));
-    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 404"), "{}", String::from_utf8_lossy(&raw));
+    let raw = http_exchange(
+        port,
+        b"GET /nothing HTTP/1.1\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 }

@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -124,6 +124,10 @@ pub struct Session {
     tracker_addr: Option<SocketAddr>,
     /// Peer addresses to try, from the tracker and the command line.
     candidates: VecDeque<SocketAddr>,
+    /// Dialed peers that closed or failed, and when to try them again.
+    retry: Vec<(Instant, SocketAddr)>,
+    /// Consecutive failed attempts per dialed address.
+    failures: HashMap<SocketAddr, u32>,
     /// Tokens with unread data left (read budget hit, or cache full).
     carry: Vec<usize>,
     close: Vec<(usize, PeerError)>,
@@ -148,7 +152,8 @@ impl Session {
             let mut l = TcpListener::bind(addr)?;
             listen_addr = Some(l.local_addr()?);
             let e = conns.vacant_entry();
-            poll.registry().register(&mut l, Token(e.key()), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::PeerListener(l));
         }
         let mut tracker = None;
@@ -157,10 +162,14 @@ impl Session {
             let mut l = TcpListener::bind(*addr)?;
             tracker_addr = Some(l.local_addr()?);
             let e = conns.vacant_entry();
-            poll.registry().register(&mut l, Token(e.key()), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::TrackerListener(l));
             tracker = Some(Tracker::new(cfg.clone()));
-            info!("tracker listening on http://{}/announce", tracker_addr.unwrap_or(*addr));
+            info!(
+                "tracker listening on http://{}/announce",
+                tracker_addr.unwrap_or(*addr)
+            );
         }
         let now = Instant::now();
         let announcer = match &torrent {
@@ -180,6 +189,8 @@ impl Session {
             listen_addr,
             tracker_addr,
             candidates,
+            retry: Vec::new(),
+            failures: HashMap::new(),
             carry: Vec::new(),
             close: Vec::new(),
             stop: StopHandle::default(),
@@ -218,6 +229,8 @@ impl Session {
     pub fn run(&mut self) -> io::Result<Outcome> {
         let mut events = Events::with_capacity(256);
         self.started = Instant::now();
+        // Timers run at once: connect to given peers, announce.
+        self.last_tick = self.started - Duration::from_secs(1);
         if let Some(t) = &self.torrent {
             self.was_done = t.is_done();
             if self.was_done {
@@ -245,7 +258,12 @@ impl Session {
             }
             let now = Instant::now();
             for ev in events.iter() {
-                self.on_event(ev.token().0, ev.is_readable() || ev.is_read_closed(), ev.is_writable() || ev.is_error(), now);
+                self.on_event(
+                    ev.token().0,
+                    ev.is_readable() || ev.is_read_closed(),
+                    ev.is_writable() || ev.is_error(),
+                    now,
+                );
             }
             let carry = std::mem::take(&mut self.carry);
             for token in carry {
@@ -336,7 +354,11 @@ impl Session {
                     }
                     let entry = self.conns.vacant_entry();
                     let tok = entry.key();
-                    if let Err(e) = self.poll.registry().register(&mut sock, Token(tok), Interest::READABLE) {
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut sock, Token(tok), Interest::READABLE)
+                    {
                         warn!("cannot register accepted socket: {e}");
                         continue;
                     }
@@ -365,7 +387,13 @@ impl Session {
     }
 
     fn peer_readable(&mut self, token: usize, now: Instant) {
-        let Some(Conn::Peer { sock, key, connecting, .. }) = self.conns.get_mut(token) else {
+        let Some(Conn::Peer {
+            sock,
+            key,
+            connecting,
+            ..
+        }) = self.conns.get_mut(token)
+        else {
             return;
         };
         if *connecting {
@@ -420,7 +448,10 @@ impl Session {
     }
 
     fn peer_writable(&mut self, token: usize, now: Instant) {
-        let Some(Conn::Peer { sock, connecting, .. }) = self.conns.get_mut(token) else {
+        let Some(Conn::Peer {
+            sock, connecting, ..
+        }) = self.conns.get_mut(token)
+        else {
             return;
         };
         if *connecting {
@@ -452,7 +483,13 @@ impl Session {
     /// would block or nothing is left; keep `WRITABLE` interest exactly while
     /// output is pending.
     fn write_peer(&mut self, token: usize, now: Instant) {
-        let Some(Conn::Peer { sock, key, connecting, writable }) = self.conns.get_mut(token) else {
+        let Some(Conn::Peer {
+            sock,
+            key,
+            connecting,
+            writable,
+        }) = self.conns.get_mut(token)
+        else {
             return;
         };
         if *connecting {
@@ -505,7 +542,12 @@ impl Session {
             } else {
                 Interest::READABLE
             };
-            if self.poll.registry().reregister(sock, Token(token), interest).is_ok() {
+            if self
+                .poll
+                .registry()
+                .reregister(sock, Token(token), interest)
+                .is_ok()
+            {
                 *writable = pending;
             }
         }
@@ -522,7 +564,15 @@ impl Session {
         let mut half_open = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c, Conn::Peer { connecting: true, .. }))
+            .filter(|(_, c)| {
+                matches!(
+                    c,
+                    Conn::Peer {
+                        connecting: true,
+                        ..
+                    }
+                )
+            })
             .count();
         while t.peers.len() < t.cfg.max_peers && half_open < t.cfg.max_half_open {
             let Some(addr) = self.candidates.pop_front() else {
@@ -546,7 +596,11 @@ impl Session {
             };
             let entry = self.conns.vacant_entry();
             let tok = entry.key();
-            if let Err(e) = self.poll.registry().register(&mut sock, Token(tok), Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.poll.registry().register(
+                &mut sock,
+                Token(tok),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
                 warn!("cannot register socket: {e}");
                 continue;
             }
@@ -566,7 +620,11 @@ impl Session {
         if let Some(t) = &mut self.torrent {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait a moment.
-            if self.flush_retry_at.is_none_or(|at| now >= at) && (t.should_flush() || (t.is_complete() && t.has_pending_writes()) || t.cache_full()) {
+            if self.flush_retry_at.is_none_or(|at| now >= at)
+                && (t.should_flush()
+                    || (t.is_complete() && t.has_pending_writes())
+                    || t.cache_full())
+            {
                 match t.flush(t.cfg.flush_per_turn) {
                     Ok(_) => self.flush_retry_at = None,
                     Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
@@ -574,13 +632,17 @@ impl Session {
             }
             t.take_banned(&mut self.close);
             t.refill_upload(now);
+            t.choke_round(now);
         }
         // Write everything that has output queued.
         if let Some(t) = &mut self.torrent {
             let mut dirty = std::mem::take(&mut t.dirty);
             dirty.sort_unstable();
             dirty.dedup();
-            let tokens: Vec<usize> = dirty.iter().filter_map(|&k| t.peers.get(k).map(|p| p.token)).collect();
+            let tokens: Vec<usize> = dirty
+                .iter()
+                .filter_map(|&k| t.peers.get(k).map(|p| p.token))
+                .collect();
             for token in tokens {
                 self.write_peer(token, now);
             }
@@ -613,8 +675,14 @@ impl Session {
             t.tick(now, dt, &mut self.close);
             let timeout = t.cfg.connect_timeout;
             for (tok, c) in &self.conns {
-                if let Conn::Peer { connecting: true, key, .. } = c
-                    && t.peers.get(*key).is_some_and(|p| now.duration_since(p.connected_at) > timeout)
+                if let Conn::Peer {
+                    connecting: true,
+                    key,
+                    ..
+                } = c
+                    && t.peers
+                        .get(*key)
+                        .is_some_and(|p| now.duration_since(p.connected_at) > timeout)
                 {
                     self.close.push((tok, PeerError::Timeout("connect")));
                 }
@@ -624,6 +692,17 @@ impl Session {
             tr.expire(now);
         }
         self.tracker_conns_tick(now);
+        let mut i = 0;
+        while i < self.retry.len() {
+            if self.retry[i].0 <= now {
+                let (_, addr) = self.retry.swap_remove(i);
+                if !self.candidates.contains(&addr) {
+                    self.candidates.push_back(addr);
+                }
+            } else {
+                i += 1;
+            }
+        }
         self.connect_more(now);
     }
 
@@ -641,8 +720,9 @@ impl Session {
         match conn {
             Conn::Peer { mut sock, key, .. } => {
                 let _ = self.poll.registry().deregister(&mut sock);
-                if let Some(t) = &mut self.torrent {
-                    t.remove_peer(key, why);
+                let gone = self.torrent.as_mut().and_then(|t| t.remove_peer(key, why));
+                if let Some((addr, true, active)) = gone {
+                    self.schedule_retry(addr, active, why);
                 }
             }
             Conn::TrackerServer(mut c) => {
@@ -655,6 +735,33 @@ impl Session {
                 let _ = self.poll.registry().deregister(&mut l);
             }
         }
+    }
+
+    /// Try a dialed peer again later: peers given on the command line until
+    /// we are done, tracker peers a few times, with growing back-off.
+    fn schedule_retry(&mut self, addr: SocketAddr, was_active: bool, why: &PeerError) {
+        if matches!(
+            why,
+            PeerError::Shutdown
+                | PeerError::Banned
+                | PeerError::OwnPeerId
+                | PeerError::WrongInfoHash
+                | PeerError::Duplicate
+                | PeerError::BothSeeds
+        ) {
+            return;
+        }
+        let n = self.failures.entry(addr).or_insert(0);
+        if was_active {
+            *n = 0;
+        }
+        *n += 1;
+        let direct = self.opts.peers.contains(&addr);
+        if !direct && *n > 5 {
+            return;
+        }
+        let delay = Duration::from_secs(2u64.saturating_pow((*n).min(8)).min(300));
+        self.retry.push((Instant::now() + delay, addr));
     }
 
     /// Flush verified pieces, tell the tracker we stop, close everything.

@@ -18,7 +18,13 @@ pub fn connect_from(bind: Option<IpAddr>, addr: SocketAddr) -> io::Result<mio::n
         libc::AF_INET6
     };
     // SAFETY: plain socket(2); the fd is owned by `std_sock` right after.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

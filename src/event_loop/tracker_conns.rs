@@ -3,8 +3,8 @@
 
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
 use crate::tracker::{
-    AnnounceParams, Event, ResponseReader, TrackerError, build_announce_request, parse_announce_body,
-    parse_http_url,
+    AnnounceParams, Event, ResponseReader, TrackerError, build_announce_request,
+    parse_announce_body, parse_http_url,
 };
 use crate::tracker::{HeadStatus, frame_request};
 use crate::wire::SendBuf;
@@ -47,7 +47,11 @@ pub(super) struct ServerConn {
 impl Session {
     /// Start an announce if one is due and none is in flight.
     pub(super) fn maybe_announce(&mut self, now: Instant) {
-        if self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_))) {
+        if self
+            .conns
+            .iter()
+            .any(|(_, c)| matches!(c, Conn::Announce(_)))
+        {
             return;
         }
         let Some(a) = &mut self.announcer else {
@@ -64,7 +68,12 @@ impl Session {
         }
     }
 
-    fn start_announce(&mut self, url: &str, event: Event, now: Instant) -> Result<(), TrackerError> {
+    fn start_announce(
+        &mut self,
+        url: &str,
+        event: Event,
+        now: Instant,
+    ) -> Result<(), TrackerError> {
         let Some(t) = &self.torrent else {
             return Ok(());
         };
@@ -86,16 +95,30 @@ impl Session {
             left: s.left,
             event,
             numwant: 50,
-            key: u32::from_le_bytes([self.peer_id[16], self.peer_id[17], self.peer_id[18], self.peer_id[19]]),
-            tracker_id: self.announcer.as_ref().and_then(|a| a.tracker_id().map(|t| t.to_vec())),
+            key: u32::from_le_bytes([
+                self.peer_id[16],
+                self.peer_id[17],
+                self.peer_id[18],
+                self.peer_id[19],
+            ]),
+            tracker_id: self
+                .announcer
+                .as_ref()
+                .and_then(|a| a.tracker_id().map(|t| t.to_vec())),
         };
         let mut out = SendBuf::new();
-        out.buf_mut().extend_from_slice(&build_announce_request(&parsed, &params));
-        let mut sock = connect_from(self.opts.bind_ip, addr).map_err(|e| TrackerError::Io(format!("connect {addr}: {e}")))?;
+        out.buf_mut()
+            .extend_from_slice(&build_announce_request(&parsed, &params));
+        let mut sock = connect_from(self.opts.bind_ip, addr)
+            .map_err(|e| TrackerError::Io(format!("connect {addr}: {e}")))?;
         let entry = self.conns.vacant_entry();
         self.poll
             .registry()
-            .register(&mut sock, Token(entry.key()), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut sock,
+                Token(entry.key()),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map_err(|e| TrackerError::Io(e.to_string()))?;
         debug!("announcing to {url} ({event:?})");
         entry.insert(Conn::Announce(AnnounceConn {
@@ -140,7 +163,11 @@ impl Session {
                 if let Some(w) = &resp.warning {
                     warn!("tracker {url} warns: {w}");
                 }
-                info!("tracker {url}: {} peers, next announce in {} s", resp.peers.len(), resp.interval);
+                info!(
+                    "tracker {url}: {} peers, next announce in {} s",
+                    resp.peers.len(),
+                    resp.interval
+                );
                 a.on_success(now, url, &resp);
                 for p in resp.peers {
                     if !self.candidates.contains(&p) {
@@ -181,7 +208,11 @@ impl Session {
             };
             match l.accept() {
                 Ok((mut sock, remote)) => {
-                    let open = self.conns.iter().filter(|(_, c)| matches!(c, Conn::TrackerServer(_))).count();
+                    let open = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| matches!(c, Conn::TrackerServer(_)))
+                        .count();
                     if open >= MAX_SERVER_CONNS {
                         debug!("tracker: refusing {remote}, too many connections");
                         continue;
@@ -191,7 +222,11 @@ impl Session {
                     if self
                         .poll
                         .registry()
-                        .register(&mut sock, Token(tok), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut sock,
+                            Token(tok),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .is_err()
                     {
                         continue;
@@ -309,8 +344,17 @@ impl Session {
         }
         let deadline = now + Duration::from_millis(1500);
         let mut events = mio::Events::with_capacity(16);
-        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| matches!(c, Conn::Announce(_))) {
-            if self.poll.poll(&mut events, Some(Duration::from_millis(100))).is_err() {
+        while Instant::now() < deadline
+            && self
+                .conns
+                .iter()
+                .any(|(_, c)| matches!(c, Conn::Announce(_)))
+        {
+            if self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(100)))
+                .is_err()
+            {
                 break;
             }
             let now = Instant::now();

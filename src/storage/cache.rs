@@ -90,7 +90,7 @@ impl Cache {
             max_buffers,
             allocated: 0,
             write_through: budget == 0,
-            max_read_pieces: if budget == 0 { 0 } else { (max_buffers / 8).max(1) },
+            max_read_pieces: if budget == 0 { 0 } else { max_buffers },
             pool: Vec::new(),
             partial: HashMap::new(),
             pending: VecDeque::new(),

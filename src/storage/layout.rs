@@ -32,7 +32,11 @@ impl Layout {
     /// Files must be contiguous: each one starts where the previous ended.
     pub fn new(files: Vec<FileSlot>) -> Layout {
         let total_len = files.last().map(|f| f.offset + f.len).unwrap_or(0);
-        debug_assert!(files.windows(2).all(|w| w[0].offset + w[0].len == w[1].offset));
+        debug_assert!(
+            files
+                .windows(2)
+                .all(|w| w[0].offset + w[0].len == w[1].offset)
+        );
         Layout { files, total_len }
     }
 
@@ -91,9 +95,21 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                Span { file: 0, file_offset: 8, len: 2 },
-                Span { file: 2, file_offset: 0, len: 5 },
-                Span { file: 3, file_offset: 0, len: 3 },
+                Span {
+                    file: 0,
+                    file_offset: 8,
+                    len: 2
+                },
+                Span {
+                    file: 2,
+                    file_offset: 0,
+                    len: 5
+                },
+                Span {
+                    file: 3,
+                    file_offset: 0,
+                    len: 3
+                },
             ]
         );
         assert_eq!(s.iter().map(|s| s.len).sum::<usize>(), 10);
@@ -102,8 +118,22 @@ mod tests {
     #[test]
     fn range_inside_one_file_and_past_the_end() {
         let l = layout(&[10, 20]);
-        assert_eq!(l.spans(12, 4), vec![Span { file: 1, file_offset: 2, len: 4 }]);
-        assert_eq!(l.spans(25, 100), vec![Span { file: 1, file_offset: 15, len: 5 }]);
+        assert_eq!(
+            l.spans(12, 4),
+            vec![Span {
+                file: 1,
+                file_offset: 2,
+                len: 4
+            }]
+        );
+        assert_eq!(
+            l.spans(25, 100),
+            vec![Span {
+                file: 1,
+                file_offset: 15,
+                len: 5
+            }]
+        );
         assert!(l.spans(30, 1).is_empty());
     }
 

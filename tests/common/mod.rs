@@ -91,7 +91,11 @@ pub fn make_torrent(path: &Path, out: &Path, trackers: &[String], piece_len: u32
 
 /// A free TCP port on loopback (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Numbers from a child's latest `@status` / `@done` line.
@@ -173,7 +177,11 @@ impl Proc {
                 return st.code().unwrap_or(-1);
             }
             if Instant::now() > end {
-                panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{} did not exit within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -184,10 +192,18 @@ impl Proc {
         let end = Instant::now() + timeout;
         while !cond(&self.status()) {
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{} exited ({st}) before {what}; log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{} exited ({st}) before {what}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             if Instant::now() > end {
-                panic!("{}: no {what} within {timeout:?}; log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{}: no {what} within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -212,8 +228,10 @@ impl Drop for Proc {
 /// Every file under `a` has an identical twin under `b`.
 pub fn assert_same_files(a: &Path, b: &Path, files: &[(&str, usize)]) {
     for (path, len) in files {
-        let x = std::fs::read(a.join(path)).unwrap_or_else(|e| panic!("{}: {e}", a.join(path).display()));
-        let y = std::fs::read(b.join(path)).unwrap_or_else(|e| panic!("{}: {e}", b.join(path).display()));
+        let x = std::fs::read(a.join(path))
+            .unwrap_or_else(|e| panic!("{}: {e}", a.join(path).display()));
+        let y = std::fs::read(b.join(path))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.join(path).display()));
         assert_eq!(x.len(), *len, "{path}: length");
         assert!(x == y, "{path}: contents differ");
     }

@@ -23,8 +23,16 @@ fn data_and_hashes(g: &Geometry) -> (Vec<u8>, Vec<[u8; 20]>) {
 
 fn two_file_disk(dir: &std::path::Path, lens: [u64; 2], mode: OpenMode) -> Disk {
     let layout = Layout::new(vec![
-        FileSlot { path: "a/one".into(), offset: 0, len: lens[0] },
-        FileSlot { path: "a/two".into(), offset: lens[0], len: lens[1] },
+        FileSlot {
+            path: "a/one".into(),
+            offset: 0,
+            len: lens[0],
+        },
+        FileSlot {
+            path: "a/two".into(),
+            offset: lens[0],
+            len: lens[1],
+        },
     ]);
     Disk::open(dir, layout, mode).unwrap()
 }
@@ -47,7 +55,14 @@ fn out_of_order_blocks_verify_write_and_read_back() {
         for i in (0..n).rev() {
             let b = g.block(p, i);
             let r = cache.insert_block(b, block_data(&g, &data, b));
-            assert_eq!(r, if i == 0 { Insert::Verified } else { Insert::Stored });
+            assert_eq!(
+                r,
+                if i == 0 {
+                    Insert::Verified
+                } else {
+                    Insert::Stored
+                }
+            );
         }
     }
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
@@ -73,14 +88,26 @@ fn corrupt_piece_fails_and_duplicate_is_ignored() {
     let (data, hashes) = data_and_hashes(&g);
     let mut cache = Cache::new(g, hashes, 0);
     let b0 = g.block(0, 0);
-    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Stored);
-    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Duplicate);
+    assert_eq!(
+        cache.insert_block(b0, block_data(&g, &data, b0)),
+        Insert::Stored
+    );
+    assert_eq!(
+        cache.insert_block(b0, block_data(&g, &data, b0)),
+        Insert::Duplicate
+    );
     let b1 = g.block(0, 1);
     let bad = vec![0u8; b1.len as usize];
     assert_eq!(cache.insert_block(b1, &bad), Insert::Failed);
     // The piece starts over and then verifies.
-    assert_eq!(cache.insert_block(b1, block_data(&g, &data, b1)), Insert::Stored);
-    assert_eq!(cache.insert_block(b0, block_data(&g, &data, b0)), Insert::Verified);
+    assert_eq!(
+        cache.insert_block(b1, block_data(&g, &data, b1)),
+        Insert::Stored
+    );
+    assert_eq!(
+        cache.insert_block(b0, block_data(&g, &data, b0)),
+        Insert::Verified
+    );
     assert!(cache.should_flush(), "write-through flushes at once");
 }
 
@@ -98,13 +125,19 @@ fn budget_caps_buffers_and_full_cache_refuses_blocks() {
     assert!(cache.is_full());
     assert_eq!(cache.memory(), MIN_BUFFERS * 32768);
     let b = g.block(9, 0);
-    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::NoBuffer);
+    assert_eq!(
+        cache.insert_block(b, block_data(&g, &data, b)),
+        Insert::NoBuffer
+    );
     let dir = temp_dir("full");
     let disk = two_file_disk(&dir, [32768 * 5, 32768 * 5], OpenMode::Create);
     let mut written = Vec::new();
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
     assert!(!cache.is_full());
-    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Stored);
+    assert_eq!(
+        cache.insert_block(b, block_data(&g, &data, b)),
+        Insert::Stored
+    );
     assert_eq!(cache.memory(), MIN_BUFFERS * 32768);
     std::fs::remove_dir_all(dir).unwrap();
 }
