@@ -295,9 +295,9 @@ impl Session {
             if let Some(a) = &mut self.announcer {
                 a.set_completed();
             }
-            if self.opts.exit_when_done {
-                return true;
-            }
+        }
+        if self.opts.exit_when_done {
+            return true;
         }
         if let (Some(ratio), Some(t)) = (self.opts.seed_ratio, &self.torrent) {
             let s = t.status();

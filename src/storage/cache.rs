@@ -68,7 +68,6 @@ pub struct Cache {
     hashes: Vec<[u8; 20]>,
     max_buffers: usize,
     allocated: usize,
-    write_through: bool,
     max_read_pieces: usize,
     pool: Vec<Vec<u8>>,
     partial: HashMap<u32, Assembly>,
@@ -79,8 +78,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache of `budget` bytes for a torrent of this geometry. `budget` 0
-    /// means write-through: pieces are written as soon as they verify and no
-    /// read cache is kept (only [`MIN_BUFFERS`] assembly buffers exist).
+    /// keeps no read cache and only [`MIN_BUFFERS`] assembly buffers.
     pub fn new(geometry: Geometry, hashes: Vec<[u8; 20]>, budget: usize) -> Cache {
         let piece = (geometry.piece_len as usize).max(1);
         let max_buffers = (budget / piece).max(MIN_BUFFERS);
@@ -89,7 +87,6 @@ impl Cache {
             hashes,
             max_buffers,
             allocated: 0,
-            write_through: budget == 0,
             max_read_pieces: if budget == 0 { 0 } else { max_buffers },
             pool: Vec::new(),
             partial: HashMap::new(),
@@ -105,10 +102,11 @@ impl Cache {
         (self.max_buffers - self.max_buffers / 4).max(2)
     }
 
-    /// True when the write-behind queue should be drained now.
+    /// True when verified pieces wait to be written. The loop writes them at
+    /// the end of every turn (bounded per turn), off the receive path, so a
+    /// killed process loses at most the pieces of one turn.
     pub fn should_flush(&self) -> bool {
         !self.pending.is_empty()
-            && (self.write_through || self.pending.len() * 2 >= self.max_buffers)
     }
 
     /// Number of verified pieces not yet written.

@@ -108,7 +108,7 @@ fn corrupt_piece_fails_and_duplicate_is_ignored() {
         cache.insert_block(b0, block_data(&g, &data, b0)),
         Insert::Verified
     );
-    assert!(cache.should_flush(), "write-through flushes at once");
+    assert!(cache.should_flush(), "a verified piece waits to be written");
 }
 
 #[test]
