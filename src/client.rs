@@ -7,7 +7,7 @@ use crate::event_loop::{Outcome, Session, SessionOptions, StopHandle};
 use crate::metainfo::Metainfo;
 use crate::peer::make_peer_id;
 use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
-use crate::torrent::Torrent;
+use crate::torrent::{Torrent, TorrentParts};
 use crate::tracker::ServerConfig;
 use log::info;
 use std::net::{IpAddr, SocketAddr};
@@ -115,17 +115,15 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     }
     let seed = seed_from_clock();
     let our_id = make_peer_id(seed);
-    let torrent = Torrent::new(
-        meta.info_hash,
+    let parts = TorrentParts {
+        info_hash: meta.info_hash,
         our_id,
         geometry,
-        meta.info.pieces.clone(),
+        hashes: meta.info.pieces.clone(),
         disk,
         have,
-        opts.config.clone(),
-        seed,
-        Instant::now(),
-    );
+    };
+    let torrent = Torrent::new(parts, opts.config.clone(), seed, Instant::now());
     let tracker_server = opts.tracker_port.map(|port| {
         let ip = opts.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         (SocketAddr::new(ip, port), ServerConfig::default())

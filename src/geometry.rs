@@ -105,7 +105,7 @@ impl Geometry {
     /// Is this exactly one of the blocks we request (aligned, full length)?
     pub fn is_block(&self, piece: u32, begin: u32, len: u32) -> bool {
         piece < self.num_pieces
-            && begin % BLOCK_LEN == 0
+            && begin.is_multiple_of(BLOCK_LEN)
             && begin < self.piece_size(piece)
             && self.block(piece, begin / BLOCK_LEN).len == len
     }

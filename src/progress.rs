@@ -73,12 +73,10 @@ pub fn status_line(s: &Status) -> String {
     } else {
         100.0 * (s.total_len - s.left) as f64 / s.total_len as f64
     };
-    let eta = if s.left == 0 {
-        "done".to_string()
-    } else if s.down_rate > 0 {
-        human_duration(s.left / s.down_rate)
-    } else {
-        "-".to_string()
+    let eta = match s.left.checked_div(s.down_rate) {
+        _ if s.left == 0 => "done".to_string(),
+        Some(secs) => human_duration(secs),
+        None => "-".to_string(),
     };
     format!(
         "{pct:5.1}% {}/{} pieces  down {}/s  up {}/s  peers {}  eta {eta}",

@@ -43,6 +43,17 @@ pub struct Status {
     pub totals: Totals,
 }
 
+/// What a torrent is made of: identity, shape, piece hashes, its open
+/// files and the pieces already verified on them.
+pub struct TorrentParts {
+    pub info_hash: [u8; 20],
+    pub our_id: [u8; 20],
+    pub geometry: Geometry,
+    pub hashes: Vec<[u8; 20]>,
+    pub disk: Disk,
+    pub have: Bitfield,
+}
+
 /// One torrent and its peers.
 pub struct Torrent {
     pub info_hash: [u8; 20],
@@ -75,17 +86,15 @@ pub struct Torrent {
 }
 
 impl Torrent {
-    pub fn new(
-        info_hash: [u8; 20],
-        our_id: [u8; 20],
-        geometry: Geometry,
-        hashes: Vec<[u8; 20]>,
-        disk: Disk,
-        have: Bitfield,
-        cfg: Config,
-        seed: u64,
-        now: Instant,
-    ) -> Torrent {
+    pub fn new(parts: TorrentParts, cfg: Config, seed: u64, now: Instant) -> Torrent {
+        let TorrentParts {
+            info_hash,
+            our_id,
+            geometry,
+            hashes,
+            disk,
+            have,
+        } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let mut picker = Picker::new(geometry, &have, seed);
         picker.set_max_partial(cache.max_partial());

@@ -279,12 +279,8 @@ impl Session {
                 },
             }
         }
-        if c.answered {
-            if !write_out(&mut c.sock, &mut c.out) {
-                done = true;
-            } else if c.out.is_empty() {
-                done = true;
-            }
+        if c.answered && (!write_out(&mut c.sock, &mut c.out) || c.out.is_empty()) {
+            done = true;
         }
         if done {
             let _ = self.close_silently(token);
