@@ -53,5 +53,14 @@ fn bench_cache(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, bench_cache);
+/// The floor under the cache: SHA-1 alone over the same bytes.
+fn bench_sha1(c: &mut Criterion) {
+    let data = vec![0x5au8; 4 << 20];
+    let mut group = c.benchmark_group("sha1_only");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("4M", |b| b.iter(|| Sha1::digest(&data)));
+    group.finish();
+}
+
+criterion_group!(benches, bench_cache, bench_sha1);
 criterion_main!(benches);

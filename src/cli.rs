@@ -69,7 +69,7 @@ pub struct Common {
     /// Local address for listening and for outgoing peer and tracker connections.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
-    /// Piece cache budget, e.g. 16M, 256K, 0 (write-through).
+    /// Piece cache budget, e.g. 16M, 256K; 0 keeps only 4 piece buffers and no read cache.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache: Option<u64>,
     /// Keep seeding after the download completes.

@@ -177,7 +177,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 private,
                 comment,
                 created_by: None,
-                creation_date: None,
+                creation_date: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs() as i64),
             };
             let bytes = create(&path, &opts).map_err(|e| Error::Input(e.to_string()))?;
             std::fs::write(&output, &bytes)

@@ -75,6 +75,9 @@ pub struct Torrent {
     pub totals: Totals,
     /// Peers that have bytes queued to send.
     pub dirty: Vec<usize>,
+    /// Connections (event-loop tokens) to close, with the reason, found
+    /// outside `tick` (a ban). The loop drains it every turn.
+    pub to_close: Vec<(usize, PeerError)>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
     /// Upload allowance left (bytes), when uploads are rate-limited.
@@ -115,6 +118,7 @@ impl Torrent {
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
             dirty: Vec::new(),
+            to_close: Vec::new(),
             storage_error: None,
             upload_tokens: 0,
             last_refill: now,
@@ -552,7 +556,8 @@ impl Torrent {
     }
 
     /// Periodic work (about once a second): rates, pipeline depth, time-outs,
-    /// keep-alives, choking. Returns peers to close, with the reason.
+    /// keep-alives, choking. Adds the event-loop tokens of peers to close,
+    /// with the reason, to `close`.
     pub fn tick(
         &mut self,
         now: Instant,
@@ -565,16 +570,16 @@ impl Torrent {
             peer.up.tick(dt);
             if peer.phase == Phase::Handshaking {
                 if now.duration_since(peer.connected_at) > self.cfg.handshake_timeout {
-                    close.push((key, PeerError::Timeout("handshake")));
+                    close.push((peer.token, PeerError::Timeout("handshake")));
                 }
                 continue;
             }
             if now.duration_since(peer.last_recv) > self.cfg.idle_timeout {
-                close.push((key, PeerError::Timeout("idle connection")));
+                close.push((peer.token, PeerError::Timeout("idle connection")));
                 continue;
             }
             if complete && peer.has.is_full() {
-                close.push((key, PeerError::BothSeeds));
+                close.push((peer.token, PeerError::BothSeeds));
                 continue;
             }
             // Enough requests in flight to cover about a second at the
@@ -777,16 +782,8 @@ impl Torrent {
             if self.peers[key].outgoing {
                 self.banned_addrs.insert(addr);
             }
-            // The loop closes banned peers (see `take_banned`).
-        }
-    }
-
-    /// Peers that must be closed now because they were banned.
-    pub fn take_banned(&self, out: &mut Vec<(usize, PeerError)>) {
-        for (k, p) in &self.peers {
-            if self.banned_ids.contains(&p.peer_id) {
-                out.push((k, PeerError::Banned));
-            }
+            let token = self.peers[key].token;
+            self.to_close.push((token, PeerError::Banned));
         }
     }
 

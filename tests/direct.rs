@@ -36,6 +36,30 @@ fn original_command_line_downloads_from_a_given_peer() {
     assert_eq!(out.status.code(), Some(0), "leecher failed:\n{log}");
     assert!(log.contains("complete"), "summary line missing:\n{log}");
     assert_same_files(&seed_dir, &leech_dir, FILES);
+    // The seeder drops the finished leecher (both are seeds now) and keeps
+    // serving newcomers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = tmp.join("second");
+    let out = Command::new(BIN)
+        .args([
+            "download",
+            t,
+            "-o",
+            second.to_str().unwrap(),
+            "--peer",
+            &sp,
+            "--port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_files(&seed_dir, &second, FILES);
     assert_eq!(seeder.terminate(Duration::from_secs(5)), 0);
 }
 

@@ -630,7 +630,7 @@ impl Session {
                     Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
                 }
             }
-            t.take_banned(&mut self.close);
+            self.close.append(&mut t.to_close);
             t.refill_upload(now);
             t.choke_round(now);
         }
