@@ -201,6 +201,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         }) => {
             let mut config = ServerConfig {
                 interval,
+                min_interval: interval.div_ceil(2),
+                peer_ttl: Duration::from_secs(2 * interval as u64 + 30),
                 ..ServerConfig::default()
             };
             if !allow.is_empty() {
