@@ -153,7 +153,8 @@ impl Cache {
             let Some(mut buf) = self.take_buffer() else {
                 return Insert::NoBuffer;
             };
-            buf.clear();
+            // Every byte is overwritten by a block before it is hashed, so a
+            // recycled buffer is not cleared (only its length is set).
             buf.resize(size as usize, 0);
             let n = self.geometry.blocks_in_piece(b.piece) as usize;
             self.partial.insert(
@@ -276,8 +277,7 @@ impl Cache {
         let offset = self.geometry.piece_offset(b.piece);
         match self.take_buffer() {
             Some(mut buf) => {
-                buf.clear();
-                buf.resize(size, 0);
+                buf.resize(size, 0); // filled by the read below
                 let r = disk.read_at(offset, &mut buf);
                 if let Err(e) = r {
                     self.give_back(buf);
