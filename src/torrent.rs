@@ -752,12 +752,12 @@ impl Torrent {
             who.len()
         );
         // A peer that alone sent a bad piece is banned at once; peers that
-        // shared one are charged a strike, and banned at three.
-        let charge = if who.len() == 1 { 3 } else { 1 };
+        // shared one are charged a strike each, and banned at the second.
+        let charge = if who.len() == 1 { 2 } else { 1 };
         for id in who {
             let s = self.strikes.entry(id).or_insert(0);
             *s += charge;
-            if *s >= 3 {
+            if *s >= 2 {
                 self.ban(id);
             }
         }

@@ -704,6 +704,15 @@ impl Session {
             }
         }
         self.connect_more(now);
+        // Running low on peers with nobody left to try: ask the tracker
+        // early (the announcer still respects `min interval`).
+        if let (Some(a), Some(t)) = (&mut self.announcer, &self.torrent)
+            && self.candidates.is_empty()
+            && t.peers.len() < 5
+            && !t.is_complete()
+        {
+            a.want_peers_now(now);
+        }
     }
 
     fn close_pending(&mut self) {
