@@ -107,3 +107,69 @@ fn seeder_and_three_leechers_through_the_tracker_on_awkward_files() {
     );
     assert!(up > 0);
 }
+
+#[test]
+fn one_process_seeds_and_tracks_its_own_swarm() {
+    let tmp = TempDir::new("embedded-tracker");
+    let seed_dir = tmp.join("seed");
+    const FILES: &[(&str, usize)] = &[("one.bin", 2_000_000)];
+    write_files(&seed_dir, FILES);
+    let tport = free_port();
+    let announce = format!("http://127.0.0.1:{tport}/announce");
+    let torrent = make_torrent(
+        &seed_dir.join("one.bin"),
+        &tmp.join("one.torrent"),
+        &[announce],
+        32768,
+    );
+    let t = torrent.to_str().unwrap();
+    let tp = tport.to_string();
+    // No separate tracker: the seeder runs it in its own loop.
+    let mut seeder = Proc::start(
+        "seeder",
+        &seed_dir,
+        &[
+            "seed",
+            t,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tracker-port",
+            &tp,
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    let out = tmp.join("out");
+    let mut leech = Proc::start(
+        "leech",
+        tmp.path(),
+        &[
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "leech log:\n{}\nseeder log:\n{}",
+        leech.log_text(),
+        seeder.log_text()
+    );
+    assert_same_files(&seed_dir, &out, FILES);
+    assert!(
+        leech.log_text().contains("tracker http://127.0.0.1"),
+        "{}",
+        leech.log_text()
+    );
+    assert_eq!(seeder.terminate(Duration::from_secs(5)), 0);
+}
