@@ -38,7 +38,7 @@ pub struct ChokeCandidate {
 #[derive(Debug)]
 pub struct Choker {
     slots: usize,
-    rng: u64,
+    rng: crate::rng::Rng,
     next_round: Instant,
     last_round: Instant,
     optimistic: Option<PeerKey>,
@@ -53,7 +53,7 @@ impl Choker {
     pub fn new(slots: usize, seed: u64, now: Instant) -> Self {
         Choker {
             slots,
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: crate::rng::Rng::new(seed),
             next_round: now,
             last_round: now,
             optimistic: None,
@@ -142,12 +142,7 @@ impl Choker {
     }
 
     fn next_rand(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        self.rng.next_u64()
     }
 }
 

@@ -50,19 +50,17 @@ fn write_random_file(path: &Path, size: u64) -> Result<(), Error> {
         std::fs::File::create(path)
             .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?,
     );
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d
-        ^ std::time::SystemTime::now()
+    let mut rng = crate::rng::Rng::new(
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
+            .unwrap_or(1),
+    );
     let mut left = size;
     let mut buf = vec![0u8; 1 << 16];
     while left > 0 {
         for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
+            let b = rng.next_u64().to_le_bytes();
             chunk.copy_from_slice(&b[..chunk.len()]);
         }
         let n = left.min(buf.len() as u64) as usize;

@@ -23,6 +23,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod progress;
+pub mod rng;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;

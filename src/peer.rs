@@ -230,12 +230,9 @@ impl Peer {
 pub fn make_peer_id(seed: u64) -> [u8; 20] {
     let mut id = [0u8; 20];
     id[..8].copy_from_slice(b"-PM0100-");
-    let mut x = seed | 1;
+    let mut rng = crate::rng::Rng::new(seed);
     for b in &mut id[8..] {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(x % 36) as usize];
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(rng.next_u64() % 36) as usize];
     }
     id
 }

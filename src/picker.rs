@@ -132,7 +132,7 @@ pub struct Picker {
     /// Released partials, kept to reuse their allocations.
     pool: Vec<Partial>,
     max_partial: usize,
-    rng: u64,
+    rng: crate::rng::Rng,
     scratch: Vec<(u32, u32)>,
     scratch_endgame: Vec<(u32, u32, u32)>,
 }
@@ -169,8 +169,7 @@ impl Picker {
             partials: Vec::new(),
             pool: Vec::new(),
             max_partial: usize::MAX,
-            // xorshift must not start at zero.
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: crate::rng::Rng::new(seed),
             scratch: Vec::new(),
             scratch_endgame: Vec::new(),
         }
@@ -635,12 +634,7 @@ impl Picker {
     // ---- internals ----
 
     fn next_rand(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        self.rng.next_u64()
     }
 
     fn locate(&self, piece: u32) -> Where {

@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use serde_bencode::value::Value;
 
 use super::http::percent_encode;
-use super::validate::check_bencode;
 use super::{TrackerError, printable};
 
 /// The `event` of an announce.
@@ -247,7 +246,8 @@ fn bad(msg: &str) -> TrackerError {
 /// and `peers6` a multiple of 18; in a dictionary-list `peers`, entries whose
 /// `ip` is not an IP literal or whose port is 0 are skipped.
 pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    check_bencode(body)?;
+    crate::bencode::validate(body, &crate::bencode::Limits::TRACKER)
+        .map_err(|e| TrackerError::Bencode(e.to_string()))?;
     let value: Value = serde_bencode::from_bytes(body)
         .map_err(|e| TrackerError::Bencode(printable(e.to_string().as_bytes(), 200)))?;
     let Value::Dict(dict) = value else {

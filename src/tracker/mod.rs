@@ -17,7 +17,7 @@
 //! Nothing here touches a socket or the clock: the mio shell resolves hosts,
 //! moves bytes and passes `now: Instant` in.
 //!
-//! Every bencoded body from the network passes `check_bencode` (a bounded,
+//! Every bencoded body from the network passes `crate::bencode::validate` (a bounded,
 //! non-recursive validator) before serde_bencode sees it.
 
 mod announcer;
@@ -25,7 +25,6 @@ mod client;
 mod http;
 mod response;
 mod server;
-mod validate;
 
 #[cfg(test)]
 mod fuzz_tests;

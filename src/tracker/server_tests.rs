@@ -57,7 +57,8 @@ fn split(resp: &[u8]) -> (u16, Vec<u8>) {
 }
 
 fn dict(body: &[u8]) -> HashMap<Vec<u8>, Value> {
-    crate::tracker::validate::check_bencode(body).expect("canonical bencode");
+    crate::bencode::validate(body, &crate::bencode::Limits::TRACKER.canonical())
+        .expect("canonical bencode");
     match serde_bencode::from_bytes(body).unwrap() {
         Value::Dict(d) => d,
         other => panic!("not a dict: {other:?}"),
