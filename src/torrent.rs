@@ -792,3 +792,7 @@ impl Torrent {
         self.banned_ids.len()
     }
 }
+
+#[cfg(test)]
+#[path = "torrent_tests.rs"]
+mod tests;

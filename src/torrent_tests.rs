@@ -1,0 +1,233 @@
+//! Two torrents wired back to back through their buffers (no sockets): the
+//! whole protocol path, deterministic and fast.
+
+use super::*;
+use crate::storage::{FileSlot, Layout, OpenMode};
+use sha1::{Digest, Sha1};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pm-torrent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Fixture {
+    geometry: Geometry,
+    hashes: Vec<[u8; 20]>,
+    data: Vec<u8>,
+    layout: Layout,
+}
+
+fn fixture(total: u64, piece_len: u32) -> Fixture {
+    let geometry = Geometry::new(total, piece_len).unwrap();
+    let data: Vec<u8> = (0..total).map(|i| (i * 13 % 253) as u8).collect();
+    let hashes = (0..geometry.num_pieces)
+        .map(|p| {
+            let o = geometry.piece_offset(p) as usize;
+            Sha1::digest(&data[o..o + geometry.piece_size(p) as usize]).into()
+        })
+        .collect();
+    let half = total / 3;
+    let layout = Layout::new(vec![
+        FileSlot {
+            path: "x/a".into(),
+            offset: 0,
+            len: half,
+        },
+        FileSlot {
+            path: "x/b".into(),
+            offset: half,
+            len: total - half,
+        },
+    ]);
+    Fixture {
+        geometry,
+        hashes,
+        data,
+        layout,
+    }
+}
+
+fn torrent(f: &Fixture, dir: &Path, seed: bool, id: u8, now: Instant) -> Torrent {
+    let mode = if seed {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::Create
+    };
+    if seed {
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let half = f.layout.files[1].offset as usize;
+        std::fs::write(dir.join("x/a"), &f.data[..half]).unwrap();
+        std::fs::write(dir.join("x/b"), &f.data[half..]).unwrap();
+    }
+    let disk = Disk::open(dir, f.layout.clone(), mode).unwrap();
+    let have = crate::storage::recheck(&disk, &f.geometry, &f.hashes);
+    assert_eq!(have.is_full(), seed);
+    let parts = TorrentParts {
+        info_hash: [9; 20],
+        our_id: [id; 20],
+        geometry: f.geometry,
+        hashes: f.hashes.clone(),
+        disk,
+        have,
+    };
+    Torrent::new(
+        parts,
+        Config {
+            cache_bytes: 256 * 1024,
+            ..Config::default()
+        },
+        id as u64,
+        now,
+    )
+}
+
+/// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
+fn pump(from: &mut Torrent, fk: usize, to: &mut Torrent, tk: usize, now: Instant) -> usize {
+    let mut wire = Vec::new();
+    // Serve queued requests until nothing more comes out.
+    loop {
+        from.serve(fk).unwrap();
+        let n = from.peers[fk].send.write_to(&mut wire).unwrap();
+        if n == 0 {
+            break;
+        }
+    }
+    let mut moved = 0;
+    let mut src = &wire[..];
+    while !src.is_empty() {
+        let peer = &mut to.peers[tk];
+        if peer.recv.is_full() {
+            to.on_readable(tk, now).unwrap();
+            continue;
+        }
+        moved += peer.recv.read_from(&mut src).unwrap();
+        to.on_readable(tk, now).unwrap();
+    }
+    moved
+}
+
+#[test]
+fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
+    let f = fixture(300_000, 32768);
+    let (sd, ld) = (temp_dir("seed"), temp_dir("leech"));
+    let mut now = Instant::now();
+    let mut seeder = torrent(&f, &sd, true, 1, now);
+    let mut leecher = torrent(&f, &ld, false, 2, now);
+    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let mut turns = 0;
+    while !leecher.is_done() {
+        turns += 1;
+        assert!(turns < 1000, "no progress: {:?}", leecher.status());
+        pump(&mut leecher, lk, &mut seeder, sk, now);
+        seeder.choke_round(now);
+        pump(&mut seeder, sk, &mut leecher, lk, now);
+        leecher.flush(usize::MAX).unwrap();
+        now += Duration::from_millis(10);
+    }
+    let mut got = std::fs::read(ld.join("x/a")).unwrap();
+    got.extend(std::fs::read(ld.join("x/b")).unwrap());
+    assert!(got == f.data, "downloaded bytes differ");
+    assert_eq!(leecher.totals.downloaded, f.geometry.total_len);
+    assert_eq!(
+        seeder.totals.uploaded, f.geometry.total_len,
+        "no block was sent twice"
+    );
+    assert_eq!(leecher.totals.hash_failures, 0);
+    // Both are seeds now: the next tick drops the connection.
+    let mut close = Vec::new();
+    seeder.tick(now, Duration::from_secs(1), &mut close);
+    pump(&mut leecher, lk, &mut seeder, sk, now);
+    seeder.tick(now, Duration::from_secs(1), &mut close);
+    assert!(
+        close
+            .iter()
+            .any(|(tok, why)| *tok == 1 && *why == PeerError::BothSeeds),
+        "{close:?}"
+    );
+    std::fs::remove_dir_all(sd).unwrap();
+    std::fs::remove_dir_all(ld).unwrap();
+}
+
+#[test]
+fn wrong_info_hash_and_own_id_are_refused() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("refuse");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 3, now);
+    let k = t.add_peer(7, "127.0.0.1:3".parse().unwrap(), false, now);
+    let mut hs = Vec::new();
+    Handshake {
+        reserved: [0; 8],
+        info_hash: [8; 20],
+        peer_id: [4; 20],
+    }
+    .encode(&mut hs);
+    t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
+    assert_eq!(t.on_readable(k, now), Err(PeerError::WrongInfoHash));
+    let k = t.add_peer(8, "127.0.0.1:4".parse().unwrap(), false, now);
+    let mut hs = Vec::new();
+    Handshake {
+        reserved: [0; 8],
+        info_hash: [9; 20],
+        peer_id: [3; 20],
+    }
+    .encode(&mut hs);
+    t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
+    assert_eq!(t.on_readable(k, now), Err(PeerError::OwnPeerId));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn requests_out_of_range_are_ignored_and_floods_close() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("flood");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 5, now);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let mut bytes = Vec::new();
+    Handshake {
+        reserved: [0; 8],
+        info_hash: [9; 20],
+        peer_id: [6; 20],
+    }
+    .encode(&mut bytes);
+    Message::Interested.encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    t.choke_round(now);
+    assert!(
+        !t.peers[k].am_choking,
+        "an interested peer gets a free slot"
+    );
+    // Wrapping, oversized, out-of-range: ignored, nothing queued.
+    let mut bad = Vec::new();
+    for (piece, begin, len) in [(0, u32::MAX, 2), (0, 0, 1 << 20), (99, 0, 16384), (0, 0, 0)] {
+        Message::Request { piece, begin, len }.encode(&mut bad);
+    }
+    t.peers[k].recv.read_from(&mut &bad[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    assert!(t.peers[k].requests.is_empty());
+    // A flood of valid requests without reading the answers closes it.
+    let mut flood = Vec::new();
+    for _ in 0..2000 {
+        Message::Request {
+            piece: 0,
+            begin: 0,
+            len: 16384,
+        }
+        .encode(&mut flood);
+    }
+    let mut result = Ok(());
+    let mut src = &flood[..];
+    while !src.is_empty() && result.is_ok() {
+        t.peers[k].recv.read_from(&mut src).unwrap();
+        result = t.on_readable(k, now);
+    }
+    assert_eq!(result, Err(PeerError::RequestFlood));
+    std::fs::remove_dir_all(dir).unwrap();
+}
