@@ -183,20 +183,19 @@ impl Session {
         }
     }
 
+    /// Close a tracker connection (announce or built-in tracker client).
     fn close_silently(&mut self, token: usize) -> Option<()> {
-        match self.conns.try_remove(token)? {
+        if !matches!(self.conns.get(token)?, Conn::Announce(_) | Conn::TrackerServer(_)) {
+            return None;
+        }
+        match self.conns.remove(token) {
             Conn::Announce(mut c) => {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
             Conn::TrackerServer(mut c) => {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
-            other => {
-                // Not ours: put it back.
-                let entry = self.conns.vacant_entry();
-                debug_assert_eq!(entry.key(), token);
-                entry.insert(other);
-            }
+            _ => {}
         }
         Some(())
     }
