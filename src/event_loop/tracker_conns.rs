@@ -192,8 +192,10 @@ impl Session {
             Conn::Announce(mut c) => {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
-            Conn::TrackerServer(mut c) => {
-                let _ = self.poll.registry().deregister(&mut c.sock);
+            Conn::TrackerServer(c) => {
+                // Closing the socket takes it out of the poll (epoll, kqueue);
+                // no deregister call per request.
+                drop(c);
             }
             _ => {}
         }
@@ -261,8 +263,7 @@ impl Session {
                 Ok(stop) => match frame_request(&c.inbuf) {
                     Ok(HeadStatus::Complete(n)) => {
                         if let Some(tr) = &mut self.tracker {
-                            let resp = tr.handle(&c.inbuf[..n], c.remote, now);
-                            c.out.buf_mut().extend_from_slice(&resp);
+                            tr.handle_into(&c.inbuf[..n], c.remote, now, c.out.buf_mut());
                         }
                         c.answered = true;
                         c.inbuf = Vec::new();

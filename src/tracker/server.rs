@@ -16,12 +16,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::bencode::Writer;
 
-use super::http::split_query;
+use super::http::{BadEscape, split_query};
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -29,6 +30,14 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Most query parameters in one request.
 const MAX_PARAMS: usize = 128;
+/// Decoded parameter names are compared up to this length (longer names
+/// are none of ours).
+const NAME_CAP: usize = 16;
+/// Decoded announce values are kept up to this many bytes. Every value we
+/// accept is shorter (20-byte ids, 20-digit numbers, 45-character IPs), and
+/// each check gives the same verdict on the first 64 bytes of a longer value
+/// as on the whole, so cutting changes no answer.
+const VALUE_CAP: usize = 64;
 
 /// Settings of the built-in tracker.
 #[derive(Debug, Clone)]
@@ -144,14 +153,22 @@ pub fn frame_request(buf: &[u8]) -> Result<HeadStatus, RequestError> {
 
 /// A complete HTTP/1.1 response with a `text/plain` body.
 fn http_response(code: u16, reason: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
+    let mut out = Vec::new();
+    http_response_into(&mut out, code, reason, body);
+    out
+}
+
+/// Append a complete HTTP/1.1 response with a `text/plain` body to `out`.
+fn http_response_into(out: &mut Vec<u8>, code: u16, reason: &str, body: &[u8]) {
+    out.reserve(100 + body.len());
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
         body.len()
-    )
-    .into_bytes();
+    );
     out.extend_from_slice(body);
-    out
 }
 
 /// A 200 response whose body is a bencoded `failure reason`.
@@ -159,6 +176,68 @@ fn failure(reason: &str) -> Vec<u8> {
     let mut w = Writer::new();
     w.dict().str("failure reason").str(reason).end();
     http_response(200, "OK", &w.finish())
+}
+
+/// Decode the `%XX` escapes of `src` (as `percent_decode`, `+` stays `+`)
+/// into `dst`, keeping at most `dst.len()` bytes but checking every escape.
+/// Returns the whole decoded length.
+fn decode_capped(src: &[u8], dst: &mut [u8]) -> Result<usize, BadEscape> {
+    fn hex(b: Option<&u8>) -> Result<u8, BadEscape> {
+        match b {
+            Some(&b @ b'0'..=b'9') => Ok(b - b'0'),
+            Some(&b @ b'a'..=b'f') => Ok(b - b'a' + 10),
+            Some(&b @ b'A'..=b'F') => Ok(b - b'A' + 10),
+            _ => Err(BadEscape),
+        }
+    }
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(&b) = src.get(i) {
+        let byte = if b == b'%' {
+            let v = (hex(src.get(i + 1))? << 4) | hex(src.get(i + 2))?;
+            i += 3;
+            v
+        } else {
+            i += 1;
+            b
+        };
+        if let Some(slot) = dst.get_mut(n) {
+            *slot = byte;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Call `f` with each raw (still escaped) `(name, value)` pair of a query,
+/// split as `split_query` does: empty pieces skipped, a piece without `=`
+/// has an empty value, more than [`MAX_PARAMS`] pairs is an error.
+fn for_each_pair(
+    query: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), BadEscape>,
+) -> Result<(), BadEscape> {
+    let pieces = query.split(|&b| b == b'&').filter(|p| !p.is_empty());
+    for (count, piece) in pieces.enumerate() {
+        if count >= MAX_PARAMS {
+            return Err(BadEscape);
+        }
+        let (name, value) = match piece.iter().position(|&b| b == b'=') {
+            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+            None => (piece, &b""[..]),
+        };
+        f(name, value)?;
+    }
+    Ok(())
+}
+
+/// Check every escape of a query without keeping anything.
+fn check_query(query: &[u8]) -> Result<(), BadEscape> {
+    let mut sink = [0u8; 0];
+    for_each_pair(query, |name, value| {
+        decode_capped(name, &mut sink)?;
+        decode_capped(value, &mut sink)?;
+        Ok(())
+    })
 }
 
 /// One peer of one torrent.
@@ -214,13 +293,14 @@ impl Swarm {
 
     /// Up to `want` peers other than `me`, starting at the rotation cursor;
     /// a seeder only gets leechers.
-    fn select(&mut self, me: &[u8; 20], me_seeder: bool, want: usize) -> Vec<&Peer> {
+    /// The indices go to `picked` (cleared first).
+    fn select(&mut self, me: &[u8; 20], me_seeder: bool, want: usize, picked: &mut Vec<usize>) {
+        picked.clear();
         let n = self.peers.len();
         if n == 0 || want == 0 {
-            return Vec::new();
+            return;
         }
         let start = self.rotate % n;
-        let mut picked = Vec::with_capacity(want.min(n));
         let mut looked = 0;
         while looked < n && picked.len() < want {
             let i = (start + looked) % n;
@@ -232,7 +312,6 @@ impl Swarm {
             picked.push(i);
         }
         self.rotate = (start + looked) % n;
-        picked.iter().map(|&i| &self.peers[i]).collect()
     }
 
     fn check_invariants(&self) {
@@ -257,11 +336,82 @@ struct Announce {
     ip: Option<IpAddr>,
 }
 
+/// The counts and form of an announce answer.
+struct Reply {
+    complete: usize,
+    incomplete: usize,
+    compact: bool,
+    no_peer_id: bool,
+}
+
+impl Reply {
+    /// Append the HTTP response with `peers[i]` for each `i` of `picked` to
+    /// `out`; `body` is scratch space.
+    fn write(
+        &self,
+        cfg: &ServerConfig,
+        peers: &[Peer],
+        picked: &[usize],
+        body: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        body.clear();
+        // Keys in sorted order; writing to a Vec cannot fail.
+        let _ = write!(
+            body,
+            "d8:completei{}e10:incompletei{}e8:intervali{}e12:min intervali{}e",
+            to_i64(self.complete),
+            to_i64(self.incomplete),
+            cfg.interval,
+            cfg.min_interval
+        );
+        if self.compact {
+            let v4 = picked.iter().filter(|&&i| peers[i].addr.is_ipv4()).count();
+            let _ = write!(body, "5:peers{}:", v4 * 6);
+            for &i in picked {
+                if let SocketAddr::V4(a) = peers[i].addr {
+                    body.extend_from_slice(&a.ip().octets());
+                    body.extend_from_slice(&a.port().to_be_bytes());
+                }
+            }
+            let v6 = picked.len() - v4;
+            if v6 > 0 {
+                let _ = write!(body, "6:peers6{}:", v6 * 18);
+                for &i in picked {
+                    if let SocketAddr::V6(a) = peers[i].addr {
+                        body.extend_from_slice(&a.ip().octets());
+                        body.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                }
+            }
+        } else {
+            let mut w = Writer::new();
+            w.str("peers").list();
+            for &i in picked {
+                let p = &peers[i];
+                w.dict().str("ip").str(&p.addr.ip().to_string());
+                if !self.no_peer_id {
+                    w.str("peer id").bytes(&p.id);
+                }
+                w.str("port").int(p.addr.port().into()).end();
+            }
+            w.end();
+            body.extend_from_slice(&w.finish());
+        }
+        body.push(b'e');
+        http_response_into(out, 200, "OK", body);
+    }
+}
+
 /// The in-memory tracker. See the module docs.
 #[derive(Debug)]
 pub struct Tracker {
     cfg: ServerConfig,
     swarms: HashMap<[u8; 20], Swarm>,
+    /// Scratch: the body of the answer being built.
+    body: Vec<u8>,
+    /// Scratch: indices of the peers picked for an answer.
+    picked: Vec<usize>,
 }
 
 impl Tracker {
@@ -270,6 +420,8 @@ impl Tracker {
         Tracker {
             cfg,
             swarms: HashMap::new(),
+            body: Vec::new(),
+            picked: Vec::new(),
         }
     }
 
@@ -279,6 +431,34 @@ impl Tracker {
     /// reason` for bad parameters); other paths get 404, other methods 405,
     /// an unparsable head 400.
     pub fn handle(&mut self, head: &[u8], remote: SocketAddr, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.handle_into(head, remote, now, &mut out);
+        out
+    }
+
+    /// [`Tracker::handle`], appending the response to `out`.
+    pub fn handle_into(
+        &mut self,
+        head: &[u8],
+        remote: SocketAddr,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
+        let resp = self.respond(head, remote, now, out);
+        if !resp.is_empty() {
+            out.extend_from_slice(&resp);
+        }
+    }
+
+    /// Answer `head`: announces are written to `out` (the common case, with
+    /// no allocation of their own); anything else is returned.
+    fn respond(
+        &mut self,
+        head: &[u8],
+        remote: SocketAddr,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Vec<u8> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let window = &head[..head.len().min(MAX_REQUEST_HEAD)];
@@ -299,23 +479,29 @@ impl Tracker {
             Some(q) => (&target[..q], &target[q + 1..]),
             None => (target, &b""[..]),
         };
-        let Ok(params) = split_query(query, MAX_PARAMS) else {
-            return failure("malformed query string");
-        };
         match path {
-            b"/announce" => self.announce(&params, remote, now),
-            b"/scrape" => self.scrape(&params),
-            _ => http_response(404, "Not Found", b"not found"),
+            b"/announce" => self.announce(query, remote, now, out),
+            b"/scrape" => match split_query(query, MAX_PARAMS) {
+                Ok(params) => self.scrape(&params),
+                Err(_) => failure("malformed query string"),
+            },
+            _ => match check_query(query) {
+                Ok(()) => http_response(404, "Not Found", b"not found"),
+                Err(_) => failure("malformed query string"),
+            },
         }
     }
 
+    /// Serve an announce: the response goes to `out`, or is returned when
+    /// it is a failure.
     fn announce(
         &mut self,
-        params: &[(Vec<u8>, Vec<u8>)],
+        query: &[u8],
         remote: SocketAddr,
         now: Instant,
+        out: &mut Vec<u8>,
     ) -> Vec<u8> {
-        let a = match parse_announce(params) {
+        let a = match parse_announce(query) {
             Ok(a) => a,
             Err(reason) => return failure(reason),
         };
@@ -350,7 +536,14 @@ impl Tracker {
             {
                 self.swarms.remove(&a.info_hash);
             }
-            return self.announce_reply(complete, incomplete, &[], a.compact, a.no_peer_id);
+            let reply = Reply {
+                complete,
+                incomplete,
+                compact: a.compact,
+                no_peer_id: a.no_peer_id,
+            };
+            reply.write(&self.cfg, &[], &[], &mut self.body, out);
+            return Vec::new();
         }
 
         if !self.swarms.contains_key(&a.info_hash) && self.swarms.len() >= self.cfg.max_torrents {
@@ -408,73 +601,21 @@ impl Tracker {
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_numwant) as usize;
-        let complete = swarm.seeders;
-        let incomplete = swarm.peers.len() - swarm.seeders;
-        let picked: Vec<Peer> = swarm
-            .select(&a.peer_id, seeder, want)
-            .into_iter()
-            .cloned()
-            .collect();
-        self.announce_reply(complete, incomplete, &picked, a.compact, a.no_peer_id)
+        let reply = Reply {
+            complete: swarm.seeders,
+            incomplete: swarm.peers.len() - swarm.seeders,
+            compact: a.compact,
+            no_peer_id: a.no_peer_id,
+        };
+        swarm.select(&a.peer_id, seeder, want, &mut self.picked);
+        reply.write(&self.cfg, &swarm.peers, &self.picked, &mut self.body, out);
+        Vec::new()
     }
 
     fn counts(&self, info_hash: &[u8; 20]) -> (usize, usize) {
         self.swarms
             .get(info_hash)
             .map_or((0, 0), |s| (s.seeders, s.peers.len() - s.seeders))
-    }
-
-    fn announce_reply(
-        &self,
-        complete: usize,
-        incomplete: usize,
-        peers: &[Peer],
-        compact: bool,
-        no_peer_id: bool,
-    ) -> Vec<u8> {
-        let mut w = Writer::new();
-        // Keys in sorted order.
-        w.dict()
-            .str("complete")
-            .int(to_i64(complete))
-            .str("incomplete")
-            .int(to_i64(incomplete))
-            .str("interval")
-            .int(self.cfg.interval.into())
-            .str("min interval")
-            .int(self.cfg.min_interval.into());
-        if compact {
-            let mut v4 = Vec::new();
-            let mut v6 = Vec::new();
-            for p in peers {
-                match p.addr {
-                    SocketAddr::V4(a) => {
-                        v4.extend_from_slice(&a.ip().octets());
-                        v4.extend_from_slice(&a.port().to_be_bytes());
-                    }
-                    SocketAddr::V6(a) => {
-                        v6.extend_from_slice(&a.ip().octets());
-                        v6.extend_from_slice(&a.port().to_be_bytes());
-                    }
-                }
-            }
-            w.str("peers").bytes(&v4);
-            if !v6.is_empty() {
-                w.str("peers6").bytes(&v6);
-            }
-        } else {
-            w.str("peers").list();
-            for p in peers {
-                w.dict().str("ip").str(&p.addr.ip().to_string());
-                if !no_peer_id {
-                    w.str("peer id").bytes(&p.id);
-                }
-                w.str("port").int(p.addr.port().into()).end();
-            }
-            w.end();
-        }
-        w.end();
-        http_response(200, "OK", &w.finish())
     }
 
     fn scrape(&self, params: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
@@ -556,16 +697,68 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// The query parameters an announce looks at, in [`AnnounceValues`] order.
+const ANNOUNCE_PARAMS: [&[u8]; 11] = [
+    b"info_hash",
+    b"peer_id",
+    b"port",
+    b"uploaded",
+    b"downloaded",
+    b"left",
+    b"event",
+    b"numwant",
+    b"compact",
+    b"no_peer_id",
+    b"ip",
+];
+
+/// The last value of each of [`ANNOUNCE_PARAMS`], decoded and cut to
+/// [`VALUE_CAP`] bytes, without allocating.
+struct AnnounceValues {
+    buf: [[u8; VALUE_CAP]; ANNOUNCE_PARAMS.len()],
+    len: [Option<usize>; ANNOUNCE_PARAMS.len()],
+}
+
+impl AnnounceValues {
+    fn collect(query: &[u8]) -> Result<Self, BadEscape> {
+        let mut v = AnnounceValues {
+            buf: [[0; VALUE_CAP]; ANNOUNCE_PARAMS.len()],
+            len: [None; ANNOUNCE_PARAMS.len()],
+        };
+        let mut name_buf = [0u8; NAME_CAP];
+        let mut skip = [0u8; 0];
+        for_each_pair(query, |name, value| {
+            let n = decode_capped(name, &mut name_buf)?;
+            let known = if n <= NAME_CAP {
+                ANNOUNCE_PARAMS.iter().position(|&p| p == &name_buf[..n])
+            } else {
+                None
+            };
+            match known {
+                Some(i) => {
+                    let m = decode_capped(value, &mut v.buf[i])?;
+                    v.len[i] = Some(m.min(VALUE_CAP));
+                }
+                None => {
+                    decode_capped(value, &mut skip)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(v)
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        let i = ANNOUNCE_PARAMS.iter().position(|&p| p == name)?;
+        self.len[i].map(|n| &self.buf[i][..n])
+    }
+}
+
 /// Pull the announce parameters out of the query; `Err` is the failure
 /// reason. The last occurrence of a repeated parameter wins.
-fn parse_announce(params: &[(Vec<u8>, Vec<u8>)]) -> Result<Announce, &'static str> {
-    let get = |name: &[u8]| {
-        params
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    };
+fn parse_announce(query: &[u8]) -> Result<Announce, &'static str> {
+    let values = AnnounceValues::collect(query).map_err(|_| "malformed query string")?;
+    let get = |name: &[u8]| values.get(name);
     let info_hash = get(b"info_hash")
         .and_then(|v| <[u8; 20]>::try_from(v).ok())
         .ok_or("info_hash must be 20 bytes")?;

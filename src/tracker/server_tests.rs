@@ -464,3 +464,55 @@ fn ip_parameter_is_honoured_only_from_loopback() {
     );
     assert!(!d.contains_key(&b"peers6"[..]), "mapped IPv4 stays IPv4");
 }
+
+#[test]
+fn announce_query_is_read_without_allocating_like_split_query() {
+    let now = Instant::now();
+    let from = remote("10.0.0.1:6881");
+    let mut t = Tracker::new(ServerConfig::default());
+    // Escaped names count; the last of a repeated parameter wins; a long
+    // negative numwant means the default; unknown parameters are skipped.
+    let long_neg = format!("-{}", "9".repeat(100));
+    let target = format!(
+        "{}&info%5Fhash=x&junk={}&numwant={long_neg}",
+        announce_target(&[0x11; 20], &pid(1), 6881, 5, "&info_hash=y"),
+        "z".repeat(300)
+    );
+    let fixed = target.replacen(
+        "info_hash=y",
+        &{
+            let mut s = String::from("info_hash=");
+            percent_encode(&HASH, &mut s);
+            s
+        },
+        1,
+    );
+    assert_eq!(
+        failure_reason(&t.handle(&get(&target), from, now)),
+        "info_hash must be 20 bytes"
+    );
+    let fixed = fixed.replace("&info%5Fhash=x", "");
+    let (code, body) = split(&t.handle(&get(&fixed), from, now));
+    assert_eq!(code, 200);
+    assert_eq!(int(&dict(&body), "incomplete"), 1);
+    assert_eq!(t.num_torrents(), 1);
+    // A bad escape anywhere fails the query, even in a parameter we skip
+    // or on a path we do not serve.
+    let bad = format!("{fixed}&junk=%zz");
+    assert_eq!(
+        failure_reason(&t.handle(&get(&bad), from, now)),
+        "malformed query string"
+    );
+    assert_eq!(
+        failure_reason(&t.handle(&get("/nope?a=%4"), from, now)),
+        "malformed query string"
+    );
+    let (code, _) = split(&t.handle(&get("/nope?a=%41"), from, now));
+    assert_eq!(code, 404);
+    // More than MAX_PARAMS pairs.
+    let many = format!("{fixed}{}", "&a=1".repeat(MAX_PARAMS));
+    assert_eq!(
+        failure_reason(&t.handle(&get(&many), from, now)),
+        "malformed query string"
+    );
+}
