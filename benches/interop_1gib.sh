@@ -48,7 +48,8 @@ for i in 1 2 3; do
   ip -n "$P-h$i" addr add "10.98.0.$i/24" dev eth0
   ip -n "$P-h$i" link set eth0 up
 done
-in_ns() { local h=$1; shift; ip netns exec "$P-$h" "$@"; }
+# Commands run on a host (exec, not a shell function: $! is the program).
+H1=(ip netns exec "$P-h1") H2=(ip netns exec "$P-h2") H3=(ip netns exec "$P-h3")
 
 mkdir -p "$W/seed"
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
@@ -56,8 +57,8 @@ if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZ
 fi
 "$B" create "$W/seed/data.bin" -o "$W/data.torrent" --piece-length 1M \
   --tracker "http://$TRACK:6969/announce" >/dev/null
-in_ns h3 "$B" tracker --bind $TRACK --port 6969 --interval 5 -q & PIDS+=($!)
-in_ns h1 $PY "$LT" seed "$W/data.torrent" "$W/seed" --listen $SEED:6882 \
+"${H3[@]}" "$B" tracker --bind $TRACK --port 6969 --interval 5 -q & PIDS+=($!)
+"${H1[@]}" $PY "$LT" seed "$W/data.torrent" "$W/seed" --listen $SEED:6882 \
   > "$W/lt-seed.out" 2> "$W/lt-seed.err" & PIDS+=($!)
 until grep -q "@status seeding" "$W/lt-seed.out" 2>/dev/null; do sleep 0.5; done
 sleep 1 # the seeder's first announce
@@ -92,13 +93,13 @@ transmission() {
   sed -e "s/@BIND@/$LEECH/; s/@PEER_PORT@/51413/; s#@DOWNLOAD_DIR@#$W/leech#" \
     -e 's/@CACHE_MB@/4/; s/@UP_KBPS@/0/; s/@UP_LIMITED@/false/' \
     "$ROOT/tests/interop/settings.json.in" > "$W/tr/settings.json"
-  in_ns h2 transmission-daemon -f -g "$W/tr" 2> "$W/transmission.err" & local pid=$!
-  until in_ns h2 transmission-remote 127.0.0.1:9091 -l >/dev/null 2>&1; do sleep 0.2; done
+  "${H2[@]}" transmission-daemon -f -g "$W/tr" 2> "$W/transmission.err" & local pid=$!
+  until "${H2[@]}" transmission-remote 127.0.0.1:9091 -l >/dev/null 2>&1; do sleep 0.2; done
   local tck; tck=$(getconf CLK_TCK)
   local cpu0; cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   local t0; t0=$(date +%s.%N)
-  in_ns h2 transmission-remote 127.0.0.1:9091 -a "$W/data.torrent" >/dev/null
-  until in_ns h2 transmission-remote 127.0.0.1:9091 -t 1 -i | grep -q "Percent Done: 100%"; do
+  "${H2[@]}" transmission-remote 127.0.0.1:9091 -a "$W/data.torrent" >/dev/null
+  until "${H2[@]}" transmission-remote 127.0.0.1:9091 -t 1 -i | grep -q "Percent Done: 100%"; do
     sleep 0.2
   done
   local t1; t1=$(date +%s.%N)
@@ -110,9 +111,9 @@ transmission() {
 }
 
 for i in $(seq "$RUNS"); do
-  timed piecemeal ip netns exec "$P-h2" "$B" download "$W/data.torrent" -o "$W/leech" \
+  timed piecemeal "${H2[@]}" "$B" download "$W/data.torrent" -o "$W/leech" \
     --bind $LEECH --port 6881 -q
-  timed libtorrent ip netns exec "$P-h2" $PY "$LT" download "$W/data.torrent" "$W/leech" --listen $LEECH:6882
+  timed libtorrent "${H2[@]}" $PY "$LT" download "$W/data.torrent" "$W/leech" --listen $LEECH:6882
   transmission
 done
 

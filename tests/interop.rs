@@ -18,7 +18,7 @@ mod lab;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clients::*;
 use common::{AWKWARD, make_torrent, write_files};
@@ -227,6 +227,24 @@ impl Other {
         }
     }
 
+    /// Whether the download is complete, without waiting.
+    fn is_done(&mut self, lab: &Lab) -> Result<bool, String> {
+        match self {
+            Other::Lt(lt) => {
+                if let Some(st) = lt.proc.child.try_wait().unwrap() {
+                    return Err(format!("{} exited with {st}", lt.proc.name));
+                }
+                Ok(lt.done())
+            }
+            Other::Tr(tr) => {
+                if let Some(st) = tr.proc.child.try_wait().unwrap() {
+                    return Err(format!("{} exited with {st}", tr.name));
+                }
+                Ok(tr.info(lab).percent_done >= 100.0)
+            }
+        }
+    }
+
     /// Payload bytes it has uploaded (approximate for Transmission).
     fn uploaded(&self, lab: &Lab) -> u64 {
         match self {
@@ -409,8 +427,23 @@ fn mixed_swarm(seeder: Kind, tag: &str) {
             "--verbose",
         ],
     );
-    let t_pm = wait_piecemeal_complete(&lab, &mut pm, TRANSFER);
-    let t_other = other.wait_done(&lab, TRANSFER);
+    // Both leechers at once, each timed from here.
+    let start = Instant::now();
+    let (mut t_pm, mut t_other) = (None, None);
+    lab.wait_until(TRANSFER, "both leechers complete", || {
+        if let Some(st) = pm.child.try_wait().unwrap() {
+            return Err(format!("pm-leech exited with {st}"));
+        }
+        let s = pm.status();
+        if t_pm.is_none() && s.num > 0 && s.have == s.num {
+            t_pm = Some(start.elapsed());
+        }
+        if t_other.is_none() && other.is_done(&lab)? {
+            t_other = Some(start.elapsed());
+        }
+        Ok(t_pm.is_some() && t_other.is_some())
+    });
+    let (t_pm, t_other) = (t_pm.unwrap(), t_other.unwrap());
     verify(&lab, &data, &pm_dl, Empty::Required);
     verify(&lab, &data, &other_dl, Empty::Required);
     std::thread::sleep(Duration::from_secs(1));

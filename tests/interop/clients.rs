@@ -48,17 +48,6 @@ pub fn wait_piecemeal_done(lab: &Lab, p: &mut Proc, timeout: Duration) -> Durati
     took
 }
 
-/// Wait until a piecemeal that keeps running (`--seed`) has every piece.
-pub fn wait_piecemeal_complete(lab: &Lab, p: &mut Proc, timeout: Duration) -> Duration {
-    lab.wait_until(timeout, &format!("{} completes", p.name), || {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            return Err(format!("exited with {st}"));
-        }
-        let s = p.status();
-        Ok(s.num > 0 && s.have == s.num)
-    })
-}
-
 /// libtorrent-rasterbar through `lt_driver.py`.
 pub struct Lt {
     pub proc: Proc,
