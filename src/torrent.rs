@@ -241,7 +241,9 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
-        peer.last_recv = now;
+        // `last_recv` (the idle time-out) moves only when a whole message
+        // arrives, in `drain_frames`: a peer dribbling one frame a byte at a
+        // time is idle.
         // Take the receive buffer out so that a decoded message can borrow
         // it while the rest of the torrent is updated; put it back after.
         let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::placeholder());
@@ -267,11 +269,13 @@ impl Torrent {
                 return Ok(());
             };
             recv.consume(wire::HANDSHAKE_LEN);
+            self.peers[key].last_recv = now;
             self.on_handshake(key, hs)?;
         }
         loop {
             match wire::decode_frame(recv.data(), wire::MAX_FRAME)? {
                 Some((msg, n)) => {
+                    self.peers[key].last_recv = now;
                     self.on_message(key, msg, now)?;
                     recv.consume(n);
                 }
@@ -671,10 +675,17 @@ impl Torrent {
         let was_requested = peer.take_inflight(b);
         peer.down.add(b.len as u64);
         self.totals.received += b.len as u64;
-        if was_requested {
-            peer.last_block = now;
-            peer.snubbed = false;
+        if !was_requested {
+            // Never asked of this peer (or already cancelled, re-assigned
+            // after a choke or snub): dropped. Accepting it would let a
+            // peer slip one bad block into pieces honest peers complete,
+            // failing their hash checks and getting the honest peers banned.
+            debug!("{} sent a block we did not ask it for", peer.label());
+            self.totals.wasted += b.len as u64;
+            return Ok(());
         }
+        peer.last_block = now;
+        peer.snubbed = false;
         let peer_id = peer.peer_id;
         self.cancel_buf.clear();
         let mut others = std::mem::take(&mut self.cancel_buf);
