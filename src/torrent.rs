@@ -411,7 +411,7 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested || peer.snubbed {
+        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested {
             return;
         }
         let want = peer.pipeline.saturating_sub(peer.inflight.len());
@@ -589,7 +589,13 @@ impl Torrent {
             // Enough requests in flight to cover about a second at the
             // measured rate, within bounds.
             let per_sec = (peer.down.rate() / crate::geometry::BLOCK_LEN as u64) as usize;
-            peer.pipeline = per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max);
+            // A snubbed peer keeps only a few requests in flight until it
+            // delivers again.
+            peer.pipeline = if peer.snubbed {
+                self.cfg.pipeline_min
+            } else {
+                per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max)
+            };
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {

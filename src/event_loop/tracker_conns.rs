@@ -185,7 +185,10 @@ impl Session {
 
     /// Close a tracker connection (announce or built-in tracker client).
     fn close_silently(&mut self, token: usize) -> Option<()> {
-        if !matches!(self.conns.get(token)?, Conn::Announce(_) | Conn::TrackerServer(_)) {
+        if !matches!(
+            self.conns.get(token)?,
+            Conn::Announce(_) | Conn::TrackerServer(_)
+        ) {
             return None;
         }
         match self.conns.remove(token) {
