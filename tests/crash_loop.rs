@@ -56,24 +56,8 @@ fn twenty_kills_at_random_moments_lose_and_refetch_nothing() {
         PIECE as u32,
     );
     let t = torrent.to_str().unwrap();
-    let sp = free_port().to_string();
     // 20 MiB at 1 MiB/s: the kills land while the download is under way.
-    let _seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &[
-            "seed",
-            t,
-            "--port",
-            &sp,
-            "--bind",
-            "127.0.0.1",
-            "--upload-limit",
-            "1M",
-        ],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--upload-limit", "1M"]);
     let out = tmp.join("out");
     let args = [
         "download",

@@ -46,14 +46,7 @@ fn full_disk_loses_nothing_and_the_download_completes_when_space_returns() {
         }
     }
     let _guard = Unmount(small.clone());
-    let sp = free_port().to_string();
-    let _seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &["seed", t, "--port", &sp, "--bind", "127.0.0.1"],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &[]);
     let mut leech = Proc::start(
         "leech",
         tmp.path(),

@@ -117,22 +117,7 @@ fn download_with(mode: Mode, name: &str, extra: &[&str]) -> (String, usize) {
         32768,
     );
     let t = torrent.to_str().unwrap();
-    let sp = free_port().to_string();
-    let _seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &[
-            "seed",
-            t,
-            "--port",
-            &sp,
-            "--bind",
-            "127.0.0.1",
-            "--no-tracker",
-        ],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--no-tracker"]);
     let out = tmp.join("out");
     let mut args = vec![
         "download",
@@ -144,6 +129,7 @@ fn download_with(mode: Mode, name: &str, extra: &[&str]) -> (String, usize) {
         "--port",
         "0",
         "--verbose",
+        "--seed",
     ];
     args.extend_from_slice(extra);
     let mut leech = Proc::start("leech", tmp.path(), &args, tmp.path());
@@ -151,12 +137,27 @@ fn download_with(mode: Mode, name: &str, extra: &[&str]) -> (String, usize) {
     leech.wait_for(Duration::from_secs(30), "all pieces", |s| {
         s.num > 0 && s.have == s.num
     });
-    assert_eq!(
-        leech.wait(Duration::from_secs(60)),
-        0,
-        "log:\n{}",
-        leech.log_text()
-    );
+    // The download may finish before the tracker's answer is judged: wait
+    // for the verdict (and the back-off) before stopping the leecher.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !(leech.log_text().contains(&format!("tracker {url}: "))
+        && leech
+            .log_text()
+            .contains("no tracker answered; backing off for "))
+    {
+        if std::time::Instant::now() > end || leech.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = if leech.child.try_wait().unwrap().is_some() {
+        leech.wait(Duration::from_secs(1))
+    } else if extra.contains(&"--seed-time") {
+        leech.wait(Duration::from_secs(60))
+    } else {
+        leech.terminate(Duration::from_secs(10))
+    };
+    assert_eq!(code, 0, "log:\n{}", leech.log_text());
     assert_same_files(&seed_dir, &out, FILES);
     let log = leech.log_text();
     assert!(!log.contains("panicked"), "{log}");
@@ -240,11 +241,7 @@ fn compact_peers_of_length_7() {
 #[test]
 fn dribbling_response_times_out_without_blocking_the_download() {
     // Keep seeding long enough for the 15 s announce time-out to fire.
-    let (log, hits) = download_with(
-        Mode::Dribble,
-        "trk-dribble",
-        &["--seed", "--seed-time", "18"],
-    );
+    let (log, hits) = download_with(Mode::Dribble, "trk-dribble", &["--seed-time", "18"]);
     assert!(log.contains("no answer in 15s"), "{log}");
     assert_eq!(hits, 1, "{log}");
 }
