@@ -29,6 +29,7 @@ sleep 1 # the seeder's first announce
 measure() { # name, command...
   local name=$1; shift
   rm -rf "$W/leech"; mkdir -p "$W/leech"
+  sync # start each run with no dirty pages from the previous one
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" >/dev/null 2>"$W/$name.err" || { echo "$name failed"; cat "$W/$name.err"; return 1; }
   cmp -s "$W/seed/data.bin" "$W/leech/data.bin" || { echo "$name: data differs"; return 1; }
   read -r wall user sys rss < "$W/time.txt"

@@ -16,6 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// Longest a verified piece waits in memory before it is written.
+pub const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Totals {
@@ -80,6 +83,8 @@ pub struct Torrent {
     pub to_close: Vec<(usize, PeerError)>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
+    /// When the oldest piece waiting to be written verified.
+    pending_since: Option<Instant>,
     /// Upload allowance left (bytes), when uploads are rate-limited.
     upload_tokens: i64,
     last_refill: Instant,
@@ -120,6 +125,7 @@ impl Torrent {
             dirty: Vec::new(),
             to_close: Vec::new(),
             storage_error: None,
+            pending_since: None,
             upload_tokens: 0,
             last_refill: now,
             pick_buf: Vec::new(),
@@ -519,6 +525,9 @@ impl Torrent {
     pub fn flush(&mut self, max_bytes: usize) -> Result<usize, StorageError> {
         let mut written = Vec::new();
         let r = self.cache.flush(&self.disk, max_bytes, &mut written);
+        if self.cache.pending_len() == 0 {
+            self.pending_since = None;
+        }
         for &p in &written {
             self.flushed.set(p);
         }
@@ -538,8 +547,14 @@ impl Torrent {
         r.map(|()| written.len())
     }
 
-    pub fn should_flush(&self) -> bool {
+    /// Time to write: a batch is ready, or the oldest verified piece has
+    /// waited [`FLUSH_AGE`] (so a slow download writes as it goes, and a
+    /// kill loses at most that much).
+    pub fn should_flush(&self, now: Instant) -> bool {
         self.cache.should_flush()
+            || self
+                .pending_since
+                .is_some_and(|t| now.duration_since(t) >= FLUSH_AGE)
     }
 
     pub fn has_pending_writes(&self) -> bool {
@@ -730,7 +745,10 @@ impl Torrent {
                 self.picker.on_block_dropped(key, b);
                 self.totals.wasted += b.len as u64;
             }
-            Insert::Verified => self.on_piece_verified(b.piece),
+            Insert::Verified => {
+                self.pending_since.get_or_insert(now);
+                self.on_piece_verified(b.piece)
+            }
             Insert::Failed => self.on_piece_failed(b.piece),
         }
         Ok(())

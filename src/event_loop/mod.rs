@@ -637,7 +637,7 @@ impl Session {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait a moment.
             if self.flush_retry_at.is_none_or(|at| now >= at)
-                && (t.should_flush()
+                && (t.should_flush(now)
                     || (t.is_complete() && t.has_pending_writes())
                     || t.cache_full())
             {
@@ -688,6 +688,13 @@ impl Session {
             }
         }
         if let Some(t) = &mut self.torrent {
+            // Write what verified in the last second, even below a batch.
+            if t.has_pending_writes() && self.flush_retry_at.is_none_or(|at| now >= at) {
+                match t.flush(t.cfg.flush_per_turn) {
+                    Ok(_) => self.flush_retry_at = None,
+                    Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
+                }
+            }
             t.tick(now, dt, &mut self.close);
             let timeout = t.cfg.connect_timeout;
             for (tok, c) in &self.conns {
