@@ -205,12 +205,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             interval,
             allow,
         }) => {
-            let mut config = ServerConfig {
-                interval,
-                min_interval: interval.div_ceil(2),
-                peer_ttl: Duration::from_secs(2 * interval as u64 + 30),
-                ..ServerConfig::default()
-            };
+            let mut config = ServerConfig::with_interval(interval);
             if !allow.is_empty() {
                 config.allow = Some(client::info_hashes(&allow)?.into_iter().collect());
             }

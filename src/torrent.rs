@@ -210,7 +210,7 @@ impl Torrent {
 
     fn send_handshake(&mut self, key: usize) {
         let hs = Handshake {
-            reserved: [0; 8],
+            reserved: wire::OUR_RESERVED,
             info_hash: self.info_hash,
             peer_id: self.our_id,
         };
@@ -296,7 +296,15 @@ impl Torrent {
     }
 
     fn on_message(&mut self, key: usize, msg: Message<'_>, now: Instant) -> Result<(), PeerError> {
-        let first = !std::mem::replace(&mut self.peers[key].seen_message, true);
+        // Extension messages do not count: Transmission sends its extension
+        // handshake before its bitfield.
+        let first = match msg {
+            Message::Unknown {
+                id: wire::EXTENDED_ID,
+                ..
+            } => !self.peers[key].seen_message,
+            _ => !std::mem::replace(&mut self.peers[key].seen_message, true),
+        };
         let peer = &mut self.peers[key];
         match msg {
             Message::KeepAlive => {}
@@ -408,6 +416,12 @@ impl Torrent {
         };
         if !outgoing {
             self.send_handshake(key);
+        }
+        if hs.supports_extensions() {
+            let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
+            let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
+            wire::encode_extended_handshake(reqq, client, self.peers[key].send.buf_mut());
+            self.dirty.push(key);
         }
         Ok(())
     }

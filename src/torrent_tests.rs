@@ -231,3 +231,78 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     assert_eq!(result, Err(PeerError::RequestFlood));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("ltep");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 7, now);
+    let k = t.add_peer(1, "127.0.0.1:7".parse().unwrap(), false, now);
+    // Transmission's order: handshake, extension handshake, bitfield.
+    let mut bytes = Vec::new();
+    Handshake {
+        reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+        info_hash: [9; 20],
+        peer_id: [8; 20],
+    }
+    .encode(&mut bytes);
+    let ext = b"\x00d1:md6:ut_pexi1ee4:reqqi512ee";
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: ext,
+    }
+    .encode(&mut bytes);
+    Message::Bitfield(&[0xf0]).encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    assert!(t.peers[k].has.is_full());
+    // Our answer: a handshake with the BEP 10 bit, then our limit.
+    let mut out = Vec::new();
+    t.peers[k].send.write_to(&mut out).unwrap();
+    let hs = Handshake::decode(&out).unwrap().unwrap();
+    assert!(hs.supports_extensions());
+    let (msg, _) = wire::decode_frame(&out[wire::HANDSHAKE_LEN..], wire::MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    let want = format!(
+        "\x00d1:mde4:reqqi{}e1:v{}:piecemeal/{}e",
+        t.cfg.max_peer_requests,
+        "piecemeal/".len() + env!("CARGO_PKG_VERSION").len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        msg,
+        Message::Unknown {
+            id: wire::EXTENDED_ID,
+            payload: want.as_bytes()
+        }
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn peers_without_the_extension_bit_get_no_extension_handshake() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("no-ltep");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 9, now);
+    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let mut bytes = Vec::new();
+    Handshake {
+        reserved: [0; 8],
+        info_hash: [9; 20],
+        peer_id: [8; 20],
+    }
+    .encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let mut out = Vec::new();
+    t.peers[k].send.write_to(&mut out).unwrap();
+    assert_eq!(
+        out.len(),
+        wire::HANDSHAKE_LEN,
+        "a handshake and nothing else"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

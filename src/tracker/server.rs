@@ -61,12 +61,31 @@ pub struct ServerConfig {
     pub allow: Option<HashSet<[u8; 20]>>,
 }
 
+/// libtorrent never re-announces sooner than this (its `min_announce_interval`
+/// setting, 300 s by default), whatever `interval` the tracker sends.
+pub const CLIENT_MIN_REANNOUNCE_SECS: u32 = 300;
+
+impl ServerConfig {
+    /// Defaults, with this announce `interval`: `min interval` is half of
+    /// it, and a peer is kept for two announces it may really make (at
+    /// least [`CLIENT_MIN_REANNOUNCE_SECS`] apart) plus 30 s.
+    pub fn with_interval(interval: u32) -> ServerConfig {
+        let reannounce = u64::from(interval.max(CLIENT_MIN_REANNOUNCE_SECS));
+        ServerConfig {
+            interval,
+            min_interval: interval.div_ceil(2),
+            peer_ttl: Duration::from_secs(2 * reannounce + 30),
+            ..ServerConfig::default()
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             interval: 60,
             min_interval: 30,
-            peer_ttl: Duration::from_secs(2 * 60 + 30),
+            peer_ttl: Duration::from_secs(2 * u64::from(CLIENT_MIN_REANNOUNCE_SECS) + 30),
             max_numwant: 200,
             default_numwant: 50,
             max_torrents: 1000,

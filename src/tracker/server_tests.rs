@@ -313,6 +313,23 @@ fn expire_drops_silent_peers_and_empty_torrents() {
     assert_eq!((t.num_torrents(), t.num_peers()), (0, 0));
 }
 
+#[test]
+fn short_intervals_still_keep_peers_that_reannounce_every_five_minutes() {
+    // libtorrent announces every 300 s at most, even when told 5 s.
+    let mut t = Tracker::new(ServerConfig::with_interval(5));
+    let t0 = Instant::now();
+    let d = announce(&mut t, 1, "10.0.0.1:1", 0, "", t0);
+    assert_eq!(int(&d, "interval"), 5);
+    for n in 1..=3 {
+        let at = t0 + Duration::from_secs(300 * n);
+        t.expire(at);
+        assert_eq!(t.num_peers(), 1, "dropped before announce {n}");
+        announce(&mut t, 1, "10.0.0.1:1", 0, "", at);
+    }
+    t.expire(t0 + Duration::from_secs(900 + 2 * 300 + 30));
+    assert_eq!(t.num_peers(), 0, "a silent peer still goes");
+}
+
 fn scrape(t: &mut Tracker, hashes: &[[u8; 20]]) -> HashMap<Vec<u8>, Value> {
     let mut target = String::from("/scrape");
     for (i, h) in hashes.iter().enumerate() {

@@ -14,6 +14,10 @@ const INFO_HASH_AT: usize = RESERVED_AT + 8;
 const PEER_ID_AT: usize = INFO_HASH_AT + 20;
 const _: () = assert!(PEER_ID_AT + 20 == HANDSHAKE_LEN);
 
+/// Our reserved bytes: the extension protocol (BEP 10), used only to tell
+/// peers how many requests we queue (`reqq`).
+pub const OUR_RESERVED: [u8; 8] = [0, 0, 0, 0, 0, 0x10, 0, 0];
+
 /// A decoded handshake: `19 "BitTorrent protocol" reserved[8] info_hash[20] peer_id[20]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {
@@ -26,6 +30,11 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    /// Whether the sender speaks the extension protocol (BEP 10).
+    pub fn supports_extensions(&self) -> bool {
+        self.reserved[5] & 0x10 != 0
+    }
+
     /// Append the 68 wire bytes of this handshake to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(HANDSHAKE_LEN);

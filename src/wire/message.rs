@@ -22,6 +22,10 @@ mod id {
     pub const PORT: u8 = 9;
 }
 
+/// The extension protocol's message id (BEP 10); extended message 0 inside
+/// it is the extension handshake.
+pub const EXTENDED_ID: u8 = 20;
+
 /// Bytes in the `piece` header after the id: index and begin.
 const PIECE_HEADER: u32 = 8;
 
@@ -236,6 +240,24 @@ pub fn encode_piece_header(piece: u32, begin: u32, data_len: u32, out: &mut Vec<
     out.push(id::PIECE);
     out.extend_from_slice(&piece.to_be_bytes());
     out.extend_from_slice(&begin.to_be_bytes());
+}
+
+/// Append a BEP 10 extension handshake that offers no extension messages
+/// (`m` is empty) and says how many requests we queue per peer (`reqq`).
+/// Transmission keeps (rate × 10 s) requests in flight to a peer that does
+/// not say, far more than we queue.
+pub fn encode_extended_handshake(reqq: u32, client: &str, out: &mut Vec<u8>) {
+    let mut w = crate::bencode::Writer::new();
+    w.dict().str("m").dict().end();
+    w.str("reqq")
+        .int(i64::from(reqq))
+        .str("v")
+        .str(client)
+        .end();
+    let dict = w.finish();
+    put_header(out, EXTENDED_ID, 1 + dict.len());
+    out.push(0);
+    out.extend_from_slice(&dict);
 }
 
 impl Message<'_> {

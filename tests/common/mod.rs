@@ -113,25 +113,34 @@ pub struct Proc {
     pub name: String,
     pub child: Child,
     pub status: Arc<Mutex<Status>>,
+    pub last_line: Arc<Mutex<String>>,
     pub log: PathBuf,
 }
 
 impl Proc {
     /// Start `piecemeal ARGS` in `cwd` with `--machine` status lines.
     pub fn start(name: &str, cwd: &Path, args: &[&str], log_dir: &Path) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).arg("--machine").current_dir(cwd);
+        Proc::spawn(name, cmd, log_dir)
+    }
+
+    /// Start any prepared command: stderr goes to `LOG_DIR/NAME.log`, stdout
+    /// is read for `@status` / `@done` lines (the latest `@` line is kept
+    /// whole in `last_line` for programs with other fields).
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--machine")
-            .current_dir(cwd)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e}"));
         let status = Arc::new(Mutex::new(Status::default()));
+        let last_line = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().unwrap();
         let s = status.clone();
+        let last = last_line.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let mut f = line.split_whitespace();
@@ -145,18 +154,30 @@ impl Proc {
                     st.uploaded = n[3];
                     st.done |= tag == "@done";
                 }
+                if tag.starts_with('@') {
+                    *last.lock().unwrap() = line.clone();
+                    if tag == "@done" {
+                        s.lock().unwrap().done = true;
+                    }
+                }
             }
         });
         Proc {
             name: name.into(),
             child,
             status,
+            last_line,
             log,
         }
     }
 
     pub fn status(&self) -> Status {
         self.status.lock().unwrap().clone()
+    }
+
+    /// The latest line on stdout that starts with `@`.
+    pub fn last_line(&self) -> String {
+        self.last_line.lock().unwrap().clone()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,799 @@
+//! Interop with libtorrent-rasterbar 2.0 (Debian's `python3-libtorrent`,
+//! driven by `tests/interop/lt_driver.py`) and Transmission 3.00
+//! (`transmission-daemon` + `transmission-remote`), plus `opentracker` and
+//! `mktorrent`. Every scenario runs on its own private network of network
+//! namespaces (see `interop/lab.rs`); every download is compared byte for
+//! byte with the seeder's files; a scenario that does not finish in time
+//! fails with the logs of every side. `docs/interop.md` has the matrix.
+//!
+//! Needs root (for `ip netns`) and the Debian packages that `.ci/run`
+//! installs. A missing tool is a failure, never a skip.
+
+#[path = "interop/clients.rs"]
+mod clients;
+mod common;
+#[path = "interop/lab.rs"]
+mod lab;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clients::*;
+use common::{AWKWARD, make_torrent, write_files};
+use lab::{Host, Lab};
+
+/// Bound for one transfer. Transmission's choke/interest timers leave the
+/// first seconds of a connection idle, so this is generous.
+const TRANSFER: Duration = Duration::from_secs(120);
+const STARTUP: Duration = Duration::from_secs(60);
+const MIB: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Lt,
+    Tr,
+}
+
+/// What a scenario shares: files under `seed_root`, their `.torrent`.
+struct Data {
+    seed_root: PathBuf,
+    files: Vec<(String, usize)>,
+    torrent: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+enum Set {
+    /// One 64 MiB file, 256 KiB pieces.
+    Big,
+    /// One 12 MiB file, 64 KiB pieces (swarms and tracker scenarios).
+    Medium,
+    /// `common::AWKWARD`: zero-length files, a file smaller than a block,
+    /// file boundaries inside pieces, a short last piece; 64 KiB pieces.
+    Awkward,
+}
+
+fn make_data(lab: &Lab, set: Set, trackers: &[String]) -> Data {
+    let seed_root = lab.dir("seed");
+    let torrent = lab.path().join("t.torrent");
+    let files: Vec<(String, usize)> = match set {
+        Set::Big | Set::Medium => {
+            let (name, len, piece) = match set {
+                Set::Big => ("big.bin", 64 * MIB, 256 * 1024),
+                _ => ("medium.bin", 12 * MIB, 64 * 1024),
+            };
+            write_files(&seed_root, &[(name, len)]);
+            make_torrent(&seed_root.join(name), &torrent, trackers, piece);
+            vec![(name.to_string(), len)]
+        }
+        Set::Awkward => {
+            write_files(&seed_root, AWKWARD);
+            make_torrent(&seed_root.join("awkward"), &torrent, trackers, 65536);
+            AWKWARD.iter().map(|(p, l)| (p.to_string(), *l)).collect()
+        }
+    };
+    Data {
+        seed_root,
+        files,
+        torrent,
+    }
+}
+
+/// How a downloader's zero-length files are judged.
+#[derive(Clone, Copy, PartialEq)]
+enum Empty {
+    /// They must exist (and be empty).
+    Required,
+    /// Transmission 3.00 never creates them: absent is accepted, anything
+    /// else than absent or empty is not.
+    MayBeMissing,
+}
+
+/// Compare every file of `data` under `got_root` with the seeder's. Retries
+/// for a few seconds: a client may still be flushing its cache when it says
+/// it is complete.
+fn verify(lab: &Lab, data: &Data, got_root: &Path, empty: Empty) {
+    let check = || -> Result<(), String> {
+        for (path, len) in &data.files {
+            let got = got_root.join(path);
+            if *len == 0 {
+                match std::fs::metadata(&got) {
+                    Ok(m) if m.len() == 0 => continue,
+                    Ok(m) => return Err(format!("{path}: {} bytes, expected 0", m.len())),
+                    Err(_) if empty == Empty::MayBeMissing => continue,
+                    Err(e) => return Err(format!("zero-length {path} not created: {e}")),
+                }
+            }
+            same_bytes(&data.seed_root.join(path), &got)?;
+        }
+        Ok(())
+    };
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = check();
+        if last.is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.fail(&format!(
+        "download differs from the seed: {}",
+        last.unwrap_err()
+    ));
+}
+
+/// Zero-length files of `data` that are missing under `got_root`.
+fn missing_empty_files(data: &Data, got_root: &Path) -> Vec<String> {
+    data.files
+        .iter()
+        .filter(|(p, l)| *l == 0 && !got_root.join(p).exists())
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// Another client, seeding or downloading.
+enum Other {
+    Lt(Lt),
+    Tr(Transmission),
+}
+
+impl Other {
+    /// Start `kind` seeding `data` on `host` (`up_limit` in bytes/s).
+    /// Returns once it has checked the files and seeds.
+    fn seed(kind: Kind, lab: &Lab, host: &Host, data: &Data, up_limit: Option<u32>) -> Other {
+        match kind {
+            Kind::Lt => {
+                let limit = up_limit.map(|l| l.to_string());
+                let mut args = vec![];
+                if let Some(l) = &limit {
+                    args = vec!["--upload-limit", l.as_str()];
+                }
+                let mut lt = Lt::start(
+                    lab,
+                    host,
+                    "lt-seed",
+                    "seed",
+                    &data.torrent,
+                    &data.seed_root,
+                    &args,
+                );
+                lt.wait_seeding(lab, STARTUP);
+                Other::Lt(lt)
+            }
+            Kind::Tr => {
+                let mut tr = Transmission::start(
+                    lab,
+                    host,
+                    "tr-seed",
+                    &data.seed_root,
+                    up_limit.map(|l| l / 1024),
+                );
+                tr.add(lab, &data.torrent);
+                tr.wait_complete(lab, STARTUP);
+                Other::Tr(tr)
+            }
+        }
+    }
+
+    /// Start `kind` downloading `data` into `dir` on `host`. libtorrent
+    /// dials `peers`; Transmission cannot be told of a peer (no RPC for it):
+    /// it learns peers from the tracker or from incoming connections.
+    fn download(
+        kind: Kind,
+        lab: &Lab,
+        host: &Host,
+        data: &Data,
+        dir: &Path,
+        peers: &[String],
+    ) -> Other {
+        match kind {
+            Kind::Lt => {
+                let mut args = vec!["--seed"];
+                for p in peers {
+                    args.push("--peer");
+                    args.push(p);
+                }
+                Other::Lt(Lt::start(
+                    lab,
+                    host,
+                    "lt-leech",
+                    "download",
+                    &data.torrent,
+                    dir,
+                    &args,
+                ))
+            }
+            Kind::Tr => {
+                let tr = Transmission::start(lab, host, "tr-leech", dir, None);
+                tr.add(lab, &data.torrent);
+                Other::Tr(tr)
+            }
+        }
+    }
+
+    /// Its listening address.
+    fn addr(kind: Kind, host: &Host) -> String {
+        host.addr(match kind {
+            Kind::Lt => LT_PORT,
+            Kind::Tr => TR_PORT,
+        })
+    }
+
+    fn wait_done(&mut self, lab: &Lab, timeout: Duration) -> Duration {
+        match self {
+            Other::Lt(lt) => lt.wait_done(lab, timeout),
+            Other::Tr(tr) => tr.wait_complete(lab, timeout),
+        }
+    }
+
+    /// Whether the download is complete, without waiting.
+    fn is_done(&mut self, lab: &Lab) -> Result<bool, String> {
+        match self {
+            Other::Lt(lt) => {
+                if let Some(st) = lt.proc.child.try_wait().unwrap() {
+                    return Err(format!("{} exited with {st}", lt.proc.name));
+                }
+                Ok(lt.done())
+            }
+            Other::Tr(tr) => {
+                if let Some(st) = tr.proc.child.try_wait().unwrap() {
+                    return Err(format!("{} exited with {st}", tr.name));
+                }
+                Ok(tr.info(lab).percent_done >= 100.0)
+            }
+        }
+    }
+
+    /// Payload bytes it has uploaded (approximate for Transmission).
+    fn uploaded(&self, lab: &Lab) -> u64 {
+        match self {
+            Other::Lt(lt) => lt.status().uploaded,
+            Other::Tr(tr) => tr.info(lab).uploaded as u64,
+        }
+    }
+
+    fn empty_files(kind: Kind) -> Empty {
+        match kind {
+            Kind::Lt => Empty::Required,
+            Kind::Tr => Empty::MayBeMissing,
+        }
+    }
+}
+
+fn name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Lt => "libtorrent",
+        Kind::Tr => "transmission",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. They seed, piecemeal downloads.
+
+fn they_seed_piecemeal_downloads(kind: Kind, set: Set, tag: &str) {
+    let lab = Lab::new(tag, 2);
+    let data = make_data(&lab, set, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let _seeder = Other::seed(kind, &lab, &h1, &data, None);
+    let dl = lab.dir("dl");
+    let peer = Other::addr(kind, &h1);
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &peer,
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    eprintln!("{} seeds, piecemeal downloads: {took:?}", name(kind));
+}
+
+#[test]
+fn libtorrent_seeds_64mib_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Lt, Set::Big, "1lb");
+}
+
+#[test]
+fn libtorrent_seeds_awkward_files_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Lt, Set::Awkward, "1la");
+}
+
+#[test]
+fn transmission_seeds_64mib_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Tr, Set::Big, "1tb");
+}
+
+#[test]
+fn transmission_seeds_awkward_files_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Tr, Set::Awkward, "1ta");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Piecemeal seeds, they download.
+
+fn piecemeal_seeds_they_download(kind: Kind, set: Set, tag: &str) {
+    let lab = Lab::new(tag, 2);
+    let data = make_data(&lab, set, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let dl = lab.dir("dl");
+    // libtorrent dials piecemeal; piecemeal dials Transmission.
+    let pm_addr = h1.addr(PM_PORT);
+    let mut other = Other::download(kind, &lab, &h2, &data, &dl, &[pm_addr]);
+    let other_addr = Other::addr(kind, &h2);
+    let ip = h1.ip.to_string();
+    let port = PM_PORT.to_string();
+    let mut args = vec![
+        "seed",
+        data.torrent.to_str().unwrap(),
+        "-o",
+        data.seed_root.to_str().unwrap(),
+        "--bind",
+        &ip,
+        "--port",
+        &port,
+        "--no-tracker",
+        "--verbose",
+    ];
+    if kind == Kind::Tr {
+        args.extend(["--peer", &other_addr]);
+    }
+    let _pm = piecemeal(&lab, &h1, "pm-seed", &args);
+    let took = other.wait_done(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(kind));
+    eprintln!("piecemeal seeds, {} downloads: {took:?}", name(kind));
+    let missing = missing_empty_files(&data, &dl);
+    if !missing.is_empty() {
+        eprintln!(
+            "note: {} did not create the zero-length files {missing:?}",
+            name(kind)
+        );
+    }
+}
+
+#[test]
+fn piecemeal_seeds_64mib_libtorrent_downloads() {
+    piecemeal_seeds_they_download(Kind::Lt, Set::Big, "2lb");
+}
+
+#[test]
+fn piecemeal_seeds_awkward_files_libtorrent_downloads() {
+    piecemeal_seeds_they_download(Kind::Lt, Set::Awkward, "2la");
+}
+
+#[test]
+fn piecemeal_seeds_64mib_transmission_downloads() {
+    piecemeal_seeds_they_download(Kind::Tr, Set::Big, "2tb");
+}
+
+/// Transmission 3.00 does not create zero-length files: the other files are
+/// compared byte for byte, the empty ones must be absent or empty, and the
+/// test says which were missing.
+#[test]
+fn piecemeal_seeds_awkward_files_transmission_downloads() {
+    piecemeal_seeds_they_download(Kind::Tr, Set::Awkward, "2ta");
+}
+
+// ---------------------------------------------------------------------------
+// 3. A mixed swarm: one client seeds (slowly), piecemeal and the other
+//    client leech together, found through piecemeal's tracker, and trade.
+
+fn mixed_swarm(seeder: Kind, tag: &str) {
+    let other_leech = match seeder {
+        Kind::Lt => Kind::Tr,
+        Kind::Tr => Kind::Lt,
+    };
+    let lab = Lab::new(tag, 4);
+    let (h1, h2, h3, h4) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+        lab.host(4).clone(),
+    );
+    let data = make_data(&lab, Set::Medium, &[announce_url(&h4)]);
+    let _tracker = piecemeal_tracker(&lab, &h4);
+    // 12 MiB at 512 KiB/s: the leechers must trade to finish in time.
+    let _seed = Other::seed(seeder, &lab, &h1, &data, Some(512 * 1024));
+    let pm_dl = lab.dir("pm-dl");
+    let other_dl = lab.dir("other-dl");
+    let mut other = Other::download(other_leech, &lab, &h3, &data, &other_dl, &[]);
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            pm_dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--seed",
+            "--verbose",
+        ],
+    );
+    // Both leechers at once, each timed from here.
+    let start = Instant::now();
+    let (mut t_pm, mut t_other) = (None, None);
+    lab.wait_until(TRANSFER, "both leechers complete", || {
+        if let Some(st) = pm.child.try_wait().unwrap() {
+            return Err(format!("pm-leech exited with {st}"));
+        }
+        let s = pm.status();
+        if t_pm.is_none() && s.num > 0 && s.have == s.num {
+            t_pm = Some(start.elapsed());
+        }
+        if t_other.is_none() && other.is_done(&lab)? {
+            t_other = Some(start.elapsed());
+        }
+        Ok(t_pm.is_some() && t_other.is_some())
+    });
+    let (t_pm, t_other) = (t_pm.unwrap(), t_other.unwrap());
+    verify(&lab, &data, &pm_dl, Empty::Required);
+    verify(&lab, &data, &other_dl, Empty::Required);
+    std::thread::sleep(Duration::from_secs(1));
+    let pm_up = pm.status().uploaded;
+    let other_up = other.uploaded(&lab);
+    eprintln!(
+        "{} seeds; piecemeal done in {t_pm:?} (uploaded {pm_up}), {} done in {t_other:?} \
+         (uploaded {other_up})",
+        name(seeder),
+        name(other_leech)
+    );
+    if pm_up == 0 || other_up == 0 {
+        lab.fail(&format!(
+            "the leechers did not trade: piecemeal uploaded {pm_up}, {} uploaded {other_up}",
+            name(other_leech)
+        ));
+    }
+}
+
+#[test]
+fn mixed_swarm_libtorrent_seeds_piecemeal_and_transmission_trade() {
+    mixed_swarm(Kind::Lt, "3l");
+}
+
+#[test]
+fn mixed_swarm_transmission_seeds_piecemeal_and_libtorrent_trade() {
+    mixed_swarm(Kind::Tr, "3t");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Trackers: their tracker clients against piecemeal's tracker; piecemeal
+//    against opentracker.
+
+fn piecemeal_tracker(lab: &Lab, host: &Host) -> common::Proc {
+    piecemeal(
+        lab,
+        host,
+        "pm-tracker",
+        &[
+            "tracker",
+            "--bind",
+            &host.ip.to_string(),
+            "--port",
+            &TRACKER_PORT.to_string(),
+            "--interval",
+            "5",
+            "--verbose",
+        ],
+    )
+}
+
+/// GET `path` from `host:TRACKER_PORT`, from inside the host's namespace.
+fn http_get(host: &Host, path: &str) -> Result<Vec<u8>, String> {
+    let ns = host.ns.clone();
+    let addr = host.addr(TRACKER_PORT);
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<Vec<u8>, String> {
+        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+        // This thread only: it joins the namespace and ends.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .join()
+    .unwrap()
+}
+
+/// (complete, incomplete) for the torrent from the tracker's /scrape.
+fn scrape(host: &Host, info_hash_hex: &str) -> Result<(u64, u64), String> {
+    let mut q = String::new();
+    for i in 0..20 {
+        q.push('%');
+        q.push_str(&info_hash_hex[2 * i..2 * i + 2]);
+    }
+    let body = http_get(host, &format!("/scrape?info_hash={q}"))?;
+    let text = String::from_utf8_lossy(&body);
+    let num = |key: &str| -> Option<u64> {
+        let i = text.find(key)? + key.len();
+        text[i..].split('e').next()?.parse().ok()
+    };
+    match (num("8:completei"), num("10:incompletei")) {
+        (Some(c), Some(i)) => Ok((c, i)),
+        _ => Err(format!("unexpected scrape answer: {text}")),
+    }
+}
+
+fn info_hash_of(torrent: &Path) -> String {
+    piecemeal::metainfo::Metainfo::load(torrent)
+        .unwrap()
+        .info_hash_hex()
+}
+
+/// Piecemeal seeds and runs the tracker; the other client finds it only
+/// through the tracker (no peer named), downloads, and is counted complete.
+fn their_tracker_client_against_piecemeal_tracker(kind: Kind, tag: &str) {
+    let lab = Lab::new(tag, 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = piecemeal_tracker(&lab, &h3);
+    let _pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    lab.wait_until(STARTUP, "piecemeal's seeder is on the tracker", || {
+        Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut other = Other::download(kind, &lab, &h2, &data, &dl, &[]);
+    let took = other.wait_done(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(kind));
+    // The completed announce makes it a seed on the tracker too.
+    lab.wait_until(
+        Duration::from_secs(30),
+        "the tracker counts two seeds",
+        || Ok(scrape(&h3, &ih).map(|(c, _)| c >= 2).unwrap_or(false)),
+    );
+    eprintln!("{} via piecemeal's tracker: {took:?}", name(kind));
+}
+
+#[test]
+fn libtorrent_finds_piecemeal_through_piecemeal_tracker() {
+    their_tracker_client_against_piecemeal_tracker(Kind::Lt, "4lp");
+}
+
+#[test]
+fn transmission_finds_piecemeal_through_piecemeal_tracker() {
+    their_tracker_client_against_piecemeal_tracker(Kind::Tr, "4tp");
+}
+
+/// The other client seeds through opentracker; piecemeal finds it only
+/// through opentracker.
+fn piecemeal_against_opentracker(kind: Kind, tag: &str) {
+    let lab = Lab::new(tag, 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = opentracker(&lab, &h3, &[&ih]);
+    let _seed = Other::seed(kind, &lab, &h1, &data, None);
+    // opentracker's interval is half an hour: piecemeal must find the seed
+    // in its first answer.
+    lab.wait_until(STARTUP, "the seed is on opentracker", || {
+        Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    eprintln!("piecemeal via opentracker from {}: {took:?}", name(kind));
+}
+
+#[test]
+fn piecemeal_finds_libtorrent_through_opentracker() {
+    piecemeal_against_opentracker(Kind::Lt, "4lo");
+}
+
+#[test]
+fn piecemeal_finds_transmission_through_opentracker() {
+    piecemeal_against_opentracker(Kind::Tr, "4to");
+}
+
+// ---------------------------------------------------------------------------
+// 5. The same info-hash everywhere.
+
+/// `piecemeal info`'s info-hash.
+fn pm_info_hash(torrent: &Path) -> String {
+    let out = run_tool(Command::new(common::BIN).arg("info").arg(torrent));
+    out.lines()
+        .find_map(|l| l.strip_prefix("info-hash:"))
+        .unwrap_or_else(|| panic!("no info-hash in `piecemeal info`: {out}"))
+        .trim()
+        .to_string()
+}
+
+/// `transmission-show`'s info-hash.
+fn tr_info_hash(torrent: &Path) -> String {
+    let out = run_tool(Command::new("transmission-show").arg(torrent));
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Hash:"))
+        .unwrap_or_else(|| panic!("no Hash in transmission-show: {out}"))
+        .trim()
+        .to_lowercase()
+}
+
+fn lt_info_hash(torrent: &Path) -> String {
+    lt_tool(&["infohash", torrent.to_str().unwrap()])
+        .trim()
+        .to_string()
+}
+
+/// Every program reads the same info-hash from `torrent`. Transmission 3.00
+/// cannot load hybrid v1+v2 torrents ("Error parsing .torrent file"): it is
+/// left out for those.
+fn same_info_hash_everywhere(what: &str, torrent: &Path, with_transmission: bool) -> String {
+    let pm = pm_info_hash(torrent);
+    let lt = lt_info_hash(torrent);
+    let tr = if with_transmission {
+        tr_info_hash(torrent)
+    } else {
+        pm.clone()
+    };
+    assert_eq!(pm.len(), 40, "{what}: {pm}");
+    assert!(
+        pm == lt && pm == tr,
+        "{what}: piecemeal {pm}, libtorrent {lt}, transmission {tr}"
+    );
+    pm
+}
+
+#[test]
+fn torrents_have_one_info_hash_in_every_client() {
+    let tmp = common::TempDir::new("interop-metainfo");
+    let root = tmp.path();
+    write_files(root, AWKWARD);
+    write_files(root, &[("single.bin", 5 * MIB + 12345)]);
+    let multi = root.join("awkward");
+    let single = root.join("single.bin");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let url = "http://10.99.0.1:6969/announce";
+    for (label, src) in [("single", &single), ("multi", &multi)] {
+        // piecemeal create → libtorrent, transmission.
+        let t = root.join(format!("pm-{label}.torrent"));
+        run_tool(Command::new(common::BIN).args([
+            "create",
+            &s(src),
+            "-o",
+            &s(&t),
+            "--tracker",
+            url,
+            "--piece-length",
+            "64K",
+        ]));
+        same_info_hash_everywhere(&format!("piecemeal create ({label})"), &t, true);
+        // mktorrent → piecemeal.
+        let t = root.join(format!("mk-{label}.torrent"));
+        run_tool(Command::new("mktorrent").args(["-a", url, "-l", "16", "-o", &s(&t), &s(src)]));
+        same_info_hash_everywhere(&format!("mktorrent ({label})"), &t, true);
+        // libtorrent, hybrid v1+v2 (its default; pad files in multi-file
+        // torrents) and v1 only → piecemeal.
+        for v1 in [false, true] {
+            let t = root.join(format!("lt-{label}-{v1}.torrent"));
+            let mut args = vec!["create", src.to_str().unwrap(), t.to_str().unwrap()];
+            args.extend(["--tracker", url, "--piece-length", "65536"]);
+            if v1 {
+                args.push("--v1-only");
+            }
+            let printed = lt_tool(&args);
+            let ih =
+                same_info_hash_everywhere(&format!("libtorrent (v1 only: {v1}, {label})"), &t, v1);
+            assert_eq!(printed.trim(), ih);
+        }
+        // transmission-create → piecemeal.
+        let t = root.join(format!("tr-{label}.torrent"));
+        run_tool(Command::new("transmission-create").args([
+            "-t",
+            url,
+            "-s",
+            "64",
+            "-o",
+            &s(&t),
+            &s(src),
+        ]));
+        same_info_hash_everywhere(&format!("transmission-create ({label})"), &t, true);
+    }
+}
+
+/// A torrent made by libtorrent (hybrid v1+v2, pad files between files)
+/// seeded by libtorrent downloads in piecemeal.
+#[test]
+fn libtorrent_made_hybrid_torrent_with_pad_files_downloads() {
+    let lab = Lab::new("5h", 2);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let seed_root = lab.dir("seed");
+    write_files(&seed_root, AWKWARD);
+    let torrent = lab.path().join("lt.torrent");
+    lt_tool(&[
+        "create",
+        seed_root.join("awkward").to_str().unwrap(),
+        torrent.to_str().unwrap(),
+        "--piece-length",
+        "65536",
+    ]);
+    let data = Data {
+        seed_root,
+        files: AWKWARD.iter().map(|(p, l)| (p.to_string(), *l)).collect(),
+        torrent,
+    };
+    let _seed = Other::seed(Kind::Lt, &lab, &h1, &data, None);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &h1.addr(LT_PORT),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Drive libtorrent-rasterbar (Debian's python3-libtorrent) for piecemeal's
+interop tests: seed, download or create one torrent, with DHT, LSD, UPnP,
+NAT-PMP and uTP off, so the only peers are the ones the test names (--peer)
+or the torrent's tracker hands out.
+
+    lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES]
+    lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed]
+    lt_driver.py create   PATH OUT.torrent [--tracker URL] [--piece-length BYTES] [--v1-only]
+    lt_driver.py infohash TORRENT
+
+Status lines on stdout every 500 ms, like piecemeal's --machine:
+    @status STATE PROGRESS_PPM DOWNLOADED UPLOADED PEERS
+and `@done` once every piece is verified (download exits 0 then, unless
+--seed). Alerts go to stderr.
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+import libtorrent as lt
+
+
+def settings(listen, upload_limit, download_limit):
+    return {
+        "listen_interfaces": listen,
+        "outgoing_interfaces": listen.rsplit(":", 1)[0],
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_tcp": True,
+        "enable_outgoing_tcp": True,
+        "announce_to_all_trackers": True,
+        "allow_multiple_connections_per_ip": True,
+        # Test hosts share one private /24: treat it as the internet.
+        "ssrf_mitigation": False,
+        "upload_rate_limit": upload_limit,
+        "download_rate_limit": download_limit,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.tracker_notification,
+        "user_agent": "lt_driver/" + lt.__version__,
+    }
+
+
+def v1_hash(info):
+    """The v1 info-hash (SHA-1 of the info dict). `info_hash()` would give
+    the v2 hash cut to 20 bytes for a hybrid torrent."""
+    return str(info.info_hashes().v1)
+
+
+def run(args):
+    ses = lt.session(settings(args.listen, args.upload_limit, args.download_limit))
+    info = lt.torrent_info(args.torrent)
+    params = lt.add_torrent_params()
+    params.ti = info
+    params.save_path = args.dir
+    h = ses.add_torrent(params)
+    if args.upload_limit or args.download_limit:
+        # Peers on private networks are in the unlimited "local" class by
+        # default: put every address in the global class, so the limits hold.
+        f = lt.ip_filter()
+        f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(f)
+        h.set_upload_limit(args.upload_limit or -1)
+        h.set_download_limit(args.download_limit or -1)
+    for p in args.peer:
+        host, port = p.rsplit(":", 1)
+        h.connect_peer((host, int(port)))
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    print(f"@info {v1_hash(info)} {lt.__version__}", flush=True)
+    done_printed = False
+    last_connect = time.monotonic()
+    while not stop:
+        for a in ses.pop_alerts():
+            print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
+        s = h.status()
+        print(
+            f"@status {s.state} {int(s.progress_ppm)} {s.all_time_download} "
+            f"{s.all_time_upload} {s.num_peers}",
+            flush=True,
+        )
+        finished = s.is_seeding or s.state == lt.torrent_status.seeding
+        if finished and not done_printed and args.command == "download":
+            print(
+                f"@done {s.all_time_download} {s.all_time_upload}", flush=True
+            )
+            done_printed = True
+            if not args.seed:
+                break
+        # Re-dial named peers now and then (a refused dial is not retried).
+        if args.peer and s.num_peers == 0 and time.monotonic() - last_connect > 3:
+            last_connect = time.monotonic()
+            for p in args.peer:
+                host, port = p.rsplit(":", 1)
+                h.connect_peer((host, int(port)))
+        time.sleep(0.5)
+    del ses
+
+
+def create(args):
+    path = os.path.abspath(args.path)
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    flags = lt.create_torrent.v1_only if args.v1_only else 0
+    t = lt.create_torrent(fs, args.piece_length, flags=flags)
+    for url in args.tracker:
+        t.add_tracker(url)
+    lt.set_piece_hashes(t, os.path.dirname(path))
+    with open(args.out, "wb") as f:
+        f.write(lt.bencode(t.generate()))
+    print(v1_hash(lt.torrent_info(args.out)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("seed", "download"):
+        p = sub.add_parser(name)
+        p.add_argument("torrent")
+        p.add_argument("dir")
+        p.add_argument("--listen", required=True)
+        p.add_argument("--peer", action="append", default=[])
+        p.add_argument("--upload-limit", type=int, default=0)
+        p.add_argument("--download-limit", type=int, default=0)
+        p.add_argument("--seed", action="store_true")
+    p = sub.add_parser("create")
+    p.add_argument("path")
+    p.add_argument("out")
+    p.add_argument("--tracker", action="append", default=[])
+    p.add_argument("--piece-length", type=int, default=262144)
+    p.add_argument("--v1-only", action="store_true", help="no v2 keys (default: hybrid)")
+    p = sub.add_parser("infohash")
+    p.add_argument("torrent")
+    args = ap.parse_args()
+    if args.command == "create":
+        create(args)
+    elif args.command == "infohash":
+        print(v1_hash(lt.torrent_info(args.torrent)))
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
