@@ -29,6 +29,7 @@ sleep 1 # the seeder's first announce
 measure() { # name, command...
   local name=$1; shift
   rm -rf "$W/leech"; mkdir -p "$W/leech"
+  sync; sleep 3 # start each run with the previous file written back and freed
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" >/dev/null 2>"$W/$name.err" || { echo "$name failed"; cat "$W/$name.err"; return 1; }
   cmp -s "$W/seed/data.bin" "$W/leech/data.bin" || { echo "$name: data differs"; return 1; }
   read -r wall user sys rss < "$W/time.txt"
@@ -37,8 +38,8 @@ measure() { # name, command...
 
 run_all() {
   for i in $(seq "$RUNS"); do
-    measure piecemeal "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT -q
     measure piecemeal-cache0 "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT --cache 0 -q
+    measure piecemeal "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT -q
     if command -v aria2c >/dev/null; then
       measure aria2c aria2c --enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false \
         --seed-time=0 --check-integrity=false --file-allocation=none --console-log-level=warn --summary-interval=0 \

@@ -93,6 +93,14 @@ pub struct Common {
     /// Also run the built-in tracker on this port, in the same loop.
     #[arg(long, value_name = "PORT")]
     pub tracker_port: Option<u16>,
+    /// Close a peer that has not completed its handshake after this many
+    /// seconds (default 20; hidden: for tests of hostile peers).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub handshake_timeout: Option<u64>,
+    /// Close a peer that sent no complete message for this many seconds
+    /// (default 180; hidden: for tests of hostile peers).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub idle_timeout: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -91,6 +91,12 @@ fn client_options(
     if let Some(n) = c.max_peers {
         o.config.max_peers = n.max(1);
     }
+    if let Some(s) = c.handshake_timeout {
+        o.config.handshake_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = c.idle_timeout {
+        o.config.idle_timeout = Duration::from_secs(s.max(1));
+    }
     Ok(o)
 }
 

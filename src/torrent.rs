@@ -16,6 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// Longest a verified piece waits in memory before it is written.
+pub const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Totals {
@@ -80,6 +83,8 @@ pub struct Torrent {
     pub to_close: Vec<(usize, PeerError)>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
+    /// When the oldest piece waiting to be written verified.
+    pending_since: Option<Instant>,
     /// Upload allowance left (bytes), when uploads are rate-limited.
     upload_tokens: i64,
     last_refill: Instant,
@@ -120,6 +125,7 @@ impl Torrent {
             dirty: Vec::new(),
             to_close: Vec::new(),
             storage_error: None,
+            pending_since: None,
             upload_tokens: 0,
             last_refill: now,
             pick_buf: Vec::new(),
@@ -241,7 +247,9 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
-        peer.last_recv = now;
+        // `last_recv` (the idle time-out) moves only when a whole message
+        // arrives, in `drain_frames`: a peer dribbling one frame a byte at a
+        // time is idle.
         // Take the receive buffer out so that a decoded message can borrow
         // it while the rest of the torrent is updated; put it back after.
         let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::placeholder());
@@ -267,11 +275,13 @@ impl Torrent {
                 return Ok(());
             };
             recv.consume(wire::HANDSHAKE_LEN);
+            self.peers[key].last_recv = now;
             self.on_handshake(key, hs)?;
         }
         loop {
             match wire::decode_frame(recv.data(), wire::MAX_FRAME)? {
                 Some((msg, n)) => {
+                    self.peers[key].last_recv = now;
                     self.on_message(key, msg, now)?;
                     recv.consume(n);
                 }
@@ -421,7 +431,7 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested || peer.snubbed {
+        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested {
             return;
         }
         let want = peer.pipeline.saturating_sub(peer.inflight.len());
@@ -529,6 +539,9 @@ impl Torrent {
     pub fn flush(&mut self, max_bytes: usize) -> Result<usize, StorageError> {
         let mut written = Vec::new();
         let r = self.cache.flush(&self.disk, max_bytes, &mut written);
+        if self.cache.pending_len() == 0 {
+            self.pending_since = None;
+        }
         for &p in &written {
             self.flushed.set(p);
         }
@@ -548,8 +561,14 @@ impl Torrent {
         r.map(|()| written.len())
     }
 
-    pub fn should_flush(&self) -> bool {
+    /// Time to write: a batch is ready, or the oldest verified piece has
+    /// waited [`FLUSH_AGE`] (so a slow download writes as it goes, and a
+    /// kill loses at most that much).
+    pub fn should_flush(&self, now: Instant) -> bool {
         self.cache.should_flush()
+            || self
+                .pending_since
+                .is_some_and(|t| now.duration_since(t) >= FLUSH_AGE)
     }
 
     pub fn has_pending_writes(&self) -> bool {
@@ -599,7 +618,13 @@ impl Torrent {
             // Enough requests in flight to cover about a second at the
             // measured rate, within bounds.
             let per_sec = (peer.down.rate() / crate::geometry::BLOCK_LEN as u64) as usize;
-            peer.pipeline = per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max);
+            // A snubbed peer keeps only a few requests in flight until it
+            // delivers again.
+            peer.pipeline = if peer.snubbed {
+                self.cfg.pipeline_min
+            } else {
+                per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max)
+            };
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {
@@ -685,10 +710,17 @@ impl Torrent {
         let was_requested = peer.take_inflight(b);
         peer.down.add(b.len as u64);
         self.totals.received += b.len as u64;
-        if was_requested {
-            peer.last_block = now;
-            peer.snubbed = false;
+        if !was_requested {
+            // Never asked of this peer (or already cancelled, re-assigned
+            // after a choke or snub): dropped. Accepting it would let a
+            // peer slip one bad block into pieces honest peers complete,
+            // failing their hash checks and getting the honest peers banned.
+            debug!("{} sent a block we did not ask it for", peer.label());
+            self.totals.wasted += b.len as u64;
+            return Ok(());
         }
+        peer.last_block = now;
+        peer.snubbed = false;
         let peer_id = peer.peer_id;
         self.cancel_buf.clear();
         let mut others = std::mem::take(&mut self.cancel_buf);
@@ -727,7 +759,10 @@ impl Torrent {
                 self.picker.on_block_dropped(key, b);
                 self.totals.wasted += b.len as u64;
             }
-            Insert::Verified => self.on_piece_verified(b.piece),
+            Insert::Verified => {
+                self.pending_since.get_or_insert(now);
+                self.on_piece_verified(b.piece)
+            }
             Insert::Failed => self.on_piece_failed(b.piece),
         }
         Ok(())

@@ -75,14 +75,7 @@ fn download_subcommand_with_write_through_cache() {
         16384,
     );
     let t = torrent.to_str().unwrap();
-    let sp = free_port().to_string();
-    let mut seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &["seed", t, "--port", &sp, "--bind", "127.0.0.1"],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut seeder, sp) = start_seeder(&tmp, &seed_dir, t, &[]);
     let out_dir = tmp.join("out");
     let mut leech = Proc::start(
         "leech",

@@ -81,24 +81,8 @@ fn corrupt_peer_is_caught_refetched_elsewhere_and_banned() {
     let bad_port = bad.local_addr().unwrap().port();
     let (ih, n) = (meta.info_hash, meta.geometry().num_pieces);
     std::thread::spawn(move || corrupt_peer(bad, ih, n));
-    let sp = free_port().to_string();
     // The honest seeder is slow, so the corrupt peer surely gets requests.
-    let _seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &[
-            "seed",
-            t,
-            "--port",
-            &sp,
-            "--bind",
-            "127.0.0.1",
-            "--upload-limit",
-            "1M",
-        ],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--upload-limit", "1M"]);
     let out = tmp.join("out");
     let mut leech = Proc::start(
         "leech",

@@ -30,23 +30,7 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         PIECE as u32,
     );
     let t = torrent.to_str().unwrap();
-    let sp = free_port().to_string();
-    let _seeder = Proc::start(
-        "seeder",
-        &seed_dir,
-        &[
-            "seed",
-            t,
-            "--port",
-            &sp,
-            "--bind",
-            "127.0.0.1",
-            "--upload-limit",
-            "4M",
-        ],
-        tmp.path(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--upload-limit", "4M"]);
     let out = tmp.join("out");
     let args = [
         "download",

@@ -135,6 +135,9 @@ pub struct Session {
     started: Instant,
     progress: Progress,
     accept_paused_until: Option<Instant>,
+    /// A descriptor held in reserve, released to refuse connections
+    /// cleanly when the process runs out of descriptors.
+    spare_fd: Option<std::fs::File>,
     last_tick: Instant,
     flush_retry_at: Option<Instant>,
     was_done: bool,
@@ -197,6 +200,7 @@ impl Session {
             started: now,
             progress: Progress::new(opts.progress),
             accept_paused_until: None,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
             last_tick: now,
             flush_retry_at: None,
             was_done: false,
@@ -376,9 +380,21 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors, most likely: do not spin on
-                    // the listener; try again in a moment.
-                    warn!("accept failed: {e}; pausing accepts for 500 ms");
+                    // Out of file descriptors, most likely. Give back the
+                    // spare descriptor, accept the waiting connection and
+                    // close it at once (so the backlog drains instead of
+                    // holding stale connections), take the spare again, and
+                    // pause accepting for a moment rather than spin.
+                    warn!("accept failed: {e}; refusing new peers for 500 ms");
+                    if self.spare_fd.take().is_some() {
+                        if let Some(Conn::PeerListener(l)) = self.conns.get(token) {
+                            while let Ok((sock, addr)) = l.accept() {
+                                debug!("refused {addr}: out of file descriptors");
+                                drop(sock);
+                            }
+                        }
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    }
                     self.accept_paused_until = Some(now + Duration::from_millis(500));
                     return;
                 }
@@ -621,7 +637,7 @@ impl Session {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait a moment.
             if self.flush_retry_at.is_none_or(|at| now >= at)
-                && (t.should_flush()
+                && (t.should_flush(now)
                     || (t.is_complete() && t.has_pending_writes())
                     || t.cache_full())
             {
@@ -672,6 +688,13 @@ impl Session {
             }
         }
         if let Some(t) = &mut self.torrent {
+            // Write what verified in the last second, even below a batch.
+            if t.has_pending_writes() && self.flush_retry_at.is_none_or(|at| now >= at) {
+                match t.flush(t.cfg.flush_per_turn) {
+                    Ok(_) => self.flush_retry_at = None,
+                    Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
+                }
+            }
             t.tick(now, dt, &mut self.close);
             let timeout = t.cfg.connect_timeout;
             for (tok, c) in &self.conns {

@@ -239,6 +239,7 @@ impl Announcer {
             self.cursor = (0, 0);
             self.failed_rounds = self.failed_rounds.saturating_add(1);
             let delay = self.backoff();
+            log::info!("no tracker answered; backing off for {} s", delay.as_secs());
             self.next_at = now + delay;
         }
     }

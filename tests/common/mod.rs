@@ -268,3 +268,31 @@ pub fn http_exchange(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
     let _ = s.read_to_end(&mut out);
     out
 }
+
+/// Start `piecemeal seed TORRENT` on a free loopback port with `extra`
+/// arguments, from `seed_dir`, and wait until it accepts connections.
+/// Returns the seeder and its port (as the string the CLI takes).
+pub fn start_seeder(
+    tmp: &TempDir,
+    seed_dir: &Path,
+    torrent: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let port = free_port().to_string();
+    let mut args = vec!["seed", torrent, "--port", &port, "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let mut seeder = Proc::start("seeder", seed_dir, &args, tmp.path());
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        if let Ok(Some(st)) = seeder.child.try_wait() {
+            panic!("seeder exited ({st}):\n{}", seeder.log_text());
+        }
+        assert!(
+            Instant::now() < end,
+            "seeder did not listen:\n{}",
+            seeder.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (seeder, port)
+}

@@ -1,0 +1,674 @@
+//! Scripted hostile peers (plain std sockets on 127.0.0.1) against real
+//! `piecemeal seed` / `download` processes. Every case checks what can be
+//! observed from outside: piecemeal closes the connection (a read returns 0
+//! or ECONNRESET), names the reason in its `--verbose` log, and keeps
+//! serving or downloading correctly afterwards.
+
+mod common;
+use common::*;
+use piecemeal::metainfo::Metainfo;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const PIECE: u32 = 32768;
+const BLOCK: u32 = 16384;
+/// 92 pieces: the last byte of a bitfield has 4 spare bits.
+const SIZE: usize = 3_000_000;
+const FILES: &[(&str, usize)] = &[("file.bin", SIZE)];
+
+struct Fixture {
+    tmp: TempDir,
+    seed_dir: PathBuf,
+    torrent: String,
+    info_hash: [u8; 20],
+    num_pieces: u32,
+    data: Vec<u8>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let tmp = TempDir::new(name);
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, FILES);
+    let torrent = make_torrent(
+        &seed_dir.join("file.bin"),
+        &tmp.join("f.torrent"),
+        &[],
+        PIECE,
+    );
+    let meta = Metainfo::load(&torrent).unwrap();
+    let data = std::fs::read(seed_dir.join("file.bin")).unwrap();
+    Fixture {
+        info_hash: meta.info_hash,
+        num_pieces: meta.geometry().num_pieces,
+        torrent: torrent.to_str().unwrap().to_string(),
+        tmp,
+        seed_dir,
+        data,
+    }
+}
+
+/// Start `piecemeal seed --verbose` on a free port, wait until it accepts.
+fn start_seeder(fx: &Fixture, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let ps = port.to_string();
+    let mut args = vec![
+        "seed",
+        &fx.torrent,
+        "--port",
+        &ps,
+        "--bind",
+        "127.0.0.1",
+        "--verbose",
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::start("seeder", &fx.seed_dir, &args, fx.tmp.path());
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < end,
+            "seeder never listened:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, port)
+}
+
+/// An honest leecher downloads everything from `port` and exits 0.
+fn honest_download(fx: &Fixture, port: u16, name: &str) {
+    let out = fx.tmp.join(name);
+    let mut l = Proc::start(
+        name,
+        fx.tmp.path(),
+        &[
+            "download",
+            &fx.torrent,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &port.to_string(),
+            "--port",
+            "0",
+        ],
+        fx.tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
+    assert_same_files(&fx.seed_dir, &out, FILES);
+}
+
+/// The process has not exited.
+fn assert_alive(p: &mut Proc) {
+    if let Ok(Some(st)) = p.child.try_wait() {
+        panic!("{} exited ({st}); log:\n{}", p.name, p.log_text());
+    }
+}
+
+/// Wait until the log contains `needle`.
+fn wait_log(p: &Proc, needle: &str, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    loop {
+        let log = p.log_text();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{}: no {needle:?} in the log within {timeout:?}:\n{log}",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Resident memory of a process, in bytes (Linux).
+fn vm_rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+fn handshake_bytes(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
+    let mut out = vec![19];
+    out.extend_from_slice(b"BitTorrent protocol");
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(info_hash);
+    out.extend_from_slice(peer_id);
+    out
+}
+
+fn frame(id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.extend_from_slice(&(1 + payload.len() as u32).to_be_bytes());
+    out.push(id);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn request(piece: u32, begin: u32, len: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12);
+    for v in [piece, begin, len] {
+        p.extend_from_slice(&v.to_be_bytes());
+    }
+    frame(6, &p)
+}
+
+/// A peer id for the test peers: `-XX0001-` and a tag.
+fn test_id(tag: &str) -> [u8; 20] {
+    let mut id = *b"-XX0001-............";
+    let t = tag.as_bytes();
+    id[8..8 + t.len().min(12)].copy_from_slice(&t[..t.len().min(12)]);
+    id
+}
+
+/// Read one frame body (empty for a keep-alive); None when the connection
+/// closed.
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Connect to the seeder and exchange handshakes; returns the stream and
+/// the seeder's bitfield.
+fn connect_seeder(port: u16, fx: &Fixture, id: &[u8; 20]) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&handshake_bytes(&fx.info_hash, id)).unwrap();
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs).unwrap();
+    assert_eq!(&hs[28..48], &fx.info_hash);
+    let bf = read_frame(&mut s).expect("no bitfield from the seeder");
+    assert_eq!(bf[0], 5, "first message is not a bitfield");
+    (s, bf[1..].to_vec())
+}
+
+/// Read (and discard) until a message with `id` arrives.
+fn wait_for_msg(s: &mut TcpStream, id: u8) -> Vec<u8> {
+    loop {
+        let f = read_frame(s).unwrap_or_else(|| panic!("closed while waiting for message {id}"));
+        if f.first() == Some(&id) {
+            return f;
+        }
+    }
+}
+
+/// Read until piecemeal closes the connection (EOF or reset), discarding
+/// data; panics after `timeout`. Returns how long it took.
+fn expect_closed(s: &mut TcpStream, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                return start.elapsed();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("unexpected read error {e}"),
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "connection still open after {timeout:?}"
+        );
+    }
+}
+
+/// Nothing but keep-alives arrives for `d` (the connection stays open).
+fn expect_quiet(s: &mut TcpStream, d: Duration) {
+    s.set_read_timeout(Some(d)).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        Ok(0) => panic!("connection closed"),
+        other => panic!("unexpected data: {other:?} {b:?}"),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+}
+
+/// Interested, then wait for the unchoke.
+fn get_unchoked(s: &mut TcpStream) {
+    s.write_all(&frame(2, &[])).unwrap();
+    wait_for_msg(s, 1);
+}
+
+#[test]
+fn bad_requests_are_ignored_and_the_seeder_keeps_serving() {
+    let fx = fixture("adv-badreq");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    let (mut s, _) = connect_seeder(port, &fx, &test_id("badreq"));
+    get_unchoked(&mut s);
+    let n = fx.num_pieces;
+    let last_size = SIZE as u32 - (n - 1) * PIECE;
+    let bad = [
+        (n, 0, BLOCK),              // piece out of range
+        (u32::MAX, 0, BLOCK),       // piece far out of range
+        (0, 0, 0),                  // zero length
+        (0, 0, 128 * 1024 + 1),     // over the 128 KiB cap
+        (0, u32::MAX - 100, BLOCK), // begin + len wraps around u32
+        (0, PIECE - 100, 16384),    // runs past the end of the piece
+        (0, PIECE, 1),              // starts at the end of the piece
+        (n - 1, 0, last_size + 1),  // past the short last piece
+        (n - 1, last_size, BLOCK),  // starts past the short last piece
+        (1, u32::MAX, u32::MAX),    // both huge
+    ];
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        for &(p, b, l) in &bad {
+            out.extend(request(p, b, l));
+        }
+    }
+    // Then one good request, which must be the first thing served.
+    out.extend(request(1, BLOCK, BLOCK));
+    s.write_all(&out).unwrap();
+    let piece = wait_for_msg(&mut s, 7);
+    assert_eq!(&piece[1..5], &1u32.to_be_bytes());
+    assert_eq!(&piece[5..9], &BLOCK.to_be_bytes());
+    let at = (PIECE + BLOCK) as usize;
+    assert!(piece[9..] == fx.data[at..at + BLOCK as usize], "wrong data");
+    // The same connection still works.
+    s.write_all(&request(n - 1, 0, last_size)).unwrap();
+    let piece = wait_for_msg(&mut s, 7);
+    assert!(
+        piece[9..] == fx.data[((n - 1) * PIECE) as usize..],
+        "wrong data"
+    );
+    wait_log(
+        &seeder,
+        "asked for a block we cannot serve",
+        Duration::from_secs(5),
+    );
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn request_flood_is_cut_off_and_memory_stays_flat() {
+    let fx = fixture("adv-flood");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    let before = vm_rss(seeder.child.id());
+    let (mut s, _) = connect_seeder(port, &fx, &test_id("flood"));
+    get_unchoked(&mut s);
+    // 100,000 valid requests, and never read the answers.
+    let mut out = Vec::with_capacity(100_000 * 17);
+    for i in 0..100_000u32 {
+        out.extend(request(
+            i % fx.num_pieces,
+            (i / fx.num_pieces % 2) * BLOCK,
+            BLOCK,
+        ));
+    }
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&out).is_ok());
+    wait_log(&seeder, "too many requests queued", Duration::from_secs(20));
+    let peak = vm_rss(seeder.child.id());
+    expect_closed(&mut s, Duration::from_secs(20));
+    let _ = writer.join();
+    let after = vm_rss(seeder.child.id());
+    eprintln!("seeder VmRSS: before {before}, during {peak}, after {after}");
+    assert!(peak < 64 << 20, "seeder VmRSS {peak} during the flood");
+    assert!(after < 64 << 20, "seeder VmRSS {after} after the flood");
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn requests_while_choked_are_not_served_and_a_flood_closes() {
+    let fx = fixture("adv-choked");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    // Never interested, so never unchoked.
+    let (mut s, _) = connect_seeder(port, &fx, &test_id("choked"));
+    let mut out = Vec::new();
+    for i in 0..10 {
+        out.extend(request(i, 0, BLOCK));
+    }
+    s.write_all(&out).unwrap();
+    expect_quiet(&mut s, Duration::from_millis(800));
+    // A flood of them closes the connection.
+    let mut out = Vec::new();
+    for i in 0..5000u32 {
+        out.extend(request(i % fx.num_pieces, 0, BLOCK));
+    }
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&out).is_ok());
+    let mut got_piece = false;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while let Some(f) = read_frame(&mut s) {
+        got_piece |= f.first() == Some(&7);
+    }
+    assert!(!got_piece, "a choked peer was served");
+    let _ = writer.join();
+    wait_log(&seeder, "too many requests queued", Duration::from_secs(5));
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn slowloris_in_the_handshake_times_out() {
+    let fx = fixture("adv-slow-hs");
+    let (mut seeder, port) = start_seeder(&fx, &["--handshake-timeout", "2"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let hs = handshake_bytes(&fx.info_hash, &test_id("slowhs"));
+    let mut w = s.try_clone().unwrap();
+    // One byte a second: 68 s for the whole handshake.
+    std::thread::spawn(move || {
+        for b in hs {
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let took = expect_closed(&mut s, Duration::from_secs(8));
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+    wait_log(&seeder, "handshake timed out", Duration::from_secs(2));
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn slowloris_inside_a_frame_times_out_but_keep_alives_do_not() {
+    let fx = fixture("adv-slow-frame");
+    let (mut seeder, port) = start_seeder(&fx, &["--idle-timeout", "3"]);
+    let (mut slow, _) = connect_seeder(port, &fx, &test_id("slowframe"));
+    let (mut live, _) = connect_seeder(port, &fx, &test_id("keepalive"));
+    // A 1000-byte frame (an unknown message id), one byte a second.
+    let mut f = frame(20, &[0x55; 999]);
+    f.truncate(100);
+    let mut w = slow.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in f {
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    // The other peer sends a keep-alive every second.
+    let mut k = live.try_clone().unwrap();
+    let stop = Arc::new(AtomicUsize::new(0));
+    let stop2 = stop.clone();
+    let keeper = std::thread::spawn(move || {
+        while stop2.load(Ordering::SeqCst) == 0 {
+            if k.write_all(&[0, 0, 0, 0]).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        true
+    });
+    let took = expect_closed(&mut slow, Duration::from_secs(10));
+    assert!(took >= Duration::from_secs(2), "closed too early: {took:?}");
+    wait_log(&seeder, "idle connection timed out", Duration::from_secs(2));
+    // The peer that sends whole messages is still connected, a second later.
+    std::thread::sleep(Duration::from_secs(2));
+    get_unchoked(&mut live);
+    live.write_all(&request(0, 0, BLOCK)).unwrap();
+    let piece = wait_for_msg(&mut live, 7);
+    assert!(piece[9..] == fx.data[..BLOCK as usize]);
+    stop.store(1, Ordering::SeqCst);
+    assert!(keeper.join().unwrap(), "keep-alive peer was closed");
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn huge_length_prefixes_close_before_the_body_arrives() {
+    let fx = fixture("adv-bigframe");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    for (tag, prefix) in [("ffff", 0xFFFF_FFFFu32), ("mib1", (1 << 20) + 1)] {
+        let (mut s, _) = connect_seeder(port, &fx, &test_id(tag));
+        // Only the prefix and an id: the body never comes, yet the
+        // connection is closed at once.
+        let mut m = prefix.to_be_bytes().to_vec();
+        m.push(7);
+        s.write_all(&m).unwrap();
+        let took = expect_closed(&mut s, Duration::from_secs(5));
+        assert!(took < Duration::from_secs(2), "{tag}: took {took:?}");
+        let rss = vm_rss(seeder.child.id());
+        assert!(rss < 64 << 20, "seeder VmRSS {rss}");
+    }
+    wait_log(
+        &seeder,
+        &format!("{}", 0xFFFF_FFFFu32),
+        Duration::from_secs(2),
+    );
+    wait_log(
+        &seeder,
+        &format!("{}", (1u32 << 20) + 1),
+        Duration::from_secs(2),
+    );
+    assert!(seeder.log_text().contains("malformed message"));
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn bad_bitfields_close_the_connection() {
+    let fx = fixture("adv-bitfield");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    let n = fx.num_pieces as usize;
+    let right = n.div_ceil(8);
+    assert!(!n.is_multiple_of(8), "the test needs spare bits");
+    let mut spare = vec![0u8; right];
+    spare[right - 1] = 1; // the last spare bit
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("short", frame(5, &vec![0u8; right - 1])),
+        ("long", frame(5, &vec![0u8; right + 1])),
+        ("empty", frame(5, &[])),
+        ("spare", frame(5, &spare)),
+        // A bitfield after another message.
+        (
+            "late",
+            [frame(2, &[]), frame(5, &vec![0u8; right])].concat(),
+        ),
+    ];
+    for (tag, bytes) in &cases {
+        let (mut s, _) = connect_seeder(port, &fx, &test_id(tag));
+        s.write_all(bytes).unwrap();
+        expect_closed(&mut s, Duration::from_secs(5));
+    }
+    wait_log(&seeder, "bad bitfield", Duration::from_secs(2));
+    wait_log(&seeder, "spare bits", Duration::from_secs(2));
+    wait_log(
+        &seeder,
+        "bitfield after other messages",
+        Duration::from_secs(2),
+    );
+    // A correct one is fine.
+    let (mut s, _) = connect_seeder(port, &fx, &test_id("goodbf"));
+    s.write_all(&frame(5, &vec![0u8; right])).unwrap();
+    get_unchoked(&mut s);
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+#[test]
+fn the_same_peer_id_twice_is_closed() {
+    let fx = fixture("adv-dup");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    let id = test_id("twin");
+    let (mut first, _) = connect_seeder(port, &fx, &id);
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second
+        .write_all(&handshake_bytes(&fx.info_hash, &id))
+        .unwrap();
+    expect_closed(&mut second, Duration::from_secs(5));
+    wait_log(
+        &seeder,
+        "already connected to this peer",
+        Duration::from_secs(2),
+    );
+    // The first connection is untouched.
+    get_unchoked(&mut first);
+    first.write_all(&request(2, 0, BLOCK)).unwrap();
+    let piece = wait_for_msg(&mut first, 7);
+    assert!(piece[9..] == fx.data[2 * PIECE as usize..][..BLOCK as usize]);
+    assert_alive(&mut seeder);
+    honest_download(&fx, port, "honest");
+}
+
+/// A peer the downloader dials: handshake, claims every piece, unchokes;
+/// on the first requests it sends half a block and hangs up. Counts the
+/// requests it got.
+fn hang_up_mid_block(listener: TcpListener, fx_hash: [u8; 20], n: u32, got: Arc<AtomicUsize>) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { return };
+        let mut hs = [0u8; 68];
+        if s.read_exact(&mut hs).is_err() {
+            continue;
+        }
+        let mut out = handshake_bytes(&fx_hash, &test_id("hangup"));
+        let len = n.div_ceil(8) as usize;
+        let mut bf = vec![0xffu8; len];
+        bf[len - 1] = 0xff << (len * 8 - n as usize);
+        out.extend(frame(5, &bf));
+        out.extend(frame(1, &[]));
+        if s.write_all(&out).is_err() {
+            continue;
+        }
+        while let Some(f) = read_frame(&mut s) {
+            if f.first() == Some(&6) {
+                got.fetch_add(1, Ordering::SeqCst);
+                let mut half = (9 + BLOCK).to_be_bytes().to_vec();
+                half.push(7);
+                half.extend_from_slice(&f[1..9]);
+                half.extend(std::iter::repeat_n(0u8, BLOCK as usize / 2));
+                let _ = s.write_all(&half);
+                break;
+            }
+        }
+        drop(s); // hang up mid-block
+    }
+}
+
+#[test]
+fn a_peer_hanging_up_mid_block_does_not_stall_the_download() {
+    let fx = fixture("adv-hangup");
+    let (_seeder, sport) = start_seeder(&fx, &["--upload-limit", "2M"]);
+    let bad = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad_port = bad.local_addr().unwrap().port();
+    let got = Arc::new(AtomicUsize::new(0));
+    let (h, n, g) = (fx.info_hash, fx.num_pieces, got.clone());
+    std::thread::spawn(move || hang_up_mid_block(bad, h, n, g));
+    let out = fx.tmp.join("out");
+    let start = Instant::now();
+    let mut l = Proc::start(
+        "leech",
+        fx.tmp.path(),
+        &[
+            "download",
+            &fx.torrent,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &bad_port.to_string(),
+            "--peer",
+            &sport.to_string(),
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        fx.tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
+    let took = start.elapsed();
+    assert_same_files(&fx.seed_dir, &out, FILES);
+    assert!(
+        got.load(Ordering::SeqCst) > 0,
+        "the bad peer got no requests"
+    );
+    let log = l.log_text();
+    // It hung up with our requests unread: EOF or a reset.
+    let dropped = format!("127.0.0.1:{bad_port} dropped: ");
+    assert!(
+        log.contains(&format!("{dropped}peer closed the connection"))
+            || log.contains(&format!("{dropped}read failed: connection reset")),
+        "{log}"
+    );
+    // Its requests went back to the picker at once, not after the 20 s
+    // request time-out.
+    assert!(took < Duration::from_secs(15), "took {took:?}:\n{log}");
+    assert!(!log.contains("snubbed"), "{log}");
+}
+
+/// A peer the downloader dials: handshake, no pieces, and a stream of
+/// blocks nobody asked for (garbage, one per piece).
+fn unrequested_blocks(listener: TcpListener, fx_hash: [u8; 20], n: u32) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { return };
+        std::thread::spawn(move || {
+            let mut hs = [0u8; 68];
+            if s.read_exact(&mut hs).is_err() {
+                return;
+            }
+            let mut out = handshake_bytes(&fx_hash, &test_id("unasked"));
+            out.extend(frame(1, &[])); // unchoke
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            for round in 0..3u32 {
+                for p in 0..n {
+                    let mut m = Vec::new();
+                    m.extend_from_slice(&p.to_be_bytes());
+                    m.extend_from_slice(&((round % 2) * BLOCK).to_be_bytes());
+                    m.extend(std::iter::repeat_n(0xAB, BLOCK as usize));
+                    if s.write_all(&frame(7, &m)).is_err() {
+                        return;
+                    }
+                }
+            }
+            // Stay connected, quietly.
+            let mut sink = [0u8; 4096];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        });
+    }
+}
+
+#[test]
+fn unrequested_blocks_are_dropped_and_cannot_frame_honest_peers() {
+    let fx = fixture("adv-unasked");
+    // A slow honest seeder, so the garbage arrives before most pieces.
+    let (_seeder, sport) = start_seeder(&fx, &["--upload-limit", "1M"]);
+    let bad = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad_port = bad.local_addr().unwrap().port();
+    let (h, n) = (fx.info_hash, fx.num_pieces);
+    std::thread::spawn(move || unrequested_blocks(bad, h, n));
+    let out = fx.tmp.join("out");
+    let mut l = Proc::start(
+        "leech",
+        fx.tmp.path(),
+        &[
+            "download",
+            &fx.torrent,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &bad_port.to_string(),
+            "--peer",
+            &sport.to_string(),
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        fx.tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
+    assert_same_files(&fx.seed_dir, &out, FILES);
+    let log = l.log_text();
+    assert!(log.contains("sent a block we did not ask it for"), "{log}");
+    assert!(!log.contains("failed its hash check"), "{log}");
+    assert!(!log.contains("banning"), "{log}");
+}

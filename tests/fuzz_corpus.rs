@@ -1,0 +1,80 @@
+//! Replays every fuzz corpus file and every crash artifact (`fuzz/corpus/<target>/`,
+//! `fuzz/artifacts/<target>/`) through the same harness functions the
+//! cargo-fuzz targets use (`fuzz/harness.rs`), under plain stable `cargo test`.
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+
+use std::path::Path;
+
+fn replay(target: &str) {
+    let f = harness::TARGETS
+        .iter()
+        .find(|(n, _)| *n == target)
+        .map(|(_, f)| *f)
+        .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "artifacts"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if !path.is_file()
+                || path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            if std::panic::catch_unwind(|| f(&data)).is_err() {
+                panic!("{target}: {} fails", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no corpus for {target}");
+}
+
+#[test]
+fn bencode_corpus() {
+    replay("bencode");
+}
+
+#[test]
+fn metainfo_corpus() {
+    replay("metainfo");
+}
+
+#[test]
+fn wire_corpus() {
+    replay("wire");
+}
+
+#[test]
+fn tracker_response_corpus() {
+    replay("tracker_response");
+}
+
+#[test]
+fn tracker_server_corpus() {
+    replay("tracker_server");
+}
+
+#[test]
+fn every_target_has_a_replay_test() {
+    let names: Vec<&str> = harness::TARGETS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "bencode",
+            "metainfo",
+            "wire",
+            "tracker_response",
+            "tracker_server"
+        ]
+    );
+}
