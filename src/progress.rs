@@ -100,30 +100,26 @@ impl Progress {
     }
 
     /// Show `s` if it is time to.
-    pub fn update(&mut self, s: &Status, now: Instant) {
-        if !self.enabled {
-            return;
-        }
-        if self.mode == ProgressMode::Machine {
-            if self
-                .last
-                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(500))
-            {
-                return;
-            }
-            self.last = Some(now);
-            println!("{}", machine_line("@status", s));
-            return;
-        }
-        let every = if self.tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(5)
+    /// Is a line due now? Lets the caller skip building a [`Status`] (an
+    /// O(pieces) walk) on the many loop turns that print nothing.
+    pub fn due(&self, now: Instant) -> bool {
+        let every = match (self.mode, self.tty) {
+            (ProgressMode::Machine, _) => Duration::from_millis(500),
+            (_, true) => Duration::from_millis(250),
+            (_, false) => Duration::from_secs(5),
         };
-        if self.last.is_some_and(|t| now.duration_since(t) < every) {
+        self.enabled && self.last.is_none_or(|t| now.duration_since(t) >= every)
+    }
+
+    pub fn update(&mut self, s: &Status, now: Instant) {
+        if !self.due(now) {
             return;
         }
         self.last = Some(now);
+        if self.mode == ProgressMode::Machine {
+            println!("{}", machine_line("@status", s));
+            return;
+        }
         let line = status_line(s);
         let mut err = std::io::stderr().lock();
         if self.tty {

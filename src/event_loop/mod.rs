@@ -669,7 +669,9 @@ impl Session {
             self.tick(now, dt);
         }
         self.close_pending();
-        if let Some(t) = &self.torrent {
+        if let Some(t) = &self.torrent
+            && self.progress.due(now)
+        {
             self.progress.update(&t.status(), now);
         }
     }
