@@ -12,26 +12,6 @@ const FILES: &[(&str, usize)] = &[("data.bin", 20 << 20)];
 const KILLS: usize = 20;
 
 /// "N of M pieces already verified on disk", if the run got that far.
-fn verified_at_start(log: &str) -> Option<u64> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("pieces already verified on disk"))?;
-    let after = line.split(": ").last()?;
-    after.split_whitespace().next()?.parse().ok()
-}
-
-/// xorshift64, seeded from the clock unless `PM_CRASH_SEED` is set.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn twenty_kills_at_random_moments_lose_and_refetch_nothing() {
     let seed = std::env::var("PM_CRASH_SEED")
@@ -45,7 +25,7 @@ fn twenty_kills_at_random_moments_lose_and_refetch_nothing() {
         })
         | 1;
     eprintln!("crash loop seed {seed} (set PM_CRASH_SEED to repeat)");
-    let mut rng = Rng(seed);
+    let mut rng = piecemeal::rng::Rng::new(seed);
     let tmp = TempDir::new("crash-loop");
     let seed_dir = tmp.join("seed");
     write_files(&seed_dir, FILES);
@@ -82,7 +62,7 @@ fn twenty_kills_at_random_moments_lose_and_refetch_nothing() {
             "the download kept finishing before the kill"
         );
         let mut l = Proc::start(&format!("leech-{rounds}"), tmp.path(), &args, tmp.path());
-        let at = Duration::from_millis(30 + rng.below(1000));
+        let at = Duration::from_millis(30 + rng.next_u64() % 1000);
         let start = Instant::now();
         while start.elapsed() < at && l.child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(5));

@@ -9,15 +9,6 @@ use std::time::Duration;
 const PIECE: u64 = 65536;
 const FILES: &[(&str, usize)] = &[("data.bin", 12 << 20)];
 
-fn verified_at_start(log: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("pieces already verified on disk"))
-        .unwrap_or_else(|| panic!("no re-check line in log:\n{log}"));
-    let after = line.split(": ").last().unwrap();
-    after.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn killed_download_resumes_without_refetching_verified_pieces() {
     let tmp = TempDir::new("resume");
@@ -55,7 +46,7 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         l.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
         l.child.wait().unwrap();
         if round > 0 {
-            let found = verified_at_start(&l.log_text());
+            let found = verified_at_start(&l.log_text()).expect("re-check line");
             assert!(
                 found > 0,
                 "round {round}: nothing kept from the previous run"
@@ -69,7 +60,7 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         "log:\n{}",
         last.log_text()
     );
-    let found = verified_at_start(&last.log_text());
+    let found = verified_at_start(&last.log_text()).expect("re-check line");
     assert!(found >= num / 4, "only {found} pieces survived the kills");
     let st = last.status();
     // Exactly the missing pieces were downloaded: nothing verified on disk twice.

@@ -296,3 +296,13 @@ pub fn start_seeder(
     }
     (seeder, port)
 }
+
+/// Pieces the start-up re-check found on disk, from a `--verbose` or
+/// default log ("N of M pieces already verified on disk").
+pub fn verified_at_start(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("pieces already verified on disk"))?;
+    let after = line.split(": ").last()?;
+    after.split_whitespace().next()?.parse().ok()
+}
