@@ -27,6 +27,9 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("wire", wire_stream),
     ("tracker_response", tracker_response),
     ("tracker_server", tracker_server),
+    ("paths", paths),
+    ("geometry", geometry),
+    ("peer_session", peer_session),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -259,4 +262,603 @@ pub fn tracker_server(data: &[u8]) {
     // Whatever the framing says, the handler must cope with any head.
     let resp = t.handle(data, remotes[0], now);
     assert!(resp.starts_with(b"HTTP/1."), "not an HTTP response");
+}
+
+/// Torrent metadata from fuzz bytes: `0xFF` separates files, `0xFE` path
+/// components; the first segment is the name. Whatever `Metainfo` accepts
+/// must map every file strictly below the download folder, to a distinct
+/// path that is no other file's folder.
+pub fn paths(data: &[u8]) {
+    let mut segments = data.split(|&b| b == 0xFF);
+    let name = segments.next().unwrap_or_default();
+    let files: Vec<Vec<&[u8]>> = segments
+        .map(|f| f.split(|&b| b == 0xFE).collect())
+        .collect();
+    let mut w = bencode::Writer::new();
+    w.dict().bytes(b"info").dict();
+    if files.is_empty() {
+        w.bytes(b"length").int(1);
+    } else {
+        w.bytes(b"files").list();
+        for comps in &files {
+            w.dict().bytes(b"length").int(1).bytes(b"path").list();
+            for c in comps {
+                w.bytes(c);
+            }
+            w.end().end();
+        }
+        w.end();
+    }
+    w.bytes(b"name").bytes(name);
+    w.bytes(b"piece length").int(16384);
+    w.bytes(b"pieces").bytes(&[0u8; 20]);
+    w.end().end();
+    let torrent = w.finish();
+    let Ok(m) = Metainfo::from_bytes(&torrent) else {
+        return;
+    };
+    let rels: Vec<std::path::PathBuf> = (0..m.info.files.len())
+        .map(|i| m.file_rel_path(i))
+        .collect();
+    for rel in &rels {
+        assert!(rel.is_relative(), "{rel:?} is absolute");
+        let mut depth = 0;
+        for c in rel.components() {
+            let std::path::Component::Normal(c) = c else {
+                panic!("{rel:?} has a {c:?} component");
+            };
+            let c = c.to_string_lossy();
+            assert!(!c.contains(['\\', '\0']), "{rel:?}: component {c:?}");
+            let b = c.as_bytes();
+            assert!(
+                !(b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'),
+                "{rel:?}: drive letter"
+            );
+            depth += 1;
+        }
+        assert!(depth >= 1, "{rel:?} is the download folder itself");
+        let base = std::path::Path::new("/download");
+        assert!(base.join(rel).starts_with(base));
+    }
+    for (i, a) in rels.iter().enumerate() {
+        for b in &rels[i + 1..] {
+            assert_ne!(a, b, "two files map to one path");
+            assert!(
+                !a.starts_with(b) && !b.starts_with(a),
+                "{a:?} and {b:?}: a file is another's folder"
+            );
+        }
+    }
+}
+
+/// Reads little-endian numbers and byte strings off a fuzz input; past the
+/// end everything reads as zero.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+    fn u32(&mut self) -> u32 {
+        let mut v = [0u8; 4];
+        let b = self.bytes(4);
+        v[..b.len()].copy_from_slice(b);
+        u32::from_le_bytes(v)
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | u64::from(self.u32()) << 32
+    }
+}
+
+/// Piece and block arithmetic against a u128 reference: a shape and a few
+/// queries (piece, begin, len, max) per input.
+pub fn geometry(data: &[u8]) {
+    use piecemeal::geometry::{BLOCK_LEN, Geometry};
+    let mut c = Cursor(data);
+    // Mostly small shapes (interesting edges), sometimes raw 64-bit sizes.
+    let flags = c.byte();
+    let total = if flags & 1 == 0 {
+        u64::from(c.u32() % 2_000_000)
+    } else {
+        c.u64()
+    };
+    let piece_len = if flags & 2 == 0 {
+        c.u32() % 300_000
+    } else {
+        c.u32()
+    };
+    let reference_pieces = if piece_len == 0 {
+        None
+    } else {
+        let n = u128::from(total).div_ceil(u128::from(piece_len));
+        u32::try_from(n).ok()
+    };
+    let Some(g) = Geometry::new(total, piece_len) else {
+        assert_eq!(reference_pieces, None, "{total} / {piece_len} refused");
+        return;
+    };
+    assert_eq!(Some(g.num_pieces), reference_pieces);
+    let size_ref = |p: u32| -> u128 {
+        if p >= g.num_pieces {
+            return 0;
+        }
+        let start = u128::from(p) * u128::from(piece_len);
+        (u128::from(total) - start).min(u128::from(piece_len))
+    };
+    if g.num_pieces > 0 {
+        let last = g.num_pieces - 1;
+        assert_eq!(
+            u128::from(g.piece_offset(last)) + u128::from(g.piece_size(last)),
+            u128::from(total)
+        );
+    }
+    while !c.is_empty() {
+        let pick = c.byte();
+        let p = match pick % 4 {
+            0 => g.num_pieces.saturating_sub(1),
+            1 => c.u32() % g.num_pieces.saturating_add(2).max(1),
+            2 => g.num_pieces,
+            _ => c.u32(),
+        };
+        let size = size_ref(p);
+        assert_eq!(u128::from(g.piece_size(p)), size, "piece {p}");
+        let blocks = size.div_ceil(u128::from(BLOCK_LEN));
+        assert_eq!(u128::from(g.blocks_in_piece(p)), blocks, "piece {p}");
+        if p < g.num_pieces {
+            assert_eq!(
+                u128::from(g.piece_offset(p)),
+                u128::from(p) * u128::from(piece_len)
+            );
+            // The first, a middle and the last block tile the piece.
+            let nb = g.blocks_in_piece(p);
+            for i in [0, nb / 2, nb.saturating_sub(1)] {
+                if i >= nb {
+                    continue;
+                }
+                let b = g.block(p, i);
+                let begin = u128::from(i) * u128::from(BLOCK_LEN);
+                assert_eq!(u128::from(b.begin), begin);
+                assert_eq!(u128::from(b.len), (size - begin).min(u128::from(BLOCK_LEN)));
+                assert_eq!(b.index(), i);
+                assert!(g.is_block(p, b.begin, b.len));
+            }
+        }
+        let (begin, len, max) = (c.u32(), c.u32(), c.u32());
+        let begin = if pick & 0x10 != 0 {
+            begin % (BLOCK_LEN * 4)
+        } else {
+            begin
+        };
+        let len = if pick & 0x20 != 0 {
+            len % (BLOCK_LEN * 2)
+        } else {
+            len
+        };
+        let in_range = p < g.num_pieces
+            && len > 0
+            && len <= max
+            && u128::from(begin) + u128::from(len) <= size;
+        assert_eq!(
+            g.request_in_range(p, begin, len, max),
+            in_range,
+            "request {p} {begin} {len} max {max}"
+        );
+        let is_block = p < g.num_pieces
+            && begin % BLOCK_LEN == 0
+            && u128::from(begin) < size
+            && u128::from(len) == (size - u128::from(begin)).min(u128::from(BLOCK_LEN));
+        assert_eq!(
+            g.is_block(p, begin, len),
+            is_block,
+            "block {p} {begin} {len}"
+        );
+    }
+}
+
+/// The torrent a peer session runs on: 6 pieces of 32 KiB (the last one
+/// 1000 bytes) in two files split inside piece 1.
+struct SessionWorld {
+    geometry: piecemeal::geometry::Geometry,
+    data: Vec<u8>,
+    hashes: Vec<[u8; 20]>,
+    layout: piecemeal::storage::Layout,
+    /// Holds the whole torrent, never written to (the session opens it
+    /// read-only).
+    seed_dir: std::path::PathBuf,
+    /// Rewritten before every partial session: even pieces right, odd
+    /// pieces zero.
+    partial_dir: std::path::PathBuf,
+}
+
+fn session_root() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("piecemeal-fuzz-session-{}", std::process::id()))
+}
+
+/// Remove the files `peer_session` made (the replay test calls it).
+pub fn peer_session_cleanup() {
+    let _ = std::fs::remove_dir_all(session_root());
+}
+
+const SESSION_INFO_HASH: [u8; 20] = [0x1b; 20];
+const SESSION_OUR_ID: [u8; 20] = [0x2c; 20];
+
+fn session_world() -> &'static SessionWorld {
+    use piecemeal::geometry::Geometry;
+    use piecemeal::storage::{FileSlot, Layout};
+    use sha1::{Digest, Sha1};
+    static WORLD: std::sync::OnceLock<SessionWorld> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| {
+        let geometry = Geometry::new(5 * 32768 + 1000, 32768).unwrap();
+        let data: Vec<u8> = (0..geometry.total_len)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect();
+        let hashes = (0..geometry.num_pieces)
+            .map(|p| {
+                let o = geometry.piece_offset(p) as usize;
+                Sha1::digest(&data[o..o + geometry.piece_size(p) as usize]).into()
+            })
+            .collect();
+        let split = 50_000;
+        let layout = Layout::new(vec![
+            FileSlot {
+                path: "a".into(),
+                offset: 0,
+                len: split,
+            },
+            FileSlot {
+                path: "sub/b".into(),
+                offset: split,
+                len: geometry.total_len - split,
+            },
+        ]);
+        let root = session_root();
+        let seed_dir = root.join("seed");
+        std::fs::create_dir_all(seed_dir.join("sub")).unwrap();
+        std::fs::write(seed_dir.join("a"), &data[..split as usize]).unwrap();
+        std::fs::write(seed_dir.join("sub/b"), &data[split as usize..]).unwrap();
+        SessionWorld {
+            geometry,
+            data,
+            hashes,
+            layout,
+            seed_dir,
+            partial_dir: root.join("partial"),
+        }
+    })
+}
+
+/// Decodes what we sent to the scripted peer, as far as it is complete, and
+/// checks every block: in range, and exactly the torrent's data (so only
+/// verified pieces are ever served, never zeros or unverified bytes).
+struct SentChecker {
+    bytes: Vec<u8>,
+    at: usize,
+    handshake_seen: bool,
+}
+
+impl SentChecker {
+    fn check(&mut self, w: &SessionWorld, max_len: u32) {
+        if !self.handshake_seen {
+            match Handshake::decode(&self.bytes) {
+                Ok(Some(h)) => {
+                    assert_eq!(h.info_hash, SESSION_INFO_HASH);
+                    assert_eq!(h.peer_id, SESSION_OUR_ID);
+                    self.at = wire::HANDSHAKE_LEN;
+                    self.handshake_seen = true;
+                }
+                Ok(None) => return,
+                Err(e) => panic!("we sent a bad handshake: {e}"),
+            }
+        }
+        loop {
+            let rest = &self.bytes[self.at..];
+            match wire::decode_frame(rest, wire::MAX_FRAME) {
+                Ok(Some((m, n))) => {
+                    if let wire::Message::Piece { piece, begin, data } = m {
+                        let len = u32::try_from(data.len()).unwrap();
+                        assert!(
+                            w.geometry.request_in_range(piece, begin, len, max_len),
+                            "sent a block out of range: {piece} {begin} {len}"
+                        );
+                        let o = (w.geometry.piece_offset(piece) + u64::from(begin)) as usize;
+                        assert!(
+                            data == &w.data[o..o + data.len()],
+                            "sent wrong data for piece {piece} at {begin}"
+                        );
+                    }
+                    self.at += n;
+                }
+                Ok(None) => return,
+                Err(e) => panic!("we sent an undecodable frame: {e}"),
+            }
+        }
+    }
+}
+
+/// One remote peer, scripted by the fuzz input, against a real `Torrent`
+/// core (seeding, or half done) with real files. Opcodes send well-formed
+/// or raw messages, move the clock, drain our output, flush to disk. After
+/// every step the per-peer queues stay within their caps; everything we
+/// send decodes, and every block we send is in range and carries the
+/// torrent's true bytes. At the end, every piece marked written is right
+/// on disk.
+pub fn peer_session(data: &[u8]) {
+    use piecemeal::config::Config;
+    use piecemeal::storage::{Disk, OpenMode};
+    use piecemeal::torrent::{Torrent, TorrentParts};
+    use piecemeal::wire::Message;
+
+    let w = session_world();
+    let g = w.geometry;
+    let mut c = Cursor(data);
+    let mode = c.byte();
+    let seeding = mode & 1 == 0;
+    let (dir, open_mode) = if seeding {
+        (&w.seed_dir, OpenMode::ReadOnly)
+    } else {
+        // Even pieces right, odd pieces zero (so unverified bytes on disk
+        // would show up as wrong data if ever served).
+        let mut bytes = w.data.clone();
+        for p in (1..g.num_pieces).step_by(2) {
+            let o = g.piece_offset(p) as usize;
+            bytes[o..o + g.piece_size(p) as usize].fill(0);
+        }
+        let split = w.layout.files[1].offset as usize;
+        std::fs::create_dir_all(w.partial_dir.join("sub")).unwrap();
+        std::fs::write(w.partial_dir.join("a"), &bytes[..split]).unwrap();
+        std::fs::write(w.partial_dir.join("sub/b"), &bytes[split..]).unwrap();
+        (&w.partial_dir, OpenMode::Create)
+    };
+    let disk = Disk::open(dir, w.layout.clone(), open_mode).unwrap();
+    let mut have = piecemeal::bitfield::Bitfield::new(g.num_pieces);
+    for p in 0..g.num_pieces {
+        if seeding || p % 2 == 0 {
+            have.set(p);
+        }
+    }
+    let cfg = Config {
+        cache_bytes: if mode & 2 == 0 { 64 * 1024 } else { 0 },
+        upload_limit: (mode & 4 != 0).then_some(64 * 1024),
+        ..Config::default()
+    };
+    let mut now = Instant::now();
+    let mut t = Torrent::new(
+        TorrentParts {
+            info_hash: SESSION_INFO_HASH,
+            our_id: SESSION_OUR_ID,
+            geometry: g,
+            hashes: w.hashes.clone(),
+            disk,
+            have,
+        },
+        cfg.clone(),
+        u64::from(mode),
+        now,
+    );
+    let token = 7;
+    let outgoing = mode & 8 != 0;
+    let key = t.add_peer(token, "127.0.0.1:6881".parse().unwrap(), outgoing, now);
+    let mut sent = SentChecker {
+        bytes: Vec::new(),
+        at: 0,
+        handshake_seen: false,
+    };
+    let mut alive = true;
+    let mut wire_out = Vec::new();
+    while alive && !c.is_empty() {
+        wire_out.clear();
+        let op = c.byte();
+        // A block reference: mostly a real block, sometimes raw numbers.
+        let block = |c: &mut Cursor, raw: bool| {
+            if raw {
+                (c.u32(), c.u32(), c.u32())
+            } else {
+                let p = u32::from(c.byte()) % g.num_pieces;
+                let i = u32::from(c.byte()) % g.blocks_in_piece(p);
+                let b = g.block(p, i);
+                (b.piece, b.begin, b.len)
+            }
+        };
+        match op % 14 {
+            0 => {
+                let id = if c.byte() == 0 {
+                    SESSION_OUR_ID
+                } else {
+                    [0x33; 20]
+                };
+                let hs = Handshake {
+                    reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+                    info_hash: SESSION_INFO_HASH,
+                    peer_id: id,
+                };
+                hs.encode(&mut wire_out);
+            }
+            1 => {
+                let n = usize::from(c.byte() % 4);
+                Message::Bitfield(c.bytes(n)).encode(&mut wire_out);
+            }
+            2 => {
+                let piece = if op & 0x80 != 0 {
+                    c.u32()
+                } else {
+                    u32::from(c.byte() % 8)
+                };
+                Message::Have { piece }.encode(&mut wire_out);
+            }
+            3 => [
+                Message::Choke,
+                Message::Unchoke,
+                Message::Interested,
+                Message::NotInterested,
+                Message::KeepAlive,
+            ][usize::from(c.byte() % 5)]
+            .encode(&mut wire_out),
+            4 | 5 => {
+                let (piece, begin, len) = block(&mut c, op & 0x80 != 0);
+                let count = 1 + usize::from(c.byte() % 16);
+                for _ in 0..count {
+                    if op % 14 == 4 {
+                        Message::Request { piece, begin, len }.encode(&mut wire_out);
+                    } else {
+                        Message::Cancel { piece, begin, len }.encode(&mut wire_out);
+                    }
+                }
+            }
+            6 => {
+                // The true bytes of a real block.
+                let (piece, begin, len) = block(&mut c, false);
+                let o = (g.piece_offset(piece) + u64::from(begin)) as usize;
+                let data = &w.data[o..o + len as usize];
+                Message::Piece { piece, begin, data }.encode(&mut wire_out);
+            }
+            7 => {
+                // Wrong bytes, for a real block or at raw numbers.
+                let (piece, begin, len) = block(&mut c, op & 0x80 != 0);
+                let len = (len as usize).min(20_000);
+                let data = vec![c.byte(); len];
+                Message::Piece {
+                    piece,
+                    begin,
+                    data: &data,
+                }
+                .encode(&mut wire_out);
+            }
+            8 => {
+                let n = usize::from(c.byte());
+                wire_out.extend_from_slice(c.bytes(n));
+            }
+            9 => {
+                let id = c.byte();
+                let n = usize::from(c.byte() % 64);
+                Message::Unknown {
+                    id,
+                    payload: c.bytes(n),
+                }
+                .encode(&mut wire_out);
+            }
+            10 => {
+                let dt = Duration::from_millis(u64::from(c.byte()) * 250);
+                now += dt;
+                let mut close = Vec::new();
+                t.refill_upload(now);
+                t.tick(now, dt, &mut close);
+                if close.iter().any(|(tok, _)| *tok == token) {
+                    alive = false;
+                }
+            }
+            11 => {
+                // The socket takes some of our output.
+                let room = (usize::from(c.byte()) + 1) * 1024;
+                let Some(peer) = t.peers.get_mut(key) else {
+                    break;
+                };
+                let mut sink = Vec::new();
+                let _ = peer.send.write_to(&mut LimitedWriter(&mut sink, room));
+                sent.bytes.extend_from_slice(&sink);
+                t.on_sent(key, now);
+                if t.serve(key).is_err() {
+                    alive = false;
+                }
+            }
+            12 => {
+                t.flush(usize::MAX).unwrap();
+            }
+            _ => {
+                t.request_more(key, now);
+            }
+        }
+        // Deliver the bytes the way the loop does: read what fits, decode.
+        let mut src = &wire_out[..];
+        let mut stuck = 0;
+        while alive && !src.is_empty() {
+            let Some(peer) = t.peers.get_mut(key) else {
+                alive = false;
+                break;
+            };
+            if peer.recv.is_full() {
+                stuck += 1;
+                assert!(stuck < 3, "receive buffer full and nothing decodes");
+            } else {
+                stuck = 0;
+                peer.recv.read_from(&mut src).unwrap();
+            }
+            if t.on_readable(key, now).is_err() {
+                alive = false;
+            }
+        }
+        if t.to_close.iter().any(|(tok, _)| *tok == token) {
+            alive = false;
+        }
+        if let Some(peer) = t.peers.get(key) {
+            assert!(
+                peer.requests.len() <= cfg.max_peer_requests,
+                "request queue"
+            );
+            assert!(
+                peer.inflight.len() <= cfg.pipeline_max,
+                "in-flight requests"
+            );
+            assert!(
+                peer.send.len() <= cfg.send_watermark + cfg.max_request_len as usize + 4096,
+                "send buffer at {} bytes",
+                peer.send.len()
+            );
+            assert!(peer.recv.capacity() <= wire::MAX_RECV_CAPACITY);
+            peer.recv.check_invariants();
+            peer.send.check_invariants();
+        }
+        assert!(t.cache_memory() <= cfg.cache_bytes.max(g.piece_len as usize) * 2);
+        // What was sent so far is well-formed and true.
+        sent.check(w, cfg.max_request_len);
+    }
+    // Whatever remains queued for the peer is well-formed and true too.
+    if let Some(peer) = t.peers.get(key) {
+        sent.bytes.extend_from_slice(peer.send.pending());
+        sent.check(w, cfg.max_request_len);
+    }
+    // Pieces marked written are right on disk.
+    t.flush(usize::MAX).unwrap();
+    if !seeding {
+        let disk = Disk::open(&w.partial_dir, w.layout.clone(), OpenMode::ReadOnly).unwrap();
+        for p in 0..g.num_pieces {
+            if t.flushed.get(p) {
+                let o = g.piece_offset(p);
+                let mut buf = vec![0; g.piece_size(p) as usize];
+                disk.read_at(o, &mut buf).unwrap();
+                assert!(
+                    buf == w.data[o as usize..o as usize + buf.len()],
+                    "piece {p} on disk"
+                );
+            }
+        }
+    }
+}
+
+/// A writer that accepts at most `.1` more bytes, then would block.
+struct LimitedWriter<'a, W: std::io::Write>(&'a mut W, usize);
+
+impl<W: std::io::Write> std::io::Write for LimitedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.1 == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.1);
+        self.1 -= n;
+        self.0.write(&buf[..n])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

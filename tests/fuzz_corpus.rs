@@ -65,6 +65,22 @@ fn tracker_server_corpus() {
 }
 
 #[test]
+fn paths_corpus() {
+    replay("paths");
+}
+
+#[test]
+fn geometry_corpus() {
+    replay("geometry");
+}
+
+#[test]
+fn peer_session_corpus() {
+    replay("peer_session");
+    harness::peer_session_cleanup();
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = harness::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -74,7 +90,10 @@ fn every_target_has_a_replay_test() {
             "metainfo",
             "wire",
             "tracker_response",
-            "tracker_server"
+            "tracker_server",
+            "paths",
+            "geometry",
+            "peer_session"
         ]
     );
 }
