@@ -391,6 +391,12 @@ impl Torrent {
             return Err(PeerError::WrongInfoHash);
         }
         if hs.peer_id == self.our_id {
+            // Answer an incoming handshake first: the dialing side (us,
+            // perhaps through a NAT) then sees its own id and stops
+            // dialing this address, rather than retrying after an EOF.
+            if !self.peers[key].outgoing {
+                self.send_handshake(key);
+            }
             return Err(PeerError::OwnPeerId);
         }
         if self.banned_ids.contains(&hs.peer_id) {

@@ -672,3 +672,67 @@ fn unrequested_blocks_are_dropped_and_cannot_frame_honest_peers() {
     assert!(!log.contains("failed its hash check"), "{log}");
     assert!(!log.contains("banning"), "{log}");
 }
+
+/// A TCP relay on a free loopback port that forwards every connection to
+/// `to`, as a NAT's hairpin would; counts the connections it relays.
+fn relay(to: u16, count: Arc<AtomicUsize>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(a) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn dialing_ourselves_through_a_relay_is_noticed_and_not_repeated() {
+    let fx = fixture("adv-self");
+    let port = free_port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let relay_port = relay(port, count.clone());
+    let out = fx.tmp.join("self");
+    let mut l = Proc::start(
+        "leecher",
+        fx.tmp.path(),
+        &[
+            "download",
+            &fx.torrent,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &relay_port.to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--verbose",
+        ],
+        fx.tmp.path(),
+    );
+    // Both ends see their own id: the accepting side answers with its
+    // handshake before closing, so the dialing side knows too.
+    wait_log(&l, "connected to ourselves", Duration::from_secs(10));
+    wait_log(
+        &l,
+        &format!("127.0.0.1:{relay_port} is ourselves; not dialing it again"),
+        Duration::from_secs(5),
+    );
+    // A command-line peer that merely hung up would be dialed again after
+    // 2 s, then 4 s: this one never is.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(count.load(Ordering::SeqCst), 1, "log:\n{}", l.log_text());
+    assert_alive(&mut l);
+    l.terminate(Duration::from_secs(10));
+}

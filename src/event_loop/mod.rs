@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -128,6 +128,9 @@ pub struct Session {
     retry: Vec<(Instant, SocketAddr)>,
     /// Consecutive failed attempts per dialed address.
     failures: HashMap<SocketAddr, u32>,
+    /// Addresses that turned out to be ourselves (through a NAT, a proxy
+    /// or another local address): never dialed again.
+    own_addrs: HashSet<SocketAddr>,
     /// Tokens with unread data left (read budget hit, or cache full).
     carry: Vec<usize>,
     close: Vec<(usize, PeerError)>,
@@ -194,6 +197,7 @@ impl Session {
             candidates,
             retry: Vec::new(),
             failures: HashMap::new(),
+            own_addrs: HashSet::new(),
             carry: Vec::new(),
             close: Vec::new(),
             stop: StopHandle::default(),
@@ -432,9 +436,10 @@ impl Session {
             };
             match peer.recv.read_from(sock) {
                 Ok(0) => {
-                    // Handle what is buffered, then close.
-                    let _ = t.on_readable(key, now);
-                    self.close.push((token, PeerError::Eof));
+                    // Handle what is buffered, then close, for the reason
+                    // the last bytes gave if they gave one.
+                    let why = t.on_readable(key, now).err().unwrap_or(PeerError::Eof);
+                    self.close.push((token, why));
                     return;
                 }
                 Ok(n) => {
@@ -598,6 +603,7 @@ impl Session {
                 || self.listen_addr.is_some_and(|l| {
                     l.port() == addr.port() && (l.ip().is_unspecified() && addr.ip().is_loopback())
                 })
+                || self.own_addrs.contains(&addr)
                 || t.is_connected_to(&addr)
                 || t.is_banned(&addr)
             {
@@ -753,6 +759,13 @@ impl Session {
         };
         match conn {
             Conn::Peer { mut sock, key, .. } => {
+                if matches!(why, PeerError::OwnPeerId) {
+                    // Our handshake is queued (see `Torrent::on_handshake`):
+                    // the dialing side learns it reached itself and stops.
+                    if let Some(p) = self.torrent.as_mut().and_then(|t| t.peers.get_mut(key)) {
+                        let _ = write_out(&mut sock, &mut p.send);
+                    }
+                }
                 let _ = self.poll.registry().deregister(&mut sock);
                 let gone = self.torrent.as_mut().and_then(|t| t.remove_peer(key, why));
                 if let Some((addr, true, active)) = gone {
@@ -774,6 +787,11 @@ impl Session {
     /// Try a dialed peer again later: peers given on the command line until
     /// we are done, tracker peers a few times, with growing back-off.
     fn schedule_retry(&mut self, addr: SocketAddr, was_active: bool, why: &PeerError) {
+        if matches!(why, PeerError::OwnPeerId) {
+            info!("{addr} is ourselves; not dialing it again");
+            self.own_addrs.insert(addr);
+            return;
+        }
         if matches!(
             why,
             PeerError::Shutdown
