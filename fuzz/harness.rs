@@ -209,13 +209,55 @@ fn read_response(resp: &[u8], chunks: Option<&mut Chunks>) -> Result<Vec<u8>, Tr
     r.eof()
 }
 
+/// `body` framed three ways: with `Content-Length`, chunked (chunk sizes
+/// from `seed`, hex digits in either case, sometimes a chunk extension),
+/// and read to EOF.
+fn framings(body: &[u8], seed: u8) -> [Vec<u8>; 3] {
+    let mut with_len =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    with_len.extend_from_slice(body);
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut sizes = Chunks(u32::from(seed) << 9 | 3);
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = sizes.next(300).min(rest.len());
+        let head = match sizes.next(3) {
+            1 => format!("{n:x}\r\n"),
+            2 => format!("{n:X}\r\n"),
+            _ => format!("{n:x};ext=1\r\n"),
+        };
+        chunked.extend_from_slice(head.as_bytes());
+        chunked.extend_from_slice(&rest[..n]);
+        chunked.extend_from_slice(b"\r\n");
+        rest = &rest[n..];
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut to_eof = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    to_eof.extend_from_slice(body);
+    [with_len, chunked, to_eof]
+}
+
 /// HTTP response framing (whole vs. split: the same outcome), then the
-/// announce body; the raw bytes are also parsed as a body.
+/// announce body; the raw bytes are also parsed as a body, and framed as
+/// a body three ways (length, chunked, to EOF), which must all give it
+/// back unchanged.
 pub fn tracker_response(data: &[u8]) {
     let _ = parse_announce_body(data);
     let Some((&seed, resp)) = data.split_first() else {
         return;
     };
+    if resp.len() <= piecemeal::tracker::MAX_BODY {
+        for (i, framed) in framings(resp, seed).iter().enumerate() {
+            let mut chunks = Chunks(u32::from(seed) << 4 | 5);
+            for split in [None, Some(&mut chunks)] {
+                assert_eq!(
+                    read_response(framed, split).as_deref(),
+                    Ok(resp),
+                    "framing {i} changed the body"
+                );
+            }
+        }
+    }
     let whole = read_response(resp, None);
     let split = read_response(resp, Some(&mut Chunks(u32::from(seed) << 4 | 1)));
     // The same body whatever the split. Which error a broken response gets

@@ -766,7 +766,7 @@ fn random_mutations_of_a_torrent_never_panic() {
         state
     };
     let mut parsed = 0;
-    for _ in 0..30_000 {
+    for _ in 0..300_000 {
         let mut doc = base.clone();
         for _ in 0..1 + next() % 3 {
             let i = (next() % doc.len() as u64) as usize;
