@@ -736,3 +736,41 @@ fn dialing_ourselves_through_a_relay_is_noticed_and_not_repeated() {
     assert_alive(&mut l);
     l.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn a_file_truncated_while_seeding_fails_reads_and_never_sends_zeros() {
+    let fx = fixture("adv-trunc");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    let (mut s, _) = connect_seeder(port, &fx, &test_id("trunc"));
+    get_unchoked(&mut s);
+    // Served whole before the truncation.
+    s.write_all(&request(60, 0, BLOCK)).unwrap();
+    let piece = wait_for_msg(&mut s, 7);
+    assert!(piece[9..] == fx.data[60 * PIECE as usize..][..BLOCK as usize]);
+    // Cut the file to 1 MB under the running seeder (piece 61 starts at
+    // 1,998,848), then ask for a block past the new end that was never read
+    // (piece 60 is in the read cache, read whole while the file was intact):
+    // the read fails, the connection closes, and no `piece` message (zeros
+    // or otherwise) comes first.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.seed_dir.join("file.bin"))
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    s.write_all(&request(61, 0, BLOCK)).unwrap();
+    loop {
+        match read_frame(&mut s) {
+            None => break,
+            Some(f) => assert_ne!(f.first(), Some(&7), "a block was sent from a cut file"),
+        }
+    }
+    wait_log(&seeder, "cannot read piece 61", Duration::from_secs(5));
+    // What is still on disk is still served, on a new connection.
+    let (mut s2, _) = connect_seeder(port, &fx, &test_id("trunc2"));
+    get_unchoked(&mut s2);
+    s2.write_all(&request(2, 0, BLOCK)).unwrap();
+    let piece = wait_for_msg(&mut s2, 7);
+    assert!(piece[9..] == fx.data[2 * PIECE as usize..][..BLOCK as usize]);
+    assert_alive(&mut seeder);
+}
