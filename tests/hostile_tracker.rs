@@ -245,3 +245,53 @@ fn dribbling_response_times_out_without_blocking_the_download() {
     assert!(log.contains("no answer in 15s"), "{log}");
     assert_eq!(hits, 1, "{log}");
 }
+
+/// The first tier answers garbage; the second is a working tracker where the
+/// seeder registered: the download finds the seeder there (no `--peer`).
+#[test]
+fn a_broken_first_tier_falls_through_to_the_next() {
+    let tmp = TempDir::new("trk-tiers");
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, FILES);
+    let (bad, hits) = hostile_tracker(Mode::GarbageBody);
+    let (_tracker, good) = start_tracker(&tmp);
+    let bad_url = format!("http://127.0.0.1:{bad}/announce");
+    let urls = [bad_url.clone(), format!("http://127.0.0.1:{good}/announce")];
+    let torrent = make_torrent(
+        &seed_dir.join("file.bin"),
+        &tmp.join("f.torrent"),
+        &urls,
+        32768,
+    );
+    let t = torrent.to_str().unwrap();
+    let (_seeder, _) = start_seeder(&tmp, &seed_dir, t, &[]);
+    let out = tmp.join("out");
+    let mut leech = Proc::start(
+        "leech",
+        tmp.path(),
+        &[
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "log:\n{}",
+        leech.log_text()
+    );
+    assert_same_files(&seed_dir, &out, FILES);
+    let log = leech.log_text();
+    assert!(
+        log.contains(&format!("tracker {bad_url}: invalid bencode from tracker")),
+        "{log}"
+    );
+    // Both the seeder and the leecher tried the broken tier first.
+    assert!(hits.load(Ordering::SeqCst) >= 2);
+}

@@ -33,31 +33,6 @@ fn announce(
     }
 }
 
-fn start_tracker(tmp: &TempDir) -> (Proc, u16) {
-    let port = free_port();
-    let p = Proc::start(
-        "tracker",
-        tmp.path(),
-        &[
-            "tracker",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--interval",
-            "30",
-        ],
-        tmp.path(),
-    );
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (p, port);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("tracker did not start: {}", p.log_text());
-}
-
 #[test]
 fn announces_return_other_peers_and_scrape_counts_them() {
     let tmp = TempDir::new("tracker-basic");

@@ -306,3 +306,30 @@ pub fn verified_at_start(log: &str) -> Option<u64> {
     let after = line.split(": ").last()?;
     after.split_whitespace().next()?.parse().ok()
 }
+
+/// Start `piecemeal tracker` (30 s interval) on a free loopback port and
+/// wait until it accepts connections.
+pub fn start_tracker(tmp: &TempDir) -> (Proc, u16) {
+    let port = free_port();
+    let p = Proc::start(
+        "tracker",
+        tmp.path(),
+        &[
+            "tracker",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--interval",
+            "30",
+        ],
+        tmp.path(),
+    );
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (p, port);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("tracker did not start: {}", p.log_text());
+}
