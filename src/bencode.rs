@@ -28,6 +28,8 @@
 //! [`Limits::TRACKER`] therefore use [`KeyOrder::Any`];
 //! [`Limits::canonical`] turns strict ordering on.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::fmt;
 use std::ops::Range;
 
@@ -236,8 +238,8 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), BencodeError> {
         }) = stack.last_mut()
         {
             if b == b'e' {
-                if !*sorted {
-                    check_unsorted_keys(bytes, &mut keys[*first_key..])?;
+                if !*sorted && let Some(dict_keys) = keys.get_mut(*first_key..) {
+                    check_unsorted_keys(bytes, dict_keys)?;
                 }
                 keys.truncate(*first_key);
                 stack.pop();
@@ -245,8 +247,8 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), BencodeError> {
             } else if b.is_ascii_digit() {
                 let key = parse_string(bytes, pos)?;
                 count_token(&mut tokens, limits, pos)?;
-                if let Some(prev) = keys[*first_key..].last() {
-                    match bytes[prev.clone()].cmp(&bytes[key.clone()]) {
+                if let Some(prev) = keys.get(*first_key..).and_then(<[_]>::last) {
+                    match key_bytes(bytes, prev).cmp(key_bytes(bytes, &key)) {
                         std::cmp::Ordering::Less => {}
                         std::cmp::Ordering::Equal => return Err(BencodeError::DuplicateKey(pos)),
                         std::cmp::Ordering::Greater => {
@@ -336,19 +338,27 @@ fn count_token(tokens: &mut usize, limits: &Limits, pos: usize) -> Result<(), Be
 /// the key ranges by content and compare neighbours.
 fn check_unsorted_keys(bytes: &[u8], keys: &mut [Range<usize>]) -> Result<(), BencodeError> {
     keys.sort_unstable_by(|a, b| {
-        bytes[a.clone()]
-            .cmp(&bytes[b.clone()])
+        key_bytes(bytes, a)
+            .cmp(key_bytes(bytes, b))
             .then(a.start.cmp(&b.start))
     });
     for pair in keys.windows(2) {
-        if bytes[pair[0].clone()] == bytes[pair[1].clone()] {
-            // Report the later of the two (by position); `- 1` cannot
-            // underflow: a key's data is preceded by at least `N:`.
-            let start = pair[0].start.max(pair[1].start);
+        if let [a, b] = pair
+            && key_bytes(bytes, a) == key_bytes(bytes, b)
+        {
+            // Report the later of the two (by position).
+            let start = a.start.max(b.start);
             return Err(BencodeError::DuplicateKey(key_header_start(bytes, start)));
         }
     }
     Ok(())
+}
+
+/// The data of a string whose range [`parse_string`] returned. Such ranges
+/// always lie inside `bytes` (it checks `end <= bytes.len()`), so the empty
+/// fallback is never taken.
+fn key_bytes<'a>(bytes: &'a [u8], range: &Range<usize>) -> &'a [u8] {
+    bytes.get(range.clone()).unwrap_or_default()
 }
 
 /// Walk back from a string's data to the first digit of its length prefix.
@@ -392,7 +402,9 @@ fn parse_int(bytes: &[u8], pos: usize) -> Result<(i64, usize), BencodeError> {
             Some(_) => return Err(BencodeError::BadInt(pos)),
         }
     }
-    let digits = &bytes[digits_start..p];
+    // In range: the loop above stopped at an `e` at `p`; the fallback (an
+    // empty slice, refused below) is never taken.
+    let digits = bytes.get(digits_start..p).unwrap_or_default();
     let canonical = match digits {
         [] => false,
         [b'0'] => !negative,
@@ -425,7 +437,7 @@ fn parse_string(bytes: &[u8], pos: usize) -> Result<Range<usize>, BencodeError> 
         }
     }
     // `p > pos` here: the caller saw a digit at `pos`.
-    if bytes[pos] == b'0' && p - pos > 1 {
+    if bytes.get(pos) == Some(&b'0') && p - pos > 1 {
         return Err(BencodeError::BadStringLength(pos));
     }
     let start = p + 1;
@@ -560,4 +572,5 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

@@ -1,5 +1,7 @@
 //! A set of pieces, stored as the wire's bitfield (high bit of byte 0 is piece 0).
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 /// Which pieces a peer (or we) have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bitfield {
@@ -64,7 +66,7 @@ impl Bitfield {
         let spare = want * 8 - len as usize;
         if spare > 0 {
             let mask = (1u8 << spare) - 1;
-            if bytes[want - 1] & mask != 0 {
+            if bytes.last().is_some_and(|&last| last & mask != 0) {
                 return Err(BitfieldError::SpareBitsSet);
             }
         }
@@ -104,7 +106,9 @@ impl Bitfield {
         if i >= self.len {
             return false;
         }
-        self.bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
+        self.bits
+            .get((i / 8) as usize)
+            .is_some_and(|&byte| byte & (0x80 >> (i % 8)) != 0)
     }
 
     /// Set piece `i`; returns true if it was newly set. Out of range is ignored.
@@ -112,7 +116,10 @@ impl Bitfield {
         if i >= self.len || self.get(i) {
             return false;
         }
-        self.bits[(i / 8) as usize] |= 0x80 >> (i % 8);
+        let Some(byte) = self.bits.get_mut((i / 8) as usize) else {
+            return false;
+        };
+        *byte |= 0x80 >> (i % 8);
         self.count += 1;
         true
     }
@@ -122,7 +129,10 @@ impl Bitfield {
         if !self.get(i) {
             return false;
         }
-        self.bits[(i / 8) as usize] &= !(0x80 >> (i % 8));
+        let Some(byte) = self.bits.get_mut((i / 8) as usize) else {
+            return false;
+        };
+        *byte &= !(0x80 >> (i % 8));
         self.count -= 1;
         true
     }
@@ -134,6 +144,7 @@ impl Bitfield {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

@@ -9,6 +9,8 @@
 //! reported. Peers that have every piece never want data from us, so they
 //! never take a slot.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::time::{Duration, Instant};
 
 use crate::picker::PeerKey;
@@ -147,6 +149,7 @@ impl Choker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

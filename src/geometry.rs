@@ -6,6 +6,8 @@
 //! an index into a length or an offset goes through [`Geometry`], so the
 //! edge cases (short last piece, short last block) live here only.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 /// The block size every client requests: 16 KiB.
 pub const BLOCK_LEN: u32 = 16 * 1024;
 
@@ -112,6 +114,7 @@ impl Geometry {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

@@ -41,6 +41,8 @@
 //! symbolic links inside a folder are skipped (following them could leave
 //! the folder or loop), while a symbolic link given as the root is followed.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -300,11 +302,10 @@ impl Metainfo {
     /// Where file `i` goes, relative to the download directory: `name` for a
     /// single-file torrent, `name/comp/.../comp` for a multi-file one.
     ///
-    /// # Panics
-    /// If `i >= self.info.files.len()`.
+    /// An out-of-range `i` gives `name` alone.
     pub fn file_rel_path(&self, i: usize) -> PathBuf {
         let mut p = PathBuf::from(&self.info.name);
-        for comp in &self.info.files[i].path {
+        for comp in self.info.files.get(i).into_iter().flat_map(|f| &f.path) {
             p.push(comp);
         }
         p
@@ -406,7 +407,6 @@ fn pick_text(plain: &[u8], alt: Option<&Value>) -> String {
 
 /// Why a name or path component is unsafe, if it is.
 fn component_problem(c: &str) -> Option<&'static str> {
-    let b = c.as_bytes();
     if c.is_empty() {
         Some("is empty")
     } else if c == "." || c == ".." {
@@ -415,7 +415,9 @@ fn component_problem(c: &str) -> Option<&'static str> {
         Some("contains a path separator")
     } else if c.contains('\0') {
         Some("contains a NUL byte")
-    } else if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+    } else if let [drive, b':', ..] = c.as_bytes()
+        && drive.is_ascii_alphabetic()
+    {
         Some("starts with a drive letter")
     } else {
         None
@@ -633,7 +635,7 @@ fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
     let mut order: Vec<&Vec<String>> = files.iter().map(|f| &f.path).collect();
     order.sort_unstable();
     for pair in order.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
+        let &[a, b] = pair else { continue };
         if a == b {
             return Err(invalid(format!(
                 "two files have the same path {:?}",
@@ -653,11 +655,11 @@ fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
 
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
+        // A nibble is always a base-16 digit: `from_digit` never says `None`.
+        s.extend(char::from_digit(u32::from(b >> 4), 16));
+        s.extend(char::from_digit(u32::from(b & 15), 16));
     }
     s
 }
@@ -669,12 +671,15 @@ fn human_size(n: u64) -> String {
         return format!("{n} B");
     }
     let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
+    let mut unit = "B";
+    for next in UNITS.iter().skip(1) {
+        if v < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        unit += 1;
+        unit = next;
     }
-    format!("{v:.2} {}", UNITS[unit])
+    format!("{v:.2} {unit}")
 }
 
 /// `s` with control and bidi-override characters escaped.
@@ -966,8 +971,7 @@ fn hash_files(
         let mut file = File::open(&f.path).map_err(io_err)?;
         let mut remaining = f.length;
         while remaining > 0 {
-            let want = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
-            let n = match file.read(&mut buf[..want]) {
+            let n = match file.by_ref().take(remaining).read(&mut buf) {
                 Ok(0) => {
                     return Err(MetainfoError::Create(format!(
                         "{} got shorter while it was being hashed",
@@ -978,14 +982,16 @@ fn hash_files(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err(e)),
             };
-            remaining -= n as u64;
-            let mut data = &buf[..n];
+            // `take` stops `read` at `remaining`, and `n <= buf.len()`.
+            remaining = remaining.saturating_sub(n as u64);
+            let mut data = buf.get(..n).unwrap_or_default();
             while !data.is_empty() {
                 let take =
                     usize::try_from(piece_len - filled).map_or(data.len(), |r| r.min(data.len()));
-                sha.update(&data[..take]);
-                filled += take as u64;
-                data = &data[take..];
+                let (head, tail) = data.split_at_checked(take).unwrap_or((data, &[]));
+                sha.update(head);
+                filled += head.len() as u64;
+                data = tail;
                 if filled == piece_len {
                     out.extend_from_slice(&sha.finalize_reset());
                     filled = 0;
@@ -1000,4 +1006,5 @@ fn hash_files(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

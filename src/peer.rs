@@ -2,6 +2,8 @@
 //! choke/interest flags, the pieces it has, our requests to it and its
 //! requests to us, rates, and why it was dropped.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::BlockRef;
 use crate::wire::{DecodeError, RecvBuf, SendBuf};
@@ -231,8 +233,11 @@ pub fn make_peer_id(seed: u64) -> [u8; 20] {
     let mut id = [0u8; 20];
     id[..8].copy_from_slice(b"-PM0100-");
     let mut rng = crate::rng::Rng::new(seed);
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     for b in &mut id[8..] {
-        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(rng.next_u64() % 36) as usize];
+        // `% 36` keeps the index in range; the fallback is never taken.
+        let i = (rng.next_u64() % 36) as usize;
+        *b = ALPHABET.get(i).copied().unwrap_or(b'0');
     }
     id
 }

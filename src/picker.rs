@@ -32,10 +32,13 @@
 //! (the random tie-break). Peers that have everything are counted in `seeds`,
 //! an offset common to all pieces, so they cost O(1) to add and remove.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use crate::bitfield::Bitfield;
 use crate::geometry::{BlockRef, Geometry};
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;
 
 /// A peer, as the engine's slab key.
@@ -147,14 +150,14 @@ impl Picker {
         let n = geometry.num_pieces;
         debug_assert!(n < PARTIAL - 1, "too many pieces");
         let mut own = Bitfield::new(n);
-        let mut slot = vec![0; n as usize];
+        let mut slot = Vec::with_capacity(n as usize);
         let mut order = Vec::with_capacity((n - have.count().min(n)) as usize);
         for p in 0..n {
             if have.get(p) {
                 own.set(p);
-                slot[p as usize] = HAVE;
+                slot.push(HAVE);
             } else {
-                slot[p as usize] = order.len() as u32;
+                slot.push(order.len() as u32);
                 order.push(p);
             }
         }
@@ -293,7 +296,9 @@ impl Picker {
         mut left: usize,
         out: &mut Vec<BlockRef>,
     ) -> usize {
-        let pp = &mut self.partials[i];
+        let Some(pp) = self.partials.get_mut(i) else {
+            return left;
+        };
         for (j, b) in pp.blocks.iter_mut().enumerate() {
             if left == 0 || pp.missing == 0 {
                 break;
@@ -324,7 +329,10 @@ impl Picker {
         // Level 0 holds pieces nobody has, unless seeds add to every piece.
         let first_level = if self.seeds > 0 { 0 } else { 1 };
         for a in first_level..self.starts.len() {
-            let s = self.starts[a] as usize;
+            let Some(&s) = self.starts.get(a) else {
+                break;
+            };
+            let s = s as usize;
             let e = self.level_end(a);
             if s == e {
                 continue;
@@ -342,7 +350,10 @@ impl Picker {
 
     /// First piece in `order[from..to]` the peer has.
     fn first_had(&self, peer_has: &Bitfield, from: usize, to: usize) -> Option<u32> {
-        self.order[from..to]
+        // `from <= to <= order.len()` at every call; empty otherwise.
+        self.order
+            .get(from..to)
+            .unwrap_or_default()
             .iter()
             .copied()
             .find(|&p| peer_has.get(p))
@@ -382,7 +393,9 @@ impl Picker {
         }
         cand.sort_unstable();
         for &(_, i, j) in cand.iter().take(left) {
-            let pp = &mut self.partials[i as usize];
+            let Some(pp) = self.partials.get_mut(i as usize) else {
+                continue;
+            };
             pp.extra.push((j, peer));
             out.push(self.geometry.block(pp.piece, j));
         }
@@ -415,8 +428,14 @@ impl Picker {
             }
         };
         let j = b.index();
-        let pp = &mut self.partials[i];
-        match pp.blocks[j as usize] {
+        // `is_block` above: `j` is a block of this piece, so both exist.
+        let Some(pp) = self.partials.get_mut(i) else {
+            return BlockOutcome::Unexpected;
+        };
+        let Some(block) = pp.blocks.get_mut(j as usize) else {
+            return BlockOutcome::Unexpected;
+        };
+        match *block {
             Block::Received => return BlockOutcome::Duplicate,
             Block::Missing => pp.missing -= 1,
             Block::Requested(first) => {
@@ -435,7 +454,7 @@ impl Picker {
                 pp.requested -= 1;
             }
         }
-        pp.blocks[j as usize] = Block::Received;
+        *block = Block::Received;
         pp.received += 1;
         BlockOutcome::New
     }
@@ -450,14 +469,19 @@ impl Picker {
             return;
         };
         let j = b.index();
-        let pp = &mut self.partials[i];
-        match pp.blocks[j as usize] {
+        let Some(pp) = self.partials.get_mut(i) else {
+            return;
+        };
+        let Some(block) = pp.blocks.get_mut(j as usize) else {
+            return;
+        };
+        match *block {
             Block::Requested(first) if first == peer => {
                 if let Some(k) = pp.extra.iter().position(|&(bj, _)| bj == j) {
                     let (_, next) = pp.extra.remove(k);
-                    pp.blocks[j as usize] = Block::Requested(next);
+                    *block = Block::Requested(next);
                 } else {
-                    pp.blocks[j as usize] = Block::Missing;
+                    *block = Block::Missing;
                     pp.requested -= 1;
                     pp.missing += 1;
                 }
@@ -483,7 +507,9 @@ impl Picker {
             Some(Where::Partial(i)) => self.release_partial(i),
             Some(Where::Order(_)) => self.remove_from_order(piece),
         }
-        self.slot[piece as usize] = HAVE;
+        if let Some(slot) = self.slot.get_mut(piece as usize) {
+            *slot = HAVE;
+        }
         self.have.set(piece);
     }
 
@@ -545,10 +571,10 @@ impl Picker {
     /// Every block of `piece` has been received (it is ready to verify).
     pub fn is_piece_received(&self, piece: u32) -> bool {
         match self.locate_checked(piece) {
-            Some(Where::Partial(i)) => {
-                let pp = &self.partials[i];
-                pp.received as usize == pp.blocks.len()
-            }
+            Some(Where::Partial(i)) => self
+                .partials
+                .get(i)
+                .is_some_and(|pp| pp.received as usize == pp.blocks.len()),
             _ => false,
         }
     }
@@ -561,9 +587,13 @@ impl Picker {
             Some(Where::Have) => vec![BlockState::Have; n],
             Some(Where::Order(_)) => vec![BlockState::Missing; n],
             Some(Where::Partial(i)) => {
-                let pp = &self.partials[i];
-                (0..n as u32)
-                    .map(|j| match pp.blocks[j as usize] {
+                let Some(pp) = self.partials.get(i) else {
+                    return Vec::new();
+                };
+                // A partial has one entry per block of its piece (`n`).
+                (0u32..)
+                    .zip(&pp.blocks)
+                    .map(|(j, b)| match b {
                         Block::Missing => BlockState::Missing,
                         Block::Received => BlockState::Received,
                         Block::Requested(_) => BlockState::Requested {
@@ -577,6 +607,7 @@ impl Picker {
 
     /// Check every internal invariant; panics with a description if one is
     /// broken. For tests.
+    #[allow(clippy::indexing_slicing, clippy::unwrap_used)] // panicking is its job
     pub fn check_invariants(&self) {
         let n = self.geometry.num_pieces as usize;
         assert_eq!(self.avail.len(), n);
@@ -637,14 +668,17 @@ impl Picker {
         self.rng.next_u64()
     }
 
+    /// Where `piece` is; callers pass a piece of the torrent (out of range
+    /// reads as [`Where::Have`]: nothing to do).
     fn locate(&self, piece: u32) -> Where {
-        match self.slot[piece as usize] {
-            HAVE => Where::Have,
-            s if s & PARTIAL != 0 => Where::Partial((s & !PARTIAL) as usize),
-            s => Where::Order(s as usize),
+        match self.slot.get(piece as usize) {
+            None | Some(&HAVE) => Where::Have,
+            Some(&s) if s & PARTIAL != 0 => Where::Partial((s & !PARTIAL) as usize),
+            Some(&s) => Where::Order(s as usize),
         }
     }
 
+    /// Where `piece` is, or `None` if it is out of range.
     fn locate_checked(&self, piece: u32) -> Option<Where> {
         (piece < self.geometry.num_pieces).then(|| self.locate(piece))
     }
@@ -666,10 +700,23 @@ impl Picker {
 
     fn swap_positions(&mut self, i: usize, j: usize) {
         self.order.swap(i, j);
-        self.slot[self.order[i] as usize] = i as u32;
-        self.slot[self.order[j] as usize] = j as u32;
+        // `swap` checked both positions; `slot` has an entry per piece.
+        let (Some(&pi), Some(&pj)) = (self.order.get(i), self.order.get(j)) else {
+            return;
+        };
+        if let Some(slot) = self.slot.get_mut(pi as usize) {
+            *slot = i as u32;
+        }
+        if let Some(slot) = self.slot.get_mut(pj as usize) {
+            *slot = j as u32;
+        }
     }
 
+    // Hot (once per piece per bitfield). In range: callers check
+    // `p < num_pieces`; `ensure_level(a + 1)` makes `starts[a + 1]` exist, and
+    // it is above 0 since level `a` holds `p`. (A get_mut version measured
+    // 20 % slower on `peer_has_all_then_gone`.)
+    #[allow(clippy::indexing_slicing)]
     fn inc(&mut self, p: u32) {
         let a = self.avail[p as usize] as usize;
         self.avail[p as usize] += 1;
@@ -682,6 +729,9 @@ impl Picker {
         }
     }
 
+    // Hot, as `inc`. In range: callers check `p < num_pieces`, and
+    // `avail[p] < starts.len()` for every piece (see `check_invariants`).
+    #[allow(clippy::indexing_slicing)]
     fn dec(&mut self, p: u32) {
         let a = self.avail[p as usize] as usize;
         if a == 0 {
@@ -698,6 +748,9 @@ impl Picker {
 
     /// Take a piece out of `order`: the hole it leaves moves to the end
     /// by one swap per higher level.
+    // In range: `p` is in `order` (so `p < num_pieces`, `avail[p] < starts.len()`
+    // and level ends are positions in `order`), all checked by `check_invariants`.
+    #[allow(clippy::indexing_slicing)]
     fn remove_from_order(&mut self, p: u32) {
         let Where::Order(mut hole) = self.locate(p) else {
             return;
@@ -721,6 +774,9 @@ impl Picker {
 
     /// Put a piece back into `order` at its level: a hole opens at the end
     /// and moves down by one swap per higher level.
+    // In range: `p < num_pieces` (a partial's piece), `ensure_level(a)` makes
+    // `starts[a..=top]` exist, and level starts are positions in `order`.
+    #[allow(clippy::indexing_slicing)]
     fn insert_into_order(&mut self, p: u32) {
         let a = self.avail[p as usize] as usize;
         self.ensure_level(a);
@@ -754,7 +810,9 @@ impl Picker {
         pp.received = 0;
         pp.extra.clear();
         let i = self.partials.len();
-        self.slot[piece as usize] = PARTIAL | i as u32;
+        if let Some(slot) = self.slot.get_mut(piece as usize) {
+            *slot = PARTIAL | i as u32;
+        }
         self.partials.push(pp);
         i
     }
@@ -762,8 +820,10 @@ impl Picker {
     /// Drop partial `i`; the caller decides where its piece goes next.
     fn release_partial(&mut self, i: usize) {
         let pp = self.partials.swap_remove(i);
-        if let Some(moved) = self.partials.get(i) {
-            self.slot[moved.piece as usize] = PARTIAL | i as u32;
+        if let Some(moved) = self.partials.get(i)
+            && let Some(slot) = self.slot.get_mut(moved.piece as usize)
+        {
+            *slot = PARTIAL | i as u32;
         }
         self.pool.push(pp);
     }

@@ -2,6 +2,8 @@
 //! queues what we say back. The event loop moves bytes between sockets and
 //! each peer's buffers; everything in between happens here.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
@@ -215,7 +217,9 @@ impl Torrent {
             peer_id: self.our_id,
         };
         let have = self.picker.have();
-        let peer = &mut self.peers[key];
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
         let out = peer.send.buf_mut();
         hs.encode(out);
         if have.count() > 0 {
@@ -270,18 +274,24 @@ impl Torrent {
         recv: &mut crate::wire::RecvBuf,
         now: Instant,
     ) -> Result<(), PeerError> {
-        if self.peers[key].phase == Phase::Handshaking {
+        // Like the public entry points, an unknown key is a no-op.
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(());
+        };
+        if peer.phase == Phase::Handshaking {
             let Some(hs) = Handshake::decode(recv.data())? else {
                 return Ok(());
             };
             recv.consume(wire::HANDSHAKE_LEN);
-            self.peers[key].last_recv = now;
+            peer.last_recv = now;
             self.on_handshake(key, hs)?;
         }
         loop {
             match wire::decode_frame(recv.data(), wire::MAX_FRAME)? {
                 Some((msg, n)) => {
-                    self.peers[key].last_recv = now;
+                    if let Some(peer) = self.peers.get_mut(key) {
+                        peer.last_recv = now;
+                    }
                     self.on_message(key, msg, now)?;
                     recv.consume(n);
                 }
@@ -298,14 +308,16 @@ impl Torrent {
     fn on_message(&mut self, key: usize, msg: Message<'_>, now: Instant) -> Result<(), PeerError> {
         // Extension messages do not count: Transmission sends its extension
         // handshake before its bitfield.
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(());
+        };
         let first = match msg {
             Message::Unknown {
                 id: wire::EXTENDED_ID,
                 ..
-            } => !self.peers[key].seen_message,
-            _ => !std::mem::replace(&mut self.peers[key].seen_message, true),
+            } => !peer.seen_message,
+            _ => !std::mem::replace(&mut peer.seen_message, true),
         };
-        let peer = &mut self.peers[key];
         match msg {
             Message::KeepAlive => {}
             Message::Choke => {
@@ -359,8 +371,13 @@ impl Torrent {
                     return Ok(());
                 }
                 if peer.am_choking {
-                    peer.choked_requests += 1;
-                    if peer.choked_requests > self.cfg.max_peer_requests as u32 * 4 {
+                    // Saturating: a large configured limit must neither wrap
+                    // (closing at once) nor overflow the counter.
+                    peer.choked_requests = peer.choked_requests.saturating_add(1);
+                    let limit = u32::try_from(self.cfg.max_peer_requests)
+                        .unwrap_or(u32::MAX)
+                        .saturating_mul(4);
+                    if peer.choked_requests > limit {
                         return Err(PeerError::RequestFlood);
                     }
                     return Ok(());
@@ -394,7 +411,7 @@ impl Torrent {
             // Answer an incoming handshake first: the dialing side (us,
             // perhaps through a NAT) then sees its own id and stops
             // dialing this address, rather than retrying after an EOF.
-            if !self.peers[key].outgoing {
+            if self.peers.get(key).is_some_and(|p| !p.outgoing) {
                 self.send_handshake(key);
             }
             return Err(PeerError::OwnPeerId);
@@ -410,7 +427,9 @@ impl Torrent {
             return Err(PeerError::Duplicate);
         }
         let outgoing = {
-            let peer = &mut self.peers[key];
+            let Some(peer) = self.peers.get_mut(key) else {
+                return Ok(());
+            };
             peer.peer_id = hs.peer_id;
             peer.phase = Phase::Active;
             debug!(
@@ -423,10 +442,12 @@ impl Torrent {
         if !outgoing {
             self.send_handshake(key);
         }
-        if hs.supports_extensions() {
+        if hs.supports_extensions()
+            && let Some(peer) = self.peers.get_mut(key)
+        {
             let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
             let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
-            wire::encode_extended_handshake(reqq, client, self.peers[key].send.buf_mut());
+            wire::encode_extended_handshake(reqq, client, peer.send.buf_mut());
             self.dirty.push(key);
         }
         Ok(())
@@ -471,7 +492,9 @@ impl Torrent {
 
     /// Recompute whether we are interested in `key`, telling it on change.
     fn update_interest(&mut self, key: usize) {
-        let peer = &mut self.peers[key];
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
         let want = self.picker.is_interesting(&peer.has);
         if want != peer.am_interested {
             peer.am_interested = want;
@@ -712,7 +735,9 @@ impl Torrent {
         data: &[u8],
         now: Instant,
     ) -> Result<(), PeerError> {
-        let peer = &mut self.peers[key];
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(());
+        };
         let was_requested = peer.take_inflight(b);
         peer.down.add(b.len as u64);
         self.totals.received += b.len as u64;
@@ -782,7 +807,9 @@ impl Torrent {
         trace!("piece {piece} verified");
         let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let peer = &mut self.peers[key];
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
             if peer.phase != Phase::Active {
                 continue;
             }
@@ -822,23 +849,12 @@ impl Torrent {
         if !self.banned_ids.insert(id) {
             return;
         }
-        let keys: Vec<usize> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.peer_id == id)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            let addr = self.peers[key].addr;
-            warn!(
-                "banning {} for sending corrupt data",
-                self.peers[key].label()
-            );
-            if self.peers[key].outgoing {
-                self.banned_addrs.insert(addr);
+        for (_, peer) in self.peers.iter().filter(|(_, p)| p.peer_id == id) {
+            warn!("banning {} for sending corrupt data", peer.label());
+            if peer.outgoing {
+                self.banned_addrs.insert(peer.addr);
             }
-            let token = self.peers[key].token;
-            self.to_close.push((token, PeerError::Banned));
+            self.to_close.push((peer.token, PeerError::Banned));
         }
     }
 
@@ -850,4 +866,5 @@ impl Torrent {
 
 #[cfg(test)]
 #[path = "torrent_tests.rs"]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

@@ -306,3 +306,35 @@ fn peers_without_the_extension_bit_get_no_extension_handshake() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("huge-reqq");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 9, now);
+    // 2^30 * 4 wrapped to 0 in `u32` before: the first request while
+    // choked closed the connection as a flood.
+    t.cfg.max_peer_requests = 1 << 30;
+    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let mut bytes = Vec::new();
+    Handshake {
+        reserved: [0; 8],
+        info_hash: [9; 20],
+        peer_id: [8; 20],
+    }
+    .encode(&mut bytes);
+    for _ in 0..3 {
+        Message::Request {
+            piece: 0,
+            begin: 0,
+            len: 16384,
+        }
+        .encode(&mut bytes);
+    }
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    assert!(t.peers[k].am_choking);
+    t.on_readable(k, now).unwrap();
+    assert_eq!(t.peers[k].choked_requests, 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}

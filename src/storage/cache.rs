@@ -20,10 +20,14 @@
 //! the network, or full), [`Cache::is_full`] tells the event loop to stop
 //! reading from peers until a flush frees one.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::disk::{Disk, StorageError};
 use crate::geometry::{BLOCK_LEN, BlockRef, Geometry};
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::PathBuf;
 
 /// Fewest piece buffers the cache works with, even with `--cache 0`.
 pub const MIN_BUFFERS: usize = 4;
@@ -175,19 +179,29 @@ impl Cache {
         let Some(a) = self.partial.get_mut(&b.piece) else {
             return Insert::NoBuffer;
         };
-        let idx = b.index() as usize;
-        if a.received[idx] {
+        // `b` is a block of this geometry (debug-asserted above), so both
+        // lookups succeed; if not, the data is ignored like a duplicate.
+        let start = b.begin as usize;
+        let (Some(seen), Some(dest)) = (
+            a.received.get_mut(b.index() as usize),
+            a.buf.get_mut(start..start + data.len()),
+        ) else {
+            return Insert::Duplicate;
+        };
+        if *seen {
             return Insert::Duplicate;
         }
-        let start = b.begin as usize;
-        a.buf[start..start + data.len()].copy_from_slice(data);
-        a.received[idx] = true;
+        dest.copy_from_slice(data);
+        *seen = true;
         a.num_received += 1;
         // Feed SHA-1 every block the contiguous prefix now covers.
-        while a.hashed < size && a.received[(a.hashed / BLOCK_LEN) as usize] {
+        while a.hashed < size && a.received.get((a.hashed / BLOCK_LEN) as usize) == Some(&true) {
             let from = a.hashed as usize;
             let to = (from + BLOCK_LEN as usize).min(size as usize);
-            a.hasher.update(&a.buf[from..to]);
+            let Some(bytes) = a.buf.get(from..to) else {
+                break;
+            };
+            a.hasher.update(bytes);
             a.hashed = to as u32;
         }
         if a.num_received as usize != a.received.len() {
@@ -261,17 +275,20 @@ impl Cache {
         b: BlockRef,
         out: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
-        let range = b.begin as usize..(b.begin + b.len) as usize;
+        // `b` passed `Geometry::request_in_range`; a block outside its piece
+        // is an error all the same, never a panic.
+        let range = b.begin as usize..b.begin as usize + b.len as usize;
         if let Some((_, buf)) = self.pending.iter().find(|(p, _)| *p == b.piece) {
-            out.extend_from_slice(&buf[range]);
+            copy_block(buf, range, b, out)?;
             self.stats.read_hits += 1;
             return Ok(());
         }
         if let Some(pos) = self.read.iter().position(|(p, _)| *p == b.piece) {
             // Move to the back: most recently used.
             if let Some(entry) = self.read.remove(pos) {
-                out.extend_from_slice(&entry.1[range]);
+                let copied = copy_block(&entry.1, range, b, out);
                 self.read.push_back(entry);
+                copied?;
             }
             self.stats.read_hits += 1;
             return Ok(());
@@ -288,15 +305,18 @@ impl Cache {
                     return Err(e);
                 }
                 self.stats.bytes_read_disk += size as u64;
-                out.extend_from_slice(&buf[range]);
+                let copied = copy_block(&buf, range, b, out);
                 self.keep_for_reading(b.piece, buf);
-                Ok(())
+                copied
             }
             None => {
                 // No buffer to spare: read just the block.
                 let start = out.len();
                 out.resize(start + b.len as usize, 0);
-                let r = disk.read_at(offset + b.begin as u64, &mut out[start..]);
+                let Some(dest) = out.get_mut(start..) else {
+                    return Err(not_in_piece(b)); // never: `out` was just grown
+                };
+                let r = disk.read_at(offset + b.begin as u64, dest);
                 if r.is_err() {
                     out.truncate(start);
                 }
@@ -307,5 +327,33 @@ impl Cache {
     }
 }
 
+/// Append `piece[range]` (block `b`) to `out`.
+fn copy_block(
+    piece: &[u8],
+    range: std::ops::Range<usize>,
+    b: BlockRef,
+    out: &mut Vec<u8>,
+) -> Result<(), StorageError> {
+    out.extend_from_slice(piece.get(range).ok_or_else(|| not_in_piece(b))?);
+    Ok(())
+}
+
+/// The error for a block that does not lie inside its piece (callers check
+/// requests with [`Geometry::request_in_range`] first, so this is a bug guard).
+fn not_in_piece(b: BlockRef) -> StorageError {
+    StorageError {
+        op: "read",
+        path: PathBuf::new(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "block {}+{} of piece {} is outside the piece",
+                b.begin, b.len, b.piece
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

@@ -1,6 +1,8 @@
 //! The only module that touches the torrent's files: positioned reads and
 //! writes (`pread`/`pwrite`) over the spans a [`Layout`] gives.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::layout::Layout;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -107,23 +109,35 @@ impl Disk {
         self.layout
             .spans(offset, len)
             .iter()
-            .all(|s| self.existed[s.file])
+            .all(|s| self.existed.get(s.file).copied().unwrap_or(true))
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
+    /// The open handle of file `file`, if it exists and is open.
+    fn file(&self, file: usize) -> Option<&File> {
+        self.files.get(file).and_then(Option::as_ref)
+    }
+
     fn path(&self, file: usize) -> PathBuf {
-        self.root.join(&self.layout.files[file].path)
+        match self.layout.files.get(file) {
+            Some(slot) => self.root.join(&slot.path),
+            None => self.root.clone(),
+        }
     }
 
     /// Write `data` at torrent offset `offset`, across file boundaries.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        let mut pos = 0;
+        // The spans cover at most `data.len()` bytes, in order.
+        let mut rest = data;
         for span in self.layout.spans(offset, data.len()) {
-            let chunk = &data[pos..pos + span.len];
-            let file = self.files[span.file].as_ref().ok_or_else(|| StorageError {
+            let Some((chunk, after)) = rest.split_at_checked(span.len) else {
+                break;
+            };
+            rest = after;
+            let file = self.file(span.file).ok_or_else(|| StorageError {
                 op: "write",
                 path: self.path(span.file),
                 source: io::Error::new(io::ErrorKind::NotFound, "file is not open for writing"),
@@ -134,7 +148,6 @@ impl Disk {
                     path: self.path(span.file),
                     source,
                 })?;
-            pos += span.len;
         }
         Ok(())
     }
@@ -143,14 +156,20 @@ impl Disk {
     /// error: no zero-filled data is ever returned for bytes that are not there.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         let mut pos = 0;
-        for span in self.layout.spans(offset, buf.len()) {
+        let mut rest = &mut *buf;
+        for span in self.layout.spans(offset, rest.len()) {
             let path = || self.path(span.file);
-            let file = self.files[span.file].as_ref().ok_or_else(|| StorageError {
+            let Some((chunk, after)) = std::mem::take(&mut rest).split_at_mut_checked(span.len)
+            else {
+                break;
+            };
+            rest = after;
+            let file = self.file(span.file).ok_or_else(|| StorageError {
                 op: "read",
                 path: path(),
                 source: io::Error::new(io::ErrorKind::NotFound, "file is missing"),
             })?;
-            file.read_exact_at(&mut buf[pos..pos + span.len], span.file_offset)
+            file.read_exact_at(chunk, span.file_offset)
                 .map_err(|source| StorageError {
                     op: "read",
                     path: path(),

@@ -1,6 +1,8 @@
 //! Where each byte of a torrent lives on disk: the map from a torrent-wide
 //! byte range to (file, offset, length) spans. Pure arithmetic.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::path::PathBuf;
 
 /// One file of the torrent, placed at `offset` in the torrent's byte stream.
@@ -35,7 +37,7 @@ impl Layout {
         debug_assert!(
             files
                 .windows(2)
-                .all(|w| w[0].offset + w[0].len == w[1].offset)
+                .all(|w| matches!(w, [a, b] if a.offset + a.len == b.offset))
         );
         Layout { files, total_len }
     }
@@ -44,12 +46,14 @@ impl Layout {
     /// Zero-length files are skipped. A range past the end is cut short.
     pub fn spans(&self, offset: u64, len: usize) -> Vec<Span> {
         let mut out = Vec::new();
-        let end = (offset + len as u64).min(self.total_len);
+        let end = offset.saturating_add(len as u64).min(self.total_len);
         // First file whose end is past `offset`.
-        let mut i = self.files.partition_point(|f| f.offset + f.len <= offset);
+        let first = self.files.partition_point(|f| f.offset + f.len <= offset);
         let mut pos = offset;
-        while pos < end && i < self.files.len() {
-            let f = &self.files[i];
+        for (i, f) in self.files.iter().enumerate().skip(first) {
+            if pos >= end {
+                break;
+            }
             let file_end = f.offset + f.len;
             if f.len > 0 && pos < file_end {
                 let take = (end.min(file_end) - pos) as usize;
@@ -60,13 +64,13 @@ impl Layout {
                 });
                 pos += take as u64;
             }
-            i += 1;
         }
         out
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! write-behind cache with incremental SHA-1 (cache), and the start-up
 //! re-check of data already on disk.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 pub mod cache;
 pub mod disk;
 pub mod layout;
@@ -27,7 +29,9 @@ pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfiel
         if !disk.may_have_data(offset, size) {
             continue;
         }
-        let buf = &mut buf[..size];
+        let Some(buf) = buf.get_mut(..size) else {
+            continue; // never: a piece is at most `piece_len` bytes
+        };
         if disk.read_at(offset, buf).is_err() {
             continue;
         }

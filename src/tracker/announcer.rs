@@ -18,6 +18,8 @@
 //! [`stop`](Announcer::stop) a single `stopped` goes to the first tracker (in
 //! tier order) that knows us, and nothing else is sent.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -112,12 +114,15 @@ impl Announcer {
         let mut a = Self::new(tiers, now);
         // Any non-zero state works for xorshift.
         a.rng = seed | 1;
-        for t in 0..a.tiers.len() {
-            for i in (1..a.tiers[t].len()).rev() {
+        let mut tiers = std::mem::take(&mut a.tiers);
+        for tier in &mut tiers {
+            // Fisher-Yates: `j <= i < tier.len()`.
+            for i in (1..tier.len()).rev() {
                 let j = (a.next_random() % (i as u64 + 1)) as usize;
-                a.tiers[t].swap(i, j);
+                tier.swap(i, j);
             }
         }
+        a.tiers = tiers;
         a
     }
 
@@ -150,7 +155,9 @@ impl Announcer {
         if now < self.next_at {
             return None;
         }
-        let url = self.tiers[self.cursor.0][self.cursor.1].clone();
+        // The cursor always names a URL (tiers are never empty).
+        let (t, i) = self.cursor;
+        let url = self.tiers.get(t).and_then(|tier| tier.get(i))?.clone();
         let event = if !self.known_by.contains(&url) {
             Event::Started
         } else if self.completed_pending {
@@ -201,8 +208,7 @@ impl Announcer {
         }
         let (t, i) = self.cursor;
         if let Some(tier) = self.tiers.get_mut(t)
-            && i < tier.len()
-            && tier[i] == url
+            && tier.get(i).is_some_and(|u| *u == url)
         {
             let moved = tier.remove(i);
             tier.insert(0, moved);
@@ -229,7 +235,7 @@ impl Announcer {
             return;
         }
         let (t, i) = self.cursor;
-        if i + 1 < self.tiers[t].len() {
+        if self.tiers.get(t).is_some_and(|tier| i + 1 < tier.len()) {
             self.cursor = (t, i + 1);
             self.next_at = now;
         } else if t + 1 < self.tiers.len() {
@@ -353,4 +359,5 @@ impl Announcer {
 
 #[cfg(test)]
 #[path = "announcer_tests.rs"]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

@@ -1,5 +1,7 @@
 //! Tracker client exchange: announce URL, request bytes, response body.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -318,8 +320,11 @@ fn compact_v4(b: &[u8], out: &mut Vec<SocketAddr>) -> Result<(), TrackerError> {
         return Err(bad("compact peers length is not a multiple of 6"));
     }
     for c in b.chunks_exact(6) {
-        let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
-        let port = u16::from_be_bytes([c[4], c[5]]);
+        let &[i0, i1, i2, i3, p0, p1] = c else {
+            continue; // never: chunks_exact(6)
+        };
+        let ip = Ipv4Addr::new(i0, i1, i2, i3);
+        let port = u16::from_be_bytes([p0, p1]);
         if port != 0 {
             out.push(SocketAddr::new(IpAddr::V4(ip), port));
         }
@@ -332,11 +337,12 @@ fn compact_v6(b: &[u8], out: &mut Vec<SocketAddr>) -> Result<(), TrackerError> {
         return Err(bad("peers6 length is not a multiple of 18"));
     }
     for c in b.chunks_exact(18) {
-        let mut ip = [0u8; 16];
-        ip.copy_from_slice(&c[..16]);
-        let port = u16::from_be_bytes([c[16], c[17]]);
+        let Some((ip, &[p0, p1])) = c.split_first_chunk::<16>() else {
+            continue; // never: chunks_exact(18)
+        };
+        let port = u16::from_be_bytes([p0, p1]);
         if port != 0 {
-            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port));
+            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(*ip)), port));
         }
     }
     Ok(())
@@ -363,4 +369,5 @@ fn dict_peers(list: &[Value], out: &mut Vec<SocketAddr>) {
 
 #[cfg(test)]
 #[path = "client_tests.rs"]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

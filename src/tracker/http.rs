@@ -1,20 +1,23 @@
 //! URL encoding and query-string parsing shared by the tracker client and
 //! server.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::fmt;
 
 /// Append `bytes` to `out` %-encoded: RFC 3986 unreserved characters
 /// (`A-Z a-z 0-9 - . _ ~`) stay literal, every other byte becomes `%XX`
 /// with upper-case hex digits.
 pub fn percent_encode(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            // A nibble is always a base-16 digit: `from_digit` never says `None`.
+            for nibble in [b >> 4, b & 0x0f] {
+                out.extend(char::from_digit(u32::from(nibble), 16).map(|c| c.to_ascii_uppercase()));
+            }
         }
     }
 }
@@ -73,16 +76,16 @@ pub fn split_query(query: &[u8], max_pairs: usize) -> Result<QueryPairs, BadEsca
         if pairs.len() >= max_pairs {
             return Err(BadEscape);
         }
-        let (name, value) = match piece.iter().position(|&b| b == b'=') {
-            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-            None => (piece, &b""[..]),
-        };
+        let mut halves = piece.splitn(2, |&b| b == b'=');
+        let name = halves.next().unwrap_or_default();
+        let value = halves.next().unwrap_or_default();
         pairs.push((percent_decode(name)?, percent_decode(value)?));
     }
     Ok(pairs)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

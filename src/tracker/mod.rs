@@ -20,6 +20,8 @@
 //! Every bencoded body from the network passes `crate::bencode::validate` (a bounded,
 //! non-recursive validator) before serde_bencode sees it.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 mod announcer;
 mod client;
 mod http;
@@ -27,6 +29,7 @@ mod response;
 mod server;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod fuzz_tests;
 
 pub use announcer::{Announcer, BACKOFF_CAP, BACKOFF_FLOOR, DEFAULT_MIN_INTERVAL};

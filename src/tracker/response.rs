@@ -14,6 +14,8 @@
 //! Every size the server sends is checked against [`MAX_BODY`] before
 //! anything is buffered.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::{TrackerError, printable};
 
 /// Largest response head accepted (status line plus headers).
@@ -139,13 +141,13 @@ impl ResponseReader {
                 State::Done => return Ok(None),
                 State::Head { buf, scanned } => {
                     let room = (MAX_HEAD + 1).saturating_sub(buf.len());
-                    let take = input.len().min(room);
-                    buf.extend_from_slice(&input[..take]);
-                    input = &input[take..];
+                    buf.extend_from_slice(take_prefix(&mut input, room));
                     // Only parse once a blank line may have arrived: scan the
                     // new bytes (and the 3 before them) for "\n\r\n" / "\n\n".
                     let from = scanned.saturating_sub(3);
-                    let parsed = if has_blank_line(&buf[from..]) {
+                    // `scanned <= buf.len()`; scanning all of `buf` is the
+                    // (never taken) safe fallback.
+                    let parsed = if has_blank_line(buf.get(from..).unwrap_or(buf)) {
                         parse_head(buf)?
                     } else {
                         None
@@ -186,9 +188,9 @@ impl ResponseReader {
         loop {
             match &mut self.state {
                 State::Length(left) => {
-                    let take = input.len().min(*left);
-                    self.body.extend_from_slice(&input[..take]);
-                    *left -= take;
+                    let data = take_prefix(&mut input, *left);
+                    self.body.extend_from_slice(data);
+                    *left -= data.len();
                     if *left == 0 {
                         self.state = State::Done;
                         return Ok(Some(std::mem::take(&mut self.body)));
@@ -213,8 +215,7 @@ impl ResponseReader {
                             if line.len() + take > MAX_CHUNK_LINE {
                                 return Err(TrackerError::Http("chunk-size line too long".into()));
                             }
-                            line.extend_from_slice(&input[..take]);
-                            input = &input[take..];
+                            line.extend_from_slice(take_prefix(&mut input, take));
                             if nl.is_none() {
                                 return Ok(None);
                             }
@@ -230,17 +231,18 @@ impl ResponseReader {
                             };
                         }
                         Chunk::Data(left) => {
-                            let take = input.len().min(*left);
-                            self.body.extend_from_slice(&input[..take]);
-                            input = &input[take..];
-                            *left -= take;
+                            let data = take_prefix(&mut input, *left);
+                            self.body.extend_from_slice(data);
+                            *left -= data.len();
                             if *left == 0 {
                                 *chunk = Chunk::DataEnd { seen_cr: false };
                             }
                         }
                         Chunk::DataEnd { seen_cr } => {
-                            let b = input[0];
-                            input = &input[1..];
+                            let Some((&b, rest)) = input.split_first() else {
+                                return Ok(None);
+                            };
+                            input = rest;
                             match (b, *seen_cr) {
                                 (b'\r', false) => *seen_cr = true,
                                 (b'\n', true) => *chunk = Chunk::Size(Vec::new()),
@@ -252,8 +254,10 @@ impl ResponseReader {
                             }
                         }
                         Chunk::Trailers { line, total } => {
-                            let b = input[0];
-                            input = &input[1..];
+                            let Some((&b, rest)) = input.split_first() else {
+                                return Ok(None);
+                            };
+                            input = rest;
                             *total += 1;
                             if *total > MAX_TRAILERS {
                                 return Err(TrackerError::TooLarge);
@@ -414,6 +418,14 @@ fn chunk_size(line: &[u8]) -> Result<usize, TrackerError> {
     }
 }
 
+/// Split off the first `n` bytes of `input` (all of it when shorter).
+fn take_prefix<'a>(input: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let (head, tail) = input.split_at_checked(n).unwrap_or((*input, &[]));
+    *input = tail;
+    head
+}
+
 #[cfg(test)]
 #[path = "response_tests.rs"]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

@@ -14,6 +14,8 @@
 //! party. A `stopped` from an IP other than the one stored for that peer id
 //! is ignored for the same reason.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Write as _;
@@ -143,7 +145,7 @@ impl std::error::Error for RequestError {}
 /// [`MAX_REQUEST_HEAD`] bytes and use `GET`. Bytes after the head are not
 /// looked at.
 pub fn frame_request(buf: &[u8]) -> Result<HeadStatus, RequestError> {
-    let window = &buf[..buf.len().min(MAX_REQUEST_HEAD)];
+    let window = buf.get(..MAX_REQUEST_HEAD).unwrap_or(buf);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(window) {
@@ -240,10 +242,9 @@ fn for_each_pair(
         if count >= MAX_PARAMS {
             return Err(BadEscape);
         }
-        let (name, value) = match piece.iter().position(|&b| b == b'=') {
-            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-            None => (piece, &b""[..]),
-        };
+        let mut halves = piece.splitn(2, |&b| b == b'=');
+        let name = halves.next().unwrap_or_default();
+        let value = halves.next().unwrap_or_default();
         f(name, value)?;
     }
     Ok(())
@@ -300,9 +301,9 @@ impl Swarm {
 
     fn expire(&mut self, now: Instant, ttl: Duration) {
         let mut i = 0;
-        while i < self.peers.len() {
-            if now.saturating_duration_since(self.peers[i].last_seen) >= ttl {
-                let id = self.peers[i].id;
+        while let Some(p) = self.peers.get(i) {
+            if now.saturating_duration_since(p.last_seen) >= ttl {
+                let id = p.id;
                 self.remove(&id);
             } else {
                 i += 1;
@@ -324,7 +325,9 @@ impl Swarm {
         while looked < n && picked.len() < want {
             let i = (start + looked) % n;
             looked += 1;
-            let p = &self.peers[i];
+            let Some(p) = self.peers.get(i) else {
+                continue; // never: `i < n`
+            };
             if &p.id == me || (me_seeder && p.seeder) {
                 continue;
             }
@@ -384,20 +387,22 @@ impl Reply {
             cfg.interval,
             cfg.min_interval
         );
+        // `picked` holds indices into `peers` (from `Swarm::select`).
+        let chosen = || picked.iter().filter_map(|&i| peers.get(i));
         if self.compact {
-            let v4 = picked.iter().filter(|&&i| peers[i].addr.is_ipv4()).count();
+            let v4 = chosen().filter(|p| p.addr.is_ipv4()).count();
             let _ = write!(body, "5:peers{}:", v4 * 6);
-            for &i in picked {
-                if let SocketAddr::V4(a) = peers[i].addr {
+            for p in chosen() {
+                if let SocketAddr::V4(a) = p.addr {
                     body.extend_from_slice(&a.ip().octets());
                     body.extend_from_slice(&a.port().to_be_bytes());
                 }
             }
-            let v6 = picked.len() - v4;
+            let v6 = chosen().filter(|p| p.addr.is_ipv6()).count();
             if v6 > 0 {
                 let _ = write!(body, "6:peers6{}:", v6 * 18);
-                for &i in picked {
-                    if let SocketAddr::V6(a) = peers[i].addr {
+                for p in chosen() {
+                    if let SocketAddr::V6(a) = p.addr {
                         body.extend_from_slice(&a.ip().octets());
                         body.extend_from_slice(&a.port().to_be_bytes());
                     }
@@ -406,8 +411,7 @@ impl Reply {
         } else {
             let mut w = Writer::new();
             w.str("peers").list();
-            for &i in picked {
-                let p = &peers[i];
+            for p in chosen() {
                 w.dict().str("ip").str(&p.addr.ip().to_string());
                 if !self.no_peer_id {
                     w.str("peer id").bytes(&p.id);
@@ -480,7 +484,7 @@ impl Tracker {
     ) -> Vec<u8> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let window = &head[..head.len().min(MAX_REQUEST_HEAD)];
+        let window = head.get(..MAX_REQUEST_HEAD).unwrap_or(head);
         match req.parse(window) {
             Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) if head.len() >= MAX_REQUEST_HEAD => {
@@ -494,10 +498,9 @@ impl Tracker {
         }
         let target = req.path.unwrap_or("").as_bytes();
         let target = target.split(|&b| b == b'#').next().unwrap_or(b"");
-        let (path, query) = match target.iter().position(|&b| b == b'?') {
-            Some(q) => (&target[..q], &target[q + 1..]),
-            None => (target, &b""[..]),
-        };
+        let mut halves = target.splitn(2, |&b| b == b'?');
+        let path = halves.next().unwrap_or_default();
+        let query = halves.next().unwrap_or_default();
         match path {
             b"/announce" => self.announce(query, remote, now, out),
             b"/scrape" => match split_query(query, MAX_PARAMS) {
@@ -541,7 +544,8 @@ impl Tracker {
                 let same_ip = swarm
                     .index
                     .get(&a.peer_id)
-                    .is_some_and(|&i| swarm.peers[i].addr.ip() == ip);
+                    .and_then(|&i| swarm.peers.get(i))
+                    .is_some_and(|p| p.addr.ip() == ip);
                 if same_ip {
                     swarm.remove(&a.peer_id);
                 }
@@ -572,9 +576,14 @@ impl Tracker {
         let ttl = self.cfg.peer_ttl;
         let swarm = self.swarms.entry(a.info_hash).or_default();
         let seeder = a.left == 0;
-        match swarm.index.get(&a.peer_id) {
-            Some(&i) => {
-                let p = &mut swarm.peers[i];
+        // `index` always points into `peers`; were it stale, the peer would
+        // be added again below and the index repaired.
+        match swarm
+            .index
+            .get(&a.peer_id)
+            .and_then(|&i| swarm.peers.get_mut(i))
+        {
+            Some(p) => {
                 if p.seeder != seeder {
                     if seeder {
                         swarm.seeders += 1;
@@ -748,15 +757,17 @@ impl AnnounceValues {
         let mut skip = [0u8; 0];
         for_each_pair(query, |name, value| {
             let n = decode_capped(name, &mut name_buf)?;
-            let known = if n <= NAME_CAP {
-                ANNOUNCE_PARAMS.iter().position(|&p| p == &name_buf[..n])
-            } else {
-                None
-            };
-            match known {
-                Some(i) => {
-                    let m = decode_capped(value, &mut v.buf[i])?;
-                    v.len[i] = Some(m.min(VALUE_CAP));
+            // A name longer than NAME_CAP is no known one (`get` says None).
+            let slot = name_buf.get(..n).and_then(|name| {
+                ANNOUNCE_PARAMS
+                    .iter()
+                    .zip(v.buf.iter_mut().zip(&mut v.len))
+                    .find_map(|(&p, slot)| (p == name).then_some(slot))
+            });
+            match slot {
+                Some((buf, len)) => {
+                    let m = decode_capped(value, buf)?;
+                    *len = Some(m.min(VALUE_CAP));
                 }
                 None => {
                     decode_capped(value, &mut skip)?;
@@ -768,8 +779,11 @@ impl AnnounceValues {
     }
 
     fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        let i = ANNOUNCE_PARAMS.iter().position(|&p| p == name)?;
-        self.len[i].map(|n| &self.buf[i][..n])
+        let (_, (buf, len)) = ANNOUNCE_PARAMS
+            .iter()
+            .zip(self.buf.iter().zip(&self.len))
+            .find(|(p, _)| **p == name)?;
+        buf.get(..(*len)?)
     }
 }
 
@@ -834,4 +848,5 @@ fn parse_announce(query: &[u8]) -> Result<Announce, &'static str> {
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;

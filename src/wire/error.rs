@@ -1,5 +1,7 @@
 //! Why a peer's bytes could not be decoded.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 /// A framing or handshake error: the peer sent something that is not BEP 3.
 ///
 /// `Copy` and allocation free, so the decoder can return it from the hot path

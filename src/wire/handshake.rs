@@ -1,5 +1,7 @@
 //! The 68-byte BEP 3 handshake that opens every peer connection.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::DecodeError;
 
 /// Length of a handshake on the wire.
@@ -85,6 +87,7 @@ fn array_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! BEP 3 length-prefixed messages: `len:u32be id:u8 payload[len-1]`, and
 //! `len = 0` for keep-alive.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::DecodeError;
 
 /// Largest frame length (the value of the prefix, excluding the prefix itself)
@@ -321,6 +323,7 @@ impl Message<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

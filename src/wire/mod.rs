@@ -69,6 +69,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 mod error;
 mod handshake;
 mod message;
@@ -76,6 +78,7 @@ mod recv_buf;
 mod send_buf;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;
 
 pub use error::DecodeError;

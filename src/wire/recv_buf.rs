@@ -2,6 +2,8 @@
 //!
 //! See the module docs of [`crate::wire`] for the cursor diagram.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::io;
 
 use super::MAX_FRAME;
@@ -204,6 +206,7 @@ fn clamp_cap(cap: usize) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

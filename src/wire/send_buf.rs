@@ -1,5 +1,7 @@
 //! The per-connection queue of encoded bytes waiting for the socket.
 
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::io;
 
 /// A byte queue with a write cursor: messages are appended at the back,
@@ -113,6 +115,7 @@ impl SendBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
     use crate::wire::Message;
