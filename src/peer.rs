@@ -137,6 +137,10 @@ pub struct Inflight {
     pub sent: Instant,
 }
 
+/// Requests a peer is assumed to take at once before it states its `reqq`
+/// in a BEP 10 handshake (the figure BEP 10 gives for libtorrent's default).
+pub const DEFAULT_REQQ: usize = 250;
+
 /// One peer connection's state. The socket lives in the event loop.
 pub struct Peer {
     /// The event loop's token for this connection.
@@ -153,8 +157,12 @@ pub struct Peer {
     pub am_interested: bool,
     pub peer_choking: bool,
     pub peer_interested: bool,
-    /// Our requests to the peer, oldest first.
-    pub inflight: Vec<Inflight>,
+    /// Our requests to the peer, oldest first (blocks usually arrive in
+    /// order, so taking one is a `pop_front`).
+    pub inflight: VecDeque<Inflight>,
+    /// Most requests the peer takes at once: its BEP 10 `reqq`, or
+    /// [`DEFAULT_REQQ`] until it says.
+    pub max_requests: usize,
     /// How many requests we keep in flight to this peer.
     pub pipeline: usize,
     /// The peer's requests to us, oldest first.
@@ -196,7 +204,8 @@ impl Peer {
             am_interested: false,
             peer_choking: true,
             peer_interested: false,
-            inflight: Vec::new(),
+            inflight: VecDeque::new(),
+            max_requests: DEFAULT_REQQ,
             pipeline,
             requests: VecDeque::new(),
             choked_requests: 0,
@@ -215,7 +224,7 @@ impl Peer {
     pub fn take_inflight(&mut self, block: BlockRef) -> bool {
         match self.inflight.iter().position(|r| r.block == block) {
             Some(i) => {
-                self.inflight.swap_remove(i);
+                self.inflight.remove(i);
                 true
             }
             None => false,

@@ -398,6 +398,17 @@ impl Torrent {
                 }
                 self.on_block(key, BlockRef { piece, begin, len }, data, now)?;
             }
+            Message::Unknown {
+                id: wire::EXTENDED_ID,
+                payload: [0, dict @ ..],
+            } => {
+                // The BEP 10 handshake: only `reqq` (how many requests the
+                // peer queues) matters to us; anything malformed is ignored.
+                if let Some(n) = wire::extended_handshake_reqq(dict) {
+                    peer.max_requests = n.clamp(1, self.cfg.pipeline_max);
+                    debug!("{} takes {n} requests at once", peer.label());
+                }
+            }
             Message::Port(_) | Message::Unknown { .. } => {}
         }
         Ok(())
@@ -461,7 +472,10 @@ impl Torrent {
         if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.pipeline.saturating_sub(peer.inflight.len());
+        let want = peer
+            .pipeline
+            .min(peer.max_requests)
+            .saturating_sub(peer.inflight.len());
         if want == 0 {
             return;
         }
@@ -481,7 +495,7 @@ impl Torrent {
                 len: b.len,
             }
             .encode(out);
-            peer.inflight.push(Inflight {
+            peer.inflight.push_back(Inflight {
                 block: b,
                 sent: now,
             });
@@ -833,6 +847,13 @@ impl Torrent {
             "piece {piece} failed its hash check ({} peer(s) sent blocks); re-requesting",
             who.len()
         );
+        // Blocks from a peer already banned explain the failure (they were
+        // in a partial piece when it was caught): nobody else is charged,
+        // or an honest peer finishing such pieces would be banned too.
+        if who.iter().any(|id| self.banned_ids.contains(id)) {
+            debug!("piece {piece} held blocks from a banned peer; no one else is charged");
+            return;
+        }
         // A peer that alone sent a bad piece is banned at once; peers that
         // shared one are charged a strike each, and banned at the second.
         let charge = if who.len() == 1 { 2 } else { 1 };

@@ -214,7 +214,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     assert!(t.peers[k].requests.is_empty());
     // A flood of valid requests without reading the answers closes it.
     let mut flood = Vec::new();
-    for _ in 0..2000 {
+    for _ in 0..t.cfg.max_peer_requests + 100 {
         Message::Request {
             piece: 0,
             begin: 0,
@@ -254,9 +254,12 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     }
     .encode(&mut bytes);
     Message::Bitfield(&[0xf0]).encode(&mut bytes);
+    assert_eq!(t.peers[k].max_requests, crate::peer::DEFAULT_REQQ);
     t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
     t.on_readable(k, now).unwrap();
     assert!(t.peers[k].has.is_full());
+    // Its reqq caps how many requests we keep in flight to it.
+    assert_eq!(t.peers[k].max_requests, 512);
     // Our answer: a handshake with the BEP 10 bit, then our limit.
     let mut out = Vec::new();
     t.peers[k].send.write_to(&mut out).unwrap();
@@ -336,5 +339,32 @@ fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
     assert!(t.peers[k].am_choking);
     t.on_readable(k, now).unwrap();
     assert_eq!(t.peers[k].choked_requests, 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
+    let f = fixture(4 * 32768, 32768);
+    let dir = temp_dir("banned-blocks");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 7, now);
+    let (bad, honest, other) = ([0xbb; 20], [0x11; 20], [0x22; 20]);
+    // The bad peer alone spoiled piece 0: banned at once.
+    t.contributors.insert(0, vec![bad]);
+    t.on_piece_failed(0);
+    assert!(t.banned_ids.contains(&bad));
+    // Pieces it had started and honest peers finished fail too: that is
+    // the banned peer's doing, not theirs.
+    for piece in 1..3 {
+        t.contributors.insert(piece, vec![bad, honest]);
+        t.on_piece_failed(piece);
+    }
+    assert!(!t.banned_ids.contains(&honest));
+    assert_eq!(t.strikes.get(&honest), None);
+    // Without a banned contributor, sharing a bad piece still costs a strike.
+    t.contributors.insert(3, vec![honest, other]);
+    t.on_piece_failed(3);
+    assert_eq!(t.strikes.get(&honest), Some(&1));
+    assert_eq!(t.strikes.get(&other), Some(&1));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -335,7 +335,7 @@ fn requests_while_choked_are_not_served_and_a_flood_closes() {
     expect_quiet(&mut s, Duration::from_millis(800));
     // A flood of them closes the connection.
     let mut out = Vec::new();
-    for i in 0..5000u32 {
+    for i in 0..10_000u32 {
         out.extend(request(i % fx.num_pieces, 0, BLOCK));
     }
     let mut w = s.try_clone().unwrap();

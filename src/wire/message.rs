@@ -262,6 +262,18 @@ pub fn encode_extended_handshake(reqq: u32, client: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&dict);
 }
 
+/// The `reqq` of a BEP 10 extension handshake (the bencoded dictionary after
+/// the extended-message id 0), when present and positive. `None` for
+/// anything malformed.
+pub fn extended_handshake_reqq(dict: &[u8]) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Ext {
+        reqq: Option<i64>,
+    }
+    let ext: Ext = crate::bencode::decode(dict, &crate::bencode::Limits::TRACKER).ok()?;
+    usize::try_from(ext.reqq?).ok().filter(|&n| n > 0)
+}
+
 impl Message<'_> {
     /// Bytes this message takes on the wire, prefix included.
     pub fn encoded_len(&self) -> usize {
