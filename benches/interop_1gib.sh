@@ -75,21 +75,9 @@ check() { # name dir
   cmp -s "$W/seed/data.bin" "$2/data.bin" || { echo "$1: data differs"; exit 1; }
 }
 
-# This machine is a VM: the first write to guest memory the host has not
-# backed yet costs ~3 s of system time per GiB (measured with dd: 2.9 s sys
-# for a fresh GiB, 0.23 s once warm). Before each run, touch and free 1.5x
-# the data size in tmpfs, so every client starts with host-backed free
-# pages and the figures measure the clients, not the order they ran in.
-warm_memory() {
-  local f=/dev/shm/pm-bench-warm.$$
-  head -c $((SIZE * 3 / 2))M /dev/zero > "$f" 2>/dev/null || true
-  rm -f "$f"
-}
-
 timed() { # name command... (the leecher, measured by /usr/bin/time -v)
   local name=$1; shift
   rm -rf "$W/leech"; mkdir -p "$W/leech"
-  warm_memory
   /usr/bin/time -v -o "$W/time.txt" "$@" >/dev/null 2> "$W/$name.err" \
     || { echo "$name failed"; tail "$W/$name.err"; exit 1; }
   check "$name" "$W/leech"
@@ -103,7 +91,6 @@ timed() { # name command... (the leecher, measured by /usr/bin/time -v)
 
 transmission() {
   rm -rf "$W/leech" "$W/tr"; mkdir -p "$W/leech" "$W/tr"
-  warm_memory
   sed -e "s/@BIND@/$LEECH/; s/@PEER_PORT@/51413/; s#@DOWNLOAD_DIR@#$W/leech#" \
     -e 's/@CACHE_MB@/4/; s/@UP_KBPS@/0/; s/@UP_LIMITED@/false/' \
     "$ROOT/tests/interop/settings.json.in" > "$W/tr/settings.json"

@@ -26,22 +26,10 @@ trap 'kill $SP $TP 2>/dev/null; wait 2>/dev/null' EXIT
 until (exec 3<>/dev/tcp/127.0.0.1/$SPORT) 2>/dev/null; do sleep 0.1; done
 sleep 1 # the seeder's first announce
 
-# This machine is a VM: the first write to guest memory the host has not
-# backed yet costs ~3 s of system time per GiB (measured with dd: 2.9 s sys
-# for a fresh GiB, 0.23 s once warm). Before each run, touch and free 1.5x
-# the data size in tmpfs, so every client starts with host-backed free
-# pages and the figures measure the clients, not the order they ran in.
-warm_memory() {
-  local f=/dev/shm/pm-bench-warm.$$
-  head -c $((SIZE * 3 / 2))M /dev/zero > "$f" 2>/dev/null || true
-  rm -f "$f"
-}
-
 measure() { # name, command...
   local name=$1; shift
   rm -rf "$W/leech"; mkdir -p "$W/leech"
   sync; sleep 3 # start each run with the previous file written back and freed
-  warm_memory
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" >/dev/null 2>"$W/$name.err" || { echo "$name failed"; cat "$W/$name.err"; return 1; }
   cmp -s "$W/seed/data.bin" "$W/leech/data.bin" || { echo "$name: data differs"; return 1; }
   read -r wall user sys rss < "$W/time.txt"

@@ -9,6 +9,16 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// Largest single `pwrite`. Writes of verified pieces come in runs of
+/// megabytes; handing the kernel at most this much per call keeps its
+/// page-cache allocations small. Measured on the development VM (Linux
+/// 6.18, ext4, 1 GiB written after freeing memory): 2.4–3.3 s of system
+/// time with 1–4 MiB writes, 0.24–0.5 s with 64–128 KiB writes — large
+/// writes get large folios, taken from the high-order free blocks the
+/// hypervisor's free-page reporting has reclaimed and must fault back in.
+/// A few thousand more syscalls per GiB cost milliseconds.
+pub const WRITE_CHUNK: usize = 128 * 1024;
+
 /// A storage failure: which operation, which file, and the OS error.
 #[derive(Debug)]
 pub struct StorageError {
@@ -142,12 +152,15 @@ impl Disk {
                 path: self.path(span.file),
                 source: io::Error::new(io::ErrorKind::NotFound, "file is not open for writing"),
             })?;
-            file.write_all_at(chunk, span.file_offset)
-                .map_err(|source| StorageError {
+            let mut at = span.file_offset;
+            for part in chunk.chunks(WRITE_CHUNK) {
+                file.write_all_at(part, at).map_err(|source| StorageError {
                     op: "write",
                     path: self.path(span.file),
                     source,
                 })?;
+                at += part.len() as u64;
+            }
         }
         Ok(())
     }
