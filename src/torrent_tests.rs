@@ -85,6 +85,22 @@ fn torrent(f: &Fixture, dir: &Path, seed: bool, id: u8, now: Instant) -> Torrent
     )
 }
 
+/// A peer's handshake bytes; `ext` sets the BEP 10 bit.
+fn handshake(info_hash: [u8; 20], peer_id: [u8; 20], ext: bool) -> Vec<u8> {
+    let mut reserved = [0; 8];
+    if ext {
+        reserved[5] = 0x10;
+    }
+    let mut out = Vec::new();
+    Handshake {
+        reserved,
+        info_hash,
+        peer_id,
+    }
+    .encode(&mut out);
+    out
+}
+
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
 fn pump(from: &mut Torrent, fk: usize, to: &mut Torrent, tk: usize, now: Instant) -> usize {
     let mut wire = Vec::new();
@@ -161,22 +177,12 @@ fn wrong_info_hash_and_own_id_are_refused() {
     let mut t = torrent(&f, &dir, false, 3, now);
     let k = t.add_peer(7, "127.0.0.1:3".parse().unwrap(), false, now);
     let mut hs = Vec::new();
-    Handshake {
-        reserved: [0; 8],
-        info_hash: [8; 20],
-        peer_id: [4; 20],
-    }
-    .encode(&mut hs);
+    hs.extend(handshake([8; 20], [4; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::WrongInfoHash));
     let k = t.add_peer(8, "127.0.0.1:4".parse().unwrap(), false, now);
     let mut hs = Vec::new();
-    Handshake {
-        reserved: [0; 8],
-        info_hash: [9; 20],
-        peer_id: [3; 20],
-    }
-    .encode(&mut hs);
+    hs.extend(handshake([9; 20], [3; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::OwnPeerId));
     std::fs::remove_dir_all(dir).unwrap();
@@ -190,12 +196,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     let mut t = torrent(&f, &dir, true, 5, now);
     let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
-    Handshake {
-        reserved: [0; 8],
-        info_hash: [9; 20],
-        peer_id: [6; 20],
-    }
-    .encode(&mut bytes);
+    bytes.extend(handshake([9; 20], [6; 20], false));
     Message::Interested.encode(&mut bytes);
     t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
     t.on_readable(k, now).unwrap();
@@ -241,12 +242,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     let k = t.add_peer(1, "127.0.0.1:7".parse().unwrap(), false, now);
     // Transmission's order: handshake, extension handshake, bitfield.
     let mut bytes = Vec::new();
-    Handshake {
-        reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
-        info_hash: [9; 20],
-        peer_id: [8; 20],
-    }
-    .encode(&mut bytes);
+    bytes.extend(handshake([9; 20], [8; 20], true));
     let ext = b"\x00d1:md6:ut_pexi1ee4:reqqi512ee";
     Message::Unknown {
         id: wire::EXTENDED_ID,
@@ -292,12 +288,7 @@ fn peers_without_the_extension_bit_get_no_extension_handshake() {
     let mut t = torrent(&f, &dir, false, 9, now);
     let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
-    Handshake {
-        reserved: [0; 8],
-        info_hash: [9; 20],
-        peer_id: [8; 20],
-    }
-    .encode(&mut bytes);
+    bytes.extend(handshake([9; 20], [8; 20], false));
     t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
     t.on_readable(k, now).unwrap();
     let mut out = Vec::new();
@@ -321,12 +312,7 @@ fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
     t.cfg.max_peer_requests = 1 << 30;
     let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
-    Handshake {
-        reserved: [0; 8],
-        info_hash: [9; 20],
-        peer_id: [8; 20],
-    }
-    .encode(&mut bytes);
+    bytes.extend(handshake([9; 20], [8; 20], false));
     for _ in 0..3 {
         Message::Request {
             piece: 0,

@@ -78,24 +78,19 @@ fn start_seeder(fx: &Fixture, extra: &[&str]) -> (Proc, u16) {
     (p, port)
 }
 
+/// Start `piecemeal download` of the fixture's torrent into `tmp/<name>`
+/// with `extra` arguments; returns the process and the output folder.
+fn start_download(fx: &Fixture, name: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let out = fx.tmp.join(name);
+    let mut args = vec!["download", &fx.torrent, "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Proc::start(name, fx.tmp.path(), &args, fx.tmp.path()), out)
+}
+
 /// An honest leecher downloads everything from `port` and exits 0.
 fn honest_download(fx: &Fixture, port: u16, name: &str) {
-    let out = fx.tmp.join(name);
-    let mut l = Proc::start(
-        name,
-        fx.tmp.path(),
-        &[
-            "download",
-            &fx.torrent,
-            "-o",
-            out.to_str().unwrap(),
-            "--peer",
-            &port.to_string(),
-            "--port",
-            "0",
-        ],
-        fx.tmp.path(),
-    );
+    let port = port.to_string();
+    let (mut l, out) = start_download(fx, name, &["--peer", &port, "--port", "0"]);
     assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
     assert_same_files(&fx.seed_dir, &out, FILES);
 }
@@ -563,25 +558,20 @@ fn a_peer_hanging_up_mid_block_does_not_stall_the_download() {
     let got = Arc::new(AtomicUsize::new(0));
     let (h, n, g) = (fx.info_hash, fx.num_pieces, got.clone());
     std::thread::spawn(move || hang_up_mid_block(bad, h, n, g));
-    let out = fx.tmp.join("out");
     let start = Instant::now();
-    let mut l = Proc::start(
-        "leech",
-        fx.tmp.path(),
+    let (bad_port, sport) = (bad_port.to_string(), sport.to_string());
+    let (mut l, out) = start_download(
+        &fx,
+        "out",
         &[
-            "download",
-            &fx.torrent,
-            "-o",
-            out.to_str().unwrap(),
             "--peer",
-            &bad_port.to_string(),
+            &bad_port,
             "--peer",
-            &sport.to_string(),
+            &sport,
             "--port",
             "0",
             "--verbose",
         ],
-        fx.tmp.path(),
     );
     assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
     let took = start.elapsed();
@@ -646,24 +636,19 @@ fn unrequested_blocks_are_dropped_and_cannot_frame_honest_peers() {
     let bad_port = bad.local_addr().unwrap().port();
     let (h, n) = (fx.info_hash, fx.num_pieces);
     std::thread::spawn(move || unrequested_blocks(bad, h, n));
-    let out = fx.tmp.join("out");
-    let mut l = Proc::start(
-        "leech",
-        fx.tmp.path(),
+    let (bad_port, sport) = (bad_port.to_string(), sport.to_string());
+    let (mut l, out) = start_download(
+        &fx,
+        "out",
         &[
-            "download",
-            &fx.torrent,
-            "-o",
-            out.to_str().unwrap(),
             "--peer",
-            &bad_port.to_string(),
+            &bad_port,
             "--peer",
-            &sport.to_string(),
+            &sport,
             "--port",
             "0",
             "--verbose",
         ],
-        fx.tmp.path(),
     );
     assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
     assert_same_files(&fx.seed_dir, &out, FILES);
@@ -702,24 +687,19 @@ fn dialing_ourselves_through_a_relay_is_noticed_and_not_repeated() {
     let port = free_port();
     let count = Arc::new(AtomicUsize::new(0));
     let relay_port = relay(port, count.clone());
-    let out = fx.tmp.join("self");
-    let mut l = Proc::start(
-        "leecher",
-        fx.tmp.path(),
+    let (relay, own) = (relay_port.to_string(), port.to_string());
+    let (mut l, _) = start_download(
+        &fx,
+        "self",
         &[
-            "download",
-            &fx.torrent,
-            "-o",
-            out.to_str().unwrap(),
             "--peer",
-            &relay_port.to_string(),
+            &relay,
             "--port",
-            &port.to_string(),
+            &own,
             "--bind",
             "127.0.0.1",
             "--verbose",
         ],
-        fx.tmp.path(),
     );
     // Both ends see their own id: the accepting side answers with its
     // handshake before closing, so the dialing side knows too.
