@@ -100,6 +100,8 @@ pub struct RateMeter {
     total: u64,
     window: u64,
     rate: f64,
+    /// The unsmoothed rate of the last tick.
+    last: f64,
 }
 
 impl RateMeter {
@@ -114,6 +116,7 @@ impl RateMeter {
             return;
         }
         let now = self.window as f64 / secs;
+        self.last = now;
         self.rate = if self.rate == 0.0 {
             now
         } else {
@@ -124,6 +127,11 @@ impl RateMeter {
     /// Bytes per second.
     pub fn rate(&self) -> u64 {
         self.rate as u64
+    }
+    /// The rate of the last tick alone: quicker to follow a rise than
+    /// [`RateMeter::rate`].
+    pub fn last(&self) -> u64 {
+        self.last as u64
     }
     pub fn total(&self) -> u64 {
         self.total
@@ -160,8 +168,9 @@ pub struct Peer {
     /// Our requests to the peer, oldest first (blocks usually arrive in
     /// order, so taking one is a `pop_front`).
     pub inflight: VecDeque<Inflight>,
-    /// Most requests the peer takes at once: its BEP 10 `reqq`, or
-    /// [`DEFAULT_REQQ`] until it says.
+    /// Most requests we keep in flight to the peer: its BEP 10 `reqq` less
+    /// one (Transmission drops the `reqq`-th), or [`DEFAULT_REQQ`] until it
+    /// says.
     pub max_requests: usize,
     /// How many requests we keep in flight to this peer.
     pub pipeline: usize,
@@ -249,4 +258,24 @@ pub fn make_peer_id(seed: u64) -> [u8; 20] {
         *b = ALPHABET.get(i).copied().unwrap_or(b'0');
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_rate_follows_a_rise_the_smoothed_rate_lags() {
+        let mut m = RateMeter::default();
+        m.add(1000);
+        m.tick(Duration::from_secs(1));
+        assert_eq!((m.rate(), m.last()), (1000, 1000));
+        m.add(2000);
+        m.tick(Duration::from_secs(1));
+        assert_eq!(m.last(), 2000);
+        assert_eq!(m.rate(), 1400);
+        m.tick(Duration::from_secs(1));
+        assert_eq!(m.last(), 0);
+        assert_eq!(m.total(), 3000);
+    }
 }

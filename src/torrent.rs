@@ -404,8 +404,12 @@ impl Torrent {
             } => {
                 // The BEP 10 handshake: only `reqq` (how many requests the
                 // peer queues) matters to us; anything malformed is ignored.
+                // We keep one fewer in flight: Transmission queues at most
+                // `reqq - 1` and, to a peer without the fast extension,
+                // drops the next one without a word (the block then waits
+                // out the request time-out).
                 if let Some(n) = wire::extended_handshake_reqq(dict) {
-                    peer.max_requests = n.clamp(1, self.cfg.pipeline_max);
+                    peer.max_requests = n.saturating_sub(1).clamp(1, self.cfg.pipeline_max);
                     debug!("{} takes {n} requests at once", peer.label());
                 }
             }
@@ -659,8 +663,12 @@ impl Torrent {
                 continue;
             }
             // Enough requests in flight to cover about a second at the
-            // measured rate, within bounds.
-            let per_sec = (peer.down.rate() / crate::geometry::BLOCK_LEN as u64) as usize;
+            // measured rate, within bounds. The last second's own rate
+            // counts when higher, so a window that limits the rate doubles
+            // each tick rather than creeping up with the smoothed figure
+            // (Transmission answers a window about twice a second).
+            let rate = peer.down.rate().max(peer.down.last());
+            let per_sec = (rate / crate::geometry::BLOCK_LEN as u64) as usize;
             // A snubbed peer keeps only a few requests in flight until it
             // delivers again.
             peer.pipeline = if peer.snubbed {

@@ -254,8 +254,9 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
     t.on_readable(k, now).unwrap();
     assert!(t.peers[k].has.is_full());
-    // Its reqq caps how many requests we keep in flight to it.
-    assert_eq!(t.peers[k].max_requests, 512);
+    // Its reqq, less one, caps how many requests we keep in flight to it
+    // (Transmission 3.00 silently drops the reqq-th).
+    assert_eq!(t.peers[k].max_requests, 511);
     // Our answer: a handshake with the BEP 10 bit, then our limit.
     let mut out = Vec::new();
     t.peers[k].send.write_to(&mut out).unwrap();
