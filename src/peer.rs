@@ -45,6 +45,8 @@ pub enum PeerError {
     Unexpected(&'static str),
     /// Too many queued requests from the peer.
     RequestFlood,
+    /// Thousands of cancels a second for requests it never queued.
+    CancelFlood,
     /// A piece we never asked for, at an impossible place.
     BadPiece,
     /// A time-out (which one).
@@ -71,6 +73,7 @@ impl std::fmt::Display for PeerError {
             PeerError::BadHave(p) => write!(f, "have for piece {p}, which does not exist"),
             PeerError::Unexpected(what) => write!(f, "unexpected {what}"),
             PeerError::RequestFlood => write!(f, "too many requests queued"),
+            PeerError::CancelFlood => write!(f, "too many cancels for requests it never made"),
             PeerError::BadPiece => write!(f, "piece message for a block that does not exist"),
             PeerError::Timeout(what) => write!(f, "{what} timed out"),
             PeerError::BothSeeds => write!(f, "both sides are seeds"),
@@ -178,6 +181,8 @@ pub struct Peer {
     pub requests: VecDeque<BlockRef>,
     /// Requests received while we were choking it.
     pub choked_requests: u32,
+    /// Cancels this second that matched no queued request.
+    pub stray_cancels: u32,
     pub down: RateMeter,
     pub up: RateMeter,
     pub connected_at: Instant,
@@ -218,6 +223,7 @@ impl Peer {
             pipeline,
             requests: VecDeque::new(),
             choked_requests: 0,
+            stray_cancels: 0,
             down: RateMeter::default(),
             up: RateMeter::default(),
             connected_at: now,

@@ -389,7 +389,17 @@ impl Torrent {
             }
             Message::Cancel { piece, begin, len } => {
                 let b = BlockRef { piece, begin, len };
+                let queued = peer.requests.len();
                 peer.requests.retain(|r| *r != b);
+                // Each cancel scans the queue: cancels for nothing queued
+                // are normal in endgame, but not thousands a second.
+                if peer.requests.len() == queued {
+                    peer.stray_cancels = peer.stray_cancels.saturating_add(1);
+                    let limit = self.cfg.max_peer_requests.saturating_mul(4);
+                    if peer.stray_cancels as usize > limit {
+                        return Err(PeerError::CancelFlood);
+                    }
+                }
             }
             Message::Piece { piece, begin, data } => {
                 let len = u32::try_from(data.len()).map_err(|_| PeerError::BadPiece)?;
@@ -676,6 +686,31 @@ impl Torrent {
             } else {
                 per_sec.clamp(self.cfg.pipeline_start, self.cfg.pipeline_max)
             };
+            // A window that shrank (the peer slowed down) gives back what
+            // it no longer covers, newest first, so one slow peer cannot sit
+            // on every open piece until its requests drain.
+            if peer.inflight.len() > 2 * peer.pipeline {
+                let mut released = 0;
+                while peer.inflight.len() > peer.pipeline {
+                    let Some(r) = peer.inflight.pop_back() else {
+                        break;
+                    };
+                    self.picker.on_block_dropped(key, r.block);
+                    Message::Cancel {
+                        piece: r.block.piece,
+                        begin: r.block.begin,
+                        len: r.block.len,
+                    }
+                    .encode(peer.send.buf_mut());
+                    released += 1;
+                }
+                debug!(
+                    "{} slowed down: {released} requests cancelled",
+                    peer.label()
+                );
+                self.dirty.push(key);
+            }
+            peer.stray_cancels = 0;
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {
@@ -761,7 +796,6 @@ impl Torrent {
             return Ok(());
         };
         let was_requested = peer.take_inflight(b);
-        peer.down.add(b.len as u64);
         self.totals.received += b.len as u64;
         if !was_requested {
             // Never asked of this peer (or already cancelled, re-assigned
@@ -772,6 +806,9 @@ impl Torrent {
             self.totals.wasted += b.len as u64;
             return Ok(());
         }
+        // Only blocks we asked for count towards the rate that sizes the
+        // window (and earns unchokes): garbage must not open it wide.
+        peer.down.add(b.len as u64);
         peer.last_block = now;
         peer.snubbed = false;
         let peer_id = peer.peer_id;

@@ -355,3 +355,130 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
     assert_eq!(t.strikes.get(&other), Some(&1));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A leecher torrent of 64 pieces of 32 KiB whose peer `k` has everything
+/// and has unchoked us; our first requests are queued in its send buffer.
+fn unchoked_leecher(name: &str, now: Instant) -> (Torrent, usize, PathBuf) {
+    let f = fixture(64 * 32768, 32768);
+    let dir = temp_dir(name);
+    let mut t = torrent(&f, &dir, false, 5, now);
+    t.picker.set_max_partial(64);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [6; 20], false);
+    Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
+    Message::Unchoke.encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    (t, k, dir)
+}
+
+/// Every frame after the handshake in the peer's send buffer.
+fn sent_frames(t: &Torrent, k: usize) -> Vec<String> {
+    let mut buf = &t.peers[k].send.pending()[wire::HANDSHAKE_LEN..];
+    let mut out = Vec::new();
+    while let Some((m, n)) = wire::decode_frame(buf, wire::MAX_FRAME).unwrap() {
+        out.push(format!("{m:?}"));
+        buf = &buf[n..];
+    }
+    out
+}
+
+#[test]
+fn a_window_that_shrinks_cancels_what_it_no_longer_covers() {
+    let now = Instant::now();
+    let (mut t, k, dir) = unchoked_leecher("shrink", now);
+    assert_eq!(t.peers[k].inflight.len(), t.cfg.pipeline_start);
+    // Nothing arrives for a second and the floor drops to 4: the 28 newest
+    // requests go back to the picker, each with a cancel.
+    t.cfg.pipeline_start = 4;
+    let later = now + Duration::from_secs(1);
+    t.tick(later, Duration::from_secs(1), &mut Vec::new());
+    assert_eq!(t.peers[k].inflight.len(), 4);
+    let frames = sent_frames(&t, k);
+    assert_eq!(
+        frames.iter().filter(|m| m.starts_with("Cancel")).count(),
+        28
+    );
+    // The oldest four are the ones kept.
+    let kept: Vec<String> = t.peers[k]
+        .inflight
+        .iter()
+        .map(|r| {
+            let (piece, begin, len) = (r.block.piece, r.block.begin, r.block.len);
+            format!("{:?}", Message::Request { piece, begin, len })
+        })
+        .collect();
+    let first: Vec<&String> = frames
+        .iter()
+        .filter(|m| m.starts_with("Request"))
+        .take(4)
+        .collect();
+    assert_eq!(kept.iter().collect::<Vec<_>>(), first);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unrequested_blocks_do_not_count_towards_the_rate() {
+    let now = Instant::now();
+    let (mut t, k, dir) = unchoked_leecher("unasked-rate", now);
+    // A block of the last piece, which we have not asked for.
+    let data = vec![0u8; 16384];
+    let mut bytes = Vec::new();
+    Message::Piece {
+        piece: 63,
+        begin: 16384,
+        data: &data,
+    }
+    .encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    assert_eq!(t.peers[k].down.total(), 0);
+    assert_eq!(t.totals.wasted, 16384);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn thousands_of_stray_cancels_a_second_close_the_connection() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("cancels");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 9, now);
+    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [8; 20], false);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let limit = 4 * t.cfg.max_peer_requests;
+    let cancel = |n: usize| {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            Message::Cancel {
+                piece: 0,
+                begin: 0,
+                len: 16384,
+            }
+            .encode(&mut out);
+        }
+        out
+    };
+    let feed = |t: &mut Torrent, bytes: &[u8]| {
+        let mut src = bytes;
+        let mut result = Ok(());
+        while !src.is_empty() && result.is_ok() {
+            t.peers[k].recv.read_from(&mut src).unwrap();
+            result = t.on_readable(k, now);
+        }
+        result
+    };
+    // Up to the limit within a second is tolerated, and the count starts
+    // again every second.
+    assert_eq!(feed(&mut t, &cancel(limit)), Ok(()));
+    t.tick(
+        now + Duration::from_secs(1),
+        Duration::from_secs(1),
+        &mut Vec::new(),
+    );
+    assert_eq!(feed(&mut t, &cancel(limit)), Ok(()));
+    bytes = cancel(1);
+    assert_eq!(feed(&mut t, &bytes), Err(PeerError::CancelFlood));
+    std::fs::remove_dir_all(dir).unwrap();
+}
