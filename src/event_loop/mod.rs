@@ -765,6 +765,15 @@ impl Session {
                     if let Some(p) = self.torrent.as_mut().and_then(|t| t.peers.get_mut(key)) {
                         let _ = write_out(&mut sock, &mut p.send);
                     }
+                    // Closing with unread bytes would send a reset, which
+                    // can overtake the handshake: read what is waiting (a
+                    // bounded amount) so the close is a plain FIN.
+                    let mut sink = [0u8; 4096];
+                    for _ in 0..64 {
+                        if !matches!(sock.read(&mut sink), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
                 }
                 let _ = self.poll.registry().deregister(&mut sock);
                 let gone = self.torrent.as_mut().and_then(|t| t.remove_peer(key, why));
