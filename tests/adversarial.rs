@@ -549,19 +549,22 @@ fn hang_up_mid_block(listener: TcpListener, fx_hash: [u8; 20], n: u32, got: Arc<
     }
 }
 
-#[test]
-fn a_peer_hanging_up_mid_block_does_not_stall_the_download() {
-    let fx = fixture("adv-hangup");
-    let (_seeder, sport) = start_seeder(&fx, &["--upload-limit", "2M"]);
+/// A scripted bad peer (`script`, run on its own thread with a listener on
+/// a free loopback port) and an honest seeder limited to `seed_rate`; a
+/// verbose download from both that must complete with the right data.
+/// Returns the leecher's log and the bad peer's port.
+fn download_beside_bad_peer(
+    fx: &Fixture,
+    seed_rate: &str,
+    script: impl FnOnce(TcpListener) + Send + 'static,
+) -> (String, String) {
+    let (_seeder, sport) = start_seeder(fx, &["--upload-limit", seed_rate]);
     let bad = TcpListener::bind("127.0.0.1:0").unwrap();
-    let bad_port = bad.local_addr().unwrap().port();
-    let got = Arc::new(AtomicUsize::new(0));
-    let (h, n, g) = (fx.info_hash, fx.num_pieces, got.clone());
-    std::thread::spawn(move || hang_up_mid_block(bad, h, n, g));
-    let start = Instant::now();
-    let (bad_port, sport) = (bad_port.to_string(), sport.to_string());
+    let bad_port = bad.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || script(bad));
+    let sport = sport.to_string();
     let (mut l, out) = start_download(
-        &fx,
+        fx,
         "out",
         &[
             "--peer",
@@ -574,13 +577,23 @@ fn a_peer_hanging_up_mid_block_does_not_stall_the_download() {
         ],
     );
     assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
-    let took = start.elapsed();
     assert_same_files(&fx.seed_dir, &out, FILES);
+    (l.log_text(), bad_port)
+}
+
+#[test]
+fn a_peer_hanging_up_mid_block_does_not_stall_the_download() {
+    let fx = fixture("adv-hangup");
+    let got = Arc::new(AtomicUsize::new(0));
+    let (h, n, g) = (fx.info_hash, fx.num_pieces, got.clone());
+    let start = Instant::now();
+    let (log, bad_port) =
+        download_beside_bad_peer(&fx, "2M", move |bad| hang_up_mid_block(bad, h, n, g));
+    let took = start.elapsed();
     assert!(
         got.load(Ordering::SeqCst) > 0,
         "the bad peer got no requests"
     );
-    let log = l.log_text();
     // It hung up with our requests unread: EOF or a reset.
     let dropped = format!("127.0.0.1:{bad_port} dropped: ");
     assert!(
@@ -631,28 +644,8 @@ fn unrequested_blocks(listener: TcpListener, fx_hash: [u8; 20], n: u32) {
 fn unrequested_blocks_are_dropped_and_cannot_frame_honest_peers() {
     let fx = fixture("adv-unasked");
     // A slow honest seeder, so the garbage arrives before most pieces.
-    let (_seeder, sport) = start_seeder(&fx, &["--upload-limit", "1M"]);
-    let bad = TcpListener::bind("127.0.0.1:0").unwrap();
-    let bad_port = bad.local_addr().unwrap().port();
     let (h, n) = (fx.info_hash, fx.num_pieces);
-    std::thread::spawn(move || unrequested_blocks(bad, h, n));
-    let (bad_port, sport) = (bad_port.to_string(), sport.to_string());
-    let (mut l, out) = start_download(
-        &fx,
-        "out",
-        &[
-            "--peer",
-            &bad_port,
-            "--peer",
-            &sport,
-            "--port",
-            "0",
-            "--verbose",
-        ],
-    );
-    assert_eq!(l.wait(Duration::from_secs(60)), 0, "log:\n{}", l.log_text());
-    assert_same_files(&fx.seed_dir, &out, FILES);
-    let log = l.log_text();
+    let (log, _) = download_beside_bad_peer(&fx, "1M", move |bad| unrequested_blocks(bad, h, n));
     assert!(log.contains("sent a block we did not ask it for"), "{log}");
     assert!(!log.contains("failed its hash check"), "{log}");
     assert!(!log.contains("banning"), "{log}");
