@@ -27,29 +27,11 @@ fn twenty_kills_at_random_moments_lose_and_refetch_nothing() {
     eprintln!("crash loop seed {seed} (set PM_CRASH_SEED to repeat)");
     let mut rng = piecemeal::rng::Rng::new(seed);
     let tmp = TempDir::new("crash-loop");
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
-    let torrent = make_torrent(
-        &seed_dir.join("data.bin"),
-        &tmp.join("d.torrent"),
-        &[],
-        PIECE as u32,
-    );
-    let t = torrent.to_str().unwrap();
+    let (seed_dir, t) = seed_data(&tmp, FILES, "data.bin", &[], PIECE as u32);
     // 20 MiB at 1 MiB/s: the kills land while the download is under way.
-    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--upload-limit", "1M"]);
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, &t, &["--upload-limit", "1M"]);
     let out = tmp.join("out");
-    let args = [
-        "download",
-        t,
-        "-o",
-        out.to_str().unwrap(),
-        "--peer",
-        &sp,
-        "--port",
-        "0",
-        "--verbose",
-    ];
+    let args = download_args(&t, &out, &sp);
     let total = FILES[0].1 as u64;
     let num = total / PIECE;
     let mut on_disk = 0; // pieces verified on disk at the last start

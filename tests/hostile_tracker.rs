@@ -106,31 +106,13 @@ fn hostile_tracker(mode: Mode) -> (u16, Arc<AtomicUsize>) {
 /// hostile. Returns the leecher's log and the number of announces.
 fn download_with(mode: Mode, name: &str, extra: &[&str]) -> (String, usize) {
     let tmp = TempDir::new(name);
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
     let (tport, hits) = hostile_tracker(mode);
     let url = format!("http://127.0.0.1:{tport}/announce");
-    let torrent = make_torrent(
-        &seed_dir.join("file.bin"),
-        &tmp.join("f.torrent"),
-        std::slice::from_ref(&url),
-        32768,
-    );
-    let t = torrent.to_str().unwrap();
-    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--no-tracker"]);
+    let (seed_dir, t) = seed_data(&tmp, FILES, "file.bin", std::slice::from_ref(&url), 32768);
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, &t, &["--no-tracker"]);
     let out = tmp.join("out");
-    let mut args = vec![
-        "download",
-        t,
-        "-o",
-        out.to_str().unwrap(),
-        "--peer",
-        &sp,
-        "--port",
-        "0",
-        "--verbose",
-        "--seed",
-    ];
+    let mut args = download_args(&t, &out, &sp);
+    args.push("--seed");
     args.extend_from_slice(extra);
     let mut leech = Proc::start("leech", tmp.path(), &args, tmp.path());
     // The download completes while the tracker misbehaves.
@@ -251,19 +233,12 @@ fn dribbling_response_times_out_without_blocking_the_download() {
 #[test]
 fn a_broken_first_tier_falls_through_to_the_next() {
     let tmp = TempDir::new("trk-tiers");
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
     let (bad, hits) = hostile_tracker(Mode::GarbageBody);
     let (_tracker, good) = start_tracker(&tmp);
     let bad_url = format!("http://127.0.0.1:{bad}/announce");
     let urls = [bad_url.clone(), format!("http://127.0.0.1:{good}/announce")];
-    let torrent = make_torrent(
-        &seed_dir.join("file.bin"),
-        &tmp.join("f.torrent"),
-        &urls,
-        32768,
-    );
-    let t = torrent.to_str().unwrap();
+    let (seed_dir, t) = seed_data(&tmp, FILES, "file.bin", &urls, 32768);
+    let t = t.as_str();
     let (_seeder, _) = start_seeder(&tmp, &seed_dir, t, &[]);
     let out = tmp.join("out");
     let mut leech = Proc::start(

@@ -12,28 +12,10 @@ const FILES: &[(&str, usize)] = &[("data.bin", 12 << 20)];
 #[test]
 fn killed_download_resumes_without_refetching_verified_pieces() {
     let tmp = TempDir::new("resume");
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
-    let torrent = make_torrent(
-        &seed_dir.join("data.bin"),
-        &tmp.join("d.torrent"),
-        &[],
-        PIECE as u32,
-    );
-    let t = torrent.to_str().unwrap();
-    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, t, &["--upload-limit", "4M"]);
+    let (seed_dir, t) = seed_data(&tmp, FILES, "data.bin", &[], PIECE as u32);
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, &t, &["--upload-limit", "4M"]);
     let out = tmp.join("out");
-    let args = [
-        "download",
-        t,
-        "-o",
-        out.to_str().unwrap(),
-        "--peer",
-        &sp,
-        "--port",
-        "0",
-        "--verbose",
-    ];
+    let args = download_args(&t, &out, &sp);
     let total = FILES[0].1 as u64;
     let num = total / PIECE;
     // Kill it three times at growing progress, then let it finish.

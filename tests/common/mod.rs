@@ -333,3 +333,40 @@ pub fn start_tracker(tmp: &TempDir) -> (Proc, u16) {
     }
     panic!("tracker did not start: {}", p.log_text());
 }
+
+/// `files` written under `tmp/seed` and a torrent of `seed/<root>` (a file
+/// or a folder) with `trackers`, as `tmp/t.torrent`. Returns the seed folder
+/// and the torrent's path as the CLI takes it.
+pub fn seed_data(
+    tmp: &TempDir,
+    files: &[(&str, usize)],
+    root: &str,
+    trackers: &[String],
+    piece_len: u32,
+) -> (PathBuf, String) {
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, files);
+    let torrent = make_torrent(
+        &seed_dir.join(root),
+        &tmp.join("t.torrent"),
+        trackers,
+        piece_len,
+    );
+    (seed_dir, torrent.to_str().unwrap().to_string())
+}
+
+/// `download TORRENT -o OUT --peer PEER --port 0 --verbose`: a leecher of
+/// one given peer, with a debug log.
+pub fn download_args<'a>(torrent: &'a str, out: &'a Path, peer: &'a str) -> Vec<&'a str> {
+    vec![
+        "download",
+        torrent,
+        "-o",
+        out.to_str().unwrap(),
+        "--peer",
+        peer,
+        "--port",
+        "0",
+        "--verbose",
+    ]
+}
