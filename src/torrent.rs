@@ -922,6 +922,20 @@ impl Torrent {
             }
             self.to_close.push((peer.token, PeerError::Banned));
         }
+        // Its blocks in open pieces are suspect: start those pieces again,
+        // so no honest peer finishes one it spoiled (and is blamed for it).
+        let spoiled: Vec<u32> = self
+            .contributors
+            .iter()
+            .filter(|(_, who)| who.contains(&id))
+            .map(|(&piece, _)| piece)
+            .collect();
+        for piece in spoiled {
+            debug!("piece {piece} held blocks from a banned peer; starting it again");
+            self.contributors.remove(&piece);
+            self.cache.drop_partial(piece);
+            self.picker.on_piece_failed(piece);
+        }
     }
 
     /// Number of banned peers (for tests and the summary).

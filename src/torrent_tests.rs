@@ -482,3 +482,21 @@ fn thousands_of_stray_cancels_a_second_close_the_connection() {
     assert_eq!(feed(&mut t, &bytes), Err(PeerError::CancelFlood));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_ban_starts_again_the_open_pieces_holding_the_banned_peers_blocks() {
+    let f = fixture(4 * 32768, 32768);
+    let dir = temp_dir("ban-reset");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 7, now);
+    let (bad, honest) = ([0xbb; 20], [0x11; 20]);
+    t.contributors.insert(1, vec![bad, honest]);
+    t.contributors.insert(2, vec![honest]);
+    t.ban(bad);
+    assert!(
+        !t.contributors.contains_key(&1),
+        "piece 1 kept the banned peer's blocks"
+    );
+    assert_eq!(t.contributors.get(&2), Some(&vec![honest]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
