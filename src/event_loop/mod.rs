@@ -805,7 +805,6 @@ impl Session {
             why,
             PeerError::Shutdown
                 | PeerError::Banned
-                | PeerError::OwnPeerId
                 | PeerError::WrongInfoHash
                 | PeerError::Duplicate
                 | PeerError::BothSeeds
