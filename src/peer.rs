@@ -191,8 +191,6 @@ pub struct Peer {
     /// Last time a block we asked for arrived (or when requests started).
     pub last_block: Instant,
     pub snubbed: bool,
-    /// Whether any message was seen yet (a bitfield must come first).
-    pub seen_message: bool,
 }
 
 impl Peer {
@@ -231,7 +229,6 @@ impl Peer {
             last_sent: now,
             last_block: now,
             snubbed: false,
-            seen_message: false,
         }
     }
 

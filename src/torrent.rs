@@ -306,17 +306,8 @@ impl Torrent {
     }
 
     fn on_message(&mut self, key: usize, msg: Message<'_>, now: Instant) -> Result<(), PeerError> {
-        // Extension messages do not count: Transmission sends its extension
-        // handshake before its bitfield.
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
-        };
-        let first = match msg {
-            Message::Unknown {
-                id: wire::EXTENDED_ID,
-                ..
-            } => !peer.seen_message,
-            _ => !std::mem::replace(&mut peer.seen_message, true),
         };
         match msg {
             Message::KeepAlive => {}
@@ -350,12 +341,20 @@ impl Torrent {
                 }
             }
             Message::Bitfield(bytes) => {
-                if !first {
-                    return Err(PeerError::Unexpected("bitfield after other messages"));
-                }
                 let bf = Bitfield::from_wire(bytes, self.geometry.num_pieces)?;
-                self.picker.peer_has_all(&bf);
-                peer.has = bf;
+                if peer.has.count() == 0 {
+                    self.picker.peer_has_all(&bf);
+                    peer.has = bf;
+                } else {
+                    // A late or repeated bitfield (aria2 sends one after
+                    // `have`s): merge it into what we know. A bitfield never
+                    // takes pieces away (libtorrent and Transmission agree).
+                    for piece in bf.iter_set() {
+                        if peer.has.set(piece) {
+                            self.picker.peer_has_piece(piece);
+                        }
+                    }
+                }
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {

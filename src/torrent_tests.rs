@@ -500,3 +500,38 @@ fn a_ban_starts_again_the_open_pieces_holding_the_banned_peers_blocks() {
     assert_eq!(t.contributors.get(&2), Some(&vec![honest]));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_late_or_repeated_bitfield_is_merged_not_refused() {
+    // aria2's order: handshake, extension handshake, `have`s for pieces it
+    // verified meanwhile, keep-alives, and only then its bitfield.
+    let f = fixture(64 * 32768, 32768);
+    let dir = temp_dir("late-bitfield");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, false, 5, now);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [6; 20], true);
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: b"\x00d1:md11:ut_metadatai2ee4:reqqi255ee",
+    }
+    .encode(&mut bytes);
+    Message::Have { piece: 63 }.encode(&mut bytes);
+    Message::KeepAlive.encode(&mut bytes);
+    Message::Bitfield(&[0xf0, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
+    Message::Bitfield(&[0x0f, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let has: Vec<u32> = t.peers[k].has.iter_set().collect();
+    assert_eq!(has, vec![0, 1, 2, 3, 4, 5, 6, 7, 63]);
+    for p in [0, 7, 63] {
+        assert_eq!(t.picker.availability(p), 1, "piece {p}");
+    }
+    assert_eq!(t.picker.availability(8), 0);
+    assert!(t.peers[k].am_interested);
+    // Leaving uncounts exactly what was counted.
+    t.remove_peer(k, &PeerError::Eof);
+    assert_eq!(t.picker.availability(63), 0);
+    assert_eq!(t.picker.availability(0), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
