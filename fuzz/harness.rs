@@ -814,7 +814,7 @@ pub fn peer_session(data: &[u8]) {
                 }
             }
             12 => {
-                t.flush(usize::MAX).unwrap();
+                t.flush(usize::MAX, now).unwrap();
             }
             _ => {
                 t.request_more(key, now);
@@ -880,7 +880,7 @@ pub fn peer_session(data: &[u8]) {
         sent.check(w, cfg.max_request_len);
     }
     // Pieces marked written are right on disk.
-    t.flush(usize::MAX).unwrap();
+    t.flush(usize::MAX, now).unwrap();
     if !seeding {
         let disk = Disk::open(&w.partial_dir, w.layout.clone(), OpenMode::ReadOnly).unwrap();
         for p in 0..g.num_pieces {

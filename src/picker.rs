@@ -21,6 +21,18 @@
 //!   and nothing received goes back to Missing (its block state is freed).
 //! - `on_piece_verified`: Partial → Have. `on_piece_failed`: Partial → Missing.
 //!
+//! # Buffer segments
+//!
+//! The engine assembles pieces in buffers of one *segment* (a whole piece,
+//! or for large pieces a fixed run of blocks) and can hold only so many at
+//! once. The picker keeps the bound by construction: a partial piece holds
+//! the segments from the one holding its first unreceived block (the hash
+//! cursor) up to the highest segment it has requested a block in, and a
+//! block in a new segment (or a new piece) is picked only while the open
+//! segments of all partials stay within the budget the engine sets
+//! ([`Picker::set_segment_budget`]). A requested block therefore always has
+//! a buffer to land in.
+//!
 //! # Rarest-first without scanning
 //!
 //! Missing pieces are kept in one vector sorted by availability, with the
@@ -105,6 +117,10 @@ struct Partial {
     /// Extra requesters of Requested blocks: `(block index, peer)`. Only
     /// endgame adds to this, so it is almost always empty.
     extra: Vec<(u32, PeerKey)>,
+    /// The first block not Received (the engine's hash cursor).
+    cursor: u32,
+    /// One past the highest segment with a block requested or received.
+    hi_seg: u32,
 }
 
 /// Where a piece is, decoded from its `slot`.
@@ -135,6 +151,12 @@ pub struct Picker {
     /// Released partials, kept to reuse their allocations.
     pool: Vec<Partial>,
     max_partial: usize,
+    /// Blocks per buffer segment (see the module docs).
+    seg_blocks: u32,
+    /// Most segments partial pieces may hold open at once.
+    seg_budget: usize,
+    /// Segments partial pieces hold open now.
+    open_segs: usize,
     rng: crate::rng::Rng,
     scratch: Vec<(u32, u32)>,
     scratch_endgame: Vec<(u32, u32, u32)>,
@@ -172,6 +194,9 @@ impl Picker {
             partials: Vec::new(),
             pool: Vec::new(),
             max_partial: usize::MAX,
+            seg_blocks: geometry.blocks_in_piece(0).max(1),
+            seg_budget: usize::MAX,
+            open_segs: 0,
             rng: crate::rng::Rng::new(seed),
             scratch: Vec::new(),
             scratch_endgame: Vec::new(),
@@ -182,6 +207,24 @@ impl Picker {
     /// cache budget). Default: unlimited.
     pub fn set_max_partial(&mut self, n: usize) {
         self.max_partial = n;
+    }
+
+    /// Buffers hold `blocks` blocks each (a whole piece by default).
+    pub fn set_segment_blocks(&mut self, blocks: u32) {
+        debug_assert!(self.partials.is_empty(), "set before picking");
+        self.seg_blocks = blocks.max(1);
+    }
+
+    /// Never hold more than `n` segments open (the buffers the engine has
+    /// free for assembling pieces). Lowering it below what is open now only
+    /// stops new segments from opening.
+    pub fn set_segment_budget(&mut self, n: usize) {
+        self.seg_budget = n;
+    }
+
+    /// Segments partial pieces hold open now.
+    pub fn open_segments(&self) -> usize {
+        self.open_segs
     }
 
     /// A peer announced this bitfield (or have-all): count its pieces.
@@ -250,7 +293,8 @@ impl Picker {
             return;
         }
         let mut left = self.pick_partial(peer, peer_has, max, out);
-        while left > 0 && self.partials.len() < self.max_partial {
+        while left > 0 && self.partials.len() < self.max_partial && self.open_segs < self.seg_budget
+        {
             let Some(piece) = self.choose_new(peer_has) else {
                 break;
             };
@@ -299,11 +343,23 @@ impl Picker {
         let Some(pp) = self.partials.get_mut(i) else {
             return left;
         };
+        let sb = self.seg_blocks;
         for (j, b) in pp.blocks.iter_mut().enumerate() {
             if left == 0 || pp.missing == 0 {
                 break;
             }
             if *b == Block::Missing {
+                // A block past the open segments opens more, within budget
+                // (later blocks only lie further out: stop here).
+                let seg = j as u32 / sb;
+                if seg >= pp.hi_seg {
+                    let more = (seg + 1 - pp.hi_seg) as usize;
+                    if self.open_segs + more > self.seg_budget {
+                        break;
+                    }
+                    self.open_segs += more;
+                    pp.hi_seg = seg + 1;
+                }
                 *b = Block::Requested(peer);
                 pp.missing -= 1;
                 pp.requested += 1;
@@ -417,21 +473,41 @@ impl Picker {
         if !self.geometry.is_block(b.piece, b.begin, b.len) {
             return BlockOutcome::Unexpected;
         }
+        let j = b.index();
+        let seg = j / self.seg_blocks;
         let i = match self.locate(b.piece) {
             Where::Have => return BlockOutcome::Unexpected,
             Where::Partial(i) => i,
             Where::Order(_) => {
-                if self.partials.len() >= self.max_partial {
+                if self.partials.len() >= self.max_partial
+                    || self.open_segs + seg as usize >= self.seg_budget
+                {
                     return BlockOutcome::Unexpected;
                 }
                 self.start_partial(b.piece)
             }
         };
-        let j = b.index();
         // `is_block` above: `j` is a block of this piece, so both exist.
         let Some(pp) = self.partials.get_mut(i) else {
             return BlockOutcome::Unexpected;
         };
+        let Some(&state) = pp.blocks.get(j as usize) else {
+            return BlockOutcome::Unexpected;
+        };
+        if state == Block::Missing && seg >= pp.hi_seg {
+            // Not requested (a late answer after the piece started over):
+            // only if a buffer segment is free for it.
+            let more = (seg + 1 - pp.hi_seg) as usize;
+            if self.open_segs + more > self.seg_budget {
+                if pp.requested == 0 && pp.received == 0 {
+                    self.release_partial(i);
+                    self.insert_into_order(b.piece);
+                }
+                return BlockOutcome::Unexpected;
+            }
+            self.open_segs += more;
+            pp.hi_seg = seg + 1;
+        }
         let Some(block) = pp.blocks.get_mut(j as usize) else {
             return BlockOutcome::Unexpected;
         };
@@ -456,7 +532,49 @@ impl Picker {
         }
         *block = Block::Received;
         pp.received += 1;
+        // The cursor moves over the received prefix; the segments it leaves
+        // behind are hashed and no longer held by this piece.
+        let old_lo = lo_seg(pp, self.seg_blocks);
+        while pp.blocks.get(pp.cursor as usize) == Some(&Block::Received) {
+            pp.cursor += 1;
+        }
+        let new_lo = lo_seg(pp, self.seg_blocks);
+        self.open_segs -= (new_lo - old_lo) as usize;
         BlockOutcome::New
+    }
+
+    /// Block `b` was reported [`BlockOutcome::New`] but could not be stored:
+    /// it is Missing again, to be requested anew.
+    pub fn on_block_lost(&mut self, b: BlockRef) {
+        if !self.geometry.is_block(b.piece, b.begin, b.len) {
+            return;
+        }
+        let Where::Partial(i) = self.locate(b.piece) else {
+            return;
+        };
+        let j = b.index();
+        let sb = self.seg_blocks;
+        let Some(pp) = self.partials.get_mut(i) else {
+            return;
+        };
+        let Some(block) = pp.blocks.get_mut(j as usize) else {
+            return;
+        };
+        if *block != Block::Received {
+            return;
+        }
+        *block = Block::Missing;
+        pp.received -= 1;
+        pp.missing += 1;
+        if j < pp.cursor {
+            let old_lo = lo_seg(pp, sb);
+            pp.cursor = j;
+            self.open_segs += (old_lo - lo_seg(pp, sb)) as usize;
+        }
+        if pp.requested == 0 && pp.received == 0 {
+            self.release_partial(i);
+            self.insert_into_order(b.piece);
+        }
     }
 
     /// `peer` will not deliver `b` (time-out, choke, reject, disconnect).
@@ -647,6 +765,21 @@ impl Picker {
             assert_eq!(pp.received, count(|b| *b == Block::Received));
             assert_eq!(pp.requested, count(|b| matches!(b, Block::Requested(_))));
             assert!(pp.requested + pp.received > 0, "empty partial {p} kept");
+            let first_missing = pp
+                .blocks
+                .iter()
+                .position(|b| *b != Block::Received)
+                .unwrap_or(pp.blocks.len());
+            assert_eq!(pp.cursor as usize, first_missing, "partial {p} cursor");
+            assert!(pp.hi_seg >= lo_seg(pp, self.seg_blocks), "partial {p} hi_seg");
+            for (j, b) in pp.blocks.iter().enumerate() {
+                if *b != Block::Missing {
+                    assert!(
+                        (j as u32 / self.seg_blocks) < pp.hi_seg,
+                        "block {p}/{j} outside the open segments"
+                    );
+                }
+            }
             for (k, &(j, q)) in pp.extra.iter().enumerate() {
                 let Some(Block::Requested(first)) = pp.blocks.get(j as usize) else {
                     panic!("extra requester of non-requested block {p}/{j}");
@@ -660,6 +793,12 @@ impl Picker {
                 assert_eq!(self.slot[p as usize], HAVE);
             }
         }
+        let open: usize = self
+            .partials
+            .iter()
+            .map(|pp| Self::open_of(pp, self.seg_blocks))
+            .sum();
+        assert_eq!(self.open_segs, open, "open segment count");
     }
 
     // ---- internals ----
@@ -809,6 +948,8 @@ impl Picker {
         pp.requested = 0;
         pp.received = 0;
         pp.extra.clear();
+        pp.cursor = 0;
+        pp.hi_seg = 0;
         let i = self.partials.len();
         if let Some(slot) = self.slot.get_mut(piece as usize) {
             *slot = PARTIAL | i as u32;
@@ -817,15 +958,32 @@ impl Picker {
         i
     }
 
+    /// Segments partial `pp` holds open.
+    fn open_of(pp: &Partial, seg_blocks: u32) -> usize {
+        pp.hi_seg.saturating_sub(lo_seg(pp, seg_blocks)) as usize
+    }
+
     /// Drop partial `i`; the caller decides where its piece goes next.
     fn release_partial(&mut self, i: usize) {
         let pp = self.partials.swap_remove(i);
+        self.open_segs -= Self::open_of(&pp, self.seg_blocks);
         if let Some(moved) = self.partials.get(i)
             && let Some(slot) = self.slot.get_mut(moved.piece as usize)
         {
             *slot = PARTIAL | i as u32;
         }
         self.pool.push(pp);
+    }
+}
+
+/// The first segment a partial holds open: the one holding its cursor, or
+/// one past the last segment once every block is received.
+fn lo_seg(pp: &Partial, seg_blocks: u32) -> u32 {
+    let n = pp.blocks.len() as u32;
+    if pp.cursor >= n {
+        n.div_ceil(seg_blocks)
+    } else {
+        pp.cursor / seg_blocks
     }
 }
 

@@ -107,7 +107,8 @@ impl Torrent {
         } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let mut picker = Picker::new(geometry, &have, seed);
-        picker.set_max_partial(cache.max_partial());
+        picker.set_segment_blocks(cache.segment_blocks());
+        picker.set_segment_budget(cache.assembly_budget());
         Torrent {
             info_hash,
             our_id,
@@ -493,6 +494,7 @@ impl Torrent {
             return;
         }
         self.pick_buf.clear();
+        self.picker.set_segment_budget(self.cache.assembly_budget());
         self.picker.pick(key, &peer.has, want, &mut self.pick_buf);
         if self.pick_buf.is_empty() {
             return;
@@ -592,9 +594,17 @@ impl Torrent {
 
     /// Write verified pieces to disk, up to `max_bytes`. Errors (a full
     /// disk) leave the pieces queued; the loop retries later.
-    pub fn flush(&mut self, max_bytes: usize) -> Result<usize, StorageError> {
+    pub fn flush(&mut self, max_bytes: usize, now: Instant) -> Result<usize, StorageError> {
         let mut written = Vec::new();
+        let before = self.cache.pending_len();
         let r = self.cache.flush(&self.disk, max_bytes, &mut written);
+        if self.cache.pending_len() < before {
+            // Buffers are free again: peers starved of requests get some.
+            let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.request_more(key, now);
+            }
+        }
         if self.cache.pending_len() == 0 {
             self.pending_since = None;
         }
@@ -813,6 +823,7 @@ impl Torrent {
         let peer_id = peer.peer_id;
         self.cancel_buf.clear();
         let mut others = std::mem::take(&mut self.cancel_buf);
+        self.picker.set_segment_budget(self.cache.assembly_budget());
         let outcome = self.picker.on_block(key, b, &mut others);
         for &other in &others {
             if other == key {
@@ -839,19 +850,22 @@ impl Torrent {
         if !contributors.contains(&peer_id) {
             contributors.push(peer_id);
         }
-        match self.cache.insert_block(b, data) {
+        let inserted = self.cache.insert_block(b, data);
+        if self.cache.pending_len() > 0 {
+            self.pending_since.get_or_insert(now);
+        }
+        match inserted {
             Insert::Stored => {}
-            Insert::Duplicate => self.totals.wasted += b.len as u64,
-            Insert::NoBuffer => {
-                // Should not happen (the picker's partial cap is below the
-                // cache's buffer count); drop the data, ask again later.
-                self.picker.on_block_dropped(key, b);
+            Insert::NoBuffer | Insert::Duplicate => {
+                // Never expected: the picker opens a segment only when a
+                // buffer is free for it, and marks a block received once.
+                // Should it happen, the block is Missing again and is
+                // requested anew (never left marked received with no data).
+                debug_assert!(false, "block {b:?} could not be stored");
+                self.picker.on_block_lost(b);
                 self.totals.wasted += b.len as u64;
             }
-            Insert::Verified => {
-                self.pending_since.get_or_insert(now);
-                self.on_piece_verified(b.piece)
-            }
+            Insert::Verified => self.on_piece_verified(b.piece),
             Insert::Failed => self.on_piece_failed(b.piece),
         }
         Ok(())

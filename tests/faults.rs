@@ -77,7 +77,16 @@ fn full_disk_loses_nothing_and_the_download_completes_when_space_returns() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // While the disk stays full the loop sleeps between write attempts
+    // (it used to spin at 100% CPU, re-reading peers it could not serve).
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(leech.child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(leech.child.id()) - before;
+    assert!(
+        used < 50,
+        "the loop spun on a full disk: {used} ticks of CPU in 2 s"
+    );
     assert!(
         leech.child.try_wait().unwrap().is_none(),
         "exited on a full disk:\n{}",

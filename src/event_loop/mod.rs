@@ -143,6 +143,7 @@ pub struct Session {
     spare_fd: Option<std::fs::File>,
     last_tick: Instant,
     flush_retry_at: Option<Instant>,
+    flush_backoff: Duration,
     was_done: bool,
     seeding_since: Option<Instant>,
     peer_id: [u8; 20],
@@ -207,6 +208,7 @@ impl Session {
             spare_fd: std::fs::File::open("/dev/null").ok(),
             last_tick: now,
             flush_retry_at: None,
+            flush_backoff: Duration::from_secs(1),
             was_done: false,
             seeding_since: None,
             peer_id,
@@ -423,14 +425,11 @@ impl Session {
         let Some(t) = &mut self.torrent else {
             return;
         };
+        // No back-pressure is needed for the cache: the picker requests a
+        // block only when a buffer is free for it, so whatever a peer sends
+        // is either stored or (unrequested) dropped.
         let mut total = 0;
         loop {
-            if t.cache_full() {
-                // Back-pressure: leave the bytes in the kernel until a flush
-                // frees a buffer.
-                self.carry.push(token);
-                break;
-            }
             let Some(peer) = t.peers.get_mut(key) else {
                 return;
             };
@@ -639,19 +638,16 @@ impl Session {
     }
 
     fn after_batch(&mut self, now: Instant) {
+        // Flush verified pieces (bounded per turn), unless a recent failure
+        // (disk full) says to wait.
+        if self.flush_retry_at.is_none_or(|at| now >= at)
+            && self.torrent.as_ref().is_some_and(|t| {
+                t.should_flush(now) || (t.is_complete() && t.has_pending_writes()) || t.cache_full()
+            })
+        {
+            self.flush(now);
+        }
         if let Some(t) = &mut self.torrent {
-            // Flush verified pieces (bounded per turn), unless a recent
-            // failure (disk full) says to wait a moment.
-            if self.flush_retry_at.is_none_or(|at| now >= at)
-                && (t.should_flush(now)
-                    || (t.is_complete() && t.has_pending_writes())
-                    || t.cache_full())
-            {
-                match t.flush(t.cfg.flush_per_turn) {
-                    Ok(_) => self.flush_retry_at = None,
-                    Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
-                }
-            }
             self.close.append(&mut t.to_close);
             t.refill_upload(now);
             t.choke_round(now);
@@ -682,6 +678,25 @@ impl Session {
         }
     }
 
+    /// Write verified data under the per-turn budget. After a failure
+    /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
+    /// disk that stays full costs a few wake-ups, not a spinning loop.
+    fn flush(&mut self, now: Instant) {
+        let Some(t) = &mut self.torrent else {
+            return;
+        };
+        match t.flush(t.cfg.flush_per_turn, now) {
+            Ok(_) => {
+                self.flush_retry_at = None;
+                self.flush_backoff = Duration::from_secs(1);
+            }
+            Err(_) => {
+                self.flush_retry_at = Some(now + self.flush_backoff);
+                self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+
     fn tick(&mut self, now: Instant, dt: Duration) {
         if self.accept_paused_until.is_some_and(|t| now >= t) {
             self.accept_paused_until = None;
@@ -695,14 +710,13 @@ impl Session {
                 self.accept_peers(l, now);
             }
         }
+        // Write what verified in the last second, even below a batch.
+        if self.flush_retry_at.is_none_or(|at| now >= at)
+            && self.torrent.as_ref().is_some_and(|t| t.has_pending_writes())
+        {
+            self.flush(now);
+        }
         if let Some(t) = &mut self.torrent {
-            // Write what verified in the last second, even below a batch.
-            if t.has_pending_writes() && self.flush_retry_at.is_none_or(|at| now >= at) {
-                match t.flush(t.cfg.flush_per_turn) {
-                    Ok(_) => self.flush_retry_at = None,
-                    Err(_) => self.flush_retry_at = Some(now + Duration::from_secs(1)),
-                }
-            }
             t.tick(now, dt, &mut self.close);
             let timeout = t.cfg.connect_timeout;
             for (tok, c) in &self.conns {
@@ -829,7 +843,7 @@ impl Session {
         self.progress.finish();
         if let Some(t) = &mut self.torrent {
             while t.has_pending_writes() {
-                if let Err(e) = t.flush(usize::MAX) {
+                if let Err(e) = t.flush(usize::MAX, Instant::now()) {
                     warn!("could not write every verified piece before exit: {e}");
                     break;
                 }

@@ -489,6 +489,17 @@ fn random_operation_sequences_keep_invariants() {
         if seed % 3 == 0 {
             p.set_max_partial(3);
         }
+        // Segments of 2 blocks (pieces of 3: a full and a half segment),
+        // within a budget the engine would set.
+        let seg_budget = if seed % 3 == 1 {
+            p.set_segment_blocks(2);
+            Some(4)
+        } else {
+            None
+        };
+        if let Some(b) = seg_budget {
+            p.set_segment_budget(b);
+        }
         let mut rng = seed.wrapping_mul(0x2545F4914F6CDD1D) | 1;
         let mut next = move |m: u64| {
             rng ^= rng << 13;
@@ -587,6 +598,9 @@ fn random_operation_sequences_keep_invariants() {
                 _ => {}
             }
             p.check_invariants();
+            if let Some(b) = seg_budget {
+                assert!(p.open_segments() <= b, "segment budget exceeded");
+            }
             for x in 0..n {
                 let want: u32 = peers.values().filter(|bf| bf.get(x)).count() as u32;
                 assert_eq!(p.availability(x), want, "availability of {x}");
@@ -598,4 +612,38 @@ fn random_operation_sequences_keep_invariants() {
         endgame_picks > 50 && verified > 100 && failed > 10,
         "{endgame_picks} {verified} {failed}"
     );
+}
+
+#[test]
+fn segment_budget_bounds_the_buffers_partial_pieces_hold() {
+    // Pieces of 8 blocks in segments of 2; 3 segments may be open.
+    let g = Geometry::new(4 * 8 * BLOCK_LEN as u64, 8 * BLOCK_LEN).unwrap();
+    let (mut p, peers) = setup_with(g, "1111", "", 7);
+    p.set_segment_blocks(2);
+    p.set_segment_budget(3);
+    let got = pick(&mut p, 1, &peers[0], 100);
+    // One piece, its first three segments: six blocks, not more.
+    assert_eq!(got.len(), 6);
+    assert!(got.iter().all(|b| b.piece == got[0].piece && b.index() < 6));
+    assert_eq!(p.open_segments(), 3);
+    // The first segment arrives whole: the cursor leaves it, a segment is
+    // free, and the next pick takes the piece's fourth segment.
+    let mut others = Vec::new();
+    for b in &got[..2] {
+        assert_eq!(p.on_block(1, *b, &mut others), BlockOutcome::New);
+    }
+    assert_eq!(p.open_segments(), 2);
+    let more = pick(&mut p, 1, &peers[0], 100);
+    assert_eq!(more.len(), 2);
+    assert!(more.iter().all(|b| b.piece == got[0].piece && b.index() >= 6));
+    // A block out of order holds its segment until the cursor passes it.
+    assert_eq!(p.on_block(1, got[4], &mut others), BlockOutcome::New);
+    assert_eq!(p.open_segments(), 3);
+    // A block that could not be stored is Missing again and picked anew.
+    p.on_block_lost(got[4]);
+    p.check_invariants();
+    assert_eq!(p.blocks_of(got[0].piece)[4], BlockState::Missing);
+    let again = pick(&mut p, 1, &peers[0], 100);
+    assert_eq!(again, vec![got[4]]);
+    p.check_invariants();
 }

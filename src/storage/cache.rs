@@ -1,24 +1,34 @@
 //! The write-behind piece cache, under one memory budget.
 //!
-//! Blocks of a piece being downloaded are copied (once) into that piece's
-//! buffer. SHA-1 is fed incrementally: every time the contiguous prefix of
-//! received blocks grows, the new bytes are hashed while still hot in the CPU
-//! cache, so each piece is hashed exactly once and never read back from disk
-//! to be verified. A verified piece moves to the write queue; [`Cache::flush`]
-//! writes queued pieces whole, with positioned writes. Written buffers are
-//! kept as a small read cache for seeding, or returned to the pool.
+//! Blocks of a piece being downloaded are copied (once) into buffers of one
+//! *segment* each: the whole piece, or for pieces too large for the budget a
+//! fixed run of blocks ([`segment_len`]). SHA-1 is fed incrementally: every
+//! time the contiguous prefix of received blocks grows, the new bytes are
+//! hashed while still hot in the CPU cache, so each piece is hashed exactly
+//! once and never read back from disk to be verified. A verified piece moves
+//! to the write queue; [`Cache::flush`] writes queued segments with
+//! positioned writes. Written buffers are kept as a small read cache for
+//! seeding, or returned to the pool.
 //!
 //! ```text
-//!  block ─copy─► Assembly{buf, received, hash cursor} ─verified─► pending ─pwrite─► disk
-//!                       │ hash mismatch                                │
-//!                       ▼                                              ▼
-//!                 dropped, re-requested                      read cache (LRU) ◄─pread── disk
+//!  block ─copy─► Assembly{segments, received, hash cursor} ─verified─► pending ─pwrite─► disk
+//!                       │ hash mismatch                                  │
+//!                       ▼                                                ▼
+//!                 dropped, re-requested                  read cache (LRU) ◄─pread── disk
 //! ```
 //!
-//! Memory: at most `max_buffers` piece-sized buffers exist at once, whatever
-//! the torrent size or run time. When none is free (the disk is slower than
-//! the network, or full), [`Cache::is_full`] tells the event loop to stop
-//! reading from peers until a flush frees one.
+//! A large piece (several segments) hands each segment to the write queue as
+//! soon as the hash cursor has passed it, before the piece is verified: the
+//! piece is marked written only with its last segment, after its hash
+//! matched, so data on disk is never taken for verified unless it was. A
+//! failed piece's queued segments are dropped; what was already written is
+//! overwritten when the piece is fetched again (and fails a recheck until
+//! then).
+//!
+//! Memory: at most `max_buffers` segment buffers exist at once, whatever the
+//! torrent size, piece size or run time. The picker only requests blocks
+//! whose segment has a buffer to come ([`Cache::assembly_budget`]), so a
+//! requested block always has room.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -29,17 +39,53 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 
-/// Fewest piece buffers the cache works with, even with `--cache 0`.
+/// Fewest segment buffers the cache works with, even with `--cache 0`.
 pub const MIN_BUFFERS: usize = 4;
+
+/// Pieces up to this size are always held whole.
+pub const WHOLE_PIECE_MAX: u32 = 1 << 20;
+
+/// The budget large pieces are split for when `--cache` is smaller.
+const MIN_SPLIT_BUDGET: usize = 4 << 20;
+
+/// The buffer unit for a torrent: the whole piece when [`MIN_BUFFERS`] of
+/// them fit the budget (or the piece is at most [`WHOLE_PIECE_MAX`]);
+/// otherwise the largest power of two of blocks that gives at least eight
+/// buffers in the budget (at least 4 MiB of it).
+pub fn segment_len(piece_len: u32, budget: usize) -> u32 {
+    let piece = piece_len.max(1);
+    if piece <= WHOLE_PIECE_MAX || (piece as usize).saturating_mul(MIN_BUFFERS) <= budget {
+        return piece;
+    }
+    let target = budget.max(MIN_SPLIT_BUDGET) / 8;
+    let mut seg = BLOCK_LEN;
+    while (seg as usize) * 2 <= target && seg * 2 < piece {
+        seg *= 2;
+    }
+    seg
+}
 
 /// A piece being assembled from blocks.
 struct Assembly {
-    buf: Vec<u8>,
+    /// One buffer per segment, present from its first block until the hash
+    /// cursor has passed it.
+    segs: Vec<Option<Vec<u8>>>,
     received: Vec<bool>,
     num_received: u32,
     /// Bytes `[0, hashed)` have been fed to `hasher`.
     hashed: u32,
     hasher: Sha1,
+}
+
+/// A segment waiting to be written.
+struct Write {
+    piece: u32,
+    /// Offset of the segment in its piece.
+    begin: u32,
+    buf: Vec<u8>,
+    /// The piece is verified and this is its last write: once it is on disk,
+    /// so is the piece.
+    completes: bool,
 }
 
 /// What happened to a block handed to [`Cache::insert_block`].
@@ -70,13 +116,16 @@ pub struct CacheStats {
 pub struct Cache {
     geometry: Geometry,
     hashes: Vec<[u8; 20]>,
+    seg_len: u32,
     max_buffers: usize,
     allocated: usize,
-    max_read_pieces: usize,
+    max_read_segs: usize,
     pool: Vec<Vec<u8>>,
     partial: HashMap<u32, Assembly>,
-    pending: VecDeque<(u32, Vec<u8>)>,
-    read: VecDeque<(u32, Vec<u8>)>,
+    pending: VecDeque<Write>,
+    pending_bytes: usize,
+    /// Written segments of verified pieces: `(piece, begin, bytes)`.
+    read: VecDeque<(u32, u32, Vec<u8>)>,
     pub stats: CacheStats,
 }
 
@@ -84,56 +133,65 @@ impl Cache {
     /// A cache of `budget` bytes for a torrent of this geometry. `budget` 0
     /// keeps no read cache and only [`MIN_BUFFERS`] assembly buffers.
     pub fn new(geometry: Geometry, hashes: Vec<[u8; 20]>, budget: usize) -> Cache {
-        let piece = (geometry.piece_len as usize).max(1);
-        let max_buffers = (budget / piece).max(MIN_BUFFERS);
+        let seg_len = segment_len(geometry.piece_len, budget);
+        let max_buffers = (budget / seg_len as usize).max(MIN_BUFFERS);
         Cache {
             geometry,
             hashes,
+            seg_len,
             max_buffers,
             allocated: 0,
-            max_read_pieces: if budget == 0 { 0 } else { max_buffers },
+            max_read_segs: if budget == 0 { 0 } else { max_buffers },
             pool: Vec::new(),
             partial: HashMap::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             read: VecDeque::new(),
             stats: CacheStats::default(),
         }
     }
 
-    /// How many pieces may be partial at once (for the picker), leaving room
-    /// for pieces waiting to be written and for the read cache.
-    pub fn max_partial(&self) -> usize {
-        (self.max_buffers - self.max_buffers / 4).max(2)
+    /// Bytes per buffer segment.
+    pub fn segment_len(&self) -> u32 {
+        self.seg_len
     }
 
-    /// True when enough verified pieces wait to be written to make a batch
+    /// Blocks per buffer segment (for [`crate::picker::Picker::set_segment_blocks`]).
+    pub fn segment_blocks(&self) -> u32 {
+        self.seg_len.div_ceil(BLOCK_LEN)
+    }
+
+    /// How many segments partial pieces may hold open now: every buffer
+    /// not holding a segment that waits to be written. The picker keeps its
+    /// open segments within this, so an assembly always finds a buffer.
+    pub fn assembly_budget(&self) -> usize {
+        self.max_buffers.saturating_sub(self.pending.len())
+    }
+
+    /// True when enough verified data waits to be written to make a batch
     /// worth it (4 MiB, or half the buffers). Writing every piece the turn it
     /// verifies measured slower (4.2 s against 2.5 s per GiB here): the loop
     /// alternated between small writes and socket reads. The event loop also
     /// writes whatever is pending once a second, so a killed process loses at
     /// most about a second of verified pieces (re-fetched on restart).
     pub fn should_flush(&self) -> bool {
-        let bytes = self.pending.len() * self.geometry.piece_len as usize;
-        bytes >= 4 << 20 || self.pending.len() * 2 >= self.max_buffers
+        self.pending_bytes >= 4 << 20 || self.pending.len() * 2 >= self.max_buffers
     }
 
-    /// Number of verified pieces not yet written.
+    /// Number of segments waiting to be written.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
-    /// No buffer can be had without a flush: the event loop stops reading
-    /// from peers until [`Cache::flush`] succeeds.
+    /// Every buffer holds a segment waiting to be written: nothing can be
+    /// assembled until a flush.
     pub fn is_full(&self) -> bool {
-        self.allocated >= self.max_buffers
-            && self.pool.is_empty()
-            && self.read.is_empty()
-            && !self.pending.is_empty()
+        self.pending.len() >= self.max_buffers
     }
 
-    /// Bytes held in piece buffers right now.
+    /// Bytes held in segment buffers right now.
     pub fn memory(&self) -> usize {
-        self.allocated * self.geometry.piece_len as usize
+        self.allocated * self.seg_len as usize
     }
 
     fn take_buffer(&mut self) -> Option<Vec<u8>> {
@@ -142,13 +200,28 @@ impl Cache {
         }
         if self.allocated < self.max_buffers {
             self.allocated += 1;
-            return Some(Vec::with_capacity(self.geometry.piece_len as usize));
+            return Some(Vec::with_capacity(self.seg_len as usize));
         }
-        self.read.pop_front().map(|(_, b)| b)
+        self.read.pop_front().map(|(_, _, b)| b)
     }
 
     fn give_back(&mut self, buf: Vec<u8>) {
         self.pool.push(buf);
+    }
+
+    /// Size of segment `seg` of `piece`.
+    fn seg_size(&self, piece: u32, seg: u32) -> u32 {
+        seg_size_of(self.geometry.piece_size(piece), seg, self.seg_len)
+    }
+
+    fn queue_write(&mut self, piece: u32, begin: u32, buf: Vec<u8>, completes: bool) {
+        self.pending_bytes += buf.len();
+        self.pending.push_back(Write {
+            piece,
+            begin,
+            buf,
+            completes,
+        });
     }
 
     /// Copy a received block into its piece and advance the piece's hash.
@@ -157,18 +230,15 @@ impl Cache {
         debug_assert!(self.geometry.is_block(b.piece, b.begin, b.len));
         debug_assert_eq!(data.len(), b.len as usize);
         let size = self.geometry.piece_size(b.piece);
+        let seg_len = self.seg_len;
+        let seg = b.begin / seg_len;
         if !self.partial.contains_key(&b.piece) {
-            let Some(mut buf) = self.take_buffer() else {
-                return Insert::NoBuffer;
-            };
-            // Every byte is overwritten by a block before it is hashed, so a
-            // recycled buffer is not cleared (only its length is set).
-            buf.resize(size as usize, 0);
             let n = self.geometry.blocks_in_piece(b.piece) as usize;
+            let nsegs = size.div_ceil(seg_len) as usize;
             self.partial.insert(
                 b.piece,
                 Assembly {
-                    buf,
+                    segs: (0..nsegs).map(|_| None).collect(),
                     received: vec![false; n],
                     num_received: 0,
                     hashed: 0,
@@ -176,35 +246,78 @@ impl Cache {
                 },
             );
         }
+        let seg_size = self.seg_size(b.piece, seg);
+        let needs_buffer = match self.partial.get(&b.piece) {
+            Some(a) => {
+                if a.received.get(b.index() as usize) != Some(&false) {
+                    return Insert::Duplicate;
+                }
+                matches!(a.segs.get(seg as usize), Some(None))
+            }
+            None => return Insert::NoBuffer,
+        };
+        let fresh = if needs_buffer {
+            let Some(mut buf) = self.take_buffer() else {
+                return Insert::NoBuffer;
+            };
+            // Every byte is overwritten by a block before it is hashed, so a
+            // recycled buffer is not cleared (only its length is set).
+            buf.resize(seg_size as usize, 0);
+            Some(buf)
+        } else {
+            None
+        };
         let Some(a) = self.partial.get_mut(&b.piece) else {
             return Insert::NoBuffer;
         };
-        // `b` is a block of this geometry (debug-asserted above), so both
+        let Some(slot) = a.segs.get_mut(seg as usize) else {
+            return Insert::Duplicate;
+        };
+        if let Some(buf) = fresh {
+            *slot = Some(buf);
+        }
+        // `b` is a block of this geometry (debug-asserted above), so the
         // lookups succeed; if not, the data is ignored like a duplicate.
-        let start = b.begin as usize;
+        let start = (b.begin - seg * seg_len) as usize;
         let (Some(seen), Some(dest)) = (
             a.received.get_mut(b.index() as usize),
-            a.buf.get_mut(start..start + data.len()),
+            slot.as_mut()
+                .and_then(|buf| buf.get_mut(start..start + data.len())),
         ) else {
             return Insert::Duplicate;
         };
-        if *seen {
-            return Insert::Duplicate;
-        }
         dest.copy_from_slice(data);
         *seen = true;
         a.num_received += 1;
-        // Feed SHA-1 every block the contiguous prefix now covers.
+        // Feed SHA-1 every block the contiguous prefix now covers; a segment
+        // the cursor leaves behind goes to the write queue.
+        let mut done_segs = Vec::new();
         while a.hashed < size && a.received.get((a.hashed / BLOCK_LEN) as usize) == Some(&true) {
-            let from = a.hashed as usize;
-            let to = (from + BLOCK_LEN as usize).min(size as usize);
-            let Some(bytes) = a.buf.get(from..to) else {
+            let s = a.hashed / seg_len;
+            let from = (a.hashed - s * seg_len) as usize;
+            let to = (from + BLOCK_LEN as usize).min(seg_size_of(size, s, seg_len) as usize);
+            let Some(bytes) = a
+                .segs
+                .get(s as usize)
+                .and_then(|o| o.as_ref())
+                .and_then(|buf| buf.get(from..to))
+            else {
                 break;
             };
             a.hasher.update(bytes);
-            a.hashed = to as u32;
+            a.hashed = s * seg_len + to as u32;
+            if to as u32 == seg_size_of(size, s, seg_len)
+                && a.hashed < size
+                && let Some(buf) = a.segs.get_mut(s as usize).and_then(Option::take)
+            {
+                done_segs.push((s * seg_len, buf));
+            }
         }
-        if a.num_received as usize != a.received.len() {
+        let complete = a.num_received as usize == a.received.len();
+        for (begin, buf) in done_segs {
+            self.queue_write(b.piece, begin, buf, false);
+        }
+        if !complete {
             return Insert::Stored;
         }
         let Some(a) = self.partial.remove(&b.piece) else {
@@ -212,25 +325,52 @@ impl Cache {
         };
         debug_assert_eq!(a.hashed, size);
         let digest: [u8; 20] = a.hasher.finalize().into();
-        if self.hashes.get(b.piece as usize) == Some(&digest) {
-            self.pending.push_back((b.piece, a.buf));
+        let verified = self.hashes.get(b.piece as usize) == Some(&digest);
+        let last = size.div_ceil(seg_len).saturating_sub(1);
+        for (s, buf) in (0u32..).zip(a.segs) {
+            let Some(buf) = buf else { continue };
+            if verified && s == last {
+                self.queue_write(b.piece, s * seg_len, buf, true);
+            } else {
+                self.give_back(buf);
+            }
+        }
+        if verified {
             Insert::Verified
         } else {
-            self.give_back(a.buf);
+            self.drop_queued(b.piece);
             Insert::Failed
         }
+    }
+
+    /// Drop the queued (not yet verified) segments of `piece`.
+    fn drop_queued(&mut self, piece: u32) {
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for w in std::mem::take(&mut self.pending) {
+            if w.piece == piece && !w.completes {
+                self.pending_bytes -= w.buf.len();
+                self.give_back(w.buf);
+            } else {
+                kept.push_back(w);
+            }
+        }
+        self.pending = kept;
     }
 
     /// Forget a partial piece (all of its blocks), e.g. when giving up on it.
     pub fn drop_partial(&mut self, piece: u32) {
         if let Some(a) = self.partial.remove(&piece) {
-            self.give_back(a.buf);
+            for buf in a.segs.into_iter().flatten() {
+                self.give_back(buf);
+            }
+            self.drop_queued(piece);
         }
     }
 
-    /// Write queued pieces, oldest first, until `max_bytes` have been written
-    /// or the queue is empty. Returns the pieces now on disk. On an error the
-    /// failing piece stays queued (nothing is lost) and the error is returned.
+    /// Write queued segments, oldest first, until `max_bytes` have been
+    /// written or the queue is empty. Adds the pieces now whole on disk to
+    /// `written`. On an error the failing segment stays queued (nothing is
+    /// lost) and the error is returned.
     pub fn flush(
         &mut self,
         disk: &Disk,
@@ -239,54 +379,71 @@ impl Cache {
     ) -> Result<(), StorageError> {
         let mut bytes = 0;
         while bytes < max_bytes {
-            let Some((piece, buf)) = self.pending.pop_front() else {
+            let Some(w) = self.pending.pop_front() else {
                 break;
             };
-            if let Err(e) = disk.write_at(self.geometry.piece_offset(piece), &buf) {
-                self.pending.push_front((piece, buf));
+            let offset = self.geometry.piece_offset(w.piece) + w.begin as u64;
+            if let Err(e) = disk.write_at(offset, &w.buf) {
+                self.pending.push_front(w);
                 return Err(e);
             }
-            bytes += buf.len();
-            self.stats.bytes_written += buf.len() as u64;
-            written.push(piece);
-            self.keep_for_reading(piece, buf);
+            let len = w.buf.len();
+            bytes += len;
+            self.pending_bytes -= len;
+            self.stats.bytes_written += len as u64;
+            if w.completes {
+                written.push(w.piece);
+                self.keep_for_reading(w.piece, w.begin, w.buf);
+            } else {
+                // Written before its piece verified: never served from here.
+                self.give_back(w.buf);
+            }
         }
         Ok(())
     }
 
-    fn keep_for_reading(&mut self, piece: u32, buf: Vec<u8>) {
-        if self.max_read_pieces == 0 {
+    fn keep_for_reading(&mut self, piece: u32, begin: u32, buf: Vec<u8>) {
+        if self.max_read_segs == 0 {
             return self.give_back(buf);
         }
-        if self.read.len() >= self.max_read_pieces
-            && let Some((_, old)) = self.read.pop_front()
+        if self.read.len() >= self.max_read_segs
+            && let Some((_, _, old)) = self.read.pop_front()
         {
             self.give_back(old);
         }
-        self.read.push_back((piece, buf));
+        self.read.push_back((piece, begin, buf));
     }
 
-    /// Append the bytes of block `b` (a verified piece) to `out`, from memory
-    /// when the piece is queued or cached, else by reading the whole piece
-    /// from disk into the read cache.
+    /// Append the bytes of block `b` (of a verified piece) to `out`, from
+    /// memory when its segment is queued or cached, else by reading that
+    /// segment (never more) from disk into the read cache.
     pub fn read_block(
         &mut self,
         disk: &Disk,
         b: BlockRef,
         out: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
+        let seg_begin = b.begin / self.seg_len * self.seg_len;
         // `b` passed `Geometry::request_in_range`; a block outside its piece
         // is an error all the same, never a panic.
-        let range = b.begin as usize..b.begin as usize + b.len as usize;
-        if let Some((_, buf)) = self.pending.iter().find(|(p, _)| *p == b.piece) {
-            copy_block(buf, range, b, out)?;
+        let range = (b.begin - seg_begin) as usize..(b.begin - seg_begin + b.len) as usize;
+        if let Some(w) = self
+            .pending
+            .iter()
+            .find(|w| w.piece == b.piece && w.begin == seg_begin)
+        {
+            copy_block(&w.buf, range, b, out)?;
             self.stats.read_hits += 1;
             return Ok(());
         }
-        if let Some(pos) = self.read.iter().position(|(p, _)| *p == b.piece) {
+        if let Some(pos) = self
+            .read
+            .iter()
+            .position(|(p, s, _)| *p == b.piece && *s == seg_begin)
+        {
             // Move to the back: most recently used.
             if let Some(entry) = self.read.remove(pos) {
-                let copied = copy_block(&entry.1, range, b, out);
+                let copied = copy_block(&entry.2, range, b, out);
                 self.read.push_back(entry);
                 copied?;
             }
@@ -294,8 +451,8 @@ impl Cache {
             return Ok(());
         }
         self.stats.read_misses += 1;
-        let size = self.geometry.piece_size(b.piece) as usize;
-        let offset = self.geometry.piece_offset(b.piece);
+        let size = self.seg_size(b.piece, seg_begin / self.seg_len) as usize;
+        let offset = self.geometry.piece_offset(b.piece) + seg_begin as u64;
         match self.take_buffer() {
             Some(mut buf) => {
                 buf.resize(size, 0); // filled by the read below
@@ -306,7 +463,7 @@ impl Cache {
                 }
                 self.stats.bytes_read_disk += size as u64;
                 let copied = copy_block(&buf, range, b, out);
-                self.keep_for_reading(b.piece, buf);
+                self.keep_for_reading(b.piece, seg_begin, buf);
                 copied
             }
             None => {
@@ -316,7 +473,7 @@ impl Cache {
                 let Some(dest) = out.get_mut(start..) else {
                     return Err(not_in_piece(b)); // never: `out` was just grown
                 };
-                let r = disk.read_at(offset + b.begin as u64, dest);
+                let r = disk.read_at(offset + range.start as u64, dest);
                 if r.is_err() {
                     out.truncate(start);
                 }
@@ -325,6 +482,11 @@ impl Cache {
             }
         }
     }
+}
+
+/// Size of segment `s` of a piece of `size` bytes.
+fn seg_size_of(size: u32, s: u32, seg_len: u32) -> u32 {
+    size.saturating_sub(s * seg_len).min(seg_len)
 }
 
 /// Append `piece[range]` (block `b`) to `out`.

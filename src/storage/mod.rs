@@ -16,26 +16,44 @@ use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use sha1::{Digest, Sha1};
 
+/// Bytes read at a time when checking pieces, so that checking a torrent of
+/// large pieces needs no piece-sized buffer.
+const CHECK_CHUNK: usize = 1 << 20;
+
 /// Verify the data already on disk, piece by piece, and return the pieces
 /// that are present and correct. Pieces in files that did not exist (or were
 /// empty) before are skipped without reading. Unreadable pieces (missing or
-/// short files) simply count as missing.
+/// short files) simply count as missing. Memory: one buffer of at most
+/// [`CHECK_CHUNK`] bytes, whatever the piece size.
 pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
     let mut have = Bitfield::new(geometry.num_pieces);
-    let mut buf = vec![0u8; geometry.piece_len as usize];
+    let mut buf = vec![0u8; (geometry.piece_len as usize).min(CHECK_CHUNK)];
     for piece in 0..geometry.num_pieces {
         let size = geometry.piece_size(piece) as usize;
         let offset = geometry.piece_offset(piece);
         if !disk.may_have_data(offset, size) {
             continue;
         }
-        let Some(buf) = buf.get_mut(..size) else {
-            continue; // never: a piece is at most `piece_len` bytes
-        };
-        if disk.read_at(offset, buf).is_err() {
+        let mut hasher = Sha1::new();
+        let mut done = 0;
+        let mut readable = true;
+        while done < size {
+            let n = (size - done).min(buf.len());
+            let Some(chunk) = buf.get_mut(..n) else {
+                readable = false; // never: `n` is at most `buf.len()`
+                break;
+            };
+            if disk.read_at(offset + done as u64, chunk).is_err() {
+                readable = false;
+                break;
+            }
+            hasher.update(&*chunk);
+            done += n;
+        }
+        if !readable {
             continue;
         }
-        let digest: [u8; 20] = Sha1::digest(&*buf).into();
+        let digest: [u8; 20] = hasher.finalize().into();
         if hashes.get(piece as usize) == Some(&digest) {
             have.set(piece);
         }

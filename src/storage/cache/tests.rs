@@ -168,3 +168,66 @@ fn truncated_file_read_fails_instead_of_zero_fill() {
     assert!(out.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn segment_len_keeps_small_pieces_whole_and_splits_large_ones() {
+    assert_eq!(segment_len(32768, 0), 32768);
+    assert_eq!(segment_len(1 << 20, 0), 1 << 20);
+    assert_eq!(segment_len(4 << 20, 16 << 20), 4 << 20);
+    // 64 MiB pieces in the default 16 MiB: 2 MiB segments, eight of them.
+    assert_eq!(segment_len(64 << 20, 16 << 20), 2 << 20);
+    // `--cache 0`: split as if for 4 MiB.
+    assert_eq!(segment_len(64 << 20, 0), 512 << 10);
+    // Never more than the piece, never less than a block.
+    assert_eq!(segment_len(3 << 20, 1), 512 << 10);
+}
+
+#[test]
+fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() {
+    // 1 MiB + 4 blocks pieces, 512 KiB segments (the budget is 1 MiB).
+    let piece_len = (1 << 20) + 4 * 16384;
+    let g = Geometry::new(2 * piece_len as u64, piece_len).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let dir = temp_dir("segments");
+    let disk = two_file_disk(&dir, [piece_len as u64, piece_len as u64], OpenMode::Create);
+    let mut cache = Cache::new(g, hashes, 1 << 20);
+    assert_eq!(cache.segment_len(), 512 << 10);
+    let n = g.blocks_in_piece(0);
+    let mut written = Vec::new();
+    // Piece 0 in order: each segment the hash cursor leaves goes to the
+    // write queue at once; flushing them marks nothing written.
+    for i in 0..n - 1 {
+        let b = g.block(0, i);
+        assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Stored);
+        cache.flush(&disk, usize::MAX, &mut written).unwrap();
+        assert!(written.is_empty());
+        assert!(cache.memory() <= 2 * (512 << 10), "one buffer in use at a time");
+    }
+    let b = g.block(0, n - 1);
+    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Verified);
+    cache.flush(&disk, usize::MAX, &mut written).unwrap();
+    assert_eq!(written, vec![0]);
+    // Piece 1 with one corrupt block at the end: its early segments were
+    // queued unverified; the failure drops what is still queued.
+    for i in 0..n {
+        let b = g.block(1, i);
+        let mut d = block_data(&g, &data, b).to_vec();
+        if i == n - 1 {
+            d[0] ^= 1;
+        }
+        let r = cache.insert_block(b, &d);
+        assert_eq!(r, if i == n - 1 { Insert::Failed } else { Insert::Stored });
+    }
+    assert_eq!(cache.pending_len(), 0);
+    written.clear();
+    cache.flush(&disk, usize::MAX, &mut written).unwrap();
+    assert!(written.is_empty());
+    // Serving a block of piece 0 reads one segment, not the piece.
+    let mut cache = Cache::new(g, data_and_hashes(&g).1, 1 << 20);
+    let mut out = Vec::new();
+    let b = g.block(0, 9);
+    cache.read_block(&disk, b, &mut out).unwrap();
+    assert_eq!(out, block_data(&g, &data, b));
+    assert_eq!(cache.stats.bytes_read_disk, 512 << 10);
+    std::fs::remove_dir_all(dir).unwrap();
+}
