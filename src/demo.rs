@@ -168,7 +168,7 @@ pub fn run(size: u64, leechers: usize, dir: Option<PathBuf>) -> Result<(), Error
     if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&root);
     } else {
-        println!("files and logs kept in {}", root.display());
+        crate::outln!("files and logs kept in {}", root.display());
     }
     result
 }
@@ -176,7 +176,7 @@ pub fn run(size: u64, leechers: usize, dir: Option<PathBuf>) -> Result<(), Error
 fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     let started = Instant::now();
     let data = root.join("seeder").join("demo.bin");
-    println!(
+    crate::outln!(
         "writing {} of random data to {}",
         human_bytes(size),
         data.display()
@@ -198,7 +198,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     .map_err(|e| Error::Runtime(e.to_string()))?;
     let torrent = root.join("demo.torrent");
     std::fs::write(&torrent, torrent_bytes).map_err(|e| Error::Runtime(e.to_string()))?;
-    println!("torrent {} announces to {announce}", torrent.display());
+    crate::outln!("torrent {} announces to {announce}", torrent.display());
 
     let s = |v: &str| v.to_string();
     let t = torrent.display().to_string();
@@ -273,10 +273,10 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
                 })
                 .collect();
             if tty {
-                print!("\r\x1b[K{}", line.join(" | "));
+                crate::out!("\r\x1b[K{}", line.join(" | "));
                 let _ = std::io::stdout().flush();
             } else {
-                println!("{}", line.join(" | "));
+                crate::outln!("{}", line.join(" | "));
             }
         }
         if all_done {
@@ -299,7 +299,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         }
     };
     if tty {
-        println!();
+        crate::outln!();
     }
     let elapsed = started.elapsed();
     for n in nodes.iter_mut() {
@@ -316,10 +316,14 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         }
     }
     let reports: Vec<Report> = nodes.iter().map(snapshot).collect();
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "{:<10} {:>9} {:>11} {:>11} {:>12}",
-        "peer", "time", "down", "up", "avg down"
+        "peer",
+        "time",
+        "down",
+        "up",
+        "avg down"
     );
     for (n, r) in nodes.iter().zip(&reports) {
         let secs = r.finished_at.map(|d| d.as_secs_f64());
@@ -334,7 +338,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             }
             _ => "-".to_string(),
         };
-        println!(
+        crate::outln!(
             "{:<10} {:>9} {:>11} {:>11} {:>12}",
             n.name,
             time,
@@ -346,7 +350,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     let leeched: u64 = reports[1..].iter().map(|r| r.down).sum();
     let from_seeder = reports[0].up.min(leeched);
     let from_leechers = leeched - from_seeder;
-    println!(
+    crate::outln!(
         "\n{} downloaded in all: {} from the seeder, {} ({:.0}%) from other leechers; wall time {:.2} s",
         human_bytes(leeched),
         human_bytes(from_seeder),
@@ -364,6 +368,6 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             bad.join(", ")
         )));
     }
-    println!("all {leechers} copies match the original byte for byte");
+    crate::outln!("all {leechers} copies match the original byte for byte");
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod event_loop;
 pub mod geometry;
 pub mod metainfo;
+pub mod output;
 pub mod peer;
 pub mod picker;
 pub mod progress;

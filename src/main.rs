@@ -105,14 +105,14 @@ fn run_client(o: ClientOptions) -> Result<(), Error> {
     let outcome = client::run(&o)?;
     if let Some(s) = outcome.status {
         if machine {
-            println!(
+            piecemeal::outln!(
                 "{} {}",
                 machine_line("@done", &s),
                 outcome.elapsed.as_millis()
             );
         }
         let secs = outcome.elapsed.as_secs_f64().max(1e-3);
-        eprintln!(
+        piecemeal::errln!(
             "{}: {} down, {} up in {:.1} s (average {}/s down), {}/{} pieces{}",
             if outcome.complete {
                 "complete"
@@ -161,7 +161,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Some(Command::Info { torrent }) => {
             let m = Metainfo::load(&torrent).map_err(|e| Error::Input(e.to_string()))?;
-            print!("{}", m.describe());
+            piecemeal::out!("{}", m.describe());
             Ok(())
         }
         Some(Command::Create {
@@ -192,7 +192,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             std::fs::write(&output, &bytes)
                 .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", output.display())))?;
             let m = Metainfo::from_bytes(&bytes).map_err(|e| Error::Runtime(e.to_string()))?;
-            println!(
+            piecemeal::outln!(
                 "wrote {} (info-hash {})",
                 output.display(),
                 m.info_hash_hex()
@@ -236,12 +236,12 @@ fn main() {
         }
     };
     if let Err(e) = init_logging(&cli.log) {
-        eprintln!("piecemeal: {e}");
+        piecemeal::errln!("piecemeal: {e}");
         std::process::exit(e.exit_code());
     }
     piecemeal::event_loop::install_stop_handler();
     if let Err(e) = run(cli) {
-        eprintln!("piecemeal: {e}");
+        piecemeal::errln!("piecemeal: {e}");
         std::process::exit(e.exit_code());
     }
 }

@@ -771,7 +771,10 @@ impl Picker {
                 .position(|b| *b != Block::Received)
                 .unwrap_or(pp.blocks.len());
             assert_eq!(pp.cursor as usize, first_missing, "partial {p} cursor");
-            assert!(pp.hi_seg >= lo_seg(pp, self.seg_blocks), "partial {p} hi_seg");
+            assert!(
+                pp.hi_seg >= lo_seg(pp, self.seg_blocks),
+                "partial {p} hi_seg"
+            );
             for (j, b) in pp.blocks.iter().enumerate() {
                 if *b != Block::Missing {
                     assert!(

@@ -117,7 +117,7 @@ impl Progress {
         }
         self.last = Some(now);
         if self.mode == ProgressMode::Machine {
-            println!("{}", machine_line("@status", s));
+            crate::outln!("{}", machine_line("@status", s));
             return;
         }
         let line = status_line(s);

@@ -21,6 +21,9 @@ use std::time::Instant;
 /// Longest a verified piece waits in memory before it is written.
 pub const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Send-queue bytes an idle peer keeps allocated.
+pub const SEND_IDLE_CAP: usize = 4096;
+
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Totals {
@@ -78,6 +81,8 @@ pub struct Torrent {
     banned_ids: HashSet<[u8; 20]>,
     banned_addrs: HashSet<SocketAddr>,
     pub totals: Totals,
+    /// Bytes of the pieces not verified yet.
+    left: u64,
     /// Peers that have bytes queued to send.
     pub dirty: Vec<usize>,
     /// Connections (event-loop tokens) to close, with the reason, found
@@ -106,6 +111,10 @@ impl Torrent {
             have,
         } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
+        let left = (0..geometry.num_pieces)
+            .filter(|&p| !have.get(p))
+            .map(|p| geometry.piece_size(p) as u64)
+            .sum();
         let mut picker = Picker::new(geometry, &have, seed);
         picker.set_segment_blocks(cache.segment_blocks());
         picker.set_segment_budget(cache.assembly_budget());
@@ -125,6 +134,7 @@ impl Torrent {
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
+            left,
             dirty: Vec::new(),
             to_close: Vec::new(),
             storage_error: None,
@@ -146,13 +156,9 @@ impl Torrent {
         self.flushed.is_full()
     }
 
-    /// Bytes we still need.
+    /// Bytes we still need (kept as pieces verify, not counted per call).
     pub fn left(&self) -> u64 {
-        let have = self.picker.have();
-        (0..self.geometry.num_pieces)
-            .filter(|&p| !have.get(p))
-            .map(|p| self.geometry.piece_size(p) as u64)
-            .sum()
+        self.left
     }
 
     pub fn status(&self) -> Status {
@@ -217,15 +223,25 @@ impl Torrent {
             info_hash: self.info_hash,
             peer_id: self.our_id,
         };
-        let have = self.picker.have();
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let out = peer.send.buf_mut();
-        hs.encode(out);
-        if have.count() > 0 {
-            Message::Bitfield(have.as_bytes()).encode(out);
+        hs.encode(peer.send.buf_mut());
+        self.dirty.push(key);
+    }
+
+    /// Our bitfield, sent as the handshakes complete (not when dialing): a
+    /// piece verified while the connection was being set up is in it, and
+    /// every later one goes out as a `have` (peers are active by then).
+    fn send_bitfield(&mut self, key: usize) {
+        let have = self.picker.have();
+        if have.count() == 0 {
+            return;
         }
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        Message::Bitfield(have.as_bytes()).encode(peer.send.buf_mut());
         self.dirty.push(key);
     }
 
@@ -467,6 +483,7 @@ impl Torrent {
         if !outgoing {
             self.send_handshake(key);
         }
+        self.send_bitfield(key);
         if hs.supports_extensions()
             && let Some(peer) = self.peers.get_mut(key)
         {
@@ -734,6 +751,12 @@ impl Torrent {
                     self.picker.on_block_dropped(key, r.block);
                 }
             }
+            // An idle connection gives back what a burst (serving, a big
+            // bitfield) made its send queue grow to: at most once a second,
+            // so a busy peer's buffer is not reallocated on every drain.
+            if peer.requests.is_empty() {
+                peer.send.shrink_if_empty(SEND_IDLE_CAP);
+            }
             if now.duration_since(peer.last_sent) > self.cfg.keepalive_interval {
                 Message::KeepAlive.encode(peer.send.buf_mut());
                 self.dirty.push(key);
@@ -773,6 +796,10 @@ impl Torrent {
                 continue;
             };
             peer.am_choking = choke;
+            // Requests that cross our choke on the wire are normal: count
+            // them afresh after each change, so a long-lived peer choked
+            // many times is never taken for a flood.
+            peer.choked_requests = 0;
             let m = if choke {
                 // Choking discards the peer's pending requests (BEP 3).
                 peer.requests.clear();
@@ -876,6 +903,7 @@ impl Torrent {
         self.contributors.remove(&piece);
         let size = self.geometry.piece_size(piece) as u64;
         self.totals.downloaded += size;
+        self.left = self.left.saturating_sub(size);
         trace!("piece {piece} verified");
         let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {

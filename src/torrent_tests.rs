@@ -556,7 +556,10 @@ fn exchange_with_held_back_flushes(
     cache_bytes: usize,
     flush_from: u32,
 ) -> (Torrent, usize, PathBuf, PathBuf) {
-    let (sd, ld) = (temp_dir(&format!("{name}-s")), temp_dir(&format!("{name}-l")));
+    let (sd, ld) = (
+        temp_dir(&format!("{name}-s")),
+        temp_dir(&format!("{name}-l")),
+    );
     let mut now = Instant::now();
     let mut seeder = torrent(f, &sd, true, 1, now);
     let mut leecher = torrent_with_cache(f, &ld, false, 2, now, cache_bytes);
@@ -616,4 +619,119 @@ fn pieces_larger_than_the_cache_download_in_segments() {
     assert_downloaded(&f, &ld);
     std::fs::remove_dir_all(sd).unwrap();
     std::fs::remove_dir_all(ld).unwrap();
+}
+
+#[test]
+fn pieces_verified_while_a_dialed_peer_handshakes_are_in_its_bitfield() {
+    let f = fixture(64 * 32768, 32768);
+    let (sd, ld) = (temp_dir("have-s"), temp_dir("have-l"));
+    let now = Instant::now();
+    let mut seeder = torrent(&f, &sd, true, 1, now);
+    let mut leecher = torrent(&f, &ld, false, 2, now);
+    // We dial a third peer; it has not answered yet.
+    let dialed = leecher.add_peer(9, "127.0.0.1:9".parse().unwrap(), true, now);
+    assert_eq!(leecher.peers[dialed].send.len(), wire::HANDSHAKE_LEN);
+    // Meanwhile pieces verify from the seeder.
+    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    for _ in 0..3 {
+        pump(&mut leecher, lk, &mut seeder, sk, now);
+        seeder.choke_round(now);
+        pump(&mut seeder, sk, &mut leecher, lk, now);
+    }
+    let have = leecher.picker.have().clone();
+    assert!(have.count() > 0);
+    // Its handshake arrives: our bitfield, sent now, holds every one.
+    let hs = handshake([9; 20], [7; 20], false);
+    leecher.peers[dialed].recv.read_from(&mut &hs[..]).unwrap();
+    leecher.on_readable(dialed, now).unwrap();
+    let out = leecher.peers[dialed].send.pending();
+    let (msg, _) = wire::decode_frame(&out[wire::HANDSHAKE_LEN..], wire::MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg, Message::Bitfield(have.as_bytes()));
+    std::fs::remove_dir_all(sd).unwrap();
+    std::fs::remove_dir_all(ld).unwrap();
+}
+
+#[test]
+fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("choke-cycles");
+    let mut now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 5, now);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [6; 20], false);
+    Message::Interested.encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    // Twenty choke cycles; after each choke a full queue of requests that
+    // were already on the wire arrives (more than the flood limit in all).
+    let per_cycle = t.cfg.max_peer_requests;
+    for cycle in 0..20 {
+        // It loses interest for a moment: the next round chokes it.
+        let mut m = Vec::new();
+        Message::NotInterested.encode(&mut m);
+        t.peers[k].recv.read_from(&mut &m[..]).unwrap();
+        t.on_readable(k, now).unwrap();
+        now += Duration::from_secs(11);
+        t.choke_round(now);
+        assert!(t.peers[k].am_choking, "cycle {cycle}: choked");
+        let mut late = Vec::new();
+        for _ in 0..per_cycle {
+            Message::Request {
+                piece: 0,
+                begin: 0,
+                len: 16384,
+            }
+            .encode(&mut late);
+        }
+        let mut src = &late[..];
+        while !src.is_empty() {
+            t.peers[k].recv.read_from(&mut src).unwrap();
+            assert_eq!(t.on_readable(k, now), Ok(()), "cycle {cycle}");
+        }
+        let mut m = Vec::new();
+        Message::Interested.encode(&mut m);
+        t.peers[k].recv.read_from(&mut &m[..]).unwrap();
+        t.on_readable(k, now).unwrap();
+        t.choke_round(now);
+        assert!(!t.peers[k].am_choking, "cycle {cycle}: unchoked");
+        t.peers[k].requests.clear();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_idle_peers_send_queue_shrinks_after_a_burst() {
+    let f = fixture(50 * 16384, 16384);
+    let dir = temp_dir("shrink-send");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 5, now);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [6; 20], false);
+    Message::Interested.encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    t.choke_round(now);
+    let mut reqs = Vec::new();
+    for piece in 0..20 {
+        Message::Request {
+            piece,
+            begin: 0,
+            len: 16384,
+        }
+        .encode(&mut reqs);
+    }
+    t.peers[k].recv.read_from(&mut &reqs[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let mut sink = Vec::new();
+    while !t.peers[k].send.is_empty() || !t.peers[k].requests.is_empty() {
+        t.serve(k).unwrap();
+        t.peers[k].send.write_to(&mut sink).unwrap();
+    }
+    assert!(t.peers[k].send.capacity() > 100_000);
+    t.tick(now, Duration::from_secs(1), &mut Vec::new());
+    assert!(t.peers[k].send.capacity() <= SEND_IDLE_CAP);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -87,3 +87,40 @@ fn demo_runs_a_small_swarm_and_checks_every_copy() {
     );
     assert!(stdout.contains("leecher2"), "{stdout}");
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    // `piecemeal info T | head -1`, with the reader gone before the first
+    // write: the write fails with EPIPE, which must end the command quietly.
+    let tmp = TempDir::new("cli-pipe");
+    write_files(tmp.path(), AWKWARD);
+    let t = tmp.join("p.torrent");
+    let (code, _, stderr) = run(&[
+        "create",
+        tmp.join("awkward").to_str().unwrap(),
+        "-o",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for args in [
+        vec!["info", t.to_str().unwrap()],
+        vec![
+            "create",
+            tmp.join("awkward").to_str().unwrap(),
+            "-o",
+            tmp.join("q.torrent").to_str().unwrap(),
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(BIN)
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

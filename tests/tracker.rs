@@ -143,3 +143,52 @@ fn bad_and_hostile_requests_get_errors_and_the_tracker_keeps_serving() {
         String::from_utf8_lossy(&raw)
     );
 }
+
+#[test]
+fn a_download_that_exits_when_done_announces_completed_first() {
+    let tmp = TempDir::new("tracker-completed");
+    let (_tracker, tport) = start_tracker(&tmp);
+    let announce = format!("http://127.0.0.1:{tport}/announce");
+    let (seed_dir, t) = seed_data(&tmp, &[("c.bin", 300_000)], "c.bin", &[announce], 32768);
+    let (_seeder, _sp) = start_seeder(&tmp, &seed_dir, &t, &[]);
+    let out = tmp.join("out");
+    let mut leech = Proc::start(
+        "leech",
+        tmp.path(),
+        &[
+            "download",
+            &t,
+            "-o",
+            out.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "{}",
+        leech.log_text()
+    );
+    assert_same_files(&seed_dir, &out, &[("c.bin", 300_000)]);
+    // The swarm learnt of the completion (scrape's `downloaded`) before
+    // the leecher said `stopped`.
+    let hash = piecemeal::metainfo::Metainfo::load(std::path::Path::new(&t))
+        .unwrap()
+        .info_hash;
+    let raw = http_exchange(
+        tport,
+        format!("GET /scrape?info_hash={} HTTP/1.1\r\n\r\n", pct(&hash)).as_bytes(),
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("10:downloadedi1e"), "{text}");
+    let log = leech.log_text();
+    let completed = log.find("(Completed)").expect("a completed announce");
+    let stopped = log.find("(Stopped)").expect("a stopped announce");
+    assert!(completed < stopped, "{log}");
+}

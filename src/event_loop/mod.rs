@@ -37,6 +37,10 @@ use tracker_conns::{AnnounceConn, ServerConn};
 /// the others (the rest is read next turn: fairness between peers).
 const READ_BUDGET: usize = 1 << 20;
 
+/// Longest a finished download that exits waits for its `completed`
+/// announce to be answered.
+const COMPLETED_WAIT: Duration = Duration::from_secs(5);
+
 /// How a session is set up.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
@@ -181,7 +185,13 @@ impl Session {
         let now = Instant::now();
         let announcer = match &torrent {
             Some(_) if !opts.tracker_tiers.is_empty() => {
-                Some(Announcer::new(opts.tracker_tiers.clone(), now))
+                // BEP 12: each tier shuffled; back-offs jittered.
+                let seed = torrent.as_ref().map_or(0, |t| {
+                    t.our_id
+                        .iter()
+                        .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64)
+                });
+                Some(Announcer::with_seed(opts.tracker_tiers.clone(), now, seed))
             }
             _ => None,
         };
@@ -307,11 +317,21 @@ impl Session {
             }
         }
         if self.opts.exit_when_done {
+            // Tell the trackers first (at most COMPLETED_WAIT).
+            let now = Instant::now();
+            if self.announcer.as_ref().is_some_and(|a| a.completed_owed())
+                && self
+                    .seeding_since
+                    .is_some_and(|s| now.duration_since(s) < COMPLETED_WAIT)
+            {
+                self.maybe_announce(now);
+                return false;
+            }
             return true;
         }
         if let (Some(ratio), Some(t)) = (self.opts.seed_ratio, &self.torrent) {
-            let s = t.status();
-            if s.totals.uploaded as f64 >= ratio * s.total_len as f64 {
+            // Counters only: this runs every loop turn.
+            if t.totals.uploaded as f64 >= ratio * t.geometry.total_len as f64 {
                 info!("seed ratio {ratio} reached");
                 return true;
             }
@@ -712,7 +732,10 @@ impl Session {
         }
         // Write what verified in the last second, even below a batch.
         if self.flush_retry_at.is_none_or(|at| now >= at)
-            && self.torrent.as_ref().is_some_and(|t| t.has_pending_writes())
+            && self
+                .torrent
+                .as_ref()
+                .is_some_and(|t| t.has_pending_writes())
         {
             self.flush(now);
         }

@@ -635,7 +635,10 @@ fn segment_budget_bounds_the_buffers_partial_pieces_hold() {
     assert_eq!(p.open_segments(), 2);
     let more = pick(&mut p, 1, &peers[0], 100);
     assert_eq!(more.len(), 2);
-    assert!(more.iter().all(|b| b.piece == got[0].piece && b.index() >= 6));
+    assert!(
+        more.iter()
+            .all(|b| b.piece == got[0].piece && b.index() >= 6)
+    );
     // A block out of order holds its segment until the cursor passes it.
     assert_eq!(p.on_block(1, got[4], &mut others), BlockOutcome::New);
     assert_eq!(p.open_segments(), 3);

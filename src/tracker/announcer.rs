@@ -301,6 +301,13 @@ impl Announcer {
         }
     }
 
+    /// A `completed` announce is owed and the trackers have not failed since:
+    /// a process about to exit should wait a moment for it (else `stopped`
+    /// follows `started` and the swarm never learns of the completion).
+    pub fn completed_owed(&self) -> bool {
+        self.completed_pending && !self.stopping && self.failed_rounds == 0
+    }
+
     /// The torrent is stopping: any in-flight announce is abandoned (the
     /// shell should drop its connection; a late report is ignored), and one
     /// `stopped` announce is handed out next — if any tracker knows us.

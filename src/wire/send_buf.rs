@@ -42,6 +42,11 @@ impl SendBuf {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    /// Bytes allocated for the queue.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// True when nothing is queued (the socket's `WRITABLE` interest can go).
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -198,13 +198,22 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
     // write queue at once; flushing them marks nothing written.
     for i in 0..n - 1 {
         let b = g.block(0, i);
-        assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Stored);
+        assert_eq!(
+            cache.insert_block(b, block_data(&g, &data, b)),
+            Insert::Stored
+        );
         cache.flush(&disk, usize::MAX, &mut written).unwrap();
         assert!(written.is_empty());
-        assert!(cache.memory() <= 2 * (512 << 10), "one buffer in use at a time");
+        assert!(
+            cache.memory() <= 2 * (512 << 10),
+            "one buffer in use at a time"
+        );
     }
     let b = g.block(0, n - 1);
-    assert_eq!(cache.insert_block(b, block_data(&g, &data, b)), Insert::Verified);
+    assert_eq!(
+        cache.insert_block(b, block_data(&g, &data, b)),
+        Insert::Verified
+    );
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
     assert_eq!(written, vec![0]);
     // Piece 1 with one corrupt block at the end: its early segments were
@@ -216,7 +225,14 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
             d[0] ^= 1;
         }
         let r = cache.insert_block(b, &d);
-        assert_eq!(r, if i == n - 1 { Insert::Failed } else { Insert::Stored });
+        assert_eq!(
+            r,
+            if i == n - 1 {
+                Insert::Failed
+            } else {
+                Insert::Stored
+            }
+        );
     }
     assert_eq!(cache.pending_len(), 0);
     written.clear();
