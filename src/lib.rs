@@ -11,6 +11,7 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod blame;
 pub mod choker;
 pub mod cli;
 pub mod client;

@@ -121,6 +121,8 @@ struct Partial {
     cursor: u32,
     /// One past the highest segment with a block requested or received.
     hi_seg: u32,
+    /// The one peer allowed to fetch this piece (an exclusive piece).
+    owner: Option<PeerKey>,
 }
 
 /// Where a piece is, decoded from its `slot`.
@@ -157,6 +159,9 @@ pub struct Picker {
     seg_budget: usize,
     /// Segments partial pieces hold open now.
     open_segs: usize,
+    /// Pieces to fetch from a single peer (a failed piece with several
+    /// senders: the next copy convicts its sender or exposes the liar).
+    exclusive: std::collections::HashSet<u32>,
     rng: crate::rng::Rng,
     scratch: Vec<(u32, u32)>,
     scratch_endgame: Vec<(u32, u32, u32)>,
@@ -197,6 +202,7 @@ impl Picker {
             seg_blocks: geometry.blocks_in_piece(0).max(1),
             seg_budget: usize::MAX,
             open_segs: 0,
+            exclusive: std::collections::HashSet::new(),
             rng: crate::rng::Rng::new(seed),
             scratch: Vec::new(),
             scratch_endgame: Vec::new(),
@@ -220,6 +226,36 @@ impl Picker {
     /// stops new segments from opening.
     pub fn set_segment_budget(&mut self, n: usize) {
         self.seg_budget = n;
+    }
+
+    /// Fetch `piece` from one peer only, from its next start until it
+    /// verifies (see the blame rules in `crate::blame`).
+    pub fn set_exclusive(&mut self, piece: u32) {
+        if piece < self.geometry.num_pieces {
+            self.exclusive.insert(piece);
+        }
+    }
+
+    /// Peer `peer` is leaving: exclusive pieces it was fetching start over
+    /// (no other peer may finish them). Returns those pieces, so the engine
+    /// drops their blocks too. Call before [`Self::peer_gone`].
+    pub fn release_owned(&mut self, peer: PeerKey) -> Vec<u32> {
+        let mut released = Vec::new();
+        let mut i = 0;
+        while i < self.partials.len() {
+            let Some(pp) = self.partials.get(i) else {
+                break;
+            };
+            if pp.owner == Some(peer) {
+                let piece = pp.piece;
+                self.release_partial(i);
+                self.insert_into_order(piece);
+                released.push(piece);
+            } else {
+                i += 1;
+            }
+        }
+        released
     }
 
     /// Segments partial pieces hold open now.
@@ -317,7 +353,7 @@ impl Picker {
         let mut cand = std::mem::take(&mut self.scratch);
         cand.clear();
         for (i, pp) in self.partials.iter().enumerate() {
-            if pp.missing > 0 && peer_has.get(pp.piece) {
+            if pp.missing > 0 && peer_has.get(pp.piece) && pp.owner.is_none_or(|o| o == peer) {
                 cand.push((pp.missing, i as u32));
             }
         }
@@ -343,6 +379,9 @@ impl Picker {
         let Some(pp) = self.partials.get_mut(i) else {
             return left;
         };
+        if pp.owner.is_none() && self.exclusive.contains(&pp.piece) {
+            pp.owner = Some(peer);
+        }
         let sb = self.seg_blocks;
         for (j, b) in pp.blocks.iter_mut().enumerate() {
             if left == 0 || pp.missing == 0 {
@@ -426,7 +465,7 @@ impl Picker {
         let mut cand = std::mem::take(&mut self.scratch_endgame);
         cand.clear();
         for (i, pp) in self.partials.iter().enumerate() {
-            if pp.requested == 0 || !peer_has.get(pp.piece) {
+            if pp.requested == 0 || !peer_has.get(pp.piece) || pp.owner.is_some() {
                 continue;
             }
             for (j, b) in pp.blocks.iter().enumerate() {
@@ -481,6 +520,7 @@ impl Picker {
             Where::Order(_) => {
                 if self.partials.len() >= self.max_partial
                     || self.open_segs + seg as usize >= self.seg_budget
+                    || self.exclusive.contains(&b.piece)
                 {
                     return BlockOutcome::Unexpected;
                 }
@@ -491,6 +531,10 @@ impl Picker {
         let Some(pp) = self.partials.get_mut(i) else {
             return BlockOutcome::Unexpected;
         };
+        if pp.owner.is_some_and(|o| o != peer) {
+            // A late answer from before the piece became exclusive.
+            return BlockOutcome::Unexpected;
+        }
         let Some(&state) = pp.blocks.get(j as usize) else {
             return BlockOutcome::Unexpected;
         };
@@ -629,6 +673,7 @@ impl Picker {
             *slot = HAVE;
         }
         self.have.set(piece);
+        self.exclusive.remove(&piece);
     }
 
     /// `piece` failed its hash check: all its blocks are Missing again
@@ -953,6 +998,7 @@ impl Picker {
         pp.extra.clear();
         pp.cursor = 0;
         pp.hi_seg = 0;
+        pp.owner = None;
         let i = self.partials.len();
         if let Some(slot) = self.slot.get_mut(piece as usize) {
             *slot = PARTIAL | i as u32;

@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::bitfield::Bitfield;
+use crate::blame::Blame;
 use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
 use crate::geometry::{BlockRef, Geometry};
@@ -14,7 +15,7 @@ use crate::storage::{Cache, Disk, Insert, StorageError};
 use crate::wire::{self, Handshake, Message};
 use log::{debug, info, trace, warn};
 use slab::Slab;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -75,9 +76,8 @@ pub struct Torrent {
     pub peers: Slab<Peer>,
     /// Pieces written to disk.
     pub flushed: Bitfield,
-    /// Which peers sent blocks of each partial piece.
-    contributors: HashMap<u32, Vec<[u8; 20]>>,
-    strikes: HashMap<[u8; 20], u32>,
+    /// Who sent which block, and the failed pieces under comparison.
+    blame: Blame,
     banned_ids: HashSet<[u8; 20]>,
     banned_addrs: HashSet<SocketAddr>,
     pub totals: Totals,
@@ -129,8 +129,7 @@ impl Torrent {
             disk,
             peers: Slab::new(),
             flushed: have,
-            contributors: HashMap::new(),
-            strikes: HashMap::new(),
+            blame: Blame::new(),
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -254,6 +253,11 @@ impl Torrent {
         debug!("{} dropped: {}", peer.label(), why);
         for r in &peer.inflight {
             self.picker.on_block_dropped(key, r.block);
+        }
+        // Pieces only it could fetch start over.
+        for piece in self.picker.release_owned(key) {
+            self.cache.drop_partial(piece);
+            self.blame.forget(piece);
         }
         let active = peer.phase == Phase::Active;
         if active {
@@ -873,10 +877,12 @@ impl Torrent {
             self.totals.wasted += b.len as u64;
             return Ok(());
         }
-        let contributors = self.contributors.entry(b.piece).or_default();
-        if !contributors.contains(&peer_id) {
-            contributors.push(peer_id);
-        }
+        self.blame.on_block(
+            b.piece,
+            b.index(),
+            self.geometry.blocks_in_piece(b.piece),
+            peer_id,
+        );
         let inserted = self.cache.insert_block(b, data);
         if self.cache.pending_len() > 0 {
             self.pending_since.get_or_insert(now);
@@ -900,7 +906,13 @@ impl Torrent {
 
     fn on_piece_verified(&mut self, piece: u32) {
         self.picker.on_piece_verified(piece);
-        self.contributors.remove(&piece);
+        // A good copy of a piece that failed before names the liars: the
+        // peers whose blocks of the bad copy differ from it.
+        let fps = self.cache.take_fingerprints();
+        for liar in self.blame.on_verified(piece, fps.as_deref()) {
+            warn!("piece {piece}: a block sent earlier differs from the good copy");
+            self.ban(liar);
+        }
         let size = self.geometry.piece_size(piece) as u64;
         self.totals.downloaded += size;
         self.left = self.left.saturating_sub(size);
@@ -928,27 +940,33 @@ impl Torrent {
         self.picker.on_piece_failed(piece);
         self.totals.hash_failures += 1;
         self.totals.wasted += self.geometry.piece_size(piece) as u64;
-        let who = self.contributors.remove(&piece).unwrap_or_default();
-        warn!(
-            "piece {piece} failed its hash check ({} peer(s) sent blocks); re-requesting",
-            who.len()
-        );
+        let fps = self.cache.take_fingerprints();
+        let senders = self.blame.senders(piece).len();
+        warn!("piece {piece} failed its hash check ({senders} peer(s) sent blocks); re-requesting");
         // Blocks from a peer already banned explain the failure (they were
-        // in a partial piece when it was caught): nobody else is charged,
-        // or an honest peer finishing such pieces would be banned too.
-        if who.iter().any(|id| self.banned_ids.contains(id)) {
+        // in a partial piece when it was caught): nobody else is charged.
+        if self
+            .blame
+            .senders(piece)
+            .iter()
+            .any(|id| self.banned_ids.contains(id))
+        {
             debug!("piece {piece} held blocks from a banned peer; no one else is charged");
+            self.blame.forget(piece);
             return;
         }
-        // A peer that alone sent a bad piece is banned at once; peers that
-        // shared one are charged a strike each, and banned at the second.
-        let charge = if who.len() == 1 { 2 } else { 1 };
-        for id in who {
-            let s = self.strikes.entry(id).or_insert(0);
-            *s += charge;
-            if *s >= 2 {
-                self.ban(id);
-            }
+        // A sole sender is convicted at once. Several senders: the piece is
+        // compared block by block with its good copy once that verifies
+        // (see `blame`).
+        let convicted = self.blame.on_failed(piece, fps.as_deref());
+        if convicted.is_empty() {
+            // Fetch it again from one peer: that copy convicts its sender
+            // if bad, or exposes the liar if good.
+            self.picker.set_exclusive(piece);
+            self.cache.audit(piece);
+        }
+        for id in convicted {
+            self.ban(id);
         }
     }
 
@@ -965,15 +983,9 @@ impl Torrent {
         }
         // Its blocks in open pieces are suspect: start those pieces again,
         // so no honest peer finishes one it spoiled (and is blamed for it).
-        let spoiled: Vec<u32> = self
-            .contributors
-            .iter()
-            .filter(|(_, who)| who.contains(&id))
-            .map(|(&piece, _)| piece)
-            .collect();
-        for piece in spoiled {
+        for piece in self.blame.pieces_from(&id) {
             debug!("piece {piece} held blocks from a banned peer; starting it again");
-            self.contributors.remove(&piece);
+            self.blame.forget(piece);
             self.cache.drop_partial(piece);
             self.picker.on_piece_failed(piece);
         }

@@ -347,23 +347,28 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
     let (bad, honest, other) = ([0xbb; 20], [0x11; 20], [0x22; 20]);
+    let sent = |t: &mut Torrent, piece: u32, who: &[[u8; 20]]| {
+        for (j, id) in who.iter().enumerate() {
+            t.blame.on_block(piece, j as u32, 2, *id);
+        }
+    };
     // The bad peer alone spoiled piece 0: banned at once.
-    t.contributors.insert(0, vec![bad]);
+    sent(&mut t, 0, &[bad, bad]);
     t.on_piece_failed(0);
     assert!(t.banned_ids.contains(&bad));
     // Pieces it had started and honest peers finished fail too: that is
     // the banned peer's doing, not theirs.
     for piece in 1..3 {
-        t.contributors.insert(piece, vec![bad, honest]);
+        sent(&mut t, piece, &[bad, honest]);
         t.on_piece_failed(piece);
     }
     assert!(!t.banned_ids.contains(&honest));
-    assert_eq!(t.strikes.get(&honest), None);
-    // Without a banned contributor, sharing a bad piece still costs a strike.
-    t.contributors.insert(3, vec![honest, other]);
+    // Without a banned sender, a shared bad piece charges nobody yet: it is
+    // fetched again from a single peer and compared.
+    sent(&mut t, 3, &[honest, other]);
     t.on_piece_failed(3);
-    assert_eq!(t.strikes.get(&honest), Some(&1));
-    assert_eq!(t.strikes.get(&other), Some(&1));
+    assert!(!t.banned_ids.contains(&honest) && !t.banned_ids.contains(&other));
+    assert!(t.blame.is_suspect(3));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -501,14 +506,15 @@ fn a_ban_starts_again_the_open_pieces_holding_the_banned_peers_blocks() {
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
     let (bad, honest) = ([0xbb; 20], [0x11; 20]);
-    t.contributors.insert(1, vec![bad, honest]);
-    t.contributors.insert(2, vec![honest]);
+    t.blame.on_block(1, 0, 2, bad);
+    t.blame.on_block(1, 1, 2, honest);
+    t.blame.on_block(2, 0, 2, honest);
     t.ban(bad);
     assert!(
-        !t.contributors.contains_key(&1),
+        t.blame.senders(1).is_empty(),
         "piece 1 kept the banned peer's blocks"
     );
-    assert_eq!(t.contributors.get(&2), Some(&vec![honest]));
+    assert_eq!(t.blame.senders(2), &[honest]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -734,4 +740,57 @@ fn an_idle_peers_send_queue_shrinks_after_a_burst() {
     t.tick(now, Duration::from_secs(1), &mut Vec::new());
     assert!(t.peers[k].send.capacity() <= SEND_IDLE_CAP);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
+    // The framing attack: one bad block in each of two pieces the honest
+    // seeder also sends blocks of, then a choke.
+    let f = fixture(64 * 32768, 32768);
+    let (sd, ld) = (temp_dir("frame-s"), temp_dir("frame-l"));
+    let now = Instant::now();
+    let mut seeder = torrent(&f, &sd, true, 1, now);
+    let mut t = torrent_with_cache(&f, &ld, false, 2, now, 64 * 32768);
+    let liar_id = [0x66; 20];
+    let li = t.add_peer(7, "127.0.0.1:7".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], liar_id, false);
+    Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
+    Message::Unchoke.encode(&mut bytes);
+    t.peers[li].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(li, now).unwrap();
+    let asked: Vec<BlockRef> = t.peers[li].inflight.iter().map(|r| r.block).collect();
+    let mut pieces: Vec<u32> = asked.iter().map(|b| b.piece).collect();
+    pieces.dedup();
+    let mut lies = Vec::new();
+    for &p in &pieces[..2] {
+        let b = *asked.iter().find(|b| b.piece == p).unwrap();
+        Message::Piece {
+            piece: b.piece,
+            begin: b.begin,
+            data: &vec![0xee; b.len as usize],
+        }
+        .encode(&mut lies);
+    }
+    Message::Choke.encode(&mut lies);
+    t.peers[li].recv.read_from(&mut &lies[..]).unwrap();
+    t.on_readable(li, now).unwrap();
+    // The honest seeder does the rest.
+    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let hk = t.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let mut turns = 0;
+    while !t.is_done() {
+        turns += 1;
+        assert!(turns < 1000, "no progress: {:?}", t.status());
+        pump(&mut t, hk, &mut seeder, sk, now);
+        seeder.choke_round(now);
+        pump(&mut seeder, sk, &mut t, hk, now);
+        t.flush(usize::MAX, now).unwrap();
+    }
+    assert_eq!(t.totals.hash_failures, 2, "both framed pieces failed once");
+    assert!(t.banned_ids.contains(&liar_id), "the liar is banned");
+    assert!(!t.banned_ids.contains(&[1; 20]), "the honest seeder is not");
+    assert_eq!(t.banned_count(), 1);
+    assert_downloaded(&f, &ld);
+    std::fs::remove_dir_all(sd).unwrap();
+    std::fs::remove_dir_all(ld).unwrap();
 }

@@ -752,3 +752,65 @@ fn a_file_truncated_while_seeding_fails_reads_and_never_sends_zeros() {
     assert!(piece[9..] == fx.data[2 * PIECE as usize..][..BLOCK as usize]);
     assert_alive(&mut seeder);
 }
+
+/// A peer the downloader dials that frames honest peers: claims every
+/// piece, unchokes, answers the first requested block of two different
+/// pieces with garbage, then chokes and stays connected.
+fn framer(listener: TcpListener, fx_hash: [u8; 20], n: u32) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { return };
+        std::thread::spawn(move || {
+            let mut hs = [0u8; 68];
+            if s.read_exact(&mut hs).is_err() {
+                return;
+            }
+            let mut out = handshake_bytes(&fx_hash, &test_id("framer"));
+            out.extend(frame(5, &vec![0xff; n.div_ceil(8) as usize]));
+            // Spare bits must be clear.
+            let last = out.len() - 1;
+            if !n.is_multiple_of(8) {
+                out[last] = 0xffu8 << (8 - n % 8);
+            }
+            out.extend(frame(1, &[]));
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            let mut lied: Vec<u32> = Vec::new();
+            while lied.len() < 2 {
+                let Some(f) = read_frame(&mut s) else { return };
+                if f.first() != Some(&6) || f.len() != 13 {
+                    continue;
+                }
+                let piece = u32::from_be_bytes(f[1..5].try_into().unwrap());
+                if lied.contains(&piece) {
+                    continue;
+                }
+                lied.push(piece);
+                let len = u32::from_be_bytes(f[9..13].try_into().unwrap());
+                let mut m = f[1..9].to_vec();
+                m.extend(std::iter::repeat_n(0xEE, len as usize));
+                if s.write_all(&frame(7, &m)).is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(&frame(0, &[]));
+            let mut sink = [0u8; 4096];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        });
+    }
+}
+
+#[test]
+fn a_liar_framing_an_honest_seeder_is_banned_and_the_seeder_is_not() {
+    let fx = fixture("adv-framer");
+    let (h, n) = (fx.info_hash, fx.num_pieces);
+    let (log, bad_port) = download_beside_bad_peer(&fx, "1M", move |bad| framer(bad, h, n));
+    assert!(log.contains("failed its hash check"), "{log}");
+    assert!(
+        log.contains("banning peer#")
+            && log.contains(&format!("127.0.0.1:{bad_port} for sending corrupt data")),
+        "{log}"
+    );
+    // Only the liar: the honest seeder is never charged.
+    assert_eq!(log.matches("for sending corrupt data").count(), 1, "{log}");
+}

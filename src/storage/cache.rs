@@ -35,7 +35,9 @@
 use super::disk::{Disk, StorageError};
 use crate::geometry::{BLOCK_LEN, BlockRef, Geometry};
 use sha1::{Digest, Sha1};
-use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::io;
 use std::path::PathBuf;
 
@@ -75,6 +77,9 @@ struct Assembly {
     /// Bytes `[0, hashed)` have been fed to `hasher`.
     hashed: u32,
     hasher: Sha1,
+    /// Per-block fingerprints of the hashed prefix, for a piece under audit
+    /// assembled in segments (see [`crate::blame`]).
+    fps: Option<Vec<u64>>,
 }
 
 /// A segment waiting to be written.
@@ -126,6 +131,13 @@ pub struct Cache {
     pending_bytes: usize,
     /// Written segments of verified pieces: `(piece, begin, bytes)`.
     read: VecDeque<(u32, u32, Vec<u8>)>,
+    /// Pieces whose blocks are fingerprinted as they complete (at most
+    /// [`crate::blame::MAX_SUSPECTS`] are asked for at once).
+    audit: HashSet<u32>,
+    /// Fingerprints of the last piece that completed, if taken.
+    fingerprints: Option<Vec<u64>>,
+    /// The per-process key of block fingerprints.
+    fp_key: RandomState,
     pub stats: CacheStats,
 }
 
@@ -147,8 +159,25 @@ impl Cache {
             pending: VecDeque::new(),
             pending_bytes: 0,
             read: VecDeque::new(),
+            audit: HashSet::new(),
+            fingerprints: None,
+            fp_key: RandomState::new(),
             stats: CacheStats::default(),
         }
+    }
+
+    /// Fingerprint the blocks of `piece` when it next completes (a failed
+    /// copy of it is being compared with the next one).
+    pub fn audit(&mut self, piece: u32) {
+        if self.audit.len() < crate::blame::MAX_SUSPECTS * 2 {
+            self.audit.insert(piece);
+        }
+    }
+
+    /// The fingerprints of the last piece that completed: always for a
+    /// failed piece held whole, and for any piece under audit.
+    pub fn take_fingerprints(&mut self) -> Option<Vec<u64>> {
+        self.fingerprints.take()
     }
 
     /// Bytes per buffer segment.
@@ -243,6 +272,7 @@ impl Cache {
                     num_received: 0,
                     hashed: 0,
                     hasher: Sha1::new(),
+                    fps: (nsegs > 1 && self.audit.contains(&b.piece)).then(Vec::new),
                 },
             );
         }
@@ -305,6 +335,9 @@ impl Cache {
                 break;
             };
             a.hasher.update(bytes);
+            if let Some(fps) = &mut a.fps {
+                fps.push(self.fp_key.hash_one(bytes));
+            }
             a.hashed = s * seg_len + to as u32;
             if to as u32 == seg_size_of(size, s, seg_len)
                 && a.hashed < size
@@ -326,7 +359,18 @@ impl Cache {
         debug_assert_eq!(a.hashed, size);
         let digest: [u8; 20] = a.hasher.finalize().into();
         let verified = self.hashes.get(b.piece as usize) == Some(&digest);
+        let audited = self.audit.remove(&b.piece);
         let last = size.div_ceil(seg_len).saturating_sub(1);
+        self.fingerprints = match (&a.fps, a.segs.as_slice()) {
+            (Some(fps), _) => Some(fps.clone()),
+            // A piece held whole: fingerprint from its buffer.
+            (None, [Some(buf)]) if !verified || audited => Some(
+                buf.chunks(BLOCK_LEN as usize)
+                    .map(|c| self.fp_key.hash_one(c))
+                    .collect(),
+            ),
+            _ => None,
+        };
         for (s, buf) in (0u32..).zip(a.segs) {
             let Some(buf) = buf else { continue };
             if verified && s == last {
