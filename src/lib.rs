@@ -12,6 +12,7 @@
 pub mod bencode;
 pub mod bitfield;
 pub mod blame;
+pub mod candidates;
 pub mod choker;
 pub mod cli;
 pub mod client;

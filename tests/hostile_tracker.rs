@@ -33,6 +33,10 @@ enum Mode {
     Peers7,
     /// The answer dribbles in, one byte every half second.
     Dribble,
+    /// An endless stream of `100 Continue` heads, as fast as it goes.
+    EndlessContinue,
+    /// 170,000 compact peers (127.x.y.z, port 1: nothing listens).
+    HugePeerList,
 }
 
 fn answer(mode: Mode, s: &mut TcpStream) {
@@ -58,6 +62,21 @@ fn answer(mode: Mode, s: &mut TcpStream) {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nd8:intervali60ee",
         ),
         Mode::Peers7 => s.write_all(&body(b"d8:intervali60e5:peers7:abcdefge")),
+        Mode::HugePeerList => {
+            let mut peers = Vec::with_capacity(170_000 * 6);
+            for i in 0..170_000u32 {
+                peers.extend_from_slice(&[127, (i >> 16) as u8 + 1, (i >> 8) as u8, i as u8, 0, 1]);
+            }
+            let mut b = format!("d8:intervali1800e5:peers{}:", peers.len()).into_bytes();
+            b.extend_from_slice(&peers);
+            b.push(b'e');
+            s.write_all(&body(&b))
+        }
+        Mode::EndlessContinue => loop {
+            if s.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64)).is_err() {
+                break Ok(());
+            }
+        },
         Mode::Dribble => {
             for &b in b"HTTP/1.1 200 OK\r\nX-Slow: ".iter().chain([b'z'; 10_000].iter()) {
                 if s.write_all(&[b]).is_err() {
@@ -269,4 +288,40 @@ fn a_broken_first_tier_falls_through_to_the_next() {
     );
     // Both the seeder and the leecher tried the broken tier first.
     assert!(hits.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn endless_100_continue() {
+    // It used to hold the loop at 100% CPU: no peer traffic, no time-out,
+    // no SIGTERM. Now the fifth interim head is an error.
+    check(
+        Mode::EndlessContinue,
+        "trk-continue",
+        "more than 4 interim (1xx) responses",
+    );
+}
+
+#[test]
+fn an_answer_with_170000_peers_is_capped() {
+    let tmp = TempDir::new("trk-huge-peers");
+    let (tport, hits) = hostile_tracker(Mode::HugePeerList);
+    let url = format!("http://127.0.0.1:{tport}/announce");
+    let (seed_dir, t) = seed_data(&tmp, FILES, "file.bin", std::slice::from_ref(&url), 32768);
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, &t, &["--no-tracker"]);
+    let out = tmp.join("out");
+    let args = download_args(&t, &out, &sp);
+    let mut leech = Proc::start("leech", tmp.path(), &args, tmp.path());
+    assert_eq!(
+        leech.wait(Duration::from_secs(60)),
+        0,
+        "{}",
+        leech.log_text()
+    );
+    assert_same_files(&seed_dir, &out, FILES);
+    let log = leech.log_text();
+    assert!(log.contains("170000 peers"), "{log}");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    // At most 200 of them were taken (and dialed, some retried).
+    let dials = log.lines().filter(|l| l.ends_with(" connecting")).count();
+    assert!(dials <= 3 * 200 + 10, "{dials} connection attempts");
 }

@@ -15,6 +15,7 @@ mod tracker_conns;
 
 pub use net::{connect_from, install_stop_handler, stop_requested};
 
+use crate::candidates::Candidates;
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::torrent::{Status, Torrent};
@@ -25,7 +26,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -127,7 +128,7 @@ pub struct Session {
     listen_addr: Option<SocketAddr>,
     tracker_addr: Option<SocketAddr>,
     /// Peer addresses to try, from the tracker and the command line.
-    candidates: VecDeque<SocketAddr>,
+    candidates: Candidates,
     /// Dialed peers that closed or failed, and when to try them again.
     retry: Vec<(Instant, SocketAddr)>,
     /// Consecutive failed attempts per dialed address.
@@ -196,7 +197,10 @@ impl Session {
             _ => None,
         };
         let peer_id = torrent.as_ref().map(|t| t.our_id).unwrap_or([0; 20]);
-        let candidates = opts.peers.iter().copied().collect();
+        let mut candidates = Candidates::new();
+        for &p in &opts.peers {
+            candidates.push(p, now);
+        }
         Ok(Session {
             poll,
             conns,
@@ -615,7 +619,7 @@ impl Session {
             })
             .count();
         while t.peers.len() < t.cfg.max_peers && half_open < t.cfg.max_half_open {
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some(addr) = self.candidates.pop() else {
                 break;
             };
             if Some(addr) == self.listen_addr
@@ -764,12 +768,17 @@ impl Session {
         while i < self.retry.len() {
             if self.retry[i].0 <= now {
                 let (_, addr) = self.retry.swap_remove(i);
-                if !self.candidates.contains(&addr) {
-                    self.candidates.push_back(addr);
-                }
+                self.candidates.push(addr, now);
             } else {
                 i += 1;
             }
+        }
+        self.candidates.trim(now);
+        // Failure counts outlive their retries only while few: a stream of
+        // new tracker peers must not grow the table without bound.
+        if self.failures.len() > 4 * crate::candidates::MAX_CANDIDATES {
+            let waiting: HashSet<SocketAddr> = self.retry.iter().map(|&(_, a)| a).collect();
+            self.failures.retain(|a, _| waiting.contains(a));
         }
         self.connect_more(now);
         // Running low on peers with nobody left to try: ask the tracker

@@ -32,6 +32,8 @@ pub(super) struct AnnounceConn {
     reader: ResponseReader,
     started: Instant,
     connecting: bool,
+    /// The last read stopped at its budget with bytes still waiting.
+    more: bool,
 }
 
 /// One client of the built-in tracker.
@@ -128,6 +130,7 @@ impl Session {
             reader: ResponseReader::new(),
             started: now,
             connecting: true,
+            more: false,
         }));
         Ok(())
     }
@@ -136,10 +139,17 @@ impl Session {
         let Some(Conn::Announce(c)) = self.conns.get_mut(token) else {
             return;
         };
+        c.more = false;
         let result = drive_announce(c);
         let url = c.url.clone();
+        let more = c.more;
         match result {
-            Ok(None) => {}
+            Ok(None) => {
+                if more {
+                    // Edge-triggered: nobody will tell us again.
+                    self.carry.push(token);
+                }
+            }
             Ok(Some(body)) => {
                 let _ = self.close_silently(token);
                 self.on_announce_body(&url, &body, now);
@@ -169,11 +179,7 @@ impl Session {
                     resp.interval
                 );
                 a.on_success(now, url, &resp);
-                for p in resp.peers {
-                    if !self.candidates.contains(&p) {
-                        self.candidates.push_back(p);
-                    }
-                }
+                self.candidates.extend_from_answer(&resp.peers, now);
                 self.connect_more(now);
             }
             Err(e) => {
@@ -384,19 +390,31 @@ fn drive_announce(c: &mut AnnounceConn) -> Result<Option<Vec<u8>>, TrackerError>
         return Err(TrackerError::Io("write failed".into()));
     }
     let mut buf = Vec::new();
+    let mut total = 0;
     loop {
         buf.clear();
         let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
             .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
+        total += buf.len();
         if !buf.is_empty()
             && let Some(body) = c.reader.feed(&buf)?
         {
             return Ok(Some(body));
         }
         match stop {
+            // Bounded per turn: a tracker that never stops sending cannot
+            // hold the loop (time-outs, peers and the stop flag run between
+            // turns). The caller reads the rest next turn.
+            ReadStop::Cap if total >= ANNOUNCE_READ_BUDGET => {
+                c.more = true;
+                return Ok(None);
+            }
             ReadStop::Cap => continue,
             ReadStop::Eof => return c.reader.eof().map(Some),
             ReadStop::WouldBlock => return Ok(None),
         }
     }
 }
+
+/// Most bytes read from one tracker connection per loop turn.
+const ANNOUNCE_READ_BUDGET: usize = 256 * 1024;

@@ -28,6 +28,9 @@ const MAX_CHUNK_LINE: usize = 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Most headers in a response head.
 const MAX_HEADERS: usize = 64;
+/// Most interim (1xx) heads before the real one: a tracker that sends an
+/// endless stream of `100 Continue` is an error, not a loop.
+pub const MAX_INTERIM: u32 = 4;
 
 /// Where in a chunked body we are.
 #[derive(Debug)]
@@ -70,6 +73,8 @@ enum State {
 #[derive(Debug)]
 pub struct ResponseReader {
     state: State,
+    /// Interim (1xx) heads skipped so far: at most [`MAX_INTERIM`].
+    interim: u32,
     /// The body collected so far (never longer than [`MAX_BODY`]).
     body: Vec<u8>,
 }
@@ -91,6 +96,7 @@ impl ResponseReader {
     /// A reader waiting for the status line.
     pub fn new() -> Self {
         ResponseReader {
+            interim: 0,
             state: State::Head {
                 buf: Vec::new(),
                 scanned: 0,
@@ -161,6 +167,12 @@ impl ResponseReader {
                     };
                     let Some(framing) = framing else {
                         // An interim 1xx response: drop it, read the next head.
+                        self.interim += 1;
+                        if self.interim > MAX_INTERIM {
+                            return Err(TrackerError::BadResponse(format!(
+                                "more than {MAX_INTERIM} interim (1xx) responses"
+                            )));
+                        }
                         buf.drain(..head_len);
                         *scanned = 0;
                         continue;

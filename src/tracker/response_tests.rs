@@ -203,3 +203,23 @@ fn errors_are_sticky() {
     assert_eq!(r.feed(b"more").unwrap_err(), e);
     assert_eq!(r.eof().unwrap_err(), e);
 }
+
+#[test]
+fn interim_heads_are_skipped_but_only_a_few() {
+    let real = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde";
+    let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut ok = cont.repeat(MAX_INTERIM as usize);
+    ok.extend_from_slice(real);
+    assert_eq!(
+        ResponseReader::new().feed(&ok).unwrap(),
+        Some(b"de".to_vec())
+    );
+    let mut r = ResponseReader::new();
+    let endless = cont.repeat(1000);
+    assert!(matches!(
+        r.feed(&endless),
+        Err(TrackerError::BadResponse(_))
+    ));
+    // Sticky: whatever follows is the same error.
+    assert!(r.feed(real).is_err());
+}
