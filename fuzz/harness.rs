@@ -566,11 +566,13 @@ fn session_world() -> &'static SessionWorld {
                 path: "a".into(),
                 offset: 0,
                 len: split,
+                executable: false,
             },
             FileSlot {
                 path: "sub/b".into(),
                 offset: split,
                 len: geometry.total_len - split,
+                executable: false,
             },
         ]);
         let root = session_root();

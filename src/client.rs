@@ -77,6 +77,7 @@ pub fn layout_of(meta: &Metainfo) -> Layout {
             path: meta.file_rel_path(i),
             offset: f.offset,
             len: f.length,
+            executable: f.attr.executable,
         })
         .collect();
     Layout::with_padding(files, meta.info.total_len)

@@ -9,7 +9,7 @@
 use super::layout::{Layout, Span};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest single `pwrite`. Writes of verified pieces come in runs of
@@ -86,10 +86,19 @@ impl Disk {
                         .truncate(false)
                         .open(&path)
                         .map_err(|e| err("open", e))?;
-                    let len = f.metadata().map_err(|e| err("stat", e))?.len();
-                    existed.push(len > 0);
-                    if len != slot.len {
+                    let meta = f.metadata().map_err(|e| err("stat", e))?;
+                    existed.push(meta.len() > 0);
+                    if meta.len() != slot.len {
                         f.set_len(slot.len).map_err(|e| err("resize", e))?;
+                    }
+                    if slot.executable {
+                        // Execute wherever read is allowed (0644 -> 0755).
+                        let mode = meta.permissions().mode();
+                        let with_x = mode | ((mode & 0o444) >> 2);
+                        if with_x != mode {
+                            f.set_permissions(std::fs::Permissions::from_mode(with_x))
+                                .map_err(|e| err("make executable", e))?;
+                        }
                     }
                     Some(f)
                 }

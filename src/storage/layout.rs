@@ -18,6 +18,8 @@ pub struct FileSlot {
     /// First byte of this file in the torrent's byte stream.
     pub offset: u64,
     pub len: u64,
+    /// BEP 47 `x`: give the file execute permission when it is created.
+    pub executable: bool,
 }
 
 /// A piece of a torrent-wide byte range: bytes of one file, or padding.
@@ -134,6 +136,7 @@ mod tests {
                     path: PathBuf::from(format!("f{i}")),
                     offset: off,
                     len: len as u64,
+                    executable: false,
                 });
             }
             off += len.unsigned_abs();

@@ -1,6 +1,7 @@
 //! Disk and re-check over a layout with BEP 47 padding.
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const PIECE: u32 = 16384;
@@ -13,19 +14,20 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// `a` (10000) | pad to piece 1 | `x/b` (20000) | pad to piece 3 | a whole
-/// piece of padding (piece 3) | `c` (100). Five pieces; the
+/// piece of padding (piece 3) | `c` (100, executable). Five pieces; the
 /// stream has zeros where the padding is.
 fn padded() -> (Layout, Vec<u8>, Geometry) {
-    let slot = |path: &str, offset: u64, len: u64| FileSlot {
+    let slot = |path: &str, offset: u64, len: u64, executable| FileSlot {
         path: path.into(),
         offset,
         len,
+        executable,
     };
     let layout = Layout::with_padding(
         vec![
-            slot("a", 0, 10_000),
-            slot("x/b", 16_384, 20_000),
-            slot("c", 3 * 16_384 + 16_384, 100),
+            slot("a", 0, 10_000, false),
+            slot("x/b", 16_384, 20_000, false),
+            slot("c", 3 * 16_384 + 16_384, 100, true),
         ],
         4 * 16_384 + 100,
     );
@@ -101,6 +103,10 @@ fn writes_skip_padding_and_reads_of_padding_give_zeros() {
     disk.read_at(10_000, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
     assert_eq!(std::fs::metadata(dir.join("a")).unwrap().len(), 10_000);
+    // `x` on create.
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode();
+    assert_eq!(mode("c") & 0o100, 0o100);
+    assert_eq!(mode("a") & 0o111, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
