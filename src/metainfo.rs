@@ -1,5 +1,5 @@
 //! `.torrent` files: read, validate, describe and create (BEP 3, BEP 12,
-//! BEP 47 file attributes).
+//! BEP 47 file attributes, the v1 side of BEP 52 hybrid torrents).
 //!
 //! # Reading
 //!
@@ -48,8 +48,13 @@
 //! - `x`, executable: the file is created with execute permission.
 //! - `h`, hidden: shown by `info`; no effect on Unix.
 //!
-//! BitTorrent v2-only torrents (BEP 52, no `pieces`) are refused with a
-//! clear message; hybrid torrents are read as v1.
+//! # Hybrid torrents (BEP 52)
+//!
+//! A hybrid torrent has both v1 keys (`pieces`, `files` or `length`) and v2
+//! keys (`meta version` 2, `file tree`). It is read and downloaded as v1;
+//! its v2 info-hash (SHA-256 of the same `info` bytes) is shown, not used,
+//! and the v2 keys are not checked against the v1 ones. BitTorrent
+//! v2-only torrents (no `pieces`) are refused with a clear message.
 //!
 //! # Creating
 //!
@@ -70,6 +75,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 use crate::bencode::{self, BencodeError, Limits, MAX_TORRENT_LEN, Writer};
 use crate::geometry::Geometry;
@@ -88,6 +94,9 @@ const READ_CHUNK: usize = 1024 * 1024;
 pub struct Metainfo {
     /// SHA-1 of the raw bytes of the `info` dictionary.
     pub info_hash: [u8; 20],
+    /// For a hybrid v1+v2 torrent (BEP 52): its v2 info-hash, SHA-256 of
+    /// the same bytes. Shown by `info`; the swarm is joined with the v1 hash.
+    pub v2_info_hash: Option<[u8; 32]>,
     /// The `info` dictionary.
     pub info: Info,
     /// The `announce` URL, if present and UTF-8.
@@ -285,6 +294,8 @@ impl Metainfo {
         }
         let info_hash: [u8; 20] = Sha1::digest(info_bytes).into();
         let info = parse_info(info_bytes)?;
+        // `parse_info` refused v2-only torrents; v1 keys are present.
+        let v2_info_hash = is_hybrid(info_bytes).then(|| Sha256::digest(info_bytes).into());
 
         // Every field is a `Value`, so the only possible shape error is a
         // non-dict top level, which `validate_dict` already excluded.
@@ -313,6 +324,7 @@ impl Metainfo {
         };
         Ok(Metainfo {
             info_hash,
+            v2_info_hash,
             info,
             announce,
             announce_list,
@@ -385,6 +397,11 @@ impl Metainfo {
         hex(&self.info_hash)
     }
 
+    /// A hybrid v1+v2 torrent (BEP 52), read as v1.
+    pub fn is_hybrid(&self) -> bool {
+        self.v2_info_hash.is_some()
+    }
+
     /// A human-readable summary for `piecemeal info`. Control and
     /// bidirectional-override characters from the torrent are escaped, so a
     /// hostile name cannot drive the terminal.
@@ -394,6 +411,10 @@ impl Metainfo {
         let mut s = String::new();
         let _ = writeln!(s, "name:          {}", printable(&info.name));
         let _ = writeln!(s, "info-hash:     {}", self.info_hash_hex());
+        if let Some(v2) = &self.v2_info_hash {
+            let _ = writeln!(s, "info-hash v2:  {}", hex(v2));
+            let _ = writeln!(s, "format:        hybrid v1 + v2 (BEP 52), used as v1");
+        }
         let _ = writeln!(
             s,
             "total size:    {} ({} bytes)",
@@ -751,6 +772,16 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
         private,
         multi_file,
     })
+}
+
+/// A hybrid v1+v2 torrent (BEP 52): `meta version` 2 and a `file tree`
+/// dictionary beside the v1 keys (checked by the caller).
+fn is_hybrid(info_bytes: &[u8]) -> bool {
+    let value = |key: &[u8]| {
+        bencode::dict_value_span(info_bytes, key).and_then(|span| info_bytes.get(span))
+    };
+    value(b"meta version") == Some(b"i2e")
+        && value(b"file tree").is_some_and(|v| v.first() == Some(&b'd'))
 }
 
 /// No two stored files with the same path; no stored file that is also a

@@ -44,14 +44,20 @@ fn create_then_info_shows_the_torrent() {
 }
 
 /// `info` on a hybrid torrent with BEP 47 pad files (as libtorrent makes
-/// them): the real files only, and their total.
+/// them): the real files only, their total, "hybrid" and the v2 info-hash.
 #[test]
 fn info_on_a_hybrid_torrent_with_pad_files_lists_only_the_real_files() {
+    use sha2::{Digest, Sha256};
     let tmp = TempDir::new("cli-pad");
     write_files(tmp.path(), AWKWARD);
     let bytes = padded_hybrid_torrent(tmp.path(), "awkward", AWKWARD, 65536);
     let out = tmp.join("lt-like.torrent");
     std::fs::write(&out, &bytes).unwrap();
+    let info_span = piecemeal::bencode::dict_value_span(&bytes, b"info").unwrap();
+    let v2: String = Sha256::digest(&bytes[info_span])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let meta = piecemeal::metainfo::Metainfo::from_bytes(&bytes).unwrap();
     assert!(
         meta.info.files.len() > AWKWARD.len(),
@@ -70,7 +76,9 @@ fn info_on_a_hybrid_torrent_with_pad_files_lists_only_the_real_files() {
     }
     let content: usize = AWKWARD.iter().map(|(_, len)| len).sum();
     assert!(info.contains(&format!("({content} bytes)")), "{info}");
+    assert!(info.contains("hybrid"), "{info}");
     assert!(info.contains(&meta.info_hash_hex()), "{info}");
+    assert!(info.contains(&v2), "v2 info-hash {v2} missing:\n{info}");
 }
 
 #[test]

@@ -767,6 +767,14 @@ fn libtorrent_hybrid_data(lab: &Lab) -> Data {
         "65536",
     ]);
     let meta = piecemeal::metainfo::Metainfo::load(&torrent).unwrap();
+    assert!(meta.is_hybrid(), "libtorrent made a v1-only torrent");
+    // `info` shows the same v2 info-hash as libtorrent.
+    let v2 = lt_tool(&["infohash", torrent.to_str().unwrap(), "--v2"]);
+    let info = run_tool(Command::new(common::BIN).arg("info").arg(&torrent));
+    assert!(
+        info.contains(&format!("info-hash v2:  {}", v2.trim())),
+        "libtorrent's v2 info-hash {v2} is not in `piecemeal info`:\n{info}"
+    );
     assert!(
         meta.info.files.iter().any(|f| f.attr.padding),
         "libtorrent made no pad files"

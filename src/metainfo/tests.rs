@@ -550,6 +550,7 @@ fn padding_files_stay_in_the_stream_but_are_not_content() {
         "{text}"
     );
     assert!(text.contains("in 4 pad files"), "{text}");
+    assert!(!text.contains("hybrid"), "{text}");
 }
 
 #[test]
@@ -644,6 +645,39 @@ fn torrents_of_padding_only_are_refused() {
         .end();
     let m = parse(&w.finish()).unwrap();
     assert!(m.info.files[0].attr.executable && m.info.files[0].attr.hidden);
+}
+
+#[test]
+fn hybrid_torrent_shows_its_v2_info_hash() {
+    let tree = b"d1:ad0:d6:lengthi10e11:pieces root32:abcdefghijklmnopqrstuvwxyz012345eee";
+    let files = &[("", Some(10), &["a"][..])][..];
+    let hybrid = attr_info(
+        files,
+        16384,
+        &[("file tree", tree), ("meta version", b"i2e")],
+    );
+    let m = parse(&hybrid).unwrap();
+    let want: [u8; 32] = Sha256::digest(&hybrid).into();
+    assert_eq!(m.v2_info_hash, Some(want));
+    assert!(m.is_hybrid());
+    let text = m.describe();
+    assert!(
+        text.contains(&format!("info-hash v2:  {}", hex(&want))),
+        "{text}"
+    );
+    assert!(text.contains("hybrid v1 + v2"), "{text}");
+    assert!(text.contains(&m.info_hash_hex()), "{text}");
+
+    // v1 alone, or `meta version` 2 without a `file tree`: not hybrid.
+    for extra in [&[][..], &[("meta version", &b"i2e"[..])][..]] {
+        let m = parse(&attr_info(files, 16384, extra)).unwrap();
+        assert_eq!(m.v2_info_hash, None);
+        assert!(!m.describe().contains("hybrid"));
+    }
+    // Without `pieces` it is v2-only, which stays refused.
+    let v2 =
+        b"d9:file treed1:ad0:d6:lengthi10eeee12:meta versioni2e4:name1:x12:piece lengthi16384ee";
+    assert!(invalid_message(parse(v2)).contains("v2-only"));
 }
 
 #[test]
