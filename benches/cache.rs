@@ -25,6 +25,7 @@ fn bench_cache(c: &mut Criterion) {
             path: format!("f{piece_len}").into(),
             offset: 0,
             len: total,
+            executable: false,
         }]);
         let disk = Disk::open(&dir, layout, OpenMode::Create).unwrap();
         group.throughput(Throughput::Bytes(total));

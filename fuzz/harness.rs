@@ -74,6 +74,7 @@ pub fn metainfo(data: &[u8]) {
     let g = m.geometry();
     assert_eq!(g.num_pieces as usize, m.info.pieces.len());
     assert_eq!(g.total_len, m.info.total_len);
+    assert!(0 < m.info.content_len && m.info.content_len <= m.info.total_len);
     let _ = m.describe();
     let _ = m.tracker_tiers();
     for i in 0..m.info.files.len() {
@@ -309,7 +310,8 @@ pub fn tracker_server(data: &[u8]) {
 /// Torrent metadata from fuzz bytes: `0xFF` separates files, `0xFE` path
 /// components; the first segment is the name. Whatever `Metainfo` accepts
 /// must map every file to a relative path of plain names (so it stays below
-/// the download folder), distinct, and no other file's folder.
+/// the download folder), and every stored file to a distinct path that is
+/// no other stored file's folder.
 pub fn paths(data: &[u8]) {
     let mut segments = data.split(|&b| b == 0xFF);
     let name = segments.next().unwrap_or_default();
@@ -339,10 +341,18 @@ pub fn paths(data: &[u8]) {
     let Ok(m) = Metainfo::from_bytes(&torrent) else {
         return;
     };
-    let rels: Vec<std::path::PathBuf> = (0..m.info.files.len())
+    // Every path is safe; only stored files (not padding, which libtorrent
+    // names `.pad/<length>` and so repeats) must be distinct.
+    let all: Vec<std::path::PathBuf> = (0..m.info.files.len())
         .map(|i| m.file_rel_path(i))
         .collect();
-    for rel in &rels {
+    let rels: Vec<&std::path::PathBuf> = all
+        .iter()
+        .zip(&m.info.files)
+        .filter(|(_, f)| f.is_stored())
+        .map(|(p, _)| p)
+        .collect();
+    for rel in &all {
         assert!(rel.is_relative(), "{rel:?} is absolute");
         let mut depth = 0;
         for c in rel.components() {
@@ -556,11 +566,13 @@ fn session_world() -> &'static SessionWorld {
                 path: "a".into(),
                 offset: 0,
                 len: split,
+                executable: false,
             },
             FileSlot {
                 path: "sub/b".into(),
                 offset: split,
                 len: geometry.total_len - split,
+                executable: false,
             },
         ]);
         let root = session_root();

@@ -63,16 +63,24 @@ impl ClientOptions {
     }
 }
 
-/// The file layout of a torrent.
+/// The file layout of a torrent: the files that are stored. Padding and
+/// symbolic links (BEP 47) are left out, so their paths are never joined to
+/// the download folder; padding is the layout's zeros.
 pub fn layout_of(meta: &Metainfo) -> Layout {
-    let files = (0..meta.info.files.len())
-        .map(|i| FileSlot {
+    let files = meta
+        .info
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_stored())
+        .map(|(i, f)| FileSlot {
             path: meta.file_rel_path(i),
-            offset: meta.info.files[i].offset,
-            len: meta.info.files[i].length,
+            offset: f.offset,
+            len: f.length,
+            executable: f.attr.executable,
         })
         .collect();
-    Layout::new(files)
+    Layout::with_padding(files, meta.info.total_len)
 }
 
 fn seed_from_clock() -> u64 {

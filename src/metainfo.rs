@@ -1,4 +1,5 @@
-//! `.torrent` files: read, validate, describe and create (BEP 3, BEP 12).
+//! `.torrent` files: read, validate, describe and create (BEP 3, BEP 12,
+//! BEP 47 file attributes, the v1 side of BEP 52 hybrid torrents).
 //!
 //! # Reading
 //!
@@ -16,21 +17,44 @@
 //! Everything in a torrent is untrusted. Validation guarantees, for an `Ok`
 //! result:
 //! - `0 < piece_len <= 64 MiB` (a piece is held in memory);
-//! - `total_len > 0`, the sum of file lengths without overflow, and exactly
-//!   `ceil(total_len / piece_len)` piece hashes, so [`Metainfo::geometry`]
-//!   cannot fail;
+//! - `total_len > 0`, the sum of file lengths (padding included) without
+//!   overflow, and exactly `ceil(total_len / piece_len)` piece hashes, so
+//!   [`Metainfo::geometry`] cannot fail; `content_len > 0` (not only padding);
 //! - the name and every path component are non-empty, not `.` or `..`, and
 //!   contain no `/`, `\` or NUL, and do not start with a drive letter
 //!   (`C:`), so [`Metainfo::file_rel_path`] always stays below the target
 //!   directory;
-//! - no two files share a path, and no file is also a directory of another.
+//! - no two stored files share a path, and no stored file is also a
+//!   directory of another (padding and symbolic links are not stored, and
+//!   libtorrent names its pad files `.pad/<length>`, so those repeat).
 //!
 //! Not checked (documented limits): case-insensitive or Unicode-normalising
 //! file systems may still fold two distinct names together, and Windows
 //! reserved names (`CON`, `NUL`) are allowed.
 //!
-//! BitTorrent v2-only torrents (BEP 52, no `pieces`) are refused with a
-//! clear message; hybrid torrents are read as v1.
+//! # File attributes (BEP 47)
+//!
+//! A file's `attr` string is read character by character (unknown ones are
+//! ignored), see [`FileAttr`]:
+//! - `p`, padding: zeros that keep the next file piece-aligned. They stay in
+//!   the byte stream (the piece hashes cover them) but are never created,
+//!   written or read, and are not listed or counted as content. Pad files
+//!   without `attr` are recognised by name too: a path whose first component
+//!   is `.pad` (libtorrent's names, `.pad/<length>`), or whose last
+//!   component starts with `_____padding_file_` (BitComet's).
+//! - `l`, symbolic link: never created (a torrent must not be able to point
+//!   a path anywhere). Its `length` may be missing and must be 0 otherwise;
+//!   its `symlink path` is not read.
+//! - `x`, executable: the file is created with execute permission.
+//! - `h`, hidden: shown by `info`; no effect on Unix.
+//!
+//! # Hybrid torrents (BEP 52)
+//!
+//! A hybrid torrent has both v1 keys (`pieces`, `files` or `length`) and v2
+//! keys (`meta version` 2, `file tree`). It is read and downloaded as v1;
+//! its v2 info-hash (SHA-256 of the same `info` bytes) is shown, not used,
+//! and the v2 keys are not checked against the v1 ones. BitTorrent
+//! v2-only torrents (no `pieces`) are refused with a clear message.
 //!
 //! # Creating
 //!
@@ -51,6 +75,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_bencode::value::Value;
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 use crate::bencode::{self, BencodeError, Limits, MAX_TORRENT_LEN, Writer};
 use crate::geometry::Geometry;
@@ -69,6 +94,9 @@ const READ_CHUNK: usize = 1024 * 1024;
 pub struct Metainfo {
     /// SHA-1 of the raw bytes of the `info` dictionary.
     pub info_hash: [u8; 20],
+    /// For a hybrid v1+v2 torrent (BEP 52): its v2 info-hash, SHA-256 of
+    /// the same bytes. Shown by `info`; the swarm is joined with the v1 hash.
+    pub v2_info_hash: Option<[u8; 32]>,
     /// The `info` dictionary.
     pub info: Info,
     /// The `announce` URL, if present and UTF-8.
@@ -92,10 +120,14 @@ pub struct Info {
     pub piece_len: u32,
     /// SHA-1 of every piece, in order.
     pub pieces: Vec<[u8; 20]>,
-    /// The files, in torrent order; a single-file torrent has one entry.
+    /// The files, in torrent order, padding included; a single-file torrent
+    /// has one entry.
     pub files: Vec<FileEntry>,
-    /// Sum of all file lengths; always > 0.
+    /// Length of the byte stream the pieces cover: all file lengths,
+    /// padding included; always > 0.
     pub total_len: u64,
+    /// Bytes of content: `total_len` without padding; always > 0.
+    pub content_len: u64,
     /// `private` = 1: peers come from the trackers only (BEP 27).
     pub private: bool,
     /// The torrent used the `files` form (a directory named `name`).
@@ -111,6 +143,50 @@ pub struct FileEntry {
     pub length: u64,
     /// Where the file starts within the torrent's concatenated data.
     pub offset: u64,
+    /// BEP 47 attributes (and the older padding conventions).
+    pub attr: FileAttr,
+}
+
+impl FileEntry {
+    /// Does the file go on disk? Padding and symbolic links do not.
+    pub fn is_stored(&self) -> bool {
+        !self.attr.padding && !self.attr.symlink
+    }
+}
+
+/// A file's BEP 47 attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileAttr {
+    /// `p`: zeros that are never stored (also set for the older `.pad/`
+    /// and `_____padding_file_` names).
+    pub padding: bool,
+    /// `l`: a symbolic link; never created.
+    pub symlink: bool,
+    /// `x`: created with execute permission.
+    pub executable: bool,
+    /// `h`: hidden; shown, no effect on Unix.
+    pub hidden: bool,
+}
+
+impl FileAttr {
+    /// The attributes of a file from its `attr` value (anything but a
+    /// string counts as none) and its path components.
+    fn parse(attr: Option<&Value>, path: &[String]) -> FileAttr {
+        let flags: &[u8] = match attr {
+            Some(Value::Bytes(b)) => b,
+            _ => &[],
+        };
+        let legacy_padding = (path.len() >= 2 && path.first().is_some_and(|c| c == ".pad"))
+            || path
+                .last()
+                .is_some_and(|c| c.starts_with("_____padding_file_"));
+        FileAttr {
+            padding: flags.contains(&b'p') || legacy_padding,
+            symlink: flags.contains(&b'l'),
+            executable: flags.contains(&b'x'),
+            hidden: flags.contains(&b'h'),
+        }
+    }
 }
 
 /// Why a torrent could not be read or created. `Display` is one line.
@@ -187,6 +263,7 @@ struct RawInfo {
     length: Option<Value>,
     files: Option<Vec<RawFile>>,
     private: Option<Value>,
+    attr: Option<Value>,
     #[serde(rename = "meta version")]
     meta_version: Option<Value>,
 }
@@ -198,6 +275,7 @@ struct RawFile {
     path: Option<Value>,
     #[serde(rename = "path.utf-8")]
     path_utf8: Option<Value>,
+    attr: Option<Value>,
 }
 
 impl Metainfo {
@@ -216,6 +294,8 @@ impl Metainfo {
         }
         let info_hash: [u8; 20] = Sha1::digest(info_bytes).into();
         let info = parse_info(info_bytes)?;
+        // `parse_info` refused v2-only torrents; v1 keys are present.
+        let v2_info_hash = is_hybrid(info_bytes).then(|| Sha256::digest(info_bytes).into());
 
         // Every field is a `Value`, so the only possible shape error is a
         // non-dict top level, which `validate_dict` already excluded.
@@ -244,6 +324,7 @@ impl Metainfo {
         };
         Ok(Metainfo {
             info_hash,
+            v2_info_hash,
             info,
             announce,
             announce_list,
@@ -316,6 +397,11 @@ impl Metainfo {
         hex(&self.info_hash)
     }
 
+    /// A hybrid v1+v2 torrent (BEP 52), read as v1.
+    pub fn is_hybrid(&self) -> bool {
+        self.v2_info_hash.is_some()
+    }
+
     /// A human-readable summary for `piecemeal info`. Control and
     /// bidirectional-override characters from the torrent are escaped, so a
     /// hostile name cannot drive the terminal.
@@ -325,12 +411,25 @@ impl Metainfo {
         let mut s = String::new();
         let _ = writeln!(s, "name:          {}", printable(&info.name));
         let _ = writeln!(s, "info-hash:     {}", self.info_hash_hex());
+        if let Some(v2) = &self.v2_info_hash {
+            let _ = writeln!(s, "info-hash v2:  {}", hex(v2));
+            let _ = writeln!(s, "format:        hybrid v1 + v2 (BEP 52), used as v1");
+        }
         let _ = writeln!(
             s,
             "total size:    {} ({} bytes)",
-            human_size(info.total_len),
-            info.total_len
+            human_size(info.content_len),
+            info.content_len
         );
+        let pads = info.files.iter().filter(|f| f.attr.padding).count();
+        if pads > 0 {
+            let padding = info.total_len - info.content_len;
+            let _ = writeln!(
+                s,
+                "padding:       {} in {pads} pad files (zeros, never stored)",
+                human_size(padding),
+            );
+        }
         let _ = writeln!(
             s,
             "pieces:        {} x {} ({} bytes)",
@@ -363,12 +462,28 @@ impl Metainfo {
                 }
             }
         }
-        let _ = writeln!(s, "files ({}):", info.files.len());
-        for (i, f) in info.files.iter().enumerate() {
+        let listed = || {
+            info.files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.attr.padding)
+        };
+        let _ = writeln!(s, "files ({}):", listed().count());
+        for (i, f) in listed() {
             let path = self.file_rel_path(i);
+            let mut notes = String::new();
+            for (set, note) in [
+                (f.attr.symlink, "  (symbolic link, not created)"),
+                (f.attr.executable, "  (executable)"),
+                (f.attr.hidden, "  (hidden)"),
+            ] {
+                if set {
+                    notes.push_str(note);
+                }
+            }
             let _ = writeln!(
                 s,
-                "  {:>10}  {}",
+                "  {:>10}  {}{notes}",
                 human_size(f.length),
                 printable(&path.to_string_lossy())
             );
@@ -549,11 +664,23 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
         (None, None) => return Err(MetainfoError::Missing("info.length or info.files")),
         (Some(len), None) => {
             let length = length_field(Some(len), "info.length")?;
+            let attr = FileAttr::parse(raw.attr.as_ref(), &[]);
+            if attr.padding || attr.symlink {
+                return Err(invalid(format!(
+                    "the torrent's only file is {} (`info.attr`): it holds no data",
+                    if attr.padding {
+                        "padding"
+                    } else {
+                        "a symbolic link"
+                    }
+                )));
+            }
             (
                 vec![FileEntry {
                     path: Vec::new(),
                     length,
                     offset: 0,
+                    attr,
                 }],
                 false,
             )
@@ -562,7 +689,11 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
             let mut files = Vec::with_capacity(raw_files.len());
             let mut offset = 0u64;
             for (i, rf) in raw_files.iter().enumerate() {
+                let path = file_path(rf, i)?;
+                let attr = FileAttr::parse(rf.attr.as_ref(), &path);
                 let length = match &rf.length {
+                    // BEP 47: a symbolic link's length may be left out.
+                    None if attr.symlink => 0,
                     None => return Err(invalid(format!("`info.files[{i}].length` is missing"))),
                     Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| {
                         invalid(format!("`info.files[{i}].length` is negative ({n})"))
@@ -573,11 +704,16 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
                         )));
                     }
                 };
-                let path = file_path(rf, i)?;
+                if attr.symlink && !attr.padding && length != 0 {
+                    return Err(invalid(format!(
+                        "`info.files[{i}]` is a symbolic link of {length} bytes (BEP 47 links hold none)"
+                    )));
+                }
                 files.push(FileEntry {
                     path,
                     length,
                     offset,
+                    attr,
                 });
                 offset = offset
                     .checked_add(length)
@@ -594,6 +730,15 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
         total_len.ok_or_else(|| invalid("the total length of the files overflows 64 bits"))?;
     if total_len == 0 {
         return Err(invalid("the torrent holds no data (total length 0)"));
+    }
+    // No overflow: a part of `total_len`.
+    let content_len = files
+        .iter()
+        .filter(|f| !f.attr.padding)
+        .map(|f| f.length)
+        .sum();
+    if content_len == 0 {
+        return Err(invalid("the torrent holds no data, only padding files"));
     }
 
     let expected = total_len.div_ceil(u64::from(piece_len));
@@ -623,16 +768,31 @@ fn parse_info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
         pieces,
         files,
         total_len,
+        content_len,
         private,
         multi_file,
     })
 }
 
-/// No two files with the same path; no file that is also a directory.
-/// Sorting by components puts every path directly before the paths it is
-/// a prefix of, so comparing neighbours finds both problems.
+/// A hybrid v1+v2 torrent (BEP 52): `meta version` 2 and a `file tree`
+/// dictionary beside the v1 keys (checked by the caller).
+fn is_hybrid(info_bytes: &[u8]) -> bool {
+    let value = |key: &[u8]| {
+        bencode::dict_value_span(info_bytes, key).and_then(|span| info_bytes.get(span))
+    };
+    value(b"meta version") == Some(b"i2e")
+        && value(b"file tree").is_some_and(|v| v.first() == Some(&b'd'))
+}
+
+/// No two stored files with the same path; no stored file that is also a
+/// directory. Sorting by components puts every path directly before the
+/// paths it is a prefix of, so comparing neighbours finds both problems.
 fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
-    let mut order: Vec<&Vec<String>> = files.iter().map(|f| &f.path).collect();
+    let mut order: Vec<&Vec<String>> = files
+        .iter()
+        .filter(|f| f.is_stored())
+        .map(|f| &f.path)
+        .collect();
     order.sort_unstable();
     for pair in order.windows(2) {
         let &[a, b] = pair else { continue };

@@ -36,11 +36,13 @@ fn fixture(total: u64, piece_len: u32) -> Fixture {
             path: "x/a".into(),
             offset: 0,
             len: half,
+            executable: false,
         },
         FileSlot {
             path: "x/b".into(),
             offset: half,
             len: total - half,
+            executable: false,
         },
     ]);
     Fixture {

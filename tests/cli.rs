@@ -43,6 +43,44 @@ fn create_then_info_shows_the_torrent() {
     assert_eq!(meta.info.files.len(), AWKWARD.len());
 }
 
+/// `info` on a hybrid torrent with BEP 47 pad files (as libtorrent makes
+/// them): the real files only, their total, "hybrid" and the v2 info-hash.
+#[test]
+fn info_on_a_hybrid_torrent_with_pad_files_lists_only_the_real_files() {
+    use sha2::{Digest, Sha256};
+    let tmp = TempDir::new("cli-pad");
+    write_files(tmp.path(), AWKWARD);
+    let bytes = padded_hybrid_torrent(tmp.path(), "awkward", AWKWARD, 65536);
+    let out = tmp.join("lt-like.torrent");
+    std::fs::write(&out, &bytes).unwrap();
+    let info_span = piecemeal::bencode::dict_value_span(&bytes, b"info").unwrap();
+    let v2: String = Sha256::digest(&bytes[info_span])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let meta = piecemeal::metainfo::Metainfo::from_bytes(&bytes).unwrap();
+    assert!(
+        meta.info.files.len() > AWKWARD.len(),
+        "the torrent has pads"
+    );
+
+    let (code, info, stderr) = run(&["info", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!info.contains(".pad"), "{info}");
+    assert!(
+        info.contains(&format!("files ({}):", AWKWARD.len())),
+        "{info}"
+    );
+    for (path, _) in AWKWARD {
+        assert!(info.contains(path), "{path} missing:\n{info}");
+    }
+    let content: usize = AWKWARD.iter().map(|(_, len)| len).sum();
+    assert!(info.contains(&format!("({content} bytes)")), "{info}");
+    assert!(info.contains("hybrid"), "{info}");
+    assert!(info.contains(&meta.info_hash_hex()), "{info}");
+    assert!(info.contains(&v2), "v2 info-hash {v2} missing:\n{info}");
+}
+
 #[test]
 fn bad_torrents_and_usage_exit_2_with_one_clear_line() {
     let tmp = TempDir::new("cli-bad");

@@ -752,12 +752,10 @@ fn torrents_have_one_info_hash_in_every_client() {
     }
 }
 
-/// A torrent made by libtorrent (hybrid v1+v2, pad files between files)
-/// seeded by libtorrent downloads in piecemeal.
-#[test]
-fn libtorrent_made_hybrid_torrent_with_pad_files_downloads() {
-    let lab = Lab::new("5h", 2);
-    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+/// `AWKWARD` in the lab's `seed` folder and libtorrent's torrent of it:
+/// hybrid v1+v2 (its default) with a pad file after every file that does
+/// not end on a piece boundary. No pad file is on disk.
+fn libtorrent_hybrid_data(lab: &Lab) -> Data {
     let seed_root = lab.dir("seed");
     write_files(&seed_root, AWKWARD);
     let torrent = lab.path().join("lt.torrent");
@@ -768,11 +766,40 @@ fn libtorrent_made_hybrid_torrent_with_pad_files_downloads() {
         "--piece-length",
         "65536",
     ]);
-    let data = Data {
+    let meta = piecemeal::metainfo::Metainfo::load(&torrent).unwrap();
+    assert!(meta.is_hybrid(), "libtorrent made a v1-only torrent");
+    // `info` shows the same v2 info-hash as libtorrent.
+    let v2 = lt_tool(&["infohash", torrent.to_str().unwrap(), "--v2"]);
+    let info = run_tool(Command::new(common::BIN).arg("info").arg(&torrent));
+    assert!(
+        info.contains(&format!("info-hash v2:  {}", v2.trim())),
+        "libtorrent's v2 info-hash {v2} is not in `piecemeal info`:\n{info}"
+    );
+    assert!(
+        meta.info.files.iter().any(|f| f.attr.padding),
+        "libtorrent made no pad files"
+    );
+    Data {
         seed_root,
         files: AWKWARD.iter().map(|(p, l)| (p.to_string(), *l)).collect(),
         torrent,
-    };
+    }
+}
+
+/// No `.pad` folder (libtorrent's pad file names) below `root`.
+fn assert_no_pad_files(lab: &Lab, root: &Path) {
+    if root.join("awkward/.pad").exists() {
+        lab.fail(&format!("pad files were created in {}", root.display()));
+    }
+}
+
+/// A torrent made by libtorrent (hybrid v1+v2, pad files between files)
+/// seeded by libtorrent downloads in piecemeal, which creates no pad file.
+#[test]
+fn libtorrent_made_hybrid_torrent_with_pad_files_downloads() {
+    let lab = Lab::new("5h", 2);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let data = libtorrent_hybrid_data(&lab);
     let _seed = Other::seed(Kind::Lt, &lab, &h1, &data, None);
     let dl = lab.dir("dl");
     let mut pm = piecemeal(
@@ -796,4 +823,48 @@ fn libtorrent_made_hybrid_torrent_with_pad_files_downloads() {
     );
     wait_piecemeal_done(&lab, &mut pm, TRANSFER);
     verify(&lab, &data, &dl, Empty::Required);
+    assert_no_pad_files(&lab, &dl);
+}
+
+/// piecemeal seeds a libtorrent-made hybrid torrent with pad files from the
+/// original files (no pad file on disk): every piece verifies at start, and
+/// libtorrent downloads it all.
+#[test]
+fn piecemeal_seeds_libtorrent_made_hybrid_torrent_with_pad_files() {
+    let lab = Lab::new("5i", 2);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let data = libtorrent_hybrid_data(&lab);
+    let dl = lab.dir("dl");
+    let mut lt = Other::download(Kind::Lt, &lab, &h2, &data, &dl, &[h1.addr(PM_PORT)]);
+    let pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    lt.wait_done(&lab, TRANSFER);
+    let num = piecemeal::metainfo::Metainfo::load(&data.torrent)
+        .unwrap()
+        .info
+        .pieces
+        .len() as u64;
+    let found = common::verified_at_start(&pm.log_text());
+    if found != Some(num) {
+        lab.fail(&format!(
+            "piecemeal verified {found:?} of {num} pieces at start"
+        ));
+    }
+    verify(&lab, &data, &dl, Empty::Required);
+    assert_no_pad_files(&lab, &data.seed_root);
 }

@@ -124,6 +124,15 @@ fn file_entry(length: Vec<u8>, path: Vec<u8>) -> Vec<u8> {
     d(&vec![("length", length), ("path", path)])
 }
 
+/// One `info.files` entry with a BEP 47 `attr` string.
+fn attr_entry(attr: &str, length: i64, comps: &[&[u8]]) -> Vec<u8> {
+    d(&vec![
+        ("attr", s(attr)),
+        ("length", i(length)),
+        ("path", path(comps)),
+    ])
+}
+
 /// A path list of plain components.
 fn path(comps: &[&[u8]]) -> Vec<u8> {
     l(&comps.iter().map(s).collect::<Vec<_>>())
@@ -368,6 +377,41 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
                 ("name", s("v2")),
                 ("piece length", i(16_384)),
             ])),
+        ),
+        // --- BEP 47 attributes ---
+        (
+            "only_padding",
+            torrent(d(&multi_raw(
+                vec![attr_entry("p", 10, &[b".pad", b"10"])],
+                1,
+            ))),
+        ),
+        (
+            "single_file_padding",
+            torrent(d(&set(single(), "attr", s("p")))),
+        ),
+        (
+            "symlink_with_bytes",
+            torrent(d(&multi_raw(
+                vec![
+                    attr_entry("l", 10, &[b"a"]),
+                    file_entry(i(20), path(&[b"c.txt"])),
+                ],
+                1,
+            ))),
+        ),
+        (
+            "pad_paths_repeat",
+            torrent(d(&multi_raw(
+                vec![
+                    file_entry(i(10), path(&[b"a"])),
+                    attr_entry("p", 16_374, &[b".pad", b"16374"]),
+                    file_entry(i(10), path(&[b"b"])),
+                    attr_entry("p", 16_374, &[b".pad", b"16374"]),
+                    file_entry(i(10), path(&[b"c"])),
+                ],
+                3,
+            ))),
         ),
         // --- the `info` value itself ---
         ("info_not_dict", torrent(i(3))),

@@ -98,7 +98,8 @@ fn parses_single_file_torrent() {
         vec![FileEntry {
             path: vec![],
             length: 100_000,
-            offset: 0
+            offset: 0,
+            attr: FileAttr::default(),
         }]
     );
     assert_eq!(m.file_rel_path(0), PathBuf::from("a.iso"));
@@ -446,6 +447,236 @@ fn reports_missing_and_misshapen_fields() {
         .contains("`info.pieces` is not a string")
     );
     let v2 = b"d9:file treede12:meta versioni2e4:name1:x12:piece lengthi16384ee";
+    assert!(invalid_message(parse(v2)).contains("v2-only"));
+}
+
+/// A multi-file info dict whose files carry BEP 47 `attr` strings ("" for
+/// none; `None` length leaves the key out), with `extra` keys (sorted, raw
+/// values) after `files`. Piece hashes are sized to fit.
+fn attr_info(
+    files: &[(&str, Option<i64>, &[&str])],
+    piece_len: i64,
+    extra: &[(&str, &[u8])],
+) -> Vec<u8> {
+    let total: i64 = files.iter().filter_map(|f| f.1).sum();
+    let n = (total as u64).div_ceil(piece_len as u64) as usize;
+    let mut w = Writer::new();
+    w.dict();
+    for (k, v) in extra.iter().filter(|(k, _)| *k < "files") {
+        w.str(k).raw(v);
+    }
+    w.str("files").list();
+    for (attr, len, path) in files {
+        w.dict();
+        if !attr.is_empty() {
+            w.str("attr").str(attr);
+        }
+        if let Some(len) = len {
+            w.str("length").int(*len);
+        }
+        w.str("path").list();
+        for c in *path {
+            w.str(c);
+        }
+        w.end().end();
+    }
+    w.end();
+    for (k, v) in extra.iter().filter(|(k, _)| *k > "files" && *k < "name") {
+        w.str(k).raw(v);
+    }
+    w.str("name")
+        .str("t")
+        .str("piece length")
+        .int(piece_len)
+        .str("pieces")
+        .bytes(&fake_pieces(n))
+        .end();
+    w.finish()
+}
+
+#[test]
+fn padding_files_stay_in_the_stream_but_are_not_content() {
+    let info = attr_info(
+        &[
+            ("", Some(100), &["a"]),
+            ("p", Some(16284), &["pad-by-attr"]),
+            ("", Some(100), &["b"]),
+            // libtorrent's name (it predates `attr`); two pads of one
+            // length share a path, which is fine for padding.
+            ("", Some(16284), &[".pad", "16284"]),
+            ("", Some(16484), &["c"]),
+            ("", Some(16284), &[".pad", "16284"]),
+            ("", Some(10), &["d"]),
+            // BitComet's name.
+            ("", Some(6), &["_____padding_file_0_please upgrade____"]),
+            // Not padding: `.pad` only counts as the first of several
+            // components, and `p` must be in `attr`.
+            ("hx", Some(5), &["sub", ".pad"]),
+            ("", Some(5), &[".pad"]),
+        ],
+        16384,
+        &[],
+    );
+    let m = parse(&info).unwrap();
+    let padding: Vec<bool> = m.info.files.iter().map(|f| f.attr.padding).collect();
+    assert_eq!(
+        padding,
+        [
+            false, true, false, true, false, true, false, true, false, false
+        ]
+    );
+    assert_eq!(m.info.total_len, 4 * 16384 + 10 + 6 + 5 + 5);
+    assert_eq!(m.info.content_len, 100 + 100 + 16484 + 10 + 5 + 5);
+    assert_eq!(m.geometry().num_pieces, 5, "pieces cover the padding");
+    assert_eq!(m.info.files[3].offset, 16384 + 100, "offsets too");
+    assert!(m.info.files.iter().all(|f| f.is_stored() != f.attr.padding));
+    let sub = m.info.files[8].attr;
+    assert!(sub.hidden && sub.executable && !sub.padding && !sub.symlink);
+
+    let text = m.describe();
+    assert!(!text.contains("pad-by-attr"), "{text}");
+    assert!(!text.contains(".pad/"), "{text}");
+    assert!(!text.contains("padding_file"), "{text}");
+    assert!(text.contains("files (6):"), "{text}");
+    assert!(
+        text.contains("t/sub/.pad  (executable)  (hidden)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "total size:    16.31 KiB ({} bytes)",
+            m.info.content_len
+        )),
+        "{text}"
+    );
+    assert!(text.contains("in 4 pad files"), "{text}");
+    assert!(!text.contains("hybrid"), "{text}");
+}
+
+#[test]
+fn only_stored_files_must_have_distinct_paths() {
+    let clash = attr_info(
+        &[("", Some(1), &["a"]), ("p", Some(1), &["a", "b"])],
+        16384,
+        &[],
+    );
+    assert!(parse(&clash).is_ok(), "padding is never a file on disk");
+    let clash = attr_info(
+        &[("", Some(1), &["a"]), ("", Some(1), &["a", "b"])],
+        16384,
+        &[],
+    );
+    assert!(invalid_message(parse(&clash)).contains("both a file and a directory"));
+    // Padding paths are still checked like every path.
+    let hostile = attr_info(
+        &[("", Some(1), &["a"]), ("p", Some(1), &["..", "x"])],
+        16384,
+        &[],
+    );
+    assert!(invalid_message(parse(&hostile)).contains("unsafe path"));
+}
+
+#[test]
+fn symbolic_links_hold_no_bytes_and_are_never_stored() {
+    let info = attr_info(
+        &[
+            ("", Some(10), &["a"]),
+            ("l", None, &["link-without-length"]),
+            ("lx", Some(0), &["link"]),
+        ],
+        16384,
+        &[],
+    );
+    let m = parse(&info).unwrap();
+    assert_eq!((m.info.total_len, m.info.content_len), (10, 10));
+    assert!(m.info.files[1].attr.symlink && !m.info.files[1].is_stored());
+    assert_eq!(m.info.files[1].length, 0);
+    assert!(
+        m.describe()
+            .contains("t/link  (symbolic link, not created)")
+    );
+
+    let with_bytes = attr_info(
+        &[("", Some(10), &["a"]), ("l", Some(5), &["l"])],
+        16384,
+        &[],
+    );
+    assert!(invalid_message(parse(&with_bytes)).contains("symbolic link of 5 bytes"));
+    let no_length = attr_info(&[("", Some(10), &["a"]), ("x", None, &["l"])], 16384, &[]);
+    assert!(invalid_message(parse(&no_length)).contains("length` is missing"));
+}
+
+#[test]
+fn torrents_of_padding_only_are_refused() {
+    let pads = attr_info(
+        &[("p", Some(10), &["a"]), ("", Some(0), &["b"])],
+        16384,
+        &[],
+    );
+    assert!(invalid_message(parse(&pads)).contains("only padding"));
+    for attr in ["p", "l"] {
+        let mut w = Writer::new();
+        w.dict()
+            .str("attr")
+            .str(attr)
+            .str("length")
+            .int(10)
+            .str("name")
+            .str("x")
+            .str("piece length")
+            .int(16384)
+            .str("pieces")
+            .bytes(&fake_pieces(1))
+            .end();
+        assert!(invalid_message(parse(&w.finish())).contains("holds no data"));
+    }
+    let mut w = Writer::new();
+    w.dict()
+        .str("attr")
+        .str("xh")
+        .str("length")
+        .int(10)
+        .str("name")
+        .str("x")
+        .str("piece length")
+        .int(16384)
+        .str("pieces")
+        .bytes(&fake_pieces(1))
+        .end();
+    let m = parse(&w.finish()).unwrap();
+    assert!(m.info.files[0].attr.executable && m.info.files[0].attr.hidden);
+}
+
+#[test]
+fn hybrid_torrent_shows_its_v2_info_hash() {
+    let tree = b"d1:ad0:d6:lengthi10e11:pieces root32:abcdefghijklmnopqrstuvwxyz012345eee";
+    let files = &[("", Some(10), &["a"][..])][..];
+    let hybrid = attr_info(
+        files,
+        16384,
+        &[("file tree", tree), ("meta version", b"i2e")],
+    );
+    let m = parse(&hybrid).unwrap();
+    let want: [u8; 32] = Sha256::digest(&hybrid).into();
+    assert_eq!(m.v2_info_hash, Some(want));
+    assert!(m.is_hybrid());
+    let text = m.describe();
+    assert!(
+        text.contains(&format!("info-hash v2:  {}", hex(&want))),
+        "{text}"
+    );
+    assert!(text.contains("hybrid v1 + v2"), "{text}");
+    assert!(text.contains(&m.info_hash_hex()), "{text}");
+
+    // v1 alone, or `meta version` 2 without a `file tree`: not hybrid.
+    for extra in [&[][..], &[("meta version", &b"i2e"[..])][..]] {
+        let m = parse(&attr_info(files, 16384, extra)).unwrap();
+        assert_eq!(m.v2_info_hash, None);
+        assert!(!m.describe().contains("hybrid"));
+    }
+    // Without `pieces` it is v2-only, which stays refused.
+    let v2 =
+        b"d9:file treed1:ad0:d6:lengthi10eeee12:meta versioni2e4:name1:x12:piece lengthi16384ee";
     assert!(invalid_message(parse(v2)).contains("v2-only"));
 }
 

@@ -1,12 +1,15 @@
 //! The only module that touches the torrent's files: positioned reads and
 //! writes (`pread`/`pwrite`) over the spans a [`Layout`] gives.
+//!
+//! Padding (BEP 47 pad files) has no file: writes skip it and reads fill it
+//! with zeros, so pad files are never created, written or read.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use super::layout::Layout;
+use super::layout::{Layout, Span};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest single `pwrite`. Writes of verified pieces come in runs of
@@ -83,10 +86,19 @@ impl Disk {
                         .truncate(false)
                         .open(&path)
                         .map_err(|e| err("open", e))?;
-                    let len = f.metadata().map_err(|e| err("stat", e))?.len();
-                    existed.push(len > 0);
-                    if len != slot.len {
+                    let meta = f.metadata().map_err(|e| err("stat", e))?;
+                    existed.push(meta.len() > 0);
+                    if meta.len() != slot.len {
                         f.set_len(slot.len).map_err(|e| err("resize", e))?;
+                    }
+                    if slot.executable {
+                        // Execute wherever read is allowed (0644 -> 0755).
+                        let mode = meta.permissions().mode();
+                        let with_x = mode | ((mode & 0o444) >> 2);
+                        if with_x != mode {
+                            f.set_permissions(std::fs::Permissions::from_mode(with_x))
+                                .map_err(|e| err("make executable", e))?;
+                        }
                     }
                     Some(f)
                 }
@@ -112,14 +124,15 @@ impl Disk {
         })
     }
 
-    /// Could the byte range hold data from before this run? False when every
+    /// Could the byte range hold data from before this run? False when a
     /// non-empty file it touches was created empty just now (no need to hash
-    /// holes on a fresh download).
+    /// holes on a fresh download). A range of padding alone always holds its
+    /// data: zeros.
     pub fn may_have_data(&self, offset: u64, len: usize) -> bool {
-        self.layout
-            .spans(offset, len)
-            .iter()
-            .all(|s| self.existed.get(s.file).copied().unwrap_or(true))
+        self.layout.spans(offset, len).iter().all(|s| match *s {
+            Span::File { file, .. } => self.existed.get(file).copied().unwrap_or(true),
+            Span::Padding { .. } => true,
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -139,56 +152,86 @@ impl Disk {
     }
 
     /// Write `data` at torrent offset `offset`, across file boundaries.
+    /// Bytes that fall on padding are dropped (they are zeros in a torrent
+    /// that follows BEP 47; a warning says when they are not).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         // The spans cover at most `data.len()` bytes, in order.
         let mut rest = data;
+        let mut pos = offset;
         for span in self.layout.spans(offset, data.len()) {
-            let Some((chunk, after)) = rest.split_at_checked(span.len) else {
+            let Some((chunk, after)) = rest.split_at_checked(span.len()) else {
                 break;
             };
             rest = after;
-            let file = self.file(span.file).ok_or_else(|| StorageError {
+            let at = pos;
+            pos += chunk.len() as u64;
+            let (file_index, mut at_in_file) = match span {
+                Span::File {
+                    file, file_offset, ..
+                } => (file, file_offset),
+                Span::Padding { .. } => {
+                    if chunk.iter().any(|&b| b != 0) {
+                        log::warn!(
+                            "{}: the torrent's padding at byte {at} is not zeros; \
+                             it is not stored, so this piece cannot be served or re-checked",
+                            self.root.display()
+                        );
+                    }
+                    continue;
+                }
+            };
+            let file = self.file(file_index).ok_or_else(|| StorageError {
                 op: "write",
-                path: self.path(span.file),
+                path: self.path(file_index),
                 source: io::Error::new(io::ErrorKind::NotFound, "file is not open for writing"),
             })?;
-            let mut at = span.file_offset;
             for part in chunk.chunks(WRITE_CHUNK) {
-                file.write_all_at(part, at).map_err(|source| StorageError {
-                    op: "write",
-                    path: self.path(span.file),
-                    source,
-                })?;
-                at += part.len() as u64;
+                file.write_all_at(part, at_in_file)
+                    .map_err(|source| StorageError {
+                        op: "write",
+                        path: self.path(file_index),
+                        source,
+                    })?;
+                at_in_file += part.len() as u64;
             }
         }
         Ok(())
     }
 
-    /// Fill `buf` from torrent offset `offset`. A missing or short file is an
-    /// error: no zero-filled data is ever returned for bytes that are not there.
+    /// Fill `buf` from torrent offset `offset`. Padding reads as zeros. A
+    /// missing or short file is an error: no zero-filled data is ever
+    /// returned for file bytes that are not there.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         let mut pos = 0;
         let mut rest = &mut *buf;
         for span in self.layout.spans(offset, rest.len()) {
-            let path = || self.path(span.file);
-            let Some((chunk, after)) = std::mem::take(&mut rest).split_at_mut_checked(span.len)
+            let Some((chunk, after)) = std::mem::take(&mut rest).split_at_mut_checked(span.len())
             else {
                 break;
             };
             rest = after;
-            let file = self.file(span.file).ok_or_else(|| StorageError {
+            pos += chunk.len();
+            let (file_index, file_offset) = match span {
+                Span::File {
+                    file, file_offset, ..
+                } => (file, file_offset),
+                Span::Padding { .. } => {
+                    chunk.fill(0);
+                    continue;
+                }
+            };
+            let path = || self.path(file_index);
+            let file = self.file(file_index).ok_or_else(|| StorageError {
                 op: "read",
                 path: path(),
                 source: io::Error::new(io::ErrorKind::NotFound, "file is missing"),
             })?;
-            file.read_exact_at(chunk, span.file_offset)
+            file.read_exact_at(chunk, file_offset)
                 .map_err(|source| StorageError {
                     op: "read",
                     path: path(),
                     source,
                 })?;
-            pos += span.len;
         }
         if pos != buf.len() {
             return Err(StorageError {

@@ -60,3 +60,7 @@ pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfiel
     }
     have
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
+mod tests;

@@ -370,3 +370,129 @@ pub fn download_args<'a>(torrent: &'a str, out: &'a Path, peer: &'a str) -> Vec<
         "--verbose",
     ]
 }
+
+/// A hybrid v1+v2 torrent of the folder `root/name`, shaped the way
+/// libtorrent makes them (its default): after every non-empty file that
+/// does not end on a piece boundary, the last one included, a BEP 47 pad
+/// file (`attr` `p`, path `.pad/<length>`; two pads of one length share a
+/// path). `files` are paths below `root`, each starting with `name/`, in
+/// torrent order. The v1 piece hashes cover the pads as zeros. The v2 side
+/// is `meta version` 2 and a `file tree` whose `pieces root`s are
+/// placeholders: piecemeal reads only the v1 side.
+pub fn padded_hybrid_torrent(
+    root: &Path,
+    name: &str,
+    files: &[(&str, usize)],
+    piece_len: u32,
+) -> Vec<u8> {
+    use piecemeal::bencode::Writer;
+    use sha1::{Digest, Sha1};
+    use std::collections::BTreeMap;
+
+    enum Node {
+        Dir(BTreeMap<String, Node>),
+        File(u64),
+    }
+    fn write_tree(w: &mut Writer, dir: &BTreeMap<String, Node>) {
+        w.dict();
+        for (k, node) in dir {
+            w.str(k);
+            match node {
+                Node::Dir(d) => write_tree(w, d),
+                Node::File(len) => {
+                    w.dict().str("").dict().str("length").int(*len as i64);
+                    if *len > 0 {
+                        w.str("pieces root").bytes(&[0xab; 32]);
+                    }
+                    w.end().end();
+                }
+            }
+        }
+        w.end();
+    }
+
+    let piece = piece_len as usize;
+    let mut stream = Vec::new();
+    // (attr, length, path)
+    let mut entries: Vec<(&str, usize, Vec<String>)> = Vec::new();
+    let mut tree = BTreeMap::new();
+    for (path, len) in files {
+        let data = std::fs::read(root.join(path)).unwrap();
+        assert_eq!(data.len(), *len, "{path}");
+        let comps: Vec<String> = path
+            .strip_prefix(&format!("{name}/"))
+            .unwrap_or_else(|| panic!("{path} is not below {name}/"))
+            .split('/')
+            .map(String::from)
+            .collect();
+        let mut dir = &mut tree;
+        let (file, parents) = comps.split_last().unwrap();
+        for c in parents {
+            let Node::Dir(d) = dir
+                .entry(c.clone())
+                .or_insert_with(|| Node::Dir(BTreeMap::new()))
+            else {
+                panic!("{c} is a file")
+            };
+            dir = d;
+        }
+        dir.insert(file.clone(), Node::File(*len as u64));
+        stream.extend_from_slice(&data);
+        entries.push(("", *len, comps));
+        let pad = (piece - stream.len() % piece) % piece;
+        if *len > 0 && pad > 0 {
+            stream.resize(stream.len() + pad, 0);
+            entries.push(("p", pad, vec![".pad".into(), pad.to_string()]));
+        }
+    }
+    let pieces: Vec<u8> = stream
+        .chunks(piece)
+        .flat_map(|c| Sha1::digest(c).to_vec())
+        .collect();
+
+    let mut w = Writer::new();
+    w.dict().str("info").dict();
+    w.str("file tree");
+    write_tree(&mut w, &tree);
+    w.str("files").list();
+    for (attr, len, comps) in &entries {
+        w.dict();
+        if !attr.is_empty() {
+            w.str("attr").str(attr);
+        }
+        w.str("length").int(*len as i64).str("path").list();
+        for c in comps {
+            w.str(c);
+        }
+        w.end().end();
+    }
+    w.end();
+    w.str("meta version").int(2);
+    w.str("name").str(name);
+    w.str("piece length").int(i64::from(piece_len));
+    w.str("pieces").bytes(&pieces);
+    w.end().end();
+    w.finish()
+}
+
+/// Every file and folder below `dir`, as paths relative to it with `/`.
+pub fn tree_of(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(
+                p.strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/"),
+            );
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -7,7 +7,7 @@ or the torrent's tracker hands out.
     lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES]
     lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed]
     lt_driver.py create   PATH OUT.torrent [--tracker URL] [--piece-length BYTES] [--v1-only]
-    lt_driver.py infohash TORRENT
+    lt_driver.py infohash TORRENT [--v2]
 
 Status lines on stdout every 500 ms, like piecemeal's --machine:
     @status STATE PROGRESS_PPM DOWNLOADED UPLOADED PEERS
@@ -141,11 +141,13 @@ def main():
     p.add_argument("--v1-only", action="store_true", help="no v2 keys (default: hybrid)")
     p = sub.add_parser("infohash")
     p.add_argument("torrent")
+    p.add_argument("--v2", action="store_true", help="the v2 info-hash (SHA-256), if any")
     args = ap.parse_args()
     if args.command == "create":
         create(args)
     elif args.command == "infohash":
-        print(v1_hash(lt.torrent_info(args.torrent)))
+        info = lt.torrent_info(args.torrent)
+        print(str(info.info_hashes().v2) if args.v2 else v1_hash(info))
     else:
         run(args)
 

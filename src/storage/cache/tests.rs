@@ -27,11 +27,13 @@ fn two_file_disk(dir: &std::path::Path, lens: [u64; 2], mode: OpenMode) -> Disk 
             path: "a/one".into(),
             offset: 0,
             len: lens[0],
+            executable: false,
         },
         FileSlot {
             path: "a/two".into(),
             offset: lens[0],
             len: lens[1],
+            executable: false,
         },
     ]);
     Disk::open(dir, layout, mode).unwrap()

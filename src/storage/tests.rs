@@ -1,0 +1,151 @@
+//! Disk and re-check over a layout with BEP 47 padding.
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const PIECE: u32 = 16384;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("piecemeal-storage-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `a` (10000) | pad to piece 1 | `x/b` (20000) | pad to piece 3 | a whole
+/// piece of padding (piece 3) | `c` (100, executable). Five pieces; the
+/// stream has zeros where the padding is.
+fn padded() -> (Layout, Vec<u8>, Geometry) {
+    let slot = |path: &str, offset: u64, len: u64, executable| FileSlot {
+        path: path.into(),
+        offset,
+        len,
+        executable,
+    };
+    let layout = Layout::with_padding(
+        vec![
+            slot("a", 0, 10_000, false),
+            slot("x/b", 16_384, 20_000, false),
+            slot("c", 3 * 16_384 + 16_384, 100, true),
+        ],
+        4 * 16_384 + 100,
+    );
+    let mut stream = vec![0u8; layout.total_len as usize];
+    for f in &layout.files {
+        for i in f.offset..f.offset + f.len {
+            stream[i as usize] = (i % 251) as u8 + 1; // never zero
+        }
+    }
+    let g = Geometry::new(layout.total_len, PIECE).unwrap();
+    (layout, stream, g)
+}
+
+fn hashes(g: &Geometry, stream: &[u8]) -> Vec<[u8; 20]> {
+    (0..g.num_pieces)
+        .map(|p| {
+            let o = g.piece_offset(p) as usize;
+            Sha1::digest(&stream[o..o + g.piece_size(p) as usize]).into()
+        })
+        .collect()
+}
+
+/// Every file and folder below `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn writes_skip_padding_and_reads_of_padding_give_zeros() {
+    let (layout, stream, _) = padded();
+    let dir = temp_dir("pad-write");
+    let disk = Disk::open(&dir, layout.clone(), OpenMode::Create).unwrap();
+    assert_eq!(tree(&dir), ["a", "c", "x", "x/b"], "no file for padding");
+    // Piece by piece, as the cache writes.
+    for chunk in (0..stream.len()).step_by(PIECE as usize) {
+        let end = (chunk + PIECE as usize).min(stream.len());
+        disk.write_at(chunk as u64, &stream[chunk..end]).unwrap();
+    }
+    for f in &layout.files {
+        let o = f.offset as usize;
+        let on_disk = std::fs::read(dir.join(&f.path)).unwrap();
+        assert!(on_disk == stream[o..o + f.len as usize], "{:?}", f.path);
+    }
+    assert_eq!(tree(&dir), ["a", "c", "x", "x/b"]);
+    // Any range reads back as the stream, padding as zeros, whatever the
+    // buffer held before.
+    for (start, len) in [
+        (0, 16_384),
+        (9_990, 30),
+        (10_000, 6_384),
+        (30_000, 35_636),
+        (0, 65_636),
+    ] {
+        let mut buf = vec![0xAA; len];
+        disk.read_at(start as u64, &mut buf).unwrap();
+        assert!(buf == stream[start..start + len], "{start}+{len}");
+    }
+    // Non-zero bytes aimed at padding are dropped, not stored anywhere.
+    disk.write_at(10_000, &[0x55; 6_384]).unwrap();
+    let mut buf = vec![0xAA; 6_384];
+    disk.read_at(10_000, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    assert_eq!(std::fs::metadata(dir.join("a")).unwrap().len(), 10_000);
+    // `x` on create.
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode();
+    assert_eq!(mode("c") & 0o100, 0o100);
+    assert_eq!(mode("a") & 0o111, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recheck_of_original_files_without_pad_files_finds_every_piece() {
+    let (layout, stream, g) = padded();
+    let dir = temp_dir("pad-recheck");
+    for f in &layout.files {
+        let p = dir.join(&f.path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let o = f.offset as usize;
+        std::fs::write(&p, &stream[o..o + f.len as usize]).unwrap();
+    }
+    let hashes = hashes(&g, &stream);
+    let disk = Disk::open(&dir, layout.clone(), OpenMode::ReadOnly).unwrap();
+    let have = recheck(&disk, &g, &hashes);
+    assert!(have.is_full(), "{} of {}", have.count(), g.num_pieces);
+
+    // One wrong byte in `x/b` spoils exactly the piece it is in.
+    std::fs::write(dir.join("x/b"), {
+        let mut b = stream[16_384..36_384].to_vec();
+        b[19_000] ^= 1; // stream byte 35_384: piece 2
+        b
+    })
+    .unwrap();
+    let disk = Disk::open(&dir, layout, OpenMode::ReadOnly).unwrap();
+    let have = recheck(&disk, &g, &hashes);
+    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(p)).collect();
+    assert_eq!(got, [true, true, false, true, true]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn on_a_fresh_download_only_pieces_of_padding_alone_are_had() {
+    let (layout, stream, g) = padded();
+    let dir = temp_dir("pad-fresh");
+    let disk = Disk::open(&dir, layout, OpenMode::Create).unwrap();
+    let have = recheck(&disk, &g, &hashes(&g, &stream));
+    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(p)).collect();
+    assert_eq!(got, [false, false, false, true, false]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
