@@ -26,8 +26,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// A peer's id, as blame is kept by peer id.
-pub type PeerId = [u8; 20];
+/// Who a peer is, for blame: its IP address and its peer id together. A
+/// peer id alone can be squatted (anyone may claim an honest peer's id
+/// and get it banned); an address alone is shared (NAT, loopback).
+pub type PeerId = (std::net::IpAddr, [u8; 20]);
 
 /// Most failed pieces kept for comparison with their good copy.
 pub const MAX_SUSPECTS: usize = 64;
@@ -170,8 +172,9 @@ impl Blame {
 mod tests {
     use super::*;
 
-    const H: PeerId = [1; 20];
-    const L: PeerId = [2; 20];
+    const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const H: PeerId = (IP, [1; 20]);
+    const L: PeerId = (IP, [2; 20]);
 
     #[test]
     fn a_sole_sender_of_a_bad_piece_is_convicted_at_once() {

@@ -7,6 +7,12 @@ use std::time::Duration;
 pub struct Config {
     /// Most peer connections at once (incoming + outgoing).
     pub max_peers: usize,
+    /// Most connections from one IP address (loopback is exempt: test
+    /// swarms and local clients share it).
+    pub max_per_ip: usize,
+    /// A connection that has moved no payload and where neither side is
+    /// interested may be closed for a newcomer once it is this old.
+    pub evict_after: Duration,
     /// Most outgoing connects in flight at once.
     pub max_half_open: usize,
     /// Give up on a connect after this long.
@@ -46,6 +52,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_peers: 50,
+            max_per_ip: 8,
+            evict_after: Duration::from_secs(5),
             max_half_open: 8,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(20),

@@ -55,6 +55,11 @@ pub enum PeerError {
     BothSeeds,
     /// Reading our data to serve it failed.
     Storage,
+    /// Closed to make room for a newcomer: it moved no data and neither
+    /// side was interested.
+    Evicted,
+    /// Too many connections from its address.
+    PerAddressLimit,
     /// The engine is shutting down.
     Shutdown,
 }
@@ -78,6 +83,8 @@ impl std::fmt::Display for PeerError {
             PeerError::Timeout(what) => write!(f, "{what} timed out"),
             PeerError::BothSeeds => write!(f, "both sides are seeds"),
             PeerError::Storage => write!(f, "could not read the data it asked for"),
+            PeerError::Evicted => write!(f, "idle and useless; closed to make room"),
+            PeerError::PerAddressLimit => write!(f, "too many connections from its address"),
             PeerError::Shutdown => write!(f, "shutting down"),
         }
     }
@@ -191,6 +198,8 @@ pub struct Peer {
     /// Last time a block we asked for arrived (or when requests started).
     pub last_block: Instant,
     pub snubbed: bool,
+    /// Chosen for eviction (closed at the end of the turn).
+    pub evicted: bool,
 }
 
 impl Peer {
@@ -229,6 +238,7 @@ impl Peer {
             last_sent: now,
             last_block: now,
             snubbed: false,
+            evicted: false,
         }
     }
 

@@ -78,7 +78,8 @@ pub struct Torrent {
     pub flushed: Bitfield,
     /// Who sent which block, and the failed pieces under comparison.
     blame: Blame,
-    banned_ids: HashSet<[u8; 20]>,
+    /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
+    banned_ids: HashSet<crate::blame::PeerId>,
     banned_addrs: HashSet<SocketAddr>,
     pub totals: Totals,
     /// Bytes of the pieces not verified yet.
@@ -184,6 +185,36 @@ impl Torrent {
 
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
         self.banned_addrs.contains(addr)
+    }
+
+    /// Connections from `ip` now.
+    pub fn peers_from(&self, ip: std::net::IpAddr) -> usize {
+        self.peers.iter().filter(|(_, p)| p.addr.ip() == ip).count()
+    }
+
+    /// Pick a connection to close for a newcomer when every slot is taken:
+    /// one at least `evict_after` old that is still handshaking, or that
+    /// has moved no payload either way with neither side interested — the
+    /// longest-connected first. Marks it, so it is chosen once; returns its
+    /// event-loop token. (Slots held by idle connections from one address
+    /// otherwise lock out every honest newcomer.)
+    pub fn evict_one(&mut self, now: Instant) -> Option<usize> {
+        let min_age = self.cfg.evict_after;
+        let (_, victim) = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| {
+                !p.evicted
+                    && now.duration_since(p.connected_at) >= min_age
+                    && (p.phase == Phase::Handshaking
+                        || (!p.peer_interested
+                            && !p.am_interested
+                            && p.down.total() == 0
+                            && p.up.total() == 0))
+            })
+            .min_by_key(|(_, p)| p.connected_at)?;
+        victim.evicted = true;
+        Some(victim.token)
     }
 
     /// Is a connection to `addr` already open (or being opened)?
@@ -461,14 +492,17 @@ impl Torrent {
             }
             return Err(PeerError::OwnPeerId);
         }
-        if self.banned_ids.contains(&hs.peer_id) {
+        let ip = self.peers.get(key).map(|p| p.addr.ip());
+        if ip.is_some_and(|ip| self.banned_ids.contains(&(ip, hs.peer_id))) {
             return Err(PeerError::Banned);
         }
-        if self
-            .peers
-            .iter()
-            .any(|(k, p)| k != key && p.phase == Phase::Active && p.peer_id == hs.peer_id)
-        {
+        // The same id twice is refused only when the connection we have
+        // proved useful (it delivered blocks we asked for): an id is no
+        // proof of anything, and refusing on the id alone would let whoever
+        // claims an honest peer's id first lock that peer out.
+        if self.peers.iter().any(|(k, p)| {
+            k != key && p.phase == Phase::Active && p.peer_id == hs.peer_id && p.down.total() > 0
+        }) {
             return Err(PeerError::Duplicate);
         }
         let outgoing = {
@@ -851,7 +885,7 @@ impl Torrent {
         peer.down.add(b.len as u64);
         peer.last_block = now;
         peer.snubbed = false;
-        let peer_id = peer.peer_id;
+        let peer_id = (peer.addr.ip(), peer.peer_id);
         self.cancel_buf.clear();
         let mut others = std::mem::take(&mut self.cancel_buf);
         self.picker.set_segment_budget(self.cache.assembly_budget());
@@ -970,11 +1004,15 @@ impl Torrent {
         }
     }
 
-    fn ban(&mut self, id: [u8; 20]) {
+    fn ban(&mut self, id: crate::blame::PeerId) {
         if !self.banned_ids.insert(id) {
             return;
         }
-        for (_, peer) in self.peers.iter().filter(|(_, p)| p.peer_id == id) {
+        for (_, peer) in self
+            .peers
+            .iter()
+            .filter(|(_, p)| (p.addr.ip(), p.peer_id) == id)
+        {
             warn!("banning {} for sending corrupt data", peer.label());
             if peer.outgoing {
                 self.banned_addrs.insert(peer.addr);

@@ -348,8 +348,9 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
     let dir = temp_dir("banned-blocks");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
-    let (bad, honest, other) = ([0xbb; 20], [0x11; 20], [0x22; 20]);
-    let sent = |t: &mut Torrent, piece: u32, who: &[[u8; 20]]| {
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let (bad, honest, other) = ((ip, [0xbb; 20]), (ip, [0x11; 20]), (ip, [0x22; 20]));
+    let sent = |t: &mut Torrent, piece: u32, who: &[crate::blame::PeerId]| {
         for (j, id) in who.iter().enumerate() {
             t.blame.on_block(piece, j as u32, 2, *id);
         }
@@ -507,7 +508,8 @@ fn a_ban_starts_again_the_open_pieces_holding_the_banned_peers_blocks() {
     let dir = temp_dir("ban-reset");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
-    let (bad, honest) = ([0xbb; 20], [0x11; 20]);
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let (bad, honest) = ((ip, [0xbb; 20]), (ip, [0x11; 20]));
     t.blame.on_block(1, 0, 2, bad);
     t.blame.on_block(1, 1, 2, honest);
     t.blame.on_block(2, 0, 2, honest);
@@ -789,10 +791,42 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
         t.flush(usize::MAX, now).unwrap();
     }
     assert_eq!(t.totals.hash_failures, 2, "both framed pieces failed once");
-    assert!(t.banned_ids.contains(&liar_id), "the liar is banned");
-    assert!(!t.banned_ids.contains(&[1; 20]), "the honest seeder is not");
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    assert!(t.banned_ids.contains(&(ip, liar_id)), "the liar is banned");
+    assert!(
+        !t.banned_ids.contains(&(ip, [1; 20])),
+        "the honest seeder is not"
+    );
     assert_eq!(t.banned_count(), 1);
     assert_downloaded(&f, &ld);
     std::fs::remove_dir_all(sd).unwrap();
     std::fs::remove_dir_all(ld).unwrap();
+}
+
+#[test]
+fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
+    let now = Instant::now();
+    let (mut t, k, dir) = unchoked_leecher("dup-useful", now);
+    // Peer `k` ([6; 20]) has not delivered anything: the same id is let in.
+    let k2 = t.add_peer(2, "127.0.0.1:6".parse().unwrap(), false, now);
+    let hs = handshake([9; 20], [6; 20], false);
+    t.peers[k2].recv.read_from(&mut &hs[..]).unwrap();
+    assert_eq!(t.on_readable(k2, now), Ok(()));
+    // Once `k` delivers a block we asked for, a third is refused.
+    let b = t.peers[k].inflight[0].block;
+    let f = fixture(64 * 32768, 32768);
+    let off = (b.piece * 32768 + b.begin) as usize;
+    let mut bytes = Vec::new();
+    Message::Piece {
+        piece: b.piece,
+        begin: b.begin,
+        data: &f.data[off..off + b.len as usize],
+    }
+    .encode(&mut bytes);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let k3 = t.add_peer(3, "127.0.0.1:7".parse().unwrap(), false, now);
+    t.peers[k3].recv.read_from(&mut &hs[..]).unwrap();
+    assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -496,26 +496,25 @@ fn bad_bitfields_close_the_connection() {
 }
 
 #[test]
-fn the_same_peer_id_twice_is_closed() {
+fn a_squatted_peer_id_does_not_lock_the_real_peer_out() {
+    // The squatter learnt an honest peer's id and connects first under it,
+    // idling with keep-alives. It used to hold that id's place for good:
+    // the real peer was closed as a duplicate on every attempt.
     let fx = fixture("adv-dup");
     let (mut seeder, port) = start_seeder(&fx, &[]);
     let id = test_id("twin");
-    let (mut first, _) = connect_seeder(port, &fx, &id);
-    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    second
-        .write_all(&handshake_bytes(&fx.info_hash, &id))
-        .unwrap();
-    expect_closed(&mut second, Duration::from_secs(5));
-    wait_log(
-        &seeder,
-        "already connected to this peer",
-        Duration::from_secs(2),
-    );
-    // The first connection is untouched.
-    get_unchoked(&mut first);
-    first.write_all(&request(2, 0, BLOCK)).unwrap();
-    let piece = wait_for_msg(&mut first, 7);
+    let (mut squatter, _) = connect_seeder(port, &fx, &id);
+    squatter.write_all(&[0, 0, 0, 0]).unwrap();
+    let (mut real, _) = connect_seeder(port, &fx, &id);
+    get_unchoked(&mut real);
+    real.write_all(&request(2, 0, BLOCK)).unwrap();
+    let piece = wait_for_msg(&mut real, 7);
     assert!(piece[9..] == fx.data[2 * PIECE as usize..][..BLOCK as usize]);
+    assert!(
+        !seeder.log_text().contains("already connected to this peer"),
+        "{}",
+        seeder.log_text()
+    );
     assert_alive(&mut seeder);
     honest_download(&fx, port, "honest");
 }
@@ -813,4 +812,24 @@ fn a_liar_framing_an_honest_seeder_is_banned_and_the_seeder_is_not() {
     );
     // Only the liar: the honest seeder is never charged.
     assert_eq!(log.matches("for sending corrupt data").count(), 1, "{log}");
+}
+
+#[test]
+fn idle_connections_filling_every_slot_make_room_for_an_honest_leecher() {
+    let fx = fixture("adv-slots");
+    let (mut seeder, port) = start_seeder(&fx, &[]);
+    // 50 handshaken connections from one address that only keep alive:
+    // every slot (the default cap is 50).
+    let mut squatters: Vec<TcpStream> = (0..50)
+        .map(|i| connect_seeder(port, &fx, &test_id(&format!("slot{i}"))).0)
+        .collect();
+    for s in &mut squatters {
+        s.write_all(&[0, 0, 0, 0]).unwrap();
+    }
+    // Once they are a few seconds old and still useless, an honest leecher
+    // gets a slot (it used to be refused: "connection limit reached").
+    std::thread::sleep(Duration::from_secs(6));
+    honest_download(&fx, port, "honest");
+    wait_log(&seeder, "closed to make room", Duration::from_secs(2));
+    assert_alive(&mut seeder);
 }

@@ -382,9 +382,18 @@ impl Session {
                     let Some(t) = &mut self.torrent else {
                         continue;
                     };
-                    if t.peers.len() >= t.cfg.max_peers {
-                        debug!("refusing {addr}: connection limit reached");
+                    if !addr.ip().is_loopback() && t.peers_from(addr.ip()) >= t.cfg.max_per_ip {
+                        debug!("refusing {addr}: {}", PeerError::PerAddressLimit);
                         continue;
+                    }
+                    if t.peers.len() >= t.cfg.max_peers {
+                        match t.evict_one(now) {
+                            Some(victim) => self.close.push((victim, PeerError::Evicted)),
+                            None => {
+                                debug!("refusing {addr}: connection limit reached");
+                                continue;
+                            }
+                        }
                     }
                     let entry = self.conns.vacant_entry();
                     let tok = entry.key();
