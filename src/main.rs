@@ -48,7 +48,16 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         };
         loggers.push(WriteLogger::new(file_level, config, file));
     }
-    let _ = CombinedLogger::init(loggers);
+    // Every message is escaped before simplelog writes it (see `output`).
+    let max = loggers
+        .iter()
+        .map(|l| l.level())
+        .max()
+        .unwrap_or(LevelFilter::Off);
+    let logger = piecemeal::output::EscapingLogger(*CombinedLogger::new(loggers));
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
     Ok(())
 }
 

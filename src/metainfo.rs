@@ -844,15 +844,7 @@ fn human_size(n: u64) -> String {
 
 /// `s` with control and bidi-override characters escaped.
 fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::output::escape_controls(s).into_owned()
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` for Unix time `t` (proleptic Gregorian).

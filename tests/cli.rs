@@ -162,3 +162,71 @@ fn a_closed_stdout_is_not_a_panic() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn escapes_from_a_torrent_never_reach_the_terminal() {
+    // A name and an announce URL holding ESC and BEL: printed by `info`,
+    // logged by `download --verbose` (the tracker's address, the file).
+    let tmp = TempDir::new("cli-escapes");
+    let name = "evil\u{1b}]0;pwned\u{7}\u{1b}[2J.bin";
+    let src = tmp.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(name), pseudo_random(100_000, 3)).unwrap();
+    let t = tmp.join("e.torrent");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/a\u{1b}[31m\u{7}");
+    let (code, _, stderr) = run(&[
+        "create",
+        src.join(name).to_str().unwrap(),
+        "-o",
+        t.to_str().unwrap(),
+        "--tracker",
+        &url,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let o = Command::new(BIN)
+        .args(["info", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pwned"));
+    let (seed_dir, _) = (src.clone(), ());
+    let (mut seeder, sp) = start_seeder(&tmp, &seed_dir, t.to_str().unwrap(), &["--verbose"]);
+    let out = tmp.join("out");
+    let o = Command::new(BIN)
+        .args(download_args(t.to_str().unwrap(), &out, &sp))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.windows(5).any(|w| w == b"pwned"),
+        "the name is logged"
+    );
+    seeder.terminate(std::time::Duration::from_secs(10));
+    for (what, bytes) in [
+        (
+            "info",
+            Command::new(BIN)
+                .args(["info", t.to_str().unwrap()])
+                .output()
+                .unwrap()
+                .stdout,
+        ),
+        ("download log", o.stderr.clone()),
+        (
+            "seeder log",
+            std::fs::read(tmp.path().join("seeder.log")).unwrap_or_default(),
+        ),
+    ] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{what} carries a raw escape: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
