@@ -242,3 +242,95 @@ fn out_of_file_descriptors_no_busy_loop_and_the_listener_recovers() {
     let _ = seeder.kill();
     let _ = seeder.wait();
 }
+
+/// `BIN args…` in `cwd` with at most `nofile` descriptors; stderr to `log`.
+fn limited(args: &[&str], cwd: &std::path::Path, nofile: u64, log: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child yet.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[test]
+fn fifteen_hundred_files_under_ulimit_256() {
+    // Every file used to be held open: "Too many open files" at 1,024.
+    let tmp = TempDir::new("manyfiles");
+    let names: Vec<String> = (0..1500)
+        .map(|i| format!("many/d{}/f{i}.bin", i % 10))
+        .collect();
+    let files: Vec<(&str, usize)> = names
+        .iter()
+        .map(|n| (n.as_str(), 1000 + i_len(n)))
+        .collect();
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, &files);
+    let torrent = make_torrent(&seed_dir.join("many"), &tmp.join("m.torrent"), &[], 16384);
+    let t = torrent.to_str().unwrap();
+    let sp = free_port().to_string();
+    let seed_log = tmp.join("seeder.log");
+    let mut seeder = limited(
+        &["seed", t, "--port", &sp, "--bind", "127.0.0.1"],
+        &seed_dir,
+        256,
+        &seed_log,
+    )
+    .spawn()
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", sp.parse::<u16>().unwrap())).is_err() {
+        assert!(
+            Instant::now() < end,
+            "seeder did not listen:\n{}",
+            std::fs::read_to_string(&seed_log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = tmp.join("out");
+    let leech_log = tmp.join("leech.log");
+    let status = limited(
+        &[
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &sp,
+            "--port",
+            "0",
+        ],
+        tmp.path(),
+        256,
+        &leech_log,
+    )
+    .status()
+    .unwrap();
+    let _ = seeder.kill();
+    let _ = seeder.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&leech_log).unwrap()
+    );
+    assert_same_files(&seed_dir, &out, &files);
+}
+
+/// A size that differs from file to file (so boundaries fall anywhere).
+fn i_len(name: &str) -> usize {
+    name.bytes().map(usize::from).sum::<usize>() % 700
+}

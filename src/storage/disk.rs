@@ -7,7 +7,8 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use super::layout::{Layout, Span};
-use std::fs::{File, OpenOptions};
+use std::cell::RefCell;
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -51,77 +52,284 @@ pub enum OpenMode {
     ReadOnly,
 }
 
-/// The torrent's open files.
+/// Most files held open at once, whatever the torrent's file count (a
+/// quarter of the process's descriptor limit, between 8 and 128). Others
+/// are opened when needed; the least recently used is closed first.
+pub fn max_open_files() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur as usize
+    } else {
+        1024
+    };
+    (cur / 4).clamp(8, 128)
+}
+
+/// The torrent's files: a bounded pool of open handles over the layout.
 pub struct Disk {
     root: PathBuf,
+    /// The output folder, opened once: every file is reached from it one
+    /// component at a time, never through a symbolic link. `None` when
+    /// seeding from a folder that does not exist (every file is missing).
+    root_dir: Option<File>,
     layout: Layout,
-    files: Vec<Option<File>>,
+    mode: OpenMode,
     /// Which files had data before we opened them (worth re-checking).
     existed: Vec<bool>,
+    pool: RefCell<FilePool>,
+}
+
+/// Open files, least recently used first out.
+struct FilePool {
+    cap: usize,
+    /// `(file index, handle, last use)`.
+    open: Vec<(usize, File, u64)>,
+    clock: u64,
+}
+
+/// What an open does when components are missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Create folders and the file.
+    Yes,
+    /// Open what exists, for reading and writing.
+    No,
+    /// Open what exists, read-only.
+    ReadOnly,
 }
 
 impl Disk {
     /// Open (and with [`OpenMode::Create`], create) every file of `layout`
     /// under `root`. Files are sized with `set_len`, which leaves holes: the
-    /// data is sparse until written. Existing data is kept.
+    /// data is sparse until written. Existing data is kept; a file longer
+    /// than the torrent says is refused rather than cut (it is not ours).
+    /// No path is followed through a symbolic link inside `root`.
     pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Disk, StorageError> {
-        let mut files = Vec::with_capacity(layout.files.len());
-        let mut existed = Vec::with_capacity(layout.files.len());
-        for slot in &layout.files {
-            let path = root.join(&slot.path);
-            let err = |op, source| StorageError {
-                op,
-                path: path.clone(),
-                source,
-            };
-            let file = match mode {
-                OpenMode::Create => {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| err("create folder for", e))?;
-                    }
-                    let f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(|e| err("open", e))?;
-                    let meta = f.metadata().map_err(|e| err("stat", e))?;
-                    existed.push(meta.len() > 0);
-                    if meta.len() != slot.len {
-                        f.set_len(slot.len).map_err(|e| err("resize", e))?;
-                    }
-                    if slot.executable {
-                        // Execute wherever read is allowed (0644 -> 0755).
-                        let mode = meta.permissions().mode();
-                        let with_x = mode | ((mode & 0o444) >> 2);
-                        if with_x != mode {
-                            f.set_permissions(std::fs::Permissions::from_mode(with_x))
-                                .map_err(|e| err("make executable", e))?;
-                        }
-                    }
-                    Some(f)
-                }
-                OpenMode::ReadOnly => match File::open(&path) {
-                    Ok(f) => {
-                        existed.push(true);
-                        Some(f)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        existed.push(false);
-                        None
-                    }
-                    Err(e) => return Err(err("open", e)),
-                },
-            };
-            files.push(file);
+        let err = |op, path: &Path, source| StorageError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        if mode == OpenMode::Create {
+            std::fs::create_dir_all(root).map_err(|e| err("create folder", root, e))?;
         }
-        Ok(Disk {
+        let root_dir = match File::open(root) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => Some(f),
+            Ok(_) => {
+                let e = io::Error::new(io::ErrorKind::NotADirectory, "not a folder");
+                return Err(err("open", root, e));
+            }
+            // Seeding from a folder that is not there: every file is missing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::ReadOnly => None,
+            Err(e) => return Err(err("open", root, e)),
+        };
+        let root_missing = root_dir.is_none();
+        let mut disk = Disk {
             root: root.to_path_buf(),
+            root_dir,
             layout,
-            files,
-            existed,
-        })
+            mode,
+            existed: Vec::new(),
+            pool: RefCell::new(FilePool {
+                cap: max_open_files(),
+                open: Vec::new(),
+                clock: 0,
+            }),
+        };
+        let n = disk.layout.files.len();
+        let mut existed = Vec::with_capacity(n);
+        for i in 0..n {
+            let Some(slot) = disk.layout.files.get(i) else {
+                break;
+            };
+            let (len, executable) = (slot.len, slot.executable);
+            let path = disk.path(i);
+            if root_missing {
+                existed.push(false);
+                continue;
+            }
+            let how = match mode {
+                OpenMode::Create => Create::Yes,
+                OpenMode::ReadOnly => Create::ReadOnly,
+            };
+            let f = match disk.open_file(i, how) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::ReadOnly => {
+                    existed.push(false);
+                    continue;
+                }
+                Err(e) => return Err(err("open", &path, e)),
+            };
+            let meta = f.metadata().map_err(|e| err("stat", &path, e))?;
+            existed.push(meta.len() > 0);
+            if mode == OpenMode::Create {
+                if meta.len() > len {
+                    return Err(err(
+                        "open",
+                        &path,
+                        io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!(
+                                "exists and is longer ({} bytes) than the torrent's file \
+                                 ({len} bytes); not cutting a file piecemeal did not make \
+                                 (move it away, or choose another output folder)",
+                                meta.len()
+                            ),
+                        ),
+                    ));
+                }
+                if meta.len() < len {
+                    f.set_len(len).map_err(|e| err("resize", &path, e))?;
+                }
+                if executable {
+                    // Execute wherever read is allowed (0644 -> 0755).
+                    let mode = meta.permissions().mode();
+                    let with_x = mode | ((mode & 0o444) >> 2);
+                    if with_x != mode {
+                        f.set_permissions(std::fs::Permissions::from_mode(with_x))
+                            .map_err(|e| err("make executable", &path, e))?;
+                    }
+                }
+            }
+            disk.keep_open(i, f);
+        }
+        disk.existed = existed;
+        Ok(disk)
+    }
+
+    /// Open file `index` from the output folder, one component at a time
+    /// with `O_NOFOLLOW`: a symbolic link anywhere on the way (planted in
+    /// the folder, or a file replaced by one) is an error, never followed.
+    fn open_file(&self, index: usize, how: Create) -> io::Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let Some(slot) = self.layout.files.get(index) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+        };
+        let comps: Vec<&std::ffi::OsStr> = slot.path.iter().collect();
+        let Some((name, dirs)) = comps.split_last() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+        };
+        let cstr = |c: &std::ffi::OsStr| {
+            std::ffi::CString::new(c.as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+        };
+        let no_link = |e: io::Error| {
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a symbolic link (or a file) stands where a folder or file of the \
+                     torrent goes; not following it",
+                )
+            } else {
+                e
+            }
+        };
+        let Some(root_dir) = &self.root_dir else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the folder is missing",
+            ));
+        };
+        let mut dir: Option<File> = None;
+        for comp in dirs {
+            let c = cstr(comp)?;
+            let at = dir.as_ref().unwrap_or(root_dir).as_raw_fd();
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: `c` is a valid C string; `at` is an open directory.
+            let mut fd = unsafe { libc::openat(at, c.as_ptr(), flags) };
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::NotFound || how != Create::Yes {
+                    return Err(no_link(e));
+                }
+                // SAFETY: as above.
+                if unsafe { libc::mkdirat(at, c.as_ptr(), 0o755) } < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+                // SAFETY: as above.
+                fd = unsafe { libc::openat(at, c.as_ptr(), flags) };
+                if fd < 0 {
+                    return Err(no_link(io::Error::last_os_error()));
+                }
+            }
+            // SAFETY: `fd` was just opened and is owned by nobody else.
+            dir = Some(unsafe { File::from_raw_fd(fd) });
+        }
+        let c = cstr(name)?;
+        let at = dir.as_ref().unwrap_or(root_dir).as_raw_fd();
+        let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        flags |= match how {
+            Create::Yes => libc::O_RDWR | libc::O_CREAT,
+            Create::No => libc::O_RDWR,
+            Create::ReadOnly => libc::O_RDONLY,
+        };
+        // SAFETY: `c` is a valid C string; `at` is an open directory.
+        let fd = unsafe { libc::openat(at, c.as_ptr(), flags, 0o644 as libc::c_uint) };
+        if fd < 0 {
+            return Err(no_link(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let f = unsafe { File::from_raw_fd(fd) };
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Put an open handle in the pool, closing the least recently used one
+    /// if it is full.
+    fn keep_open(&self, index: usize, f: File) {
+        let mut pool = self.pool.borrow_mut();
+        pool.clock += 1;
+        let now = pool.clock;
+        if pool.open.len() >= pool.cap
+            && let Some(lru) = pool
+                .open
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(i, _)| i)
+        {
+            pool.open.swap_remove(lru);
+        }
+        pool.open.push((index, f, now));
+    }
+
+    /// Run `op` on file `index`, opening it if it is not in the pool.
+    fn with_file<T>(&self, index: usize, op: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
+        {
+            let mut pool = self.pool.borrow_mut();
+            pool.clock += 1;
+            let now = pool.clock;
+            if let Some(e) = pool.open.iter_mut().find(|e| e.0 == index) {
+                e.2 = now;
+                return op(&e.1);
+            }
+        }
+        let how = match self.mode {
+            OpenMode::Create => Create::No,
+            OpenMode::ReadOnly => Create::ReadOnly,
+        };
+        let f = self.open_file(index, how)?;
+        let r = op(&f);
+        self.keep_open(index, f);
+        r
+    }
+
+    /// Files open right now (for tests; at most [`max_open_files`]).
+    pub fn open_count(&self) -> usize {
+        self.pool.borrow().open.len()
     }
 
     /// Could the byte range hold data from before this run? False when a
@@ -137,11 +345,6 @@ impl Disk {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// The open handle of file `file`, if it exists and is open.
-    fn file(&self, file: usize) -> Option<&File> {
-        self.files.get(file).and_then(Option::as_ref)
     }
 
     fn path(&self, file: usize) -> PathBuf {
@@ -180,20 +383,25 @@ impl Disk {
                     continue;
                 }
             };
-            let file = self.file(file_index).ok_or_else(|| StorageError {
+            if self.mode == OpenMode::ReadOnly {
+                return Err(StorageError {
+                    op: "write",
+                    path: self.path(file_index),
+                    source: io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"),
+                });
+            }
+            self.with_file(file_index, |file| {
+                for part in chunk.chunks(WRITE_CHUNK) {
+                    file.write_all_at(part, at_in_file)?;
+                    at_in_file += part.len() as u64;
+                }
+                Ok(())
+            })
+            .map_err(|source| StorageError {
                 op: "write",
                 path: self.path(file_index),
-                source: io::Error::new(io::ErrorKind::NotFound, "file is not open for writing"),
+                source,
             })?;
-            for part in chunk.chunks(WRITE_CHUNK) {
-                file.write_all_at(part, at_in_file)
-                    .map_err(|source| StorageError {
-                        op: "write",
-                        path: self.path(file_index),
-                        source,
-                    })?;
-                at_in_file += part.len() as u64;
-            }
         }
         Ok(())
     }
@@ -220,16 +428,10 @@ impl Disk {
                     continue;
                 }
             };
-            let path = || self.path(file_index);
-            let file = self.file(file_index).ok_or_else(|| StorageError {
-                op: "read",
-                path: path(),
-                source: io::Error::new(io::ErrorKind::NotFound, "file is missing"),
-            })?;
-            file.read_exact_at(chunk, file_offset)
+            self.with_file(file_index, |file| file.read_exact_at(chunk, file_offset))
                 .map_err(|source| StorageError {
                     op: "read",
-                    path: path(),
+                    path: self.path(file_index),
                     source,
                 })?;
         }
@@ -243,16 +445,24 @@ impl Disk {
         Ok(())
     }
 
-    /// Push written data to stable storage (on shutdown).
+    /// Push written data to stable storage (on shutdown): the output
+    /// folder's whole file system, which covers files already closed by
+    /// the pool.
     pub fn sync(&self) -> Result<(), StorageError> {
-        for (i, f) in self.files.iter().enumerate() {
-            if let Some(f) = f {
-                f.sync_data().map_err(|source| StorageError {
-                    op: "sync",
-                    path: self.path(i),
-                    source,
-                })?;
-            }
+        use std::os::fd::AsRawFd;
+        let Some(root_dir) = &self.root_dir else {
+            return Ok(());
+        };
+        if self.mode == OpenMode::ReadOnly {
+            return Ok(());
+        }
+        // SAFETY: `root_dir` is an open descriptor.
+        if unsafe { libc::syncfs(root_dir.as_raw_fd()) } < 0 {
+            return Err(StorageError {
+                op: "sync",
+                path: self.root.clone(),
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(())
     }

@@ -149,3 +149,96 @@ fn on_a_fresh_download_only_pieces_of_padding_alone_are_had() {
     assert_eq!(got, [false, false, false, true, false]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn plain(files: &[(&str, u64)]) -> Layout {
+    let mut offset = 0;
+    let slots = files
+        .iter()
+        .map(|&(path, len)| {
+            let s = FileSlot {
+                path: path.into(),
+                offset,
+                len,
+                executable: false,
+            };
+            offset += len;
+            s
+        })
+        .collect();
+    Layout::new(slots)
+}
+
+#[test]
+fn a_symlinked_folder_or_file_in_the_output_is_never_followed() {
+    let dir = temp_dir("symlinks");
+    let (out, outside) = (dir.join("out"), dir.join("outside"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), vec![7u8; 1000]).unwrap();
+    // A folder of the torrent is a link to somewhere else.
+    std::os::unix::fs::symlink(&outside, out.join("x")).unwrap();
+    let e = Disk::open(&out, plain(&[("x/a", 10)]), OpenMode::Create)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(!outside.join("a").exists(), "a file appeared outside");
+    // A file of the torrent is a link to an outside file: not cut, not
+    // written, not even opened.
+    std::os::unix::fs::symlink(outside.join("victim"), out.join("f")).unwrap();
+    let e = Disk::open(&out, plain(&[("f", 10)]), OpenMode::Create)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(Disk::open(&out, plain(&[("f", 10)]), OpenMode::ReadOnly).is_err());
+    assert_eq!(
+        std::fs::read(outside.join("victim")).unwrap(),
+        vec![7u8; 1000]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_existing_longer_file_is_refused_not_cut() {
+    let dir = temp_dir("longer");
+    std::fs::write(dir.join("big"), vec![1u8; 5000]).unwrap();
+    let e = Disk::open(&dir, plain(&[("big", 100)]), OpenMode::Create)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("longer"), "{e}");
+    assert_eq!(std::fs::metadata(dir.join("big")).unwrap().len(), 5000);
+    // A shorter one (an interrupted download of ours) is extended.
+    std::fs::write(dir.join("small"), vec![1u8; 10]).unwrap();
+    Disk::open(&dir, plain(&[("small", 100)]), OpenMode::Create).unwrap();
+    assert_eq!(std::fs::metadata(dir.join("small")).unwrap().len(), 100);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn many_files_are_served_through_a_bounded_pool_of_open_files() {
+    let dir = temp_dir("pool");
+    let names: Vec<String> = (0..500).map(|i| format!("d{}/f{i}", i % 7)).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 300)).collect();
+    let layout = plain(&files);
+    let disk = Disk::open(&dir, layout.clone(), OpenMode::Create).unwrap();
+    let cap = disk::max_open_files();
+    assert!(disk.open_count() <= cap);
+    let total = 500 * 300;
+    let data: Vec<u8> = (0..total).map(|i| (i % 253) as u8).collect();
+    // Write in an order that defeats any small cache, then read back.
+    for chunk in (0..total / 1000).rev() {
+        disk.write_at(chunk as u64 * 1000, &data[chunk * 1000..][..1000])
+            .unwrap();
+        assert!(disk.open_count() <= cap);
+    }
+    let mut back = vec![0u8; total];
+    disk.read_at(0, &mut back).unwrap();
+    assert!(back == data);
+    assert!(disk.open_count() <= cap);
+    disk.sync().unwrap();
+    drop(disk);
+    let reopened = Disk::open(&dir, layout, OpenMode::ReadOnly).unwrap();
+    let mut again = vec![0u8; total];
+    reopened.read_at(0, &mut again).unwrap();
+    assert!(again == data);
+    std::fs::remove_dir_all(dir).unwrap();
+}
