@@ -186,7 +186,8 @@ impl Torrent {
     }
 
     /// A new connection. Outgoing connections send their handshake at once
-    /// (the loop flushes it once the connect completes).
+    /// (the loop flushes it once the connect completes), and nothing else
+    /// until the peer's handshake arrives (see `send_handshake`).
     pub fn add_peer(
         &mut self,
         token: usize,
@@ -210,22 +211,35 @@ impl Torrent {
         key
     }
 
+    /// Queue our handshake alone. The bitfield waits for the peer's
+    /// handshake (`on_handshake`): aria2 1.36, answering a connection,
+    /// reads the first bytes to tell a plain handshake from an encrypted
+    /// one, and closes the connection when that read holds more than the
+    /// 68 handshake bytes.
     fn send_handshake(&mut self, key: usize) {
         let hs = Handshake {
             reserved: wire::OUR_RESERVED,
             info_hash: self.info_hash,
             peer_id: self.our_id,
         };
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        hs.encode(peer.send.buf_mut());
+        self.dirty.push(key);
+    }
+
+    /// Queue our bitfield, the first message after the handshakes (none
+    /// when we have nothing).
+    fn send_bitfield(&mut self, key: usize) {
         let have = self.picker.have();
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let out = peer.send.buf_mut();
-        hs.encode(out);
         if have.count() > 0 {
-            Message::Bitfield(have.as_bytes()).encode(out);
+            Message::Bitfield(have.as_bytes()).encode(peer.send.buf_mut());
+            self.dirty.push(key);
         }
-        self.dirty.push(key);
     }
 
     /// Remove a peer: its requests go back to the picker, its pieces leave
@@ -466,6 +480,7 @@ impl Torrent {
         if !outgoing {
             self.send_handshake(key);
         }
+        self.send_bitfield(key);
         if hs.supports_extensions()
             && let Some(peer) = self.peers.get_mut(key)
         {
