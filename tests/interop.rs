@@ -15,7 +15,6 @@ mod common;
 #[path = "interop/lab.rs"]
 mod lab;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -497,25 +496,11 @@ fn piecemeal_tracker(lab: &Lab, host: &Host) -> common::Proc {
 
 /// GET `path` from `host:TRACKER_PORT`, from inside the host's namespace.
 fn http_get(host: &Host, path: &str) -> Result<Vec<u8>, String> {
-    let ns = host.ns.clone();
     let addr = host.addr(TRACKER_PORT);
-    let path = path.to_string();
-    std::thread::spawn(move || -> Result<Vec<u8>, String> {
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-        // This thread only: it joins the namespace and ends.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-    .join()
-    .unwrap()
+    host.exchange(
+        &addr,
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
 }
 
 /// (complete, incomplete) for the torrent from the tracker's /scrape.
