@@ -223,7 +223,8 @@ impl Torrent {
     }
 
     /// A new connection. Outgoing connections send their handshake at once
-    /// (the loop flushes it once the connect completes).
+    /// (the loop flushes it once the connect completes), and nothing else
+    /// until the peer's handshake arrives (see `send_handshake`).
     pub fn add_peer(
         &mut self,
         token: usize,
@@ -247,6 +248,11 @@ impl Torrent {
         key
     }
 
+    /// Queue our handshake alone. The bitfield waits for the peer's
+    /// handshake (`on_handshake`): aria2 1.36, answering a connection,
+    /// reads the first bytes to tell a plain handshake from an encrypted
+    /// one, and closes the connection when that read holds more than the
+    /// 68 handshake bytes.
     fn send_handshake(&mut self, key: usize) {
         let hs = Handshake {
             reserved: wire::OUR_RESERVED,

@@ -830,3 +830,27 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_dialed_peer_gets_our_bitfield_only_after_its_handshake() {
+    // aria2 1.36 closes a connection whose first bytes hold more than
+    // the 68-byte handshake: nothing may follow ours until it answers.
+    let f = fixture(64 * 32768, 32768);
+    let dir = temp_dir("dial-order");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 5, now);
+    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), true, now);
+    assert_eq!(
+        t.peers[k].send.pending().len(),
+        wire::HANDSHAKE_LEN,
+        "our handshake and nothing else"
+    );
+    let bytes = handshake([9; 20], [6; 20], true);
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now).unwrap();
+    let frames = sent_frames(&t, k);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames[0].starts_with("Bitfield"), "{frames:?}");
+    assert!(frames[1].starts_with("Unknown { id: 20"), "{frames:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

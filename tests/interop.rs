@@ -1,10 +1,11 @@
 //! Interop with libtorrent-rasterbar 2.0 (Debian's `python3-libtorrent`,
-//! driven by `tests/interop/lt_driver.py`) and Transmission 3.00
-//! (`transmission-daemon` + `transmission-remote`), plus `opentracker` and
-//! `mktorrent`. Every scenario runs on its own private network of network
-//! namespaces (see `interop/lab.rs`); every download is compared byte for
-//! byte with the seeder's files; a scenario that does not finish in time
-//! fails with the logs of every side. `docs/interop.md` has the matrix.
+//! driven by `tests/interop/lt_driver.py`), Transmission 3.00
+//! (`transmission-daemon` + `transmission-remote`) and aria2 1.36 (`aria2c`,
+//! watched through its JSON-RPC), plus `opentracker` and `mktorrent`. Every
+//! scenario runs on its own private network of network namespaces (see
+//! `interop/lab.rs`); every download is compared byte for byte with the
+//! seeder's files; a scenario that does not finish in time fails with the
+//! logs of every side. `docs/interop.md` has the matrix.
 //!
 //! Needs root (for `ip netns`) and the Debian packages that `.ci/run`
 //! installs. A missing tool is a failure, never a skip.
@@ -15,7 +16,6 @@ mod common;
 #[path = "interop/lab.rs"]
 mod lab;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ const MIB: usize = 1 << 20;
 enum Kind {
     Lt,
     Tr,
+    Aria2,
 }
 
 /// What a scenario shares: files under `seed_root`, their `.torrent`.
@@ -136,6 +137,7 @@ fn missing_empty_files(data: &Data, got_root: &Path) -> Vec<String> {
 enum Other {
     Lt(Lt),
     Tr(Transmission),
+    Aria2(Aria2),
 }
 
 impl Other {
@@ -173,12 +175,25 @@ impl Other {
                 tr.wait_complete(lab, STARTUP);
                 Other::Tr(tr)
             }
+            Kind::Aria2 => {
+                let mut a = Aria2::start(
+                    lab,
+                    host,
+                    "aria2-seed",
+                    &data.torrent,
+                    &data.seed_root,
+                    true,
+                    up_limit,
+                );
+                a.wait_complete(lab, STARTUP);
+                Other::Aria2(a)
+            }
         }
     }
 
     /// Start `kind` downloading `data` into `dir` on `host`. libtorrent
-    /// dials `peers`; Transmission cannot be told of a peer (no RPC for it):
-    /// it learns peers from the tracker or from incoming connections.
+    /// dials `peers`; Transmission and aria2 cannot be told of a peer (see
+    /// `dials_given_peers`).
     fn download(
         kind: Kind,
         lab: &Lab,
@@ -209,7 +224,23 @@ impl Other {
                 tr.add(lab, &data.torrent);
                 Other::Tr(tr)
             }
+            Kind::Aria2 => Other::Aria2(Aria2::start(
+                lab,
+                host,
+                "aria2-leech",
+                &data.torrent,
+                dir,
+                false,
+                None,
+            )),
         }
+    }
+
+    /// Whether `kind` can be told to dial a peer. Transmission's RPC has no
+    /// call for it and aria2 1.36 no option: they learn peers from a tracker
+    /// or from incoming connections, so piecemeal dials them.
+    fn dials_given_peers(kind: Kind) -> bool {
+        kind == Kind::Lt
     }
 
     /// Its listening address.
@@ -217,6 +248,7 @@ impl Other {
         host.addr(match kind {
             Kind::Lt => LT_PORT,
             Kind::Tr => TR_PORT,
+            Kind::Aria2 => ARIA2_PORT,
         })
     }
 
@@ -224,6 +256,7 @@ impl Other {
         match self {
             Other::Lt(lt) => lt.wait_done(lab, timeout),
             Other::Tr(tr) => tr.wait_complete(lab, timeout),
+            Other::Aria2(a) => a.wait_complete(lab, timeout),
         }
     }
 
@@ -242,6 +275,7 @@ impl Other {
                 }
                 Ok(tr.info(lab).percent_done >= 100.0)
             }
+            Other::Aria2(a) => Ok(a.check()?.complete()),
         }
     }
 
@@ -250,12 +284,13 @@ impl Other {
         match self {
             Other::Lt(lt) => lt.status().uploaded,
             Other::Tr(tr) => tr.info(lab).uploaded as u64,
+            Other::Aria2(a) => a.status().map(|s| s.uploaded).unwrap_or(0),
         }
     }
 
     fn empty_files(kind: Kind) -> Empty {
         match kind {
-            Kind::Lt => Empty::Required,
+            Kind::Lt | Kind::Aria2 => Empty::Required,
             Kind::Tr => Empty::MayBeMissing,
         }
     }
@@ -265,6 +300,7 @@ fn name(kind: Kind) -> &'static str {
     match kind {
         Kind::Lt => "libtorrent",
         Kind::Tr => "transmission",
+        Kind::Aria2 => "aria2",
     }
 }
 
@@ -322,6 +358,16 @@ fn transmission_seeds_awkward_files_piecemeal_downloads() {
     they_seed_piecemeal_downloads(Kind::Tr, Set::Awkward, "1ta");
 }
 
+#[test]
+fn aria2_seeds_64mib_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Aria2, Set::Big, "1ab");
+}
+
+#[test]
+fn aria2_seeds_awkward_files_piecemeal_downloads() {
+    they_seed_piecemeal_downloads(Kind::Aria2, Set::Awkward, "1aa");
+}
+
 // ---------------------------------------------------------------------------
 // 2. Piecemeal seeds, they download.
 
@@ -330,7 +376,7 @@ fn piecemeal_seeds_they_download(kind: Kind, set: Set, tag: &str) {
     let data = make_data(&lab, set, &[]);
     let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
     let dl = lab.dir("dl");
-    // libtorrent dials piecemeal; piecemeal dials Transmission.
+    // libtorrent dials piecemeal; piecemeal dials Transmission and aria2.
     let pm_addr = h1.addr(PM_PORT);
     let mut other = Other::download(kind, &lab, &h2, &data, &dl, &[pm_addr]);
     let other_addr = Other::addr(kind, &h2);
@@ -348,7 +394,7 @@ fn piecemeal_seeds_they_download(kind: Kind, set: Set, tag: &str) {
         "--no-tracker",
         "--verbose",
     ];
-    if kind == Kind::Tr {
+    if !Other::dials_given_peers(kind) {
         args.extend(["--peer", &other_addr]);
     }
     let _pm = piecemeal(&lab, &h1, "pm-seed", &args);
@@ -387,15 +433,21 @@ fn piecemeal_seeds_awkward_files_transmission_downloads() {
     piecemeal_seeds_they_download(Kind::Tr, Set::Awkward, "2ta");
 }
 
+#[test]
+fn piecemeal_seeds_64mib_aria2_downloads() {
+    piecemeal_seeds_they_download(Kind::Aria2, Set::Big, "2ab");
+}
+
+#[test]
+fn piecemeal_seeds_awkward_files_aria2_downloads() {
+    piecemeal_seeds_they_download(Kind::Aria2, Set::Awkward, "2aa");
+}
+
 // ---------------------------------------------------------------------------
 // 3. A mixed swarm: one client seeds (slowly), piecemeal and the other
 //    client leech together, found through piecemeal's tracker, and trade.
 
-fn mixed_swarm(seeder: Kind, tag: &str) {
-    let other_leech = match seeder {
-        Kind::Lt => Kind::Tr,
-        Kind::Tr => Kind::Lt,
-    };
+fn mixed_swarm(seeder: Kind, other_leech: Kind, tag: &str) {
     let lab = Lab::new(tag, 4);
     let (h1, h2, h3, h4) = (
         lab.host(1).clone(),
@@ -465,12 +517,20 @@ fn mixed_swarm(seeder: Kind, tag: &str) {
 
 #[test]
 fn mixed_swarm_libtorrent_seeds_piecemeal_and_transmission_trade() {
-    mixed_swarm(Kind::Lt, "3l");
+    mixed_swarm(Kind::Lt, Kind::Tr, "3l");
 }
 
 #[test]
 fn mixed_swarm_transmission_seeds_piecemeal_and_libtorrent_trade() {
-    mixed_swarm(Kind::Tr, "3t");
+    mixed_swarm(Kind::Tr, Kind::Lt, "3t");
+}
+
+/// aria2 leeching beside piecemeal announces pieces with `have`s and, when
+/// a bitfield is shorter than the `have`s it would send, with a bitfield
+/// again.
+#[test]
+fn mixed_swarm_libtorrent_seeds_piecemeal_and_aria2_trade() {
+    mixed_swarm(Kind::Lt, Kind::Aria2, "3la");
 }
 
 // ---------------------------------------------------------------------------
@@ -497,25 +557,11 @@ fn piecemeal_tracker(lab: &Lab, host: &Host) -> common::Proc {
 
 /// GET `path` from `host:TRACKER_PORT`, from inside the host's namespace.
 fn http_get(host: &Host, path: &str) -> Result<Vec<u8>, String> {
-    let ns = host.ns.clone();
     let addr = host.addr(TRACKER_PORT);
-    let path = path.to_string();
-    std::thread::spawn(move || -> Result<Vec<u8>, String> {
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-        // This thread only: it joins the namespace and ends.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-    .join()
-    .unwrap()
+    host.exchange(
+        &addr,
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
 }
 
 /// (complete, incomplete) for the torrent from the tracker's /scrape.
@@ -597,6 +643,13 @@ fn transmission_finds_piecemeal_through_piecemeal_tracker() {
     their_tracker_client_against_piecemeal_tracker(Kind::Tr, "4tp");
 }
 
+/// The one scenario where aria2 dials piecemeal: it tries an encrypted
+/// (MSE) handshake first, which piecemeal refuses, then a plain one.
+#[test]
+fn aria2_finds_piecemeal_through_piecemeal_tracker() {
+    their_tracker_client_against_piecemeal_tracker(Kind::Aria2, "4ap");
+}
+
 /// The other client seeds through opentracker; piecemeal finds it only
 /// through opentracker.
 fn piecemeal_against_opentracker(kind: Kind, tag: &str) {
@@ -645,6 +698,11 @@ fn piecemeal_finds_libtorrent_through_opentracker() {
 #[test]
 fn piecemeal_finds_transmission_through_opentracker() {
     piecemeal_against_opentracker(Kind::Tr, "4to");
+}
+
+#[test]
+fn piecemeal_finds_aria2_through_opentracker() {
+    piecemeal_against_opentracker(Kind::Aria2, "4ao");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! The programs a scenario runs on the lab's hosts: piecemeal itself,
 //! libtorrent-rasterbar through `lt_driver.py`, `transmission-daemon`
-//! (driven with `transmission-remote`) and `opentracker`. Each one is killed
-//! on drop and has its log watched by the lab.
+//! (driven with `transmission-remote`), `aria2c` (watched through its
+//! JSON-RPC) and `opentracker`. Each one is killed on drop and has its log
+//! watched by the lab.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +21,9 @@ const TR_SETTINGS: &str = include_str!("settings.json.in");
 pub const PM_PORT: u16 = 6881;
 pub const LT_PORT: u16 = 6882;
 pub const TR_PORT: u16 = 51413;
+pub const ARIA2_PORT: u16 = 6883;
+/// aria2's JSON-RPC, on the host's loopback.
+const ARIA2_RPC_PORT: u16 = 6800;
 pub const TRACKER_PORT: u16 = 6969;
 
 /// `piecemeal ARGS --machine` on `host`.
@@ -315,6 +319,165 @@ fn bytes(v: &str) -> f64 {
         _ => 1.0,
     };
     n * unit
+}
+
+/// `aria2c` with one torrent, its JSON-RPC on the host's loopback.
+pub struct Aria2 {
+    pub proc: Proc,
+    pub host: Host,
+}
+
+/// What aria2's `tellStatus` says about the torrent.
+#[derive(Debug, Default)]
+#[allow(dead_code)] // Read through Debug in failure messages.
+pub struct Aria2Status {
+    /// "active" (also while seeding), "complete", "error", ...
+    pub status: String,
+    pub completed: u64,
+    pub total: u64,
+    pub uploaded: u64,
+    pub seeder: bool,
+    /// Present only while `--check-integrity` reads the files.
+    pub verified: Option<u64>,
+    pub error: String,
+}
+
+impl Aria2Status {
+    /// Every piece verified (downloaded, or found by the check).
+    pub fn complete(&self) -> bool {
+        self.status == "complete"
+            || (self.total > 0
+                && self.completed == self.total
+                && self.seeder
+                && self.verified.is_none())
+    }
+}
+
+/// The GID aria2 is told to give the torrent, so that RPC can name it.
+const ARIA2_GID: &str = "a2a2a2a2a2a2a2a2";
+
+impl Aria2 {
+    /// `aria2c TORRENT` on `host` with its data in `dir`: with `seed`, it
+    /// checks the files there first (`--check-integrity`). Either way it
+    /// seeds once complete, until killed. DHT, local peer discovery and PEX
+    /// are off; it uses no tracker unless the torrent names one, and it
+    /// cannot be given a peer: the other side dials it.
+    pub fn start(
+        lab: &Lab,
+        host: &Host,
+        name: &str,
+        torrent: &Path,
+        dir: &Path,
+        seed: bool,
+        up_limit: Option<u32>,
+    ) -> Aria2 {
+        let log = lab.path().join(format!("{name}-aria2.log"));
+        let mut args = vec![
+            "--no-conf".to_string(),
+            format!("--dir={}", dir.display()),
+            format!("--listen-port={ARIA2_PORT}"),
+            "--enable-dht=false".into(),
+            "--enable-dht6=false".into(),
+            "--bt-enable-lpd=false".into(),
+            "--enable-peer-exchange=false".into(),
+            // 0.0: seed without end.
+            "--seed-ratio=0.0".into(),
+            format!("--check-integrity={seed}"),
+            format!("--max-upload-limit={}", up_limit.unwrap_or(0)),
+            "--enable-rpc".into(),
+            format!("--rpc-listen-port={ARIA2_RPC_PORT}"),
+            format!("--gid={ARIA2_GID}"),
+            format!("--stop-with-process={}", std::process::id()),
+            format!("--log={}", log.display()),
+            // Info: one line per message sent or received.
+            "--log-level=info".into(),
+            "--console-log-level=notice".into(),
+            "--show-console-readout=false".into(),
+            "--summary-interval=0".into(),
+            "--enable-color=false".into(),
+        ];
+        args.push(torrent.to_str().unwrap().into());
+        // aria2 prints on stdout, which `Proc` reads for `@` lines; its
+        // console messages (and option errors) go to the watched log.
+        let mut cmd = host.command("sh");
+        cmd.args(["-c", "exec \"$@\" >&2", "sh", "aria2c"])
+            .args(&args);
+        let proc = Proc::spawn(name, cmd, lab.path());
+        lab.watch_log(&format!("{name} (aria2 console on {})", host.ip), &proc.log);
+        lab.watch_log(&format!("{name} (aria2 log on {})", host.ip), &log);
+        Aria2 {
+            proc,
+            host: host.clone(),
+        }
+    }
+
+    /// `aria2.tellStatus` over JSON-RPC.
+    pub fn status(&self) -> Result<Aria2Status, String> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"t","method":"aria2.tellStatus","params":["{ARIA2_GID}",["status","completedLength","totalLength","uploadLength","seeder","verifiedLength","errorMessage"]]}}"#
+        );
+        let addr = format!("127.0.0.1:{ARIA2_RPC_PORT}");
+        let request = format!(
+            "POST /jsonrpc HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = self.host.exchange(&addr, request.as_bytes())?;
+        let text = String::from_utf8_lossy(&answer);
+        if !text.contains("\"result\"") {
+            return Err(format!("aria2 RPC: {text}"));
+        }
+        let num = |k: &str| json_str(&text, k).and_then(|v| v.parse().ok());
+        Ok(Aria2Status {
+            status: json_str(&text, "status").unwrap_or_default().into(),
+            completed: num("completedLength").unwrap_or(0),
+            total: num("totalLength").unwrap_or(0),
+            uploaded: num("uploadLength").unwrap_or(0),
+            seeder: json_str(&text, "seeder") == Some("true"),
+            verified: num("verifiedLength"),
+            error: json_str(&text, "errorMessage").unwrap_or_default().into(),
+        })
+    }
+
+    /// The status, or why there is none: it exited, or the torrent failed.
+    pub fn check(&mut self) -> Result<Aria2Status, String> {
+        if let Some(st) = self.proc.child.try_wait().unwrap() {
+            return Err(format!("{} exited with {st}", self.proc.name));
+        }
+        // RPC listens a moment after the start: no answer is "not yet".
+        let Ok(s) = self.status() else {
+            return Ok(Aria2Status::default());
+        };
+        if s.status == "error" || s.status == "removed" {
+            return Err(format!("{}: {s:?}", self.proc.name));
+        }
+        Ok(s)
+    }
+
+    /// Wait until the torrent is complete: every piece verified, by the
+    /// check of the files or by downloading them.
+    pub fn wait_complete(&mut self, lab: &Lab, timeout: Duration) -> Duration {
+        let status_file = lab.path().join(format!("{}-status.txt", self.proc.name));
+        lab.watch_log(
+            &format!("{} (last aria2 tellStatus)", self.proc.name),
+            &status_file,
+        );
+        let what = format!("{} completes", self.proc.name);
+        lab.wait_until(timeout, &what, || {
+            let s = self.check()?;
+            let _ = std::fs::write(&status_file, format!("{s:#?}\n"));
+            Ok(s.complete())
+        })
+    }
+}
+
+/// The string value of `"key":"..."` in a flat JSON object (aria2 gives
+/// every number as a string).
+fn json_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let start = text.find(&pat)? + pat.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
 }
 
 /// `opentracker` on `host`, whitelisting `info_hashes` (Debian builds it

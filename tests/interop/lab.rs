@@ -13,7 +13,7 @@
 //! deleted on drop, also when the test panics; start processes after the
 //! lab so that they are dropped (killed) first.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +52,33 @@ impl Host {
     /// `IP:PORT` on this host.
     pub fn addr(&self, port: u16) -> String {
         format!("{}:{port}", self.ip)
+    }
+
+    /// Send `request` to `addr` from inside this host's namespace and read
+    /// the answer until the server closes (at most 5 s). For HTTP/1.0
+    /// exchanges with the trackers and aria2's RPC.
+    pub fn exchange(&self, addr: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+        let ns = self.ns.clone();
+        let addr = addr.to_string();
+        let request = request.to_vec();
+        std::thread::spawn(move || -> Result<Vec<u8>, String> {
+            let f =
+                std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+            // This thread only: it joins the namespace and ends.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(format!("setns: {}", std::io::Error::last_os_error()));
+            }
+            let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&request).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            Ok(out)
+        })
+        .join()
+        .unwrap()
     }
 }
 
