@@ -192,3 +192,105 @@ fn a_download_that_exits_when_done_announces_completed_first() {
     let stopped = log.find("(Stopped)").expect("a stopped announce");
     assert!(completed < stopped, "{log}");
 }
+
+/// A blocking connection to the tracker on 127.0.0.1:`port` from `ip` (any
+/// 127.x.y.z: another host, as the tracker sees it).
+fn connect_from(ip: [u8; 4], port: u16) -> Option<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let s = piecemeal::event_loop::connect_from(
+        Some(std::net::IpAddr::from(ip)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+    .ok()?;
+    // SAFETY: the descriptor moves from the mio stream to the std one.
+    let s = unsafe { TcpStream::from_raw_fd(s.into_raw_fd()) };
+    s.set_nonblocking(false).ok()?;
+    // Wait for the connect to finish (a write would fail until then).
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while s.peer_addr().is_err() {
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Some(s)
+}
+
+#[test]
+fn half_sent_requests_from_one_address_do_not_shut_honest_peers_out() {
+    // Slowloris: 600 connections from 127.0.0.2, each with half a request.
+    let tmp = TempDir::new("tracker-slowloris");
+    let (_tracker, port) = start_tracker(&tmp);
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        if let Some(mut s) = connect_from([127, 0, 0, 2], port) {
+            let _ = s.write_all(b"GET /announce?info_hash=");
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Honest announces from another address are answered, not reset.
+    for n in 0..20u8 {
+        let mut id = *b"-PM0100-honest000000";
+        id[19] = n;
+        let body = announce(port, [0x33; 20], &id, 7000 + n as u16, 100, "");
+        assert!(
+            body.starts_with(b"d8:complete"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    drop(held);
+}
+
+#[test]
+fn made_up_torrents_and_peers_from_one_address_lock_no_one_out() {
+    let tmp = TempDir::new("tracker-lockout");
+    let (_tracker, port) = start_tracker(&tmp);
+    let send = |from: [u8; 4], hash: [u8; 20], id: [u8; 20]| {
+        let mut s = connect_from(from, port).expect("connect");
+        let req = format!(
+            "GET /announce?info_hash={}&peer_id={}&port=6881&uploaded=0&downloaded=0&left=5&compact=1 HTTP/1.1\r\n\r\n",
+            pct(&hash),
+            pct(&id)
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    // 1,000 made-up info-hashes, then 2,000 made-up peer ids in one swarm.
+    for i in 0..1000u32 {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        send([127, 0, 0, 2], h, *b"-XX0001-attacker0000");
+    }
+    for i in 0..2000u32 {
+        let mut id = *b"-XX0001-attacker0000";
+        id[16..].copy_from_slice(&i.to_be_bytes());
+        send([127, 0, 0, 2], [0x44; 20], id);
+    }
+    // A new torrent from another address is tracked, and its peers see
+    // each other rather than the flood.
+    let a = announce(port, [0x55; 20], b"-PM0100-honestaaaaaa", 7001, 100, "");
+    let b = announce(port, [0x55; 20], b"-PM0100-honestbbbbbb", 7002, 100, "");
+    assert!(
+        parse_announce_body(&a).is_ok(),
+        "{}",
+        String::from_utf8_lossy(&a)
+    );
+    let resp = parse_announce_body(&b).unwrap();
+    assert_eq!(resp.peers, vec!["127.0.0.1:7001".parse().unwrap()]);
+    // In the flooded swarm an honest peer still gets in; at most 8 entries
+    // come from the flooding address.
+    let c = announce(
+        port,
+        [0x44; 20],
+        b"-PM0100-honestcccccc",
+        7003,
+        100,
+        "&numwant=200",
+    );
+    let resp = parse_announce_body(&c).unwrap();
+    assert!(resp.peers.len() <= 8, "{:?}", resp.peers);
+}

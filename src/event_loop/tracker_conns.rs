@@ -21,6 +21,11 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(15);
 const SERVER_CONN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most simultaneous clients of the built-in tracker.
 const MAX_SERVER_CONNS: usize = 512;
+/// Most built-in tracker connections from one IP address at once.
+const MAX_SERVER_CONNS_PER_IP: usize = 16;
+/// The head time-out of built-in tracker connections when the table is
+/// over half full.
+const SERVER_CONN_TIMEOUT_BUSY: Duration = Duration::from_secs(2);
 /// Largest request head the built-in tracker reads.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -218,14 +223,41 @@ impl Session {
             };
             match l.accept() {
                 Ok((mut sock, remote)) => {
-                    let open = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| matches!(c, Conn::TrackerServer(_)))
-                        .count();
-                    if open >= MAX_SERVER_CONNS {
-                        debug!("tracker: refusing {remote}, too many connections");
+                    // Slowloris: one address holds at most a few
+                    // connections; when the table is full the oldest
+                    // unanswered one makes room (it is the likeliest to be
+                    // a half-sent request).
+                    let (mut open, mut same_ip) = (0, 0);
+                    let mut oldest: Option<(Instant, usize)> = None;
+                    for (tok, c) in &self.conns {
+                        if let Conn::TrackerServer(s) = c {
+                            open += 1;
+                            if s.remote.ip() == remote.ip() {
+                                same_ip += 1;
+                            }
+                            if !s.answered && oldest.is_none_or(|(t, _)| s.started < t) {
+                                oldest = Some((s.started, tok));
+                            }
+                        }
+                    }
+                    // The host itself (127.0.0.1, ::1) is trusted, as in
+                    // the tracker's quotas.
+                    let own_host = matches!(remote.ip(), std::net::IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST)
+                        || matches!(remote.ip(), std::net::IpAddr::V6(v6) if v6.is_loopback());
+                    if !own_host && same_ip >= MAX_SERVER_CONNS_PER_IP {
+                        debug!("tracker: refusing {remote}, too many connections from it");
                         continue;
+                    }
+                    if open >= MAX_SERVER_CONNS {
+                        match oldest {
+                            Some((_, tok)) => {
+                                let _ = self.close_silently(tok);
+                            }
+                            None => {
+                                debug!("tracker: refusing {remote}, too many connections");
+                                continue;
+                            }
+                        }
                     }
                     let entry = self.conns.vacant_entry();
                     let tok = entry.key();
@@ -298,13 +330,25 @@ impl Session {
 
     /// Time-outs of tracker connections, and announces that are due.
     pub(super) fn tracker_conns_tick(&mut self, now: Instant) {
+        // Under pressure (over half the table in use) a request head must
+        // arrive within 2 s, not 10.
+        let serving = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::TrackerServer(_)))
+            .count();
+        let server_timeout = if serving > MAX_SERVER_CONNS / 2 {
+            SERVER_CONN_TIMEOUT_BUSY
+        } else {
+            SERVER_CONN_TIMEOUT
+        };
         let mut expired = Vec::new();
         for (tok, c) in &self.conns {
             match c {
                 Conn::Announce(a) if now.duration_since(a.started) > ANNOUNCE_TIMEOUT => {
                     expired.push((tok, Some(a.url.clone())));
                 }
-                Conn::TrackerServer(s) if now.duration_since(s.started) > SERVER_CONN_TIMEOUT => {
+                Conn::TrackerServer(s) if now.duration_since(s.started) > server_timeout => {
                     expired.push((tok, None));
                 }
                 _ => {}

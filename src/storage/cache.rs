@@ -47,6 +47,11 @@ pub const MIN_BUFFERS: usize = 4;
 /// Pieces up to this size are always held whole.
 pub const WHOLE_PIECE_MAX: u32 = 1 << 20;
 
+/// What one read for seeding takes from disk at most: the block asked for
+/// and the rest of its aligned 256 KiB (modest read-ahead; the kernel's
+/// page cache holds the rest).
+pub const READ_UNIT: u32 = 256 * 1024;
+
 /// The budget large pieces are split for when `--cache` is smaller.
 const MIN_SPLIT_BUDGET: usize = 4 << 20;
 
@@ -459,8 +464,10 @@ impl Cache {
     }
 
     /// Append the bytes of block `b` (of a verified piece) to `out`, from
-    /// memory when its segment is queued or cached, else by reading that
-    /// segment (never more) from disk into the read cache.
+    /// memory when its segment is queued or cached, else by reading the
+    /// aligned [`READ_UNIT`] around it (never more) from disk into the read
+    /// cache: a peer asking for one block in each of many large pieces makes
+    /// us read at most 16 times what it gets, not whole pieces.
     pub fn read_block(
         &mut self,
         disk: &Disk,
@@ -468,25 +475,29 @@ impl Cache {
         out: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
         let seg_begin = b.begin / self.seg_len * self.seg_len;
+        let end = b.begin + b.len;
         // `b` passed `Geometry::request_in_range`; a block outside its piece
         // is an error all the same, never a panic.
-        let range = (b.begin - seg_begin) as usize..(b.begin - seg_begin + b.len) as usize;
         if let Some(w) = self
             .pending
             .iter()
             .find(|w| w.piece == b.piece && w.begin == seg_begin)
         {
-            copy_block(&w.buf, range, b, out)?;
+            copy_block(
+                &w.buf,
+                (b.begin - w.begin) as usize..(end - w.begin) as usize,
+                b,
+                out,
+            )?;
             self.stats.read_hits += 1;
             return Ok(());
         }
-        if let Some(pos) = self
-            .read
-            .iter()
-            .position(|(p, s, _)| *p == b.piece && *s == seg_begin)
-        {
+        if let Some(pos) = self.read.iter().position(|(p, s, buf)| {
+            *p == b.piece && *s <= b.begin && end as usize <= *s as usize + buf.len()
+        }) {
             // Move to the back: most recently used.
             if let Some(entry) = self.read.remove(pos) {
+                let range = (b.begin - entry.1) as usize..(end - entry.1) as usize;
                 let copied = copy_block(&entry.2, range, b, out);
                 self.read.push_back(entry);
                 copied?;
@@ -495,8 +506,12 @@ impl Cache {
             return Ok(());
         }
         self.stats.read_misses += 1;
-        let size = self.seg_size(b.piece, seg_begin / self.seg_len) as usize;
-        let offset = self.geometry.piece_offset(b.piece) + seg_begin as u64;
+        let unit = self.seg_len.min(READ_UNIT);
+        let unit_begin = b.begin / unit * unit;
+        let piece_size = self.geometry.piece_size(b.piece);
+        let size = piece_size.min(unit_begin + unit).saturating_sub(unit_begin) as usize;
+        let offset = self.geometry.piece_offset(b.piece) + unit_begin as u64;
+        let range = (b.begin - unit_begin) as usize..(end - unit_begin) as usize;
         match self.take_buffer() {
             Some(mut buf) => {
                 buf.resize(size, 0); // filled by the read below
@@ -507,7 +522,7 @@ impl Cache {
                 }
                 self.stats.bytes_read_disk += size as u64;
                 let copied = copy_block(&buf, range, b, out);
-                self.keep_for_reading(b.piece, seg_begin, buf);
+                self.keep_for_reading(b.piece, unit_begin, buf);
                 copied
             }
             None => {

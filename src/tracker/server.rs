@@ -13,6 +13,25 @@
 //! ignored otherwise, because it would let anyone point a swarm at a third
 //! party. A `stopped` from an IP other than the one stored for that peer id
 //! is ignored for the same reason.
+//!
+//! # Bounds and quotas
+//!
+//! Strangers fill these tables, so each has a cap, an eviction rule and a
+//! per-address quota (addresses are IPv4 addresses and IPv6 /64 prefixes;
+//! the tracker's own host, 127.0.0.1 and ::1, has no quota):
+//!
+//! | table | cap (default) | when full | per address |
+//! |---|---|---|---|
+//! | torrents | `max_torrents` (1,000) | the stalest torrent is dropped | in at most `max_torrents_per_ip` (64) |
+//! | peers of a torrent | `max_peers_per_torrent` (2,000) | the stalest peer is dropped | at most `max_peers_per_ip` (8) per torrent; its stalest entry makes room |
+//! | peers in all | `max_total_peers` (50,000) | the stalest peer of the largest torrent is dropped | — |
+//!
+//! A peer id held by a fresh entry from another address is refused, so an id
+//! cannot be squatted to move or silence an honest peer.
+//!
+//! Memory at the caps: about 120 bytes per peer (the entry, its index slot,
+//! quota counts) and a few hundred per torrent, so at most about 8 MiB
+//! (`memory_bound_at_the_caps_is_well_below_16_mib` checks the counts).
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -54,11 +73,17 @@ pub struct ServerConfig {
     pub max_numwant: u32,
     /// Peers returned when the client sends no `numwant`.
     pub default_numwant: u32,
-    /// Most torrents tracked at once; announces for new torrents beyond it
-    /// get a failure reason.
+    /// Most torrents tracked at once; a new torrent beyond it replaces the
+    /// stalest one.
     pub max_torrents: usize,
-    /// Most peers per torrent; new peers beyond it get a failure reason.
+    /// Most peers per torrent; a new peer beyond it replaces the stalest.
     pub max_peers_per_torrent: usize,
+    /// Most peers in all torrents together.
+    pub max_total_peers: usize,
+    /// Most entries one address may hold in one torrent.
+    pub max_peers_per_ip: usize,
+    /// Most torrents one address may be present in.
+    pub max_torrents_per_ip: usize,
     /// When set, only these info-hashes are tracked.
     pub allow: Option<HashSet<[u8; 20]>>,
 }
@@ -91,7 +116,10 @@ impl Default for ServerConfig {
             max_numwant: 200,
             default_numwant: 50,
             max_torrents: 1000,
-            max_peers_per_torrent: 5000,
+            max_peers_per_torrent: 2000,
+            max_total_peers: 50_000,
+            max_peers_per_ip: 8,
+            max_torrents_per_ip: 64,
             allow: None,
         }
     }
@@ -265,8 +293,27 @@ fn check_query(query: &[u8]) -> Result<(), BadEscape> {
 struct Peer {
     id: [u8; 20],
     addr: SocketAddr,
+    /// Who announced it (the quota key of the connection's address).
+    source: IpAddr,
     seeder: bool,
     last_seen: Instant,
+}
+
+/// The quota key of an address: IPv4 as is, IPv6 by its /64; `None` for
+/// the tracker's own host (no quota).
+fn quota_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST => None,
+        IpAddr::V6(v6) if v6.is_loopback() => None,
+        IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            if let Some(host) = o.get_mut(8..) {
+                host.fill(0);
+            }
+            Some(IpAddr::V6(o.into()))
+        }
+    }
 }
 
 /// The swarm of one info-hash.
@@ -283,13 +330,34 @@ struct Swarm {
     /// Where the next peer selection starts, so successive announces see
     /// different peers.
     rotate: usize,
+    /// Entries per announcing address (quota key).
+    per_ip: HashMap<IpAddr, u32>,
+    /// Last announce of any of its peers.
+    last_active: Option<Instant>,
 }
 
 impl Swarm {
-    fn remove(&mut self, id: &[u8; 20]) {
-        let Some(i) = self.index.remove(id) else {
-            return;
-        };
+    /// Add `p` (its id must not be in the swarm). Returns whether its
+    /// source address is new to this swarm.
+    fn add(&mut self, p: Peer) -> bool {
+        let mut new_ip = false;
+        if let Some(k) = quota_key(p.source) {
+            let n = self.per_ip.entry(k).or_insert(0);
+            new_ip = *n == 0;
+            *n += 1;
+        }
+        if p.seeder {
+            self.seeders += 1;
+        }
+        self.index.insert(p.id, self.peers.len());
+        self.peers.push(p);
+        new_ip
+    }
+
+    /// Remove the peer `id`. Returns the quota key of its address when that
+    /// address has no entry left in this swarm.
+    fn remove(&mut self, id: &[u8; 20]) -> Option<IpAddr> {
+        let i = self.index.remove(id)?;
         let gone = self.peers.swap_remove(i);
         if gone.seeder {
             self.seeders -= 1;
@@ -297,18 +365,38 @@ impl Swarm {
         if let Some(moved) = self.peers.get(i) {
             self.index.insert(moved.id, i);
         }
+        let k = quota_key(gone.source)?;
+        let n = self.per_ip.get_mut(&k)?;
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.per_ip.remove(&k);
+            return Some(k);
+        }
+        None
     }
 
-    fn expire(&mut self, now: Instant, ttl: Duration) {
+    /// Drop peers not heard from for `ttl`; addresses that left the swarm
+    /// go to `left`.
+    fn expire(&mut self, now: Instant, ttl: Duration, left: &mut Vec<IpAddr>) {
         let mut i = 0;
         while let Some(p) = self.peers.get(i) {
             if now.saturating_duration_since(p.last_seen) >= ttl {
                 let id = p.id;
-                self.remove(&id);
+                left.extend(self.remove(&id));
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// The peer heard from least recently, among those from `source` when
+    /// given.
+    fn stalest(&self, source: Option<IpAddr>) -> Option<[u8; 20]> {
+        self.peers
+            .iter()
+            .filter(|p| source.is_none_or(|k| quota_key(p.source) == Some(k)))
+            .min_by_key(|p| p.last_seen)
+            .map(|p| p.id)
     }
 
     /// Up to `want` peers other than `me`, starting at the rotation cursor;
@@ -338,6 +426,13 @@ impl Swarm {
 
     fn check_invariants(&self) {
         debug_assert_eq!(self.peers.len(), self.index.len());
+        debug_assert_eq!(
+            self.per_ip.values().map(|&n| n as usize).sum::<usize>(),
+            self.peers
+                .iter()
+                .filter(|p| quota_key(p.source).is_some())
+                .count()
+        );
         debug_assert_eq!(self.seeders, self.peers.iter().filter(|p| p.seeder).count());
         for (i, p) in self.peers.iter().enumerate() {
             debug_assert_eq!(self.index.get(&p.id), Some(&i));
@@ -431,6 +526,10 @@ impl Reply {
 pub struct Tracker {
     cfg: ServerConfig,
     swarms: HashMap<[u8; 20], Swarm>,
+    /// Peers in all swarms.
+    total_peers: usize,
+    /// Per address (quota key): the swarms it has an entry in.
+    presence: HashMap<IpAddr, u32>,
     /// Scratch: the body of the answer being built.
     body: Vec<u8>,
     /// Scratch: indices of the peers picked for an answer.
@@ -443,6 +542,8 @@ impl Tracker {
         Tracker {
             cfg,
             swarms: HashMap::new(),
+            total_peers: 0,
+            presence: HashMap::new(),
             body: Vec::new(),
             picked: Vec::new(),
         }
@@ -539,26 +640,19 @@ impl Tracker {
         };
         let addr = SocketAddr::new(ip, a.port);
 
+        let source = remote_ip;
+        let key = quota_key(source);
+
         if a.event == Some("stopped") {
-            if let Some(swarm) = self.swarms.get_mut(&a.info_hash) {
-                let same_ip = swarm
-                    .index
-                    .get(&a.peer_id)
-                    .and_then(|&i| swarm.peers.get(i))
-                    .is_some_and(|p| p.addr.ip() == ip);
-                if same_ip {
-                    swarm.remove(&a.peer_id);
-                }
-                swarm.check_invariants();
-            }
-            let (complete, incomplete) = self.counts(&a.info_hash);
-            if self
+            let same_ip = self
                 .swarms
                 .get(&a.info_hash)
-                .is_some_and(|s| s.peers.is_empty())
-            {
-                self.swarms.remove(&a.info_hash);
+                .and_then(|sw| sw.index.get(&a.peer_id).and_then(|&i| sw.peers.get(i)))
+                .is_some_and(|p| p.addr.ip() == ip);
+            if same_ip {
+                self.remove_peer(&a.info_hash, &a.peer_id);
             }
+            let (complete, incomplete) = self.counts(&a.info_hash);
             let reply = Reply {
                 complete,
                 incomplete,
@@ -569,61 +663,80 @@ impl Tracker {
             return Vec::new();
         }
 
-        if !self.swarms.contains_key(&a.info_hash) && self.swarms.len() >= self.cfg.max_torrents {
-            return failure("tracker is full (torrents)");
+        if !self.swarms.contains_key(&a.info_hash) {
+            if key.is_some_and(|k| {
+                self.presence.get(&k).copied().unwrap_or(0) as usize >= self.cfg.max_torrents_per_ip
+            }) {
+                return failure("too many torrents from your address");
+            }
+            if self.swarms.len() >= self.cfg.max_torrents {
+                self.evict_stalest_swarm();
+            }
         }
-        let max_peers = self.cfg.max_peers_per_torrent;
-        let ttl = self.cfg.peer_ttl;
-        let swarm = self.swarms.entry(a.info_hash).or_default();
         let seeder = a.left == 0;
-        // `index` always points into `peers`; were it stale, the peer would
-        // be added again below and the index repaired.
-        match swarm
-            .index
-            .get(&a.peer_id)
-            .and_then(|&i| swarm.peers.get_mut(i))
-        {
-            Some(p) => {
-                if p.seeder != seeder {
+        let existing = self
+            .swarms
+            .get(&a.info_hash)
+            .and_then(|sw| sw.index.get(&a.peer_id).and_then(|&i| sw.peers.get(i)))
+            .map(|p| (p.source, p.last_seen, p.seeder));
+        if let Some((old_source, last_seen, was_seeder)) = existing {
+            // The id is held by a live entry from another address: an id
+            // alone proves nothing, so it is not taken over.
+            let fresh = now.saturating_duration_since(last_seen)
+                < Duration::from_secs(u64::from(self.cfg.interval));
+            if old_source != source && fresh {
+                return failure("peer id in use from another address");
+            }
+            if old_source != source {
+                self.remove_peer(&a.info_hash, &a.peer_id);
+            } else if let Some(swarm) = self.swarms.get_mut(&a.info_hash)
+                && let Some(p) = swarm
+                    .index
+                    .get(&a.peer_id)
+                    .copied()
+                    .and_then(|i| swarm.peers.get_mut(i))
+            {
+                if a.event == Some("completed") && !was_seeder {
+                    swarm.downloaded += 1;
+                }
+                p.seeder = seeder;
+                p.addr = addr;
+                p.last_seen = now;
+                if was_seeder != seeder {
                     if seeder {
                         swarm.seeders += 1;
                     } else {
                         swarm.seeders -= 1;
                     }
                 }
-                if a.event == Some("completed") && !p.seeder {
-                    swarm.downloaded += 1;
-                }
-                p.seeder = seeder;
-                p.addr = addr;
-                p.last_seen = now;
-            }
-            None => {
-                if swarm.peers.len() >= max_peers {
-                    swarm.expire(now, ttl);
-                }
-                if swarm.peers.len() >= max_peers {
-                    let empty = swarm.peers.is_empty();
-                    if empty {
-                        self.swarms.remove(&a.info_hash);
-                    }
-                    return failure("tracker is full (peers)");
-                }
-                if a.event == Some("completed") {
-                    swarm.downloaded += 1;
-                }
-                swarm.index.insert(a.peer_id, swarm.peers.len());
-                swarm.peers.push(Peer {
-                    id: a.peer_id,
-                    addr,
-                    seeder,
-                    last_seen: now,
-                });
-                if seeder {
-                    swarm.seeders += 1;
-                }
             }
         }
+        let present = self
+            .swarms
+            .get(&a.info_hash)
+            .is_some_and(|sw| sw.index.contains_key(&a.peer_id));
+        if !present {
+            self.make_room(&a.info_hash, key, now);
+            let swarm = self.swarms.entry(a.info_hash).or_default();
+            if a.event == Some("completed") {
+                swarm.downloaded += 1;
+            }
+            let new_ip = swarm.add(Peer {
+                id: a.peer_id,
+                addr,
+                source,
+                seeder,
+                last_seen: now,
+            });
+            self.total_peers += 1;
+            if new_ip && let Some(k) = key {
+                *self.presence.entry(k).or_insert(0) += 1;
+            }
+        }
+        let Some(swarm) = self.swarms.get_mut(&a.info_hash) else {
+            return failure("internal error");
+        };
+        swarm.last_active = Some(now);
         swarm.check_invariants();
         let want = a
             .numwant
@@ -638,6 +751,86 @@ impl Tracker {
         swarm.select(&a.peer_id, seeder, want, &mut self.picked);
         reply.write(&self.cfg, &swarm.peers, &self.picked, &mut self.body, out);
         Vec::new()
+    }
+
+    /// Before a new peer from `key` joins `info_hash`: keep every quota and
+    /// cap by dropping the stalest entries (never by refusing the newcomer).
+    fn make_room(&mut self, info_hash: &[u8; 20], key: Option<IpAddr>, now: Instant) {
+        let (cap, ttl) = (self.cfg.max_peers_per_torrent, self.cfg.peer_ttl);
+        let mut victims = Vec::new();
+        if let Some(sw) = self.swarms.get_mut(info_hash) {
+            // Its own stalest entry makes room within its quota.
+            if let Some(k) = key
+                && sw.per_ip.get(&k).copied().unwrap_or(0) as usize >= self.cfg.max_peers_per_ip
+            {
+                victims.extend(sw.stalest(Some(k)));
+            }
+            if sw.peers.len() >= cap {
+                let mut left = Vec::new();
+                let before = sw.peers.len();
+                sw.expire(now, ttl, &mut left);
+                self.total_peers -= before - sw.peers.len();
+                for k in left {
+                    forget_presence(&mut self.presence, k);
+                }
+                if sw.peers.len() >= cap {
+                    victims.extend(sw.stalest(None));
+                }
+            }
+        }
+        for id in victims {
+            self.remove_peer(info_hash, &id);
+        }
+        if self.total_peers >= self.cfg.max_total_peers {
+            // The largest swarm gives up its stalest peer.
+            let largest = self
+                .swarms
+                .iter()
+                .max_by_key(|(_, sw)| sw.peers.len())
+                .and_then(|(h, sw)| Some((*h, sw.stalest(None)?)));
+            if let Some((h, id)) = largest {
+                self.remove_peer(&h, &id);
+            }
+        }
+    }
+
+    /// Remove one peer, keeping the counts; a swarm left empty goes too.
+    fn remove_peer(&mut self, info_hash: &[u8; 20], id: &[u8; 20]) {
+        let Some(sw) = self.swarms.get_mut(info_hash) else {
+            return;
+        };
+        let before = sw.peers.len();
+        let left = sw.remove(id);
+        self.total_peers -= before - sw.peers.len();
+        if let Some(k) = left {
+            forget_presence(&mut self.presence, k);
+        }
+        if sw.peers.is_empty() {
+            self.swarms.remove(info_hash);
+        }
+    }
+
+    /// Drop the swarm announced to least recently, with all its peers.
+    fn evict_stalest_swarm(&mut self) {
+        let Some(h) = self
+            .swarms
+            .iter()
+            .min_by_key(|(_, sw)| sw.last_active)
+            .map(|(h, _)| *h)
+        else {
+            return;
+        };
+        if let Some(sw) = self.swarms.remove(&h) {
+            self.total_peers -= sw.peers.len();
+            for k in sw.per_ip.keys() {
+                forget_presence(&mut self.presence, *k);
+            }
+        }
+    }
+
+    /// Peers in all swarms (for tests and the memory bound).
+    pub fn num_peers(&self) -> usize {
+        self.total_peers
     }
 
     fn counts(&self, info_hash: &[u8; 20]) -> (usize, usize) {
@@ -687,21 +880,24 @@ impl Tracker {
     /// Drop peers not heard from for `peer_ttl`, and torrents left empty.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.cfg.peer_ttl;
+        let mut left = Vec::new();
+        let mut removed = 0;
         self.swarms.retain(|_, s| {
-            s.expire(now, ttl);
+            let before = s.peers.len();
+            s.expire(now, ttl, &mut left);
+            removed += before - s.peers.len();
             s.check_invariants();
             !s.peers.is_empty()
         });
+        self.total_peers -= removed;
+        for k in left {
+            forget_presence(&mut self.presence, k);
+        }
     }
 
     /// Torrents currently tracked.
     pub fn num_torrents(&self) -> usize {
         self.swarms.len()
-    }
-
-    /// Peers currently tracked, over all torrents.
-    pub fn num_peers(&self) -> usize {
-        self.swarms.values().map(|s| s.peers.len()).sum()
     }
 }
 
@@ -710,6 +906,16 @@ fn to_i64(n: usize) -> i64 {
 }
 
 /// An IPv4-mapped IPv6 address becomes plain IPv4.
+/// An address has no entry left in one swarm.
+fn forget_presence(presence: &mut HashMap<IpAddr, u32>, k: IpAddr) {
+    if let Some(n) = presence.get_mut(&k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            presence.remove(&k);
+        }
+    }
+}
+
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),

@@ -436,7 +436,7 @@ fn allow_list_refuses_unknown_hashes() {
 }
 
 #[test]
-fn caps_torrents_and_peers() {
+fn full_tables_drop_their_stalest_entries_instead_of_refusing() {
     let cfg = ServerConfig {
         max_torrents: 1,
         max_peers_per_torrent: 2,
@@ -446,26 +446,99 @@ fn caps_torrents_and_peers() {
     let mut t = Tracker::new(cfg);
     let t0 = Instant::now();
     announce(&mut t, 1, "10.0.0.1:1", 0, "", t0);
-    announce(&mut t, 2, "10.0.0.2:2", 0, "", t0);
-    let target = announce_target(&HASH, &pid(3), 3, 0, "");
-    let reason = failure_reason(&t.handle(&get(&target), remote("10.0.0.3:3"), t0));
-    assert!(reason.contains("full"), "{reason}");
-    // Known peers may still re-announce.
-    announce(&mut t, 1, "10.0.0.1:1", 0, "", t0 + Duration::from_secs(60));
-    // Once peer 2 is stale, its slot goes to the newcomer.
-    announce(
-        &mut t,
-        3,
-        "10.0.0.3:3",
-        0,
-        "",
-        t0 + Duration::from_secs(120),
-    );
+    announce(&mut t, 2, "10.0.0.2:2", 0, "", t0 + Duration::from_secs(1));
+    // A third peer takes the place of the stalest (peer 1).
+    let d = announce(&mut t, 3, "10.0.0.3:3", 10, "", t0 + Duration::from_secs(2));
     assert_eq!(t.num_peers(), 2);
+    assert_eq!(compact_addrs(&d), vec![remote("10.0.0.2:2")]);
+    // A new torrent takes the place of the stalest torrent.
     let target = announce_target(&[0x02; 20], &pid(1), 1, 0, "");
-    let reason = failure_reason(&t.handle(&get(&target), remote("10.0.0.1:1"), t0));
-    assert!(reason.contains("full"), "{reason}");
+    let (code, body) = split(&t.handle(&get(&target), remote("10.0.0.1:1"), t0));
+    assert_eq!(code, 200);
+    assert!(!dict(&body).contains_key(&b"failure reason"[..]));
     assert_eq!(t.num_torrents(), 1);
+    assert_eq!(t.num_peers(), 1);
+}
+
+fn announce_for(
+    t: &mut Tracker,
+    hash: [u8; 20],
+    id: [u8; 20],
+    from: &str,
+    now: Instant,
+) -> Vec<u8> {
+    let from = remote(from);
+    let target = announce_target(&hash, &id, from.port(), 10, "");
+    t.handle(&get(&target), from, now)
+}
+
+#[test]
+fn one_address_cannot_lock_others_out() {
+    // 1,000 made-up info-hashes and 5,000 made-up peer ids from one
+    // address, in a burst: honest peers from other addresses still get in.
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let attacker = "10.9.9.9:6881";
+    for i in 0..1000u32 {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        announce_for(&mut t, h, pid(1), attacker, now);
+    }
+    assert!(
+        t.num_torrents() <= 64,
+        "{} torrents from one address",
+        t.num_torrents()
+    );
+    for i in 0..5000u32 {
+        let mut id = [7u8; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        announce_for(&mut t, HASH, id, attacker, now);
+    }
+    let d = announce(&mut t, 1, "10.0.0.1:1", 10, "", now);
+    let peers = compact_addrs(&d);
+    assert!(peers.len() <= 8, "{} entries from one address", peers.len());
+    let d = announce(&mut t, 2, "10.0.0.2:2", 10, "", now);
+    assert!(compact_addrs(&d).contains(&remote("10.0.0.1:1")));
+    // A new torrent from an honest address is tracked too.
+    let (code, body) = split(&announce_for(&mut t, [0xEE; 20], pid(3), "10.0.0.3:3", now));
+    assert_eq!(code, 200);
+    assert!(!dict(&body).contains_key(&b"failure reason"[..]));
+}
+
+#[test]
+fn a_fresh_peer_id_cannot_be_taken_over_from_another_address() {
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    announce(&mut t, 1, "10.0.0.1:1", 10, "", now);
+    let target = announce_target(&HASH, &pid(1), 9, 10, "");
+    let reason = failure_reason(&t.handle(&get(&target), remote("10.6.6.6:9"), now));
+    assert!(reason.contains("another address"), "{reason}");
+    let d = announce(&mut t, 2, "10.0.0.2:2", 10, "", now);
+    assert_eq!(compact_addrs(&d), vec![remote("10.0.0.1:1")]);
+}
+
+#[test]
+fn memory_bound_at_the_caps_is_well_below_16_mib() {
+    // Floods from many addresses into many torrents: the tables stay at
+    // their caps, whose memory is stated in the module docs.
+    let cfg = ServerConfig::default();
+    let mut t = Tracker::new(cfg.clone());
+    let now = Instant::now();
+    for i in 0..120_000u32 {
+        let mut h = [0u8; 20];
+        h[..2].copy_from_slice(&((i % 1500) as u16).to_be_bytes());
+        let mut id = [1u8; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let from = format!("10.{}.{}.{}:1", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        announce_for(&mut t, h, id, &from, now);
+    }
+    assert!(t.num_torrents() <= cfg.max_torrents);
+    assert!(t.num_peers() <= cfg.max_total_peers);
+    assert!(t.presence.len() <= cfg.max_total_peers);
+    // About 120 bytes a peer: the entry, its index slot, its quota count.
+    let per_peer = std::mem::size_of::<Peer>() + 2 * (20 + 8) + 2 * (16 + 4);
+    let bound = cfg.max_total_peers * per_peer + cfg.max_torrents * 512;
+    assert!(bound < 16 << 20, "{bound} bytes");
 }
 
 #[test]

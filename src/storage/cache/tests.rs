@@ -240,12 +240,44 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
     written.clear();
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
     assert!(written.is_empty());
-    // Serving a block of piece 0 reads one segment, not the piece.
+    // Serving a block of piece 0 reads one read unit, not the piece.
     let mut cache = Cache::new(g, data_and_hashes(&g).1, 1 << 20);
     let mut out = Vec::new();
     let b = g.block(0, 9);
     cache.read_block(&disk, b, &mut out).unwrap();
     assert_eq!(out, block_data(&g, &data, b));
-    assert_eq!(cache.stats.bytes_read_disk, 512 << 10);
+    assert_eq!(cache.stats.bytes_read_disk, READ_UNIT as u64);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn one_block_from_each_of_many_large_pieces_reads_little_more_than_asked() {
+    // 16 MiB pieces, a peer asking one block of each of 8 pieces in turn,
+    // at scattered offsets: whole pieces used to be read for each block
+    // (1024 times what was served).
+    let piece_len = 16 << 20;
+    let g = Geometry::new(8 * piece_len as u64, piece_len).unwrap();
+    let dir = temp_dir("amplify");
+    let layout = Layout::new(vec![FileSlot {
+        path: "big".into(),
+        offset: 0,
+        len: g.total_len,
+        executable: false,
+    }]);
+    let disk = Disk::open(&dir, layout, OpenMode::Create).unwrap(); // sparse
+    let mut cache = Cache::new(g, vec![[0; 20]; 8], 16 << 20);
+    let mut served = 0u64;
+    for round in 0..50u32 {
+        for piece in 0..8 {
+            let block = (round * 37 + piece * 11) % g.blocks_in_piece(piece);
+            let b = g.block(piece, block);
+            let mut out = Vec::new();
+            cache.read_block(&disk, b, &mut out).unwrap();
+            assert_eq!(out.len(), b.len as usize);
+            served += b.len as u64;
+        }
+    }
+    let read = cache.stats.bytes_read_disk;
+    assert!(read <= 16 * served, "read {read} bytes to serve {served}");
     std::fs::remove_dir_all(dir).unwrap();
 }
