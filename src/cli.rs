@@ -105,15 +105,21 @@ pub struct Common {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Download a torrent (and seed while downloading).
+    /// Download torrents (and seed while downloading); several run
+    /// together in one process, on one port, and it exits when all are done.
     Download {
-        torrent: PathBuf,
+        /// The .torrent file(s).
+        #[arg(required = true, value_name = "TORRENT")]
+        torrents: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
-    /// Seed the data a torrent describes, found in the output folder.
+    /// Seed the data torrents describe, found in the output folder (several
+    /// torrents: all on one port).
     Seed {
-        torrent: PathBuf,
+        /// The .torrent file(s).
+        #[arg(required = true, value_name = "TORRENT")]
+        torrents: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -270,8 +276,8 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Some(Command::Download { torrent, common }) => {
-                assert_eq!(torrent, PathBuf::from("a.torrent"));
+            Some(Command::Download { torrents, common }) => {
+                assert_eq!(torrents, vec![PathBuf::from("a.torrent")]);
                 assert_eq!(common.cache, Some(0));
                 assert_eq!(common.output, Some(PathBuf::from("out")));
             }

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::event_loop::{Outcome, Session, SessionOptions, StopHandle};
+use crate::event_loop::{Outcome, Session, SessionOptions, StopHandle, TorrentOptions};
 use crate::metainfo::Metainfo;
 use crate::peer::make_peer_id;
 use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     pub torrent: PathBuf,
+    /// Further torrents run in the same session (same folder, port, peers
+    /// and limits; the cache budget is shared).
+    pub more: Vec<PathBuf>,
     /// Folder the torrent's data lives in (downloaded to, or seeded from).
     pub dir: PathBuf,
     /// Download missing pieces (else: seed what is on disk).
@@ -47,6 +50,7 @@ impl ClientOptions {
     ) -> ClientOptions {
         ClientOptions {
             torrent: torrent.into(),
+            more: Vec::new(),
             dir: dir.into(),
             download,
             keep_seeding: false,
@@ -91,10 +95,16 @@ fn seed_from_clock() -> u64 {
     t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15
 }
 
-/// Load the torrent, open and re-check its data, bind, and return a
-/// session ready to `run`.
-pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
-    let meta = Metainfo::load(&opts.torrent).map_err(|e| Error::Input(e.to_string()))?;
+/// Load a torrent, open and re-check its data: a core ready to join a
+/// session, and its trackers.
+fn load_torrent(
+    path: &Path,
+    opts: &ClientOptions,
+    config: Config,
+    our_id: [u8; 20],
+    seed: u64,
+) -> Result<(Torrent, Vec<Vec<String>>), Error> {
+    let meta = Metainfo::load(path).map_err(|e| Error::Input(e.to_string()))?;
     let geometry = meta.geometry();
     let mode = if opts.download {
         OpenMode::Create
@@ -121,8 +131,6 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
             opts.dir.display()
         );
     }
-    let seed = seed_from_clock();
-    let our_id = make_peer_id(seed);
     let parts = TorrentParts {
         info_hash: meta.info_hash,
         our_id,
@@ -131,7 +139,32 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         disk,
         have,
     };
-    let torrent = Torrent::new(parts, opts.config.clone(), seed, Instant::now());
+    Ok((
+        Torrent::new(parts, config, seed, Instant::now()),
+        meta.tracker_tiers(),
+    ))
+}
+
+/// Load the torrents, open and re-check their data, bind, and return a
+/// session ready to `run`. Several torrents share one session: one listen
+/// port, one peer id, one connection cap, and the cache budget split
+/// between them.
+pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
+    let seed = seed_from_clock();
+    let our_id = make_peer_id(seed);
+    let paths: Vec<&PathBuf> = std::iter::once(&opts.torrent).chain(&opts.more).collect();
+    let mut config = opts.config.clone();
+    config.cache_bytes /= paths.len().max(1);
+    let mut torrents = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        torrents.push(load_torrent(
+            path,
+            opts,
+            config.clone(),
+            our_id,
+            seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
+        )?);
+    }
     let tracker_server = opts.tracker_port.map(|port| {
         let ip = opts.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         (SocketAddr::new(ip, port), ServerConfig::default())
@@ -143,20 +176,32 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let sopts = SessionOptions {
         listen: Some(listen),
         bind_ip: opts.bind_ip,
-        peers: opts.peers.clone(),
-        tracker_tiers: if opts.no_tracker {
-            Vec::new()
-        } else {
-            meta.tracker_tiers()
-        },
         tracker_server,
-        exit_when_done: opts.download && !opts.keep_seeding,
-        seed_ratio: opts.seed_ratio,
-        seed_time: opts.seed_time,
         progress: opts.progress,
+        limits: opts.config.clone(),
+        keep_running: false,
     };
-    Session::new(Some(torrent), sopts)
-        .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))
+    let mut session = Session::new(sopts)
+        .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))?;
+    for (t, tiers) in torrents {
+        let topts = TorrentOptions {
+            peers: opts.peers.clone(),
+            tracker_tiers: if opts.no_tracker { Vec::new() } else { tiers },
+            exit_when_done: opts.download && !opts.keep_seeding,
+            seed_ratio: opts.seed_ratio,
+            seed_time: opts.seed_time,
+        };
+        if let Err(t) = session.add_torrent(t, topts) {
+            return Err(Error::Input(format!(
+                "the same torrent twice (info-hash {})",
+                t.info_hash
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )));
+        }
+    }
+    Ok(session)
 }
 
 /// Download or seed until done or stopped.
@@ -180,7 +225,7 @@ pub fn prepare_tracker(opts: &TrackerOptions) -> Result<Session, Error> {
         tracker_server: Some((opts.listen, opts.config.clone())),
         ..SessionOptions::default()
     };
-    Session::new(None, sopts)
+    Session::new(sopts)
         .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", opts.listen)))
 }
 

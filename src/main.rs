@@ -109,9 +109,42 @@ fn client_options(
     Ok(o)
 }
 
+/// Options for one or more torrents in one session.
+fn many(
+    mut torrents: Vec<PathBuf>,
+    download: bool,
+    c: &Common,
+    log: &LogArgs,
+) -> Result<ClientOptions, Error> {
+    if torrents.is_empty() {
+        return Err(Error::Input("no torrent given".into()));
+    }
+    let first = torrents.remove(0);
+    let mut o = client_options(first, download, c, log)?;
+    o.more = torrents;
+    Ok(o)
+}
+
 fn run_client(o: ClientOptions) -> Result<(), Error> {
     let machine = o.progress == ProgressMode::Machine;
+    let names: Vec<PathBuf> = std::iter::once(o.torrent.clone())
+        .chain(o.more.iter().cloned())
+        .collect();
     let outcome = client::run(&o)?;
+    if outcome.torrents.len() > 1 {
+        // One line per torrent: which finished and which did not.
+        for (name, t) in names.iter().zip(&outcome.torrents) {
+            piecemeal::errln!(
+                "{}: {}, {}/{} pieces, {} down, {} up",
+                name.display(),
+                if t.complete { "complete" } else { "incomplete" },
+                t.status.have,
+                t.status.num_pieces,
+                human_bytes(t.status.totals.downloaded),
+                human_bytes(t.status.totals.uploaded),
+            );
+        }
+    }
     if let Some(s) = outcome.status {
         if machine {
             piecemeal::outln!(
@@ -162,11 +195,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 &cli.log,
             )?)
         }
-        Some(Command::Download { torrent, common }) => {
-            run_client(client_options(torrent, true, &common, &cli.log)?)
+        Some(Command::Download { torrents, common }) => {
+            run_client(many(torrents, true, &common, &cli.log)?)
         }
-        Some(Command::Seed { torrent, common }) => {
-            run_client(client_options(torrent, false, &common, &cli.log)?)
+        Some(Command::Seed { torrents, common }) => {
+            run_client(many(torrents, false, &common, &cli.log)?)
         }
         Some(Command::Info { torrent }) => {
             let m = Metainfo::load(&torrent).map_err(|e| Error::Input(e.to_string()))?;

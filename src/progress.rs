@@ -103,12 +103,27 @@ impl Progress {
     /// Is a line due now? Lets the caller skip building a [`Status`] (an
     /// O(pieces) walk) on the many loop turns that print nothing.
     pub fn due(&self, now: Instant) -> bool {
-        let every = match (self.mode, self.tty) {
+        self.enabled
+            && self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= self.every())
+    }
+
+    /// When the next line is due (None when progress is off): the loop
+    /// wakes for it.
+    pub fn next_due(&self) -> Option<Instant> {
+        if !self.enabled {
+            return None;
+        }
+        Some(self.last.map_or_else(Instant::now, |t| t + self.every()))
+    }
+
+    fn every(&self) -> Duration {
+        match (self.mode, self.tty) {
             (ProgressMode::Machine, _) => Duration::from_millis(500),
             (_, true) => Duration::from_millis(250),
             (_, false) => Duration::from_secs(5),
-        };
-        self.enabled && self.last.is_none_or(|t| now.duration_since(t) >= every)
+        }
     }
 
     pub fn update(&mut self, s: &Status, now: Instant) {

@@ -1,14 +1,21 @@
 //! The only code that touches mio: one `Poll`, one `Slab<Conn>` whose keys
 //! are the mio tokens, and the loop that moves bytes between sockets and the
-//! sans-IO cores (torrent, tracker announcer, tracker server).
+//! sans-IO cores (torrents, tracker announcers, the tracker server).
 //!
-//! One turn: poll (time-out = the nearest deadline, at most 200 ms); read
-//! every ready socket until `WouldBlock` into its buffer and hand the bytes
-//! to its core; write every connection with queued output until
-//! `WouldBlock`, with `WRITABLE` interest only while output is pending;
-//! flush verified pieces under a per-turn byte budget; once a second, run
-//! timers (time-outs, keep-alives, choking, connects, re-announces); close
-//! what must close after the batch.
+//! A [`Session`] holds any number of torrents, keyed by info-hash, on one
+//! listen port: an accepted connection is routed by the info-hash of its
+//! handshake (an unknown one is closed). Torrents can be added, paused,
+//! resumed and removed while the loop runs, from another thread, through a
+//! [`SessionHandle`] (a command queue and a `mio::Waker`).
+//!
+//! One turn: poll until the nearest deadline (the cores say when they next
+//! need the clock; an idle session sleeps up to [`MAX_SLEEP`]); read every
+//! ready socket until `WouldBlock` into its buffer and hand the bytes to its
+//! core; write every connection with queued output until `WouldBlock`, with
+//! `WRITABLE` interest only while output is pending; flush verified pieces
+//! under a per-turn byte budget; run the one-second timers when due
+//! (time-outs, keep-alives, choking, connects, re-announces); close what
+//! must close after the batch.
 
 mod net;
 mod tracker_conns;
@@ -16,21 +23,22 @@ mod tracker_conns;
 pub use net::{connect_from, install_stop_handler, stop_requested};
 
 use crate::candidates::Candidates;
+use crate::config::Config;
 use crate::peer::PeerError;
 use crate::progress::Progress;
-use crate::torrent::{Status, Torrent};
+use crate::torrent::{Status, Torrent, Totals};
 use crate::tracker::Announcer;
 use crate::tracker::{ServerConfig, Tracker};
-use crate::wire::SendBuf;
+use crate::wire::{self, SendBuf};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracker_conns::{AnnounceConn, ServerConn};
 
@@ -42,27 +50,39 @@ const READ_BUDGET: usize = 1 << 20;
 /// announce to be answered.
 const COMPLETED_WAIT: Duration = Duration::from_secs(5);
 
-/// How a session is set up.
+/// Longest the loop sleeps when nothing is due (an idle session wakes about
+/// twice a minute).
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// The token of the session's waker (never a slab key).
+const WAKER: Token = Token(usize::MAX);
+
+/// Bytes of a handshake up to and including the info-hash: enough to route
+/// an incoming connection to its torrent.
+const ROUTE_LEN: usize = 48;
+
+/// A torrent of a session (its slab key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TorrentId(pub usize);
+
+/// How the session as a whole is set up.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     /// Where to accept peers (None: do not listen).
     pub listen: Option<SocketAddr>,
     /// Local address for outgoing peer and tracker connections.
     pub bind_ip: Option<IpAddr>,
-    /// Peers to connect to directly.
-    pub peers: Vec<SocketAddr>,
-    /// Trackers, by tier (BEP 12).
-    pub tracker_tiers: Vec<Vec<String>>,
     /// Run the built-in tracker on this address too.
     pub tracker_server: Option<(SocketAddr, ServerConfig)>,
-    /// Stop once every piece is verified and written.
-    pub exit_when_done: bool,
-    /// While seeding, stop at this upload/size ratio.
-    pub seed_ratio: Option<f64>,
-    /// While seeding, stop after this long.
-    pub seed_time: Option<Duration>,
     /// How to show progress.
     pub progress: crate::progress::ProgressMode,
+    /// Session-wide connection limits: `max_peers` (all torrents together),
+    /// `max_half_open`, `max_per_ip`, `evict_after`, `handshake_timeout`,
+    /// `connect_timeout`.
+    pub limits: Config,
+    /// Keep running when every torrent has finished (or none is left):
+    /// for sessions that take torrents at run time.
+    pub keep_running: bool,
 }
 
 impl Default for SessionOptions {
@@ -70,31 +90,64 @@ impl Default for SessionOptions {
         SessionOptions {
             listen: None,
             bind_ip: None,
-            peers: Vec::new(),
-            tracker_tiers: Vec::new(),
             tracker_server: None,
-            exit_when_done: false,
-            seed_ratio: None,
-            seed_time: None,
             progress: crate::progress::ProgressMode::Off,
+            limits: Config::default(),
+            keep_running: false,
         }
     }
 }
 
-/// How a session ended.
+/// How one torrent of a session runs.
+#[derive(Clone, Debug, Default)]
+pub struct TorrentOptions {
+    /// Peers to connect to directly.
+    pub peers: Vec<SocketAddr>,
+    /// Trackers, by tier (BEP 12).
+    pub tracker_tiers: Vec<Vec<String>>,
+    /// Finished once every piece is verified and written.
+    pub exit_when_done: bool,
+    /// While seeding, finished at this upload/size ratio.
+    pub seed_ratio: Option<f64>,
+    /// While seeding, finished after this long.
+    pub seed_time: Option<Duration>,
+}
+
+/// How one torrent ended.
 #[derive(Clone, Copy, Debug)]
+pub struct TorrentOutcome {
+    pub info_hash: [u8; 20],
+    pub status: Status,
+    pub banned: usize,
+    /// All pieces verified and written at the end.
+    pub complete: bool,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug)]
 pub struct Outcome {
+    /// All torrents together (None without torrents).
     pub status: Option<Status>,
     pub elapsed: Duration,
     pub banned: usize,
-    /// The torrent was complete (all pieces verified and written) at the end.
+    /// Every torrent was complete at the end.
     pub complete: bool,
+    /// Each torrent, in the order they were added.
+    pub torrents: Vec<TorrentOutcome>,
 }
 
 enum Conn {
     PeerListener(TcpListener),
+    /// Accepted; its handshake will say which torrent it is for.
+    Incoming {
+        sock: TcpStream,
+        addr: SocketAddr,
+        buf: Vec<u8>,
+        since: Instant,
+    },
     Peer {
         sock: TcpStream,
+        tid: usize,
         key: usize,
         connecting: bool,
         writable: bool,
@@ -104,42 +157,191 @@ enum Conn {
     Announce(AnnounceConn),
 }
 
-/// A handle to stop a running session from another thread (tests, demo).
-#[derive(Clone, Default)]
-pub struct StopHandle(Arc<AtomicBool>);
+/// What another thread asks of a running session.
+enum Command {
+    Add(Box<Torrent>, TorrentOptions),
+    Pause([u8; 20]),
+    Resume([u8; 20]),
+    Remove([u8; 20]),
+}
 
-impl StopHandle {
+/// Drives a running session from another thread (tests, the demo, a
+/// watched folder): stop it, add, pause, resume or remove torrents.
+#[derive(Clone)]
+pub struct SessionHandle {
+    stop: Arc<AtomicBool>,
+    commands: Arc<Mutex<Vec<Command>>>,
+    waker: Arc<Waker>,
+}
+
+/// The old name of [`SessionHandle`].
+pub type StopHandle = SessionHandle;
+
+impl SessionHandle {
+    /// Stop the session (like Ctrl-C).
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
     }
     fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst)
+    }
+    fn send(&self, c: Command) {
+        if let Ok(mut q) = self.commands.lock() {
+            q.push(c);
+        }
+        let _ = self.waker.wake();
+    }
+    /// Add a torrent (refused, with a log line, if its info-hash is there).
+    pub fn add(&self, torrent: Torrent, opts: TorrentOptions) {
+        self.send(Command::Add(Box::new(torrent), opts));
+    }
+    /// Close the torrent's connections and stop announcing it.
+    pub fn pause(&self, info_hash: [u8; 20]) {
+        self.send(Command::Pause(info_hash));
+    }
+    pub fn resume(&self, info_hash: [u8; 20]) {
+        self.send(Command::Resume(info_hash));
+    }
+    /// Flush, close, announce `stopped` and forget the torrent.
+    pub fn remove(&self, info_hash: [u8; 20]) {
+        self.send(Command::Remove(info_hash));
     }
 }
 
-/// One event loop: at most one torrent, plus optionally the built-in tracker.
-pub struct Session {
-    poll: Poll,
-    conns: Slab<Conn>,
-    torrent: Option<Torrent>,
+/// One torrent and what the shell keeps for it.
+struct Slot {
+    t: Torrent,
+    opts: TorrentOptions,
     announcer: Option<Announcer>,
-    tracker: Option<Tracker>,
-    opts: SessionOptions,
-    listen_addr: Option<SocketAddr>,
-    tracker_addr: Option<SocketAddr>,
-    /// Peer addresses to try, from the tracker and the command line.
+    /// Peer addresses to try, from the trackers and the command line.
     candidates: Candidates,
     /// Dialed peers that closed or failed, and when to try them again.
     retry: Vec<(Instant, SocketAddr)>,
     /// Consecutive failed attempts per dialed address.
     failures: HashMap<SocketAddr, u32>,
+    flush_retry_at: Option<Instant>,
+    flush_backoff: Duration,
+    was_done: bool,
+    seeding_since: Option<Instant>,
+    paused: bool,
+    /// Reached its end (done, ratio or time); kept until the session ends.
+    finished: bool,
+    /// Being removed: its `stopped` announce is on the way.
+    removing: Option<Instant>,
+}
+
+impl Slot {
+    fn new(t: Torrent, opts: TorrentOptions, now: Instant) -> Slot {
+        let announcer = (!opts.tracker_tiers.is_empty()).then(|| {
+            // BEP 12: each tier shuffled; back-offs jittered.
+            let seed = t
+                .our_id
+                .iter()
+                .chain(t.info_hash.iter())
+                .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64);
+            Announcer::with_seed(opts.tracker_tiers.clone(), now, seed)
+        });
+        let mut candidates = Candidates::new();
+        for &p in &opts.peers {
+            candidates.push(p, now);
+        }
+        let was_done = t.is_done();
+        Slot {
+            t,
+            opts,
+            announcer,
+            candidates,
+            retry: Vec::new(),
+            failures: HashMap::new(),
+            flush_retry_at: None,
+            flush_backoff: Duration::from_secs(1),
+            was_done,
+            seeding_since: was_done.then_some(now),
+            paused: false,
+            finished: false,
+            removing: None,
+        }
+    }
+
+    /// Check the end conditions; true once the torrent has reached one.
+    fn check_finished(&mut self, now: Instant) -> bool {
+        if self.finished {
+            return true;
+        }
+        if !self.t.is_done() {
+            return false;
+        }
+        if !self.was_done {
+            self.was_done = true;
+            self.seeding_since = Some(now);
+            info!("download complete: every piece verified and written");
+            if let Some(a) = &mut self.announcer {
+                a.set_completed();
+            }
+        }
+        if self.opts.exit_when_done {
+            // Tell the trackers first (at most COMPLETED_WAIT).
+            let waiting = self.announcer.as_ref().is_some_and(|a| a.completed_owed())
+                && self
+                    .seeding_since
+                    .is_some_and(|s| now.duration_since(s) < COMPLETED_WAIT);
+            self.finished = !waiting;
+        } else if let Some(ratio) = self.opts.seed_ratio
+            // Counters only: this runs every loop turn.
+            && self.t.totals.uploaded as f64 >= ratio * self.t.geometry.total_len as f64
+        {
+            info!("seed ratio {ratio} reached");
+            self.finished = true;
+        } else if let (Some(limit), Some(since)) = (self.opts.seed_time, self.seeding_since)
+            && now.duration_since(since) >= limit
+        {
+            info!("seed time reached");
+            self.finished = true;
+        }
+        self.finished
+    }
+
+    /// Write verified pieces under the per-turn budget. After a failure
+    /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
+    /// disk that stays full costs a few wake-ups, not a spinning loop.
+    fn flush(&mut self, now: Instant) {
+        if self.flush_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        match self.t.flush(self.t.cfg.flush_per_turn, now) {
+            Ok(_) => {
+                self.flush_retry_at = None;
+                self.flush_backoff = Duration::from_secs(1);
+            }
+            Err(_) => {
+                self.flush_retry_at = Some(now + self.flush_backoff);
+                self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+}
+
+/// One event loop: any number of torrents, plus optionally the built-in
+/// tracker.
+pub struct Session {
+    poll: Poll,
+    conns: Slab<Conn>,
+    torrents: Slab<Slot>,
+    by_hash: HashMap<[u8; 20], usize>,
+    /// Torrents in the order they were added (for outcomes and status).
+    order: Vec<usize>,
+    tracker: Option<Tracker>,
+    opts: SessionOptions,
+    listen_addr: Option<SocketAddr>,
+    tracker_addr: Option<SocketAddr>,
     /// Addresses that turned out to be ourselves (through a NAT, a proxy
     /// or another local address): never dialed again.
     own_addrs: HashSet<SocketAddr>,
-    /// Tokens with unread data left (read budget hit, or cache full).
+    /// Tokens with unread data left (read budget hit).
     carry: Vec<usize>,
     close: Vec<(usize, PeerError)>,
-    stop: StopHandle,
+    handle: SessionHandle,
     started: Instant,
     progress: Progress,
     accept_paused_until: Option<Instant>,
@@ -147,17 +349,18 @@ pub struct Session {
     /// cleanly when the process runs out of descriptors.
     spare_fd: Option<std::fs::File>,
     last_tick: Instant,
-    flush_retry_at: Option<Instant>,
-    flush_backoff: Duration,
-    was_done: bool,
-    seeding_since: Option<Instant>,
-    peer_id: [u8; 20],
+    /// Loop turns so far (for tests and `docs/performance.md`).
+    turns: u64,
+    /// Outcomes of torrents removed while running.
+    removed: Vec<TorrentOutcome>,
 }
 
 impl Session {
-    /// Bind the listeners and set up the cores. Nothing is sent until `run`.
-    pub fn new(torrent: Option<Torrent>, opts: SessionOptions) -> io::Result<Session> {
+    /// Bind the listeners. Torrents come with [`Session::add_torrent`] (or
+    /// through the handle while running). Nothing is sent until `run`.
+    pub fn new(opts: SessionOptions) -> io::Result<Session> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut conns = Slab::new();
         let mut listen_addr = None;
         if let Some(addr) = opts.listen {
@@ -184,50 +387,49 @@ impl Session {
             );
         }
         let now = Instant::now();
-        let announcer = match &torrent {
-            Some(_) if !opts.tracker_tiers.is_empty() => {
-                // BEP 12: each tier shuffled; back-offs jittered.
-                let seed = torrent.as_ref().map_or(0, |t| {
-                    t.our_id
-                        .iter()
-                        .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64)
-                });
-                Some(Announcer::with_seed(opts.tracker_tiers.clone(), now, seed))
-            }
-            _ => None,
-        };
-        let peer_id = torrent.as_ref().map(|t| t.our_id).unwrap_or([0; 20]);
-        let mut candidates = Candidates::new();
-        for &p in &opts.peers {
-            candidates.push(p, now);
-        }
         Ok(Session {
             poll,
             conns,
-            torrent,
-            announcer,
+            torrents: Slab::new(),
+            by_hash: HashMap::new(),
+            order: Vec::new(),
             tracker,
             listen_addr,
             tracker_addr,
-            candidates,
-            retry: Vec::new(),
-            failures: HashMap::new(),
             own_addrs: HashSet::new(),
             carry: Vec::new(),
             close: Vec::new(),
-            stop: StopHandle::default(),
+            handle: SessionHandle {
+                stop: Arc::new(AtomicBool::new(false)),
+                commands: Arc::new(Mutex::new(Vec::new())),
+                waker,
+            },
             started: now,
             progress: Progress::new(opts.progress),
             accept_paused_until: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             last_tick: now,
-            flush_retry_at: None,
-            flush_backoff: Duration::from_secs(1),
-            was_done: false,
-            seeding_since: None,
-            peer_id,
+            turns: 0,
+            removed: Vec::new(),
             opts,
         })
+    }
+
+    /// Add a torrent. Refused (given back) if a torrent with its info-hash
+    /// is there.
+    pub fn add_torrent(
+        &mut self,
+        t: Torrent,
+        opts: TorrentOptions,
+    ) -> Result<TorrentId, Box<Torrent>> {
+        if self.by_hash.contains_key(&t.info_hash) {
+            return Err(Box::new(t));
+        }
+        let hash = t.info_hash;
+        let id = self.torrents.insert(Slot::new(t, opts, Instant::now()));
+        self.by_hash.insert(hash, id);
+        self.order.push(id);
+        Ok(TorrentId(id))
     }
 
     /// The address peers can reach us on (after binding port 0, the real port).
@@ -240,37 +442,52 @@ impl Session {
         self.tracker_addr
     }
 
+    /// A handle that stops the session or changes its torrents while it runs.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
     /// A handle that stops `run` (like Ctrl-C).
-    pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
+    pub fn stop_handle(&self) -> SessionHandle {
+        self.handle()
     }
 
+    /// The first torrent added (the single-torrent view).
     pub fn torrent(&self) -> Option<&Torrent> {
-        self.torrent.as_ref()
+        self.order
+            .first()
+            .and_then(|&id| self.torrents.get(id))
+            .map(|s| &s.t)
     }
 
-    /// Run until done (when asked to exit then), or until stopped.
+    /// A torrent by id.
+    pub fn torrent_by_id(&self, id: TorrentId) -> Option<&Torrent> {
+        self.torrents.get(id.0).map(|s| &s.t)
+    }
+
+    /// Loop turns so far.
+    pub fn turns(&self) -> u64 {
+        self.turns
+    }
+
+    /// Run until every torrent has finished (unless `keep_running`), or
+    /// until stopped.
     pub fn run(&mut self) -> io::Result<Outcome> {
         let mut events = Events::with_capacity(256);
         self.started = Instant::now();
         // Timers run at once: connect to given peers, announce.
         self.last_tick = self.started - Duration::from_secs(1);
-        if let Some(t) = &self.torrent {
-            self.was_done = t.is_done();
-            if self.was_done {
-                self.seeding_since = Some(self.started);
-            }
-        }
         loop {
-            if self.stop.is_set() || stop_requested() {
+            if self.handle.is_set() || stop_requested() {
                 info!("stopping");
                 break;
             }
-            if self.finished() {
+            if self.all_finished(Instant::now()) {
                 break;
             }
             let timeout = if self.carry.is_empty() {
-                Duration::from_millis(200)
+                self.next_deadline()
+                    .saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -280,8 +497,13 @@ impl Session {
                 }
                 return Err(e);
             }
+            self.turns += 1;
             let now = Instant::now();
             for ev in events.iter() {
+                if ev.token() == WAKER {
+                    self.run_commands(now);
+                    continue;
+                }
                 self.on_event(
                     ev.token().0,
                     ev.is_readable() || ev.is_read_closed(),
@@ -296,57 +518,171 @@ impl Session {
             self.after_batch(now);
         }
         self.shutdown();
-        let status = self.torrent.as_ref().map(|t| t.status());
+        let mut torrents: Vec<TorrentOutcome> = std::mem::take(&mut self.removed);
+        torrents.extend(
+            self.order
+                .iter()
+                .filter_map(|&id| self.torrents.get(id))
+                .map(outcome_of),
+        );
+        let statuses: Vec<Status> = torrents.iter().map(|o| o.status).collect();
         Ok(Outcome {
-            status,
+            status: aggregate(&statuses),
             elapsed: self.started.elapsed(),
-            banned: self.torrent.as_ref().map_or(0, |t| t.banned_count()),
-            complete: self.torrent.as_ref().is_some_and(|t| t.is_done()),
+            banned: torrents.iter().map(|o| o.banned).sum(),
+            complete: !torrents.is_empty() && torrents.iter().all(|o| o.complete),
+            torrents,
         })
     }
 
-    fn finished(&mut self) -> bool {
-        let Some(t) = &self.torrent else {
-            return false;
-        };
-        if !t.is_done() {
-            return false;
+    /// When the loop must next wake, whatever the sockets do: the
+    /// one-second timers while anything is connected or pending, the
+    /// announcers, retries, flush back-offs and the status line; otherwise
+    /// [`MAX_SLEEP`].
+    fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let mut at = now + MAX_SLEEP;
+        let tick = self.last_tick + Duration::from_secs(1);
+        let busy_conns = self
+            .conns
+            .iter()
+            .any(|(_, c)| !matches!(c, Conn::PeerListener(_) | Conn::TrackerListener(_)));
+        if busy_conns || self.accept_paused_until.is_some() {
+            at = at.min(tick);
         }
-        if !self.was_done {
-            self.was_done = true;
-            self.seeding_since = Some(Instant::now());
-            info!("download complete: every piece verified and written");
-            if let Some(a) = &mut self.announcer {
-                a.set_completed();
+        for (_, s) in &self.torrents {
+            if s.paused && s.removing.is_none() {
+                continue;
             }
-        }
-        if self.opts.exit_when_done {
-            // Tell the trackers first (at most COMPLETED_WAIT).
-            let now = Instant::now();
-            if self.announcer.as_ref().is_some_and(|a| a.completed_owed())
-                && self
-                    .seeding_since
-                    .is_some_and(|s| now.duration_since(s) < COMPLETED_WAIT)
+            if !s.t.peers.is_empty() || s.t.has_pending_writes() || !s.candidates.is_empty() {
+                at = at.min(tick);
+            }
+            if let Some(a) = &s.announcer
+                && let Some(t) = a.poll_timeout()
             {
-                self.maybe_announce(now);
-                return false;
+                at = at.min(t.max(tick));
             }
-            return true;
-        }
-        if let (Some(ratio), Some(t)) = (self.opts.seed_ratio, &self.torrent) {
-            // Counters only: this runs every loop turn.
-            if t.totals.uploaded as f64 >= ratio * t.geometry.total_len as f64 {
-                info!("seed ratio {ratio} reached");
-                return true;
+            for &(t, _) in &s.retry {
+                at = at.min(t.max(tick));
+            }
+            if let Some(t) = s.flush_retry_at {
+                at = at.min(t);
+            }
+            if s.t.has_pending_writes() {
+                at = at.min(now + crate::torrent::FLUSH_AGE);
+            }
+            if s.t.is_done() && !s.finished && (s.opts.exit_when_done || s.opts.seed_time.is_some())
+            {
+                at = at.min(tick);
             }
         }
-        if let (Some(limit), Some(since)) = (self.opts.seed_time, self.seeding_since)
-            && since.elapsed() >= limit
-        {
-            info!("seed time reached");
-            return true;
+        if let Some(due) = self.progress.next_due() {
+            at = at.min(due);
         }
-        false
+        at
+    }
+
+    fn all_finished(&mut self, now: Instant) -> bool {
+        let mut all = true;
+        for (_, s) in self.torrents.iter_mut() {
+            if !s.check_finished(now) {
+                all = false;
+            }
+        }
+        // A finished download may still owe its `completed` announce.
+        self.maybe_announce(now);
+        all && !self.opts.keep_running && !self.torrents.is_empty()
+    }
+
+    fn run_commands(&mut self, now: Instant) {
+        let cmds = match self.handle.commands.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return,
+        };
+        for c in cmds {
+            match c {
+                Command::Add(t, opts) => {
+                    let name = hex_short(&t.info_hash);
+                    match self.add_torrent(*t, opts) {
+                        Ok(_) => info!("torrent {name}: added"),
+                        Err(_) => warn!("torrent {name} is already in the session"),
+                    }
+                }
+                Command::Pause(h) => {
+                    if let Some(&id) = self.by_hash.get(&h) {
+                        self.pause(id, now);
+                    }
+                }
+                Command::Resume(h) => {
+                    if let Some(s) = self
+                        .by_hash
+                        .get(&h)
+                        .and_then(|&id| self.torrents.get_mut(id))
+                        && s.paused
+                        && s.removing.is_none()
+                    {
+                        info!("torrent {}: resumed", hex_short(&h));
+                        s.paused = false;
+                        for &p in &s.opts.peers {
+                            s.candidates.push(p, now);
+                        }
+                        if let Some(a) = &mut s.announcer {
+                            a.want_peers_now(now);
+                        }
+                    }
+                }
+                Command::Remove(h) => {
+                    if let Some(&id) = self.by_hash.get(&h) {
+                        self.pause(id, now);
+                        if let Some(s) = self.torrents.get_mut(id) {
+                            info!("torrent {}: removing", hex_short(&h));
+                            s.removing = Some(now);
+                            if let Some(a) = &mut s.announcer {
+                                a.stop();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.connect_more(now);
+    }
+
+    /// Close every connection of torrent `id`, write what is verified, and
+    /// stop dialing or announcing it until resumed.
+    fn pause(&mut self, id: usize, now: Instant) {
+        let Some(s) = self.torrents.get_mut(id) else {
+            return;
+        };
+        if !s.paused {
+            info!("torrent {}: paused", hex_short(&s.t.info_hash));
+        }
+        s.paused = true;
+        while s.t.has_pending_writes() {
+            if s.t.flush(usize::MAX, now).is_err() {
+                break;
+            }
+        }
+        let toks: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c, Conn::Peer { tid, .. } if *tid == id)
+                    || matches!(c, Conn::Announce(a) if a.tid == id)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for tok in toks {
+            if let Some(Conn::Announce(a)) = self.conns.get(tok) {
+                let url = a.url.clone();
+                let _ = self.close_silently(tok);
+                if let Some(an) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut()) {
+                    an.abandon(&url);
+                }
+            } else {
+                self.close_conn(tok, &PeerError::Shutdown);
+            }
+        }
     }
 
     fn on_event(&mut self, token: usize, readable: bool, writable: bool, now: Instant) {
@@ -356,6 +692,11 @@ impl Session {
         match conn {
             Conn::PeerListener(_) => self.accept_peers(token, now),
             Conn::TrackerListener(_) => self.accept_tracker_clients(token, now),
+            Conn::Incoming { .. } => {
+                if readable {
+                    self.incoming_readable(token, now);
+                }
+            }
             Conn::Peer { .. } => {
                 if writable {
                     self.peer_writable(token, now);
@@ -369,6 +710,14 @@ impl Session {
         }
     }
 
+    /// Connections to peers (incoming, routed or not, and outgoing).
+    fn peer_conns(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Incoming { .. } | Conn::Peer { .. }))
+            .count()
+    }
+
     fn accept_peers(&mut self, token: usize, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| now < t) {
             return;
@@ -379,15 +728,28 @@ impl Session {
             };
             match l.accept() {
                 Ok((mut sock, addr)) => {
-                    let Some(t) = &mut self.torrent else {
-                        continue;
-                    };
-                    if !addr.ip().is_loopback() && t.peers_from(addr.ip()) >= t.cfg.max_per_ip {
-                        debug!("refusing {addr}: {}", PeerError::PerAddressLimit);
-                        continue;
+                    let limits = &self.opts.limits;
+                    if !addr.ip().is_loopback() {
+                        let from_ip = self
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| match c {
+                                Conn::Incoming { addr: a, .. } => a.ip() == addr.ip(),
+                                Conn::Peer { tid, key, .. } => self
+                                    .torrents
+                                    .get(*tid)
+                                    .and_then(|s| s.t.peers.get(*key))
+                                    .is_some_and(|p| p.addr.ip() == addr.ip()),
+                                _ => false,
+                            })
+                            .count();
+                        if from_ip >= limits.max_per_ip {
+                            debug!("refusing {addr}: {}", PeerError::PerAddressLimit);
+                            continue;
+                        }
                     }
-                    if t.peers.len() >= t.cfg.max_peers {
-                        match t.evict_one(now) {
+                    if self.peer_conns() >= limits.max_peers {
+                        match self.evict_one(now) {
                             Some(victim) => self.close.push((victim, PeerError::Evicted)),
                             None => {
                                 debug!("refusing {addr}: connection limit reached");
@@ -405,13 +767,12 @@ impl Session {
                         warn!("cannot register accepted socket: {e}");
                         continue;
                     }
-                    let key = t.add_peer(tok, addr, false, now);
                     debug!("peer#{tok} {addr} connected to us");
-                    entry.insert(Conn::Peer {
+                    entry.insert(Conn::Incoming {
                         sock,
-                        key,
-                        connecting: false,
-                        writable: false,
+                        addr,
+                        buf: Vec::with_capacity(wire::HANDSHAKE_LEN),
+                        since: now,
                     });
                     // Data may already be waiting.
                     self.carry.push(tok);
@@ -441,9 +802,118 @@ impl Session {
         }
     }
 
+    /// A connection to close for a newcomer when every slot is taken: one
+    /// still waiting for its handshake past `evict_after`, or a torrent's
+    /// idle and useless peer (see [`Torrent::evict_one`]).
+    fn evict_one(&mut self, now: Instant) -> Option<usize> {
+        let after = self.opts.limits.evict_after;
+        let stale_incoming = self
+            .conns
+            .iter()
+            .filter_map(|(tok, c)| match c {
+                Conn::Incoming { since, .. } if now.duration_since(*since) >= after => {
+                    Some((*since, tok))
+                }
+                _ => None,
+            })
+            .filter(|(_, tok)| !self.close.iter().any(|(t, _)| t == tok))
+            .min();
+        if let Some((_, tok)) = stale_incoming {
+            return Some(tok);
+        }
+        self.torrents
+            .iter_mut()
+            .find_map(|(_, s)| s.t.evict_one(now))
+    }
+
+    /// Read an incoming connection's handshake far enough to know its
+    /// torrent, then hand it over to that torrent (or close it).
+    fn incoming_readable(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Incoming { sock, buf, .. }) = self.conns.get_mut(token) else {
+            return;
+        };
+        // Read no further than the routing prefix: the rest is the peer's
+        // (its handshake and messages), read into its own buffer.
+        let mut chunk = [0u8; ROUTE_LEN];
+        let eof = loop {
+            let room = ROUTE_LEN.saturating_sub(buf.len());
+            if room == 0 {
+                break false;
+            }
+            match sock.read(chunk.get_mut(..room).unwrap_or_default()) {
+                Ok(0) => break true,
+                Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close.push((token, PeerError::Io("read", e.kind())));
+                    return;
+                }
+            }
+        };
+        if eof {
+            self.close.push((token, PeerError::Eof));
+            return;
+        }
+        if let Err(e) = wire::Handshake::check_prefix(buf) {
+            self.close.push((token, PeerError::Decode(e)));
+            return;
+        }
+        let info_hash = wire::Handshake::info_hash_of(buf).unwrap_or([0; 20]);
+        let target = self
+            .by_hash
+            .get(&info_hash)
+            .copied()
+            .filter(|&id| self.torrents.get(id).is_some_and(|s| !s.paused));
+        let Some(tid) = target else {
+            debug!(
+                "peer#{token}: handshake for a torrent we do not serve ({})",
+                hex_short(&info_hash)
+            );
+            self.close.push((token, PeerError::WrongInfoHash));
+            return;
+        };
+        let Some(Conn::Incoming {
+            sock, addr, buf, ..
+        }) = self.conns.try_remove(token)
+        else {
+            return;
+        };
+        let Some(s) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        // The slab slot just freed is taken again (slab reuses the last
+        // freed key first); should it differ, the socket is re-registered.
+        let entry = self.conns.vacant_entry();
+        let tok = entry.key();
+        let mut sock = sock;
+        if tok != token
+            && self
+                .poll
+                .registry()
+                .reregister(&mut sock, Token(tok), Interest::READABLE)
+                .is_err()
+        {
+            return;
+        }
+        let key = s.t.add_peer(tok, addr, false, now);
+        if let Some(p) = s.t.peers.get_mut(key) {
+            let _ = p.recv.read_from(&mut &buf[..]);
+        }
+        entry.insert(Conn::Peer {
+            sock,
+            tid,
+            key,
+            connecting: false,
+            writable: false,
+        });
+        self.peer_readable(tok, now);
+    }
+
     fn peer_readable(&mut self, token: usize, now: Instant) {
         let Some(Conn::Peer {
             sock,
+            tid,
             key,
             connecting,
             ..
@@ -454,10 +924,11 @@ impl Session {
         if *connecting {
             return;
         }
-        let key = *key;
-        let Some(t) = &mut self.torrent else {
+        let (tid, key) = (*tid, *key);
+        let Some(s) = self.torrents.get_mut(tid) else {
             return;
         };
+        let t = &mut s.t;
         // No back-pressure is needed for the cache: the picker requests a
         // block only when a buffer is free for it, so whatever a peer sends
         // is either stored or (unrequested) dropped.
@@ -538,6 +1009,7 @@ impl Session {
     fn write_peer(&mut self, token: usize, now: Instant) {
         let Some(Conn::Peer {
             sock,
+            tid,
             key,
             connecting,
             writable,
@@ -549,9 +1021,10 @@ impl Session {
             return;
         }
         let key = *key;
-        let Some(t) = &mut self.torrent else {
+        let Some(s) = self.torrents.get_mut(*tid) else {
             return;
         };
+        let t = &mut s.t;
         let mut wrote = false;
         loop {
             let Some(peer) = t.peers.get_mut(key) else {
@@ -606,14 +1079,11 @@ impl Session {
         }
     }
 
-    /// Open outgoing connections to candidates, within the limits.
+    /// Open outgoing connections to candidates, within the limits (the
+    /// session's peer cap and half-open cap, shared by every torrent;
+    /// torrents take turns).
     fn connect_more(&mut self, now: Instant) {
-        let Some(t) = &mut self.torrent else {
-            return;
-        };
-        if t.is_done() && self.opts.exit_when_done {
-            return;
-        }
+        let limits = self.opts.limits.clone();
         let mut half_open = self
             .conns
             .iter()
@@ -627,76 +1097,99 @@ impl Session {
                 )
             })
             .count();
-        while t.peers.len() < t.cfg.max_peers && half_open < t.cfg.max_half_open {
-            let Some(addr) = self.candidates.pop() else {
-                break;
-            };
-            if Some(addr) == self.listen_addr
-                || self.listen_addr.is_some_and(|l| {
-                    l.port() == addr.port() && (l.ip().is_unspecified() && addr.ip().is_loopback())
-                })
-                || self.own_addrs.contains(&addr)
-                || t.is_connected_to(&addr)
-                || t.is_banned(&addr)
-            {
-                continue;
-            }
-            let mut sock = match connect_from(self.opts.bind_ip, addr) {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!("connect to {addr} failed: {e}");
+        let mut open = self.peer_conns();
+        let ids: Vec<usize> = self.order.clone();
+        let mut progress = true;
+        while progress && open < limits.max_peers && half_open < limits.max_half_open {
+            progress = false;
+            for &id in &ids {
+                if open >= limits.max_peers || half_open >= limits.max_half_open {
+                    break;
+                }
+                let Some(s) = self.torrents.get_mut(id) else {
+                    continue;
+                };
+                if s.paused || (s.t.is_done() && s.opts.exit_when_done) || s.finished {
                     continue;
                 }
-            };
-            let entry = self.conns.vacant_entry();
-            let tok = entry.key();
-            if let Err(e) = self.poll.registry().register(
-                &mut sock,
-                Token(tok),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!("cannot register socket: {e}");
-                continue;
+                if s.t.peers.len() >= s.t.cfg.max_peers {
+                    continue;
+                }
+                let Some(addr) = s.candidates.pop() else {
+                    continue;
+                };
+                progress = true;
+                if Some(addr) == self.listen_addr
+                    || self.listen_addr.is_some_and(|l| {
+                        l.port() == addr.port()
+                            && (l.ip().is_unspecified() && addr.ip().is_loopback())
+                    })
+                    || self.own_addrs.contains(&addr)
+                    || s.t.is_connected_to(&addr)
+                    || s.t.is_banned(&addr)
+                {
+                    continue;
+                }
+                let mut sock = match connect_from(self.opts.bind_ip, addr) {
+                    Ok(sock) => sock,
+                    Err(e) => {
+                        debug!("connect to {addr} failed: {e}");
+                        continue;
+                    }
+                };
+                let entry = self.conns.vacant_entry();
+                let tok = entry.key();
+                if let Err(e) = self.poll.registry().register(
+                    &mut sock,
+                    Token(tok),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    warn!("cannot register socket: {e}");
+                    continue;
+                }
+                let key = s.t.add_peer(tok, addr, true, now);
+                debug!("peer#{tok} {addr} connecting");
+                entry.insert(Conn::Peer {
+                    sock,
+                    tid: id,
+                    key,
+                    connecting: true,
+                    writable: true,
+                });
+                half_open += 1;
+                open += 1;
             }
-            let key = t.add_peer(tok, addr, true, now);
-            debug!("peer#{tok} {addr} connecting");
-            entry.insert(Conn::Peer {
-                sock,
-                key,
-                connecting: true,
-                writable: true,
-            });
-            half_open += 1;
         }
     }
 
     fn after_batch(&mut self, now: Instant) {
-        // Flush verified pieces (bounded per turn), unless a recent failure
-        // (disk full) says to wait.
-        if self.flush_retry_at.is_none_or(|at| now >= at)
-            && self.torrent.as_ref().is_some_and(|t| {
-                t.should_flush(now) || (t.is_complete() && t.has_pending_writes()) || t.cache_full()
-            })
-        {
-            self.flush(now);
-        }
-        if let Some(t) = &mut self.torrent {
-            self.close.append(&mut t.to_close);
-            t.refill_upload(now);
-            t.choke_round(now);
+        for (_, s) in self.torrents.iter_mut() {
+            // Flush verified pieces (bounded per turn), unless a recent
+            // failure (disk full) says to wait.
+            if s.t.should_flush(now)
+                || (s.t.is_complete() && s.t.has_pending_writes())
+                || s.t.cache_full()
+            {
+                s.flush(now);
+            }
+            self.close.append(&mut s.t.to_close);
+            s.t.refill_upload(now);
+            s.t.choke_round(now);
         }
         // Write everything that has output queued.
-        if let Some(t) = &mut self.torrent {
-            let mut dirty = std::mem::take(&mut t.dirty);
+        let mut tokens = Vec::new();
+        for (_, s) in self.torrents.iter_mut() {
+            let mut dirty = std::mem::take(&mut s.t.dirty);
             dirty.sort_unstable();
             dirty.dedup();
-            let tokens: Vec<usize> = dirty
-                .iter()
-                .filter_map(|&k| t.peers.get(k).map(|p| p.token))
-                .collect();
-            for token in tokens {
-                self.write_peer(token, now);
-            }
+            tokens.extend(
+                dirty
+                    .iter()
+                    .filter_map(|&k| s.t.peers.get(k).map(|p| p.token)),
+            );
+        }
+        for token in tokens {
+            self.write_peer(token, now);
         }
         if now.duration_since(self.last_tick) >= Duration::from_secs(1) {
             let dt = now.duration_since(self.last_tick);
@@ -704,28 +1197,15 @@ impl Session {
             self.tick(now, dt);
         }
         self.close_pending();
-        if let Some(t) = &self.torrent
-            && self.progress.due(now)
-        {
-            self.progress.update(&t.status(), now);
-        }
-    }
-
-    /// Write verified data under the per-turn budget. After a failure
-    /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
-    /// disk that stays full costs a few wake-ups, not a spinning loop.
-    fn flush(&mut self, now: Instant) {
-        let Some(t) = &mut self.torrent else {
-            return;
-        };
-        match t.flush(t.cfg.flush_per_turn, now) {
-            Ok(_) => {
-                self.flush_retry_at = None;
-                self.flush_backoff = Duration::from_secs(1);
-            }
-            Err(_) => {
-                self.flush_retry_at = Some(now + self.flush_backoff);
-                self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
+        if self.progress.due(now) {
+            let statuses: Vec<Status> = self
+                .order
+                .iter()
+                .filter_map(|&id| self.torrents.get(id))
+                .map(|s| s.t.status())
+                .collect();
+            if let Some(st) = aggregate(&statuses) {
+                self.progress.update(&st, now);
             }
         }
     }
@@ -743,62 +1223,87 @@ impl Session {
                 self.accept_peers(l, now);
             }
         }
-        // Write what verified in the last second, even below a batch.
-        if self.flush_retry_at.is_none_or(|at| now >= at)
-            && self
-                .torrent
-                .as_ref()
-                .is_some_and(|t| t.has_pending_writes())
-        {
-            self.flush(now);
+        let limits = self.opts.limits.clone();
+        for (tok, c) in &self.conns {
+            if let Conn::Incoming { since, .. } = c
+                && now.duration_since(*since) > limits.handshake_timeout
+            {
+                self.close.push((tok, PeerError::Timeout("handshake")));
+            }
         }
-        if let Some(t) = &mut self.torrent {
-            t.tick(now, dt, &mut self.close);
-            let timeout = t.cfg.connect_timeout;
+        let mut done_removing = Vec::new();
+        for (id, s) in self.torrents.iter_mut() {
+            // Write what verified in the last second, even below a batch.
+            if s.t.has_pending_writes() {
+                s.flush(now);
+            }
+            s.t.tick(now, dt, &mut self.close);
             for (tok, c) in &self.conns {
                 if let Conn::Peer {
                     connecting: true,
+                    tid,
                     key,
                     ..
                 } = c
-                    && t.peers
-                        .get(*key)
-                        .is_some_and(|p| now.duration_since(p.connected_at) > timeout)
+                    && *tid == id
+                    && s.t.peers.get(*key).is_some_and(|p| {
+                        now.duration_since(p.connected_at) > limits.connect_timeout
+                    })
                 {
                     self.close.push((tok, PeerError::Timeout("connect")));
                 }
+            }
+            let mut i = 0;
+            while i < s.retry.len() {
+                if s.retry.get(i).is_some_and(|r| r.0 <= now) {
+                    let (_, addr) = s.retry.swap_remove(i);
+                    if !s.paused {
+                        s.candidates.push(addr, now);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            s.candidates.trim(now);
+            // Failure counts outlive their retries only while few: a stream
+            // of new tracker peers must not grow the table without bound.
+            if s.failures.len() > 4 * crate::candidates::MAX_CANDIDATES {
+                let waiting: HashSet<SocketAddr> = s.retry.iter().map(|&(_, a)| a).collect();
+                s.failures.retain(|a, _| waiting.contains(a));
+            }
+            // Running low on peers with nobody left to try: ask the tracker
+            // early (the announcer still respects `min interval`).
+            if let Some(a) = &mut s.announcer
+                && !s.paused
+                && s.candidates.is_empty()
+                && s.t.peers.len() < 5
+                && !s.t.is_complete()
+            {
+                a.want_peers_now(now);
+            }
+            if let Some(since) = s.removing {
+                let announced = s.announcer.as_ref().is_none_or(|a| a.is_finished());
+                if announced || now.duration_since(since) > Duration::from_secs(5) {
+                    done_removing.push(id);
+                }
+            }
+        }
+        for id in done_removing {
+            if let Some(s) = self.torrents.try_remove(id) {
+                info!("torrent {}: removed", hex_short(&s.t.info_hash));
+                if let Err(e) = s.t.sync() {
+                    warn!("sync failed: {e}");
+                }
+                self.by_hash.remove(&s.t.info_hash);
+                self.order.retain(|&x| x != id);
+                self.removed.push(outcome_of(&s));
             }
         }
         if let Some(tr) = &mut self.tracker {
             tr.expire(now);
         }
         self.tracker_conns_tick(now);
-        let mut i = 0;
-        while i < self.retry.len() {
-            if self.retry[i].0 <= now {
-                let (_, addr) = self.retry.swap_remove(i);
-                self.candidates.push(addr, now);
-            } else {
-                i += 1;
-            }
-        }
-        self.candidates.trim(now);
-        // Failure counts outlive their retries only while few: a stream of
-        // new tracker peers must not grow the table without bound.
-        if self.failures.len() > 4 * crate::candidates::MAX_CANDIDATES {
-            let waiting: HashSet<SocketAddr> = self.retry.iter().map(|&(_, a)| a).collect();
-            self.failures.retain(|a, _| waiting.contains(a));
-        }
         self.connect_more(now);
-        // Running low on peers with nobody left to try: ask the tracker
-        // early (the announcer still respects `min interval`).
-        if let (Some(a), Some(t)) = (&mut self.announcer, &self.torrent)
-            && self.candidates.is_empty()
-            && t.peers.len() < 5
-            && !t.is_complete()
-        {
-            a.want_peers_now(now);
-        }
     }
 
     fn close_pending(&mut self) {
@@ -813,11 +1318,21 @@ impl Session {
             return;
         };
         match conn {
-            Conn::Peer { mut sock, key, .. } => {
+            Conn::Incoming { mut sock, addr, .. } => {
+                debug!("peer#{token} {addr} dropped: {why}");
+                let _ = self.poll.registry().deregister(&mut sock);
+            }
+            Conn::Peer {
+                mut sock, tid, key, ..
+            } => {
                 if matches!(why, PeerError::OwnPeerId) {
                     // Our handshake is queued (see `Torrent::on_handshake`):
                     // the dialing side learns it reached itself and stops.
-                    if let Some(p) = self.torrent.as_mut().and_then(|t| t.peers.get_mut(key)) {
+                    if let Some(p) = self
+                        .torrents
+                        .get_mut(tid)
+                        .and_then(|s| s.t.peers.get_mut(key))
+                    {
                         let _ = write_out(&mut sock, &mut p.send);
                     }
                     // Closing with unread bytes would send a reset, which
@@ -831,9 +1346,12 @@ impl Session {
                     }
                 }
                 let _ = self.poll.registry().deregister(&mut sock);
-                let gone = self.torrent.as_mut().and_then(|t| t.remove_peer(key, why));
+                let gone = self
+                    .torrents
+                    .get_mut(tid)
+                    .and_then(|s| s.t.remove_peer(key, why));
                 if let Some((addr, true, active)) = gone {
-                    self.schedule_retry(addr, active, why);
+                    self.schedule_retry(tid, addr, active, why);
                 }
             }
             Conn::TrackerServer(mut c) => {
@@ -850,7 +1368,7 @@ impl Session {
 
     /// Try a dialed peer again later: peers given on the command line until
     /// we are done, tracker peers a few times, with growing back-off.
-    fn schedule_retry(&mut self, addr: SocketAddr, was_active: bool, why: &PeerError) {
+    fn schedule_retry(&mut self, tid: usize, addr: SocketAddr, was_active: bool, why: &PeerError) {
         if matches!(why, PeerError::OwnPeerId) {
             info!("{addr} is ourselves; not dialing it again");
             self.own_addrs.insert(addr);
@@ -866,37 +1384,41 @@ impl Session {
         ) {
             return;
         }
-        let n = self.failures.entry(addr).or_insert(0);
+        let Some(s) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        let n = s.failures.entry(addr).or_insert(0);
         if was_active {
             *n = 0;
         }
         *n += 1;
-        let direct = self.opts.peers.contains(&addr);
+        let direct = s.opts.peers.contains(&addr);
         if !direct && *n > 5 {
             return;
         }
         let delay = Duration::from_secs(2u64.saturating_pow((*n).min(8)).min(300));
-        self.retry.push((Instant::now() + delay, addr));
+        s.retry.push((Instant::now() + delay, addr));
     }
 
-    /// Flush verified pieces, tell the tracker we stop, close everything.
+    /// Flush verified pieces, tell the trackers we stop, close everything.
     fn shutdown(&mut self) {
         self.progress.finish();
-        if let Some(t) = &mut self.torrent {
-            while t.has_pending_writes() {
-                if let Err(e) = t.flush(usize::MAX, Instant::now()) {
+        let now = Instant::now();
+        for (_, s) in self.torrents.iter_mut() {
+            while s.t.has_pending_writes() {
+                if let Err(e) = s.t.flush(usize::MAX, now) {
                     warn!("could not write every verified piece before exit: {e}");
                     break;
                 }
             }
-            if let Err(e) = t.sync() {
+            if let Err(e) = s.t.sync() {
                 warn!("sync failed: {e}");
             }
         }
         let peers: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c, Conn::Peer { .. }))
+            .filter(|(_, c)| matches!(c, Conn::Peer { .. } | Conn::Incoming { .. }))
             .map(|(k, _)| k)
             .collect();
         for tok in peers {
@@ -904,6 +1426,44 @@ impl Session {
         }
         self.announce_stopped();
     }
+}
+
+/// The end state of a torrent.
+fn outcome_of(s: &Slot) -> TorrentOutcome {
+    TorrentOutcome {
+        info_hash: s.t.info_hash,
+        status: s.t.status(),
+        banned: s.t.banned_count(),
+        complete: s.t.is_done(),
+    }
+}
+
+/// Several torrents' status as one (sums; the status line shows this).
+pub fn aggregate(statuses: &[Status]) -> Option<Status> {
+    let (first, rest) = statuses.split_first()?;
+    let mut st = *first;
+    for s in rest {
+        st.have += s.have;
+        st.num_pieces += s.num_pieces;
+        st.left += s.left;
+        st.total_len += s.total_len;
+        st.down_rate += s.down_rate;
+        st.up_rate += s.up_rate;
+        st.peers += s.peers;
+        st.totals = Totals {
+            downloaded: st.totals.downloaded + s.totals.downloaded,
+            uploaded: st.totals.uploaded + s.totals.uploaded,
+            wasted: st.totals.wasted + s.totals.wasted,
+            hash_failures: st.totals.hash_failures + s.totals.hash_failures,
+            received: st.totals.received + s.totals.received,
+        };
+    }
+    Some(st)
+}
+
+/// The first bytes of an info-hash, in hex, for log lines.
+fn hex_short(h: &[u8; 20]) -> String {
+    h.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A connection's queued output, written until `WouldBlock`. Returns false

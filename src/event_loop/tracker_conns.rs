@@ -11,6 +11,7 @@ use crate::wire::SendBuf;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -32,7 +33,9 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// One announce in flight.
 pub(super) struct AnnounceConn {
     pub sock: TcpStream,
-    url: String,
+    /// The torrent it announces.
+    pub tid: usize,
+    pub url: String,
     out: SendBuf,
     reader: ResponseReader,
     started: Instant,
@@ -52,38 +55,55 @@ pub(super) struct ServerConn {
 }
 
 impl Session {
-    /// Start an announce if one is due and none is in flight.
+    /// Start the announces that are due (one in flight per torrent).
     pub(super) fn maybe_announce(&mut self, now: Instant) {
-        if self
+        let busy: HashSet<usize> = self
             .conns
             .iter()
-            .any(|(_, c)| matches!(c, Conn::Announce(_)))
-        {
-            return;
-        }
-        let Some(a) = &mut self.announcer else {
-            return;
-        };
-        let Some((url, event)) = a.poll_announce(now) else {
-            return;
-        };
-        if let Err(e) = self.start_announce(&url, event, now)
-            && let Some(a) = &mut self.announcer
-        {
-            warn!("tracker {url}: {e}");
-            a.on_failure(now, &url, &e);
+            .filter_map(|(_, c)| match c {
+                Conn::Announce(a) => Some(a.tid),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if busy.contains(&id) {
+                continue;
+            }
+            let Some(s) = self.torrents.get_mut(id) else {
+                continue;
+            };
+            // A paused torrent announces nothing, unless it is being
+            // removed (its `stopped`).
+            if s.paused && s.removing.is_none() {
+                continue;
+            }
+            let Some(a) = &mut s.announcer else {
+                continue;
+            };
+            let Some((url, event)) = a.poll_announce(now) else {
+                continue;
+            };
+            if let Err(e) = self.start_announce(id, &url, event, now)
+                && let Some(a) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut())
+            {
+                warn!("tracker {url}: {e}");
+                a.on_failure(now, &url, &e);
+            }
         }
     }
 
     fn start_announce(
         &mut self,
+        tid: usize,
         url: &str,
         event: Event,
         now: Instant,
     ) -> Result<(), TrackerError> {
-        let Some(t) = &self.torrent else {
+        let Some(slot) = self.torrents.get(tid) else {
             return Ok(());
         };
+        let t = &slot.t;
         let parsed = parse_http_url(url)?;
         // Resolution is blocking; tracker hosts are usually IP literals or in
         // /etc/hosts here, and it happens once per announce (minutes apart).
@@ -93,22 +113,18 @@ impl Session {
             .next()
             .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
         let s = t.status();
+        let peer_id = t.our_id;
         let params = AnnounceParams {
             info_hash: t.info_hash,
-            peer_id: self.peer_id,
+            peer_id,
             port: self.listen_addr.map_or(6881, |a| a.port()),
             uploaded: s.totals.uploaded,
             downloaded: s.totals.downloaded,
             left: s.left,
             event,
             numwant: 50,
-            key: u32::from_le_bytes([
-                self.peer_id[16],
-                self.peer_id[17],
-                self.peer_id[18],
-                self.peer_id[19],
-            ]),
-            tracker_id: self
+            key: u32::from_le_bytes([peer_id[16], peer_id[17], peer_id[18], peer_id[19]]),
+            tracker_id: slot
                 .announcer
                 .as_ref()
                 .and_then(|a| a.tracker_id().map(|t| t.to_vec())),
@@ -130,6 +146,7 @@ impl Session {
         debug!("announcing to {url} ({event:?})");
         entry.insert(Conn::Announce(AnnounceConn {
             sock,
+            tid,
             url: url.to_string(),
             out,
             reader: ResponseReader::new(),
@@ -146,8 +163,7 @@ impl Session {
         };
         c.more = false;
         let result = drive_announce(c);
-        let url = c.url.clone();
-        let more = c.more;
+        let (url, tid, more) = (c.url.clone(), c.tid, c.more);
         match result {
             Ok(None) => {
                 if more {
@@ -157,20 +173,27 @@ impl Session {
             }
             Ok(Some(body)) => {
                 let _ = self.close_silently(token);
-                self.on_announce_body(&url, &body, now);
+                self.on_announce_body(tid, &url, &body, now);
             }
             Err(e) => {
                 let _ = self.close_silently(token);
                 warn!("tracker {url}: {e}");
-                if let Some(a) = &mut self.announcer {
+                if let Some(a) = self
+                    .torrents
+                    .get_mut(tid)
+                    .and_then(|s| s.announcer.as_mut())
+                {
                     a.on_failure(now, &url, &e);
                 }
             }
         }
     }
 
-    fn on_announce_body(&mut self, url: &str, body: &[u8], now: Instant) {
-        let Some(a) = &mut self.announcer else {
+    fn on_announce_body(&mut self, tid: usize, url: &str, body: &[u8], now: Instant) {
+        let Some(slot) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        let Some(a) = &mut slot.announcer else {
             return;
         };
         match parse_announce_body(body) {
@@ -184,7 +207,9 @@ impl Session {
                     resp.interval
                 );
                 a.on_success(now, url, &resp);
-                self.candidates.extend_from_answer(&resp.peers, now);
+                if !slot.paused {
+                    slot.candidates.extend_from_answer(&resp.peers, now);
+                }
                 self.connect_more(now);
             }
             Err(e) => {
@@ -195,7 +220,7 @@ impl Session {
     }
 
     /// Close a tracker connection (announce or built-in tracker client).
-    fn close_silently(&mut self, token: usize) -> Option<()> {
+    pub(super) fn close_silently(&mut self, token: usize) -> Option<()> {
         if !matches!(
             self.conns.get(token)?,
             Conn::Announce(_) | Conn::TrackerServer(_)
@@ -346,7 +371,7 @@ impl Session {
         for (tok, c) in &self.conns {
             match c {
                 Conn::Announce(a) if now.duration_since(a.started) > ANNOUNCE_TIMEOUT => {
-                    expired.push((tok, Some(a.url.clone())));
+                    expired.push((tok, Some((a.tid, a.url.clone()))));
                 }
                 Conn::TrackerServer(s) if now.duration_since(s.started) > server_timeout => {
                     expired.push((tok, None));
@@ -354,9 +379,14 @@ impl Session {
                 _ => {}
             }
         }
-        for (tok, url) in expired {
+        for (tok, who) in expired {
             let _ = self.close_silently(tok);
-            if let (Some(url), Some(a)) = (url, &mut self.announcer) {
+            if let Some((tid, url)) = who
+                && let Some(a) = self
+                    .torrents
+                    .get_mut(tid)
+                    .and_then(|s| s.announcer.as_mut())
+            {
                 warn!("tracker {url}: no answer in {ANNOUNCE_TIMEOUT:?}");
                 a.on_failure(now, &url, &TrackerError::Timeout);
             }
@@ -364,13 +394,11 @@ impl Session {
         self.maybe_announce(now);
     }
 
-    /// Send `stopped` (best effort, at most about 1.5 s).
+    /// Send `stopped` for every torrent (best effort, at most about 1.5 s
+    /// in all).
     pub(super) fn announce_stopped(&mut self) {
-        if self.announcer.is_none() {
-            return;
-        }
-        // The stop replaces any announce in flight (the announcer ignores
-        // its late answer).
+        // The stops replace any announce in flight (the announcers ignore
+        // late answers).
         let inflight: Vec<usize> = self
             .conns
             .iter()
@@ -381,14 +409,22 @@ impl Session {
             let _ = self.close_silently(tok);
         }
         let now = Instant::now();
-        let due = self.announcer.as_mut().and_then(|a| {
-            a.stop();
-            a.poll_announce(now)
-        });
-        let Some((url, event)) = due else {
-            return;
-        };
-        if self.start_announce(&url, event, now).is_err() {
+        let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
+        let mut any = false;
+        for id in ids {
+            let due = self
+                .torrents
+                .get_mut(id)
+                .and_then(|s| s.announcer.as_mut())
+                .and_then(|a| {
+                    a.stop();
+                    a.poll_announce(now)
+                });
+            if let Some((url, event)) = due {
+                any |= self.start_announce(id, &url, event, now).is_ok();
+            }
+        }
+        if !any {
             return;
         }
         let deadline = now + Duration::from_millis(1500);

@@ -301,6 +301,12 @@ impl Announcer {
         }
     }
 
+    /// Forget the announce to `url` in flight, with no penalty (the torrent
+    /// was paused and its connection closed).
+    pub fn abandon(&mut self, url: &str) {
+        self.take_in_flight(url);
+    }
+
     /// A `completed` announce is owed and the trackers have not failed since:
     /// a process about to exit should wait a moment for it (else `stopped`
     /// follows `started` and the swarm never learns of the completion).

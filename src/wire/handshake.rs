@@ -80,6 +80,19 @@ impl Handshake {
     }
 }
 
+impl Handshake {
+    /// Check the part of a handshake seen so far (length byte, protocol
+    /// string): an error as soon as a byte is wrong.
+    pub fn check_prefix(buf: &[u8]) -> Result<(), DecodeError> {
+        Handshake::decode(buf).map(|_| ())
+    }
+
+    /// The info-hash of a handshake whose first 48 bytes are in `buf`.
+    pub fn info_hash_of(buf: &[u8]) -> Option<[u8; 20]> {
+        array_at::<20>(buf, INFO_HASH_AT)
+    }
+}
+
 /// `N` bytes of `buf` starting at `at`, or `None` if `buf` is too short.
 fn array_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     let end = at.checked_add(N)?;
