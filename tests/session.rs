@@ -1,0 +1,195 @@
+//! Many torrents in one session: one listen port, routing by info-hash,
+//! several downloads in one process, and torrents paused, resumed and
+//! removed while peers are connected.
+
+mod common;
+use common::*;
+use piecemeal::client::{self, ClientOptions};
+use piecemeal::metainfo::Metainfo;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const FILES: &[(&str, usize)] = &[
+    ("a.bin", 700_000),
+    ("b.bin", 1_100_000),
+    ("c.bin", 900_000),
+];
+
+/// `tmp/seed/{a,b,c}.bin` and a torrent of each: `tmp/{a,b,c}.torrent`.
+fn three_torrents(tmp: &TempDir) -> (std::path::PathBuf, Vec<String>) {
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, FILES);
+    let torrents = FILES
+        .iter()
+        .map(|(name, _)| {
+            let stem = name.trim_end_matches(".bin");
+            make_torrent(
+                &seed_dir.join(name),
+                &tmp.join(&format!("{stem}.torrent")),
+                &[],
+                32768,
+            )
+            .to_str()
+            .unwrap()
+            .to_string()
+        })
+        .collect();
+    (seed_dir, torrents)
+}
+
+fn info_hash(torrent: &str) -> [u8; 20] {
+    Metainfo::load(Path::new(torrent)).unwrap().info_hash
+}
+
+fn handshake(info_hash: &[u8; 20]) -> Vec<u8> {
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(info_hash);
+    hs.extend_from_slice(b"-XX0001-sessiontest0");
+    hs
+}
+
+/// Send a handshake; true if the seeder answers with one for the same
+/// torrent, false if it closes the connection.
+fn answered(port: &str, info_hash: &[u8; 20]) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&handshake(info_hash)).unwrap();
+    let mut back = [0u8; 68];
+    s.read_exact(&mut back).is_ok() && back[28..48] == info_hash[..]
+}
+
+#[test]
+fn one_seeder_process_serves_three_torrents_on_one_port() {
+    let tmp = TempDir::new("session-three");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let (mut seeder, sp) = start_seeder(&tmp, &seed_dir, &t[0], &[&t[1], &t[2], "--verbose"]);
+    // Three leecher processes, each downloading a different torrent from
+    // the same port, at the same time.
+    let mut leechers: Vec<(Proc, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let out = tmp.join(&format!("out{i}"));
+            let args = download_args(&t[i], &out, &sp);
+            (
+                Proc::start(&format!("leech{i}"), tmp.path(), &args, tmp.path()),
+                out,
+            )
+        })
+        .collect();
+    for (i, (l, out)) in leechers.iter_mut().enumerate() {
+        assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+        assert_same_files(&seed_dir, out, &FILES[i..i + 1]);
+    }
+    // A handshake for a torrent it does not serve is closed.
+    assert!(!answered(&sp, &[0x5a; 20]));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !seeder.log_text().contains("handshake for a torrent we do not serve") {
+        assert!(Instant::now() < end, "{}", seeder.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered(&sp, &info_hash(&t[1])));
+    assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn one_leecher_process_downloads_two_torrents_from_two_seeders() {
+    let tmp = TempDir::new("session-two");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let (_s1, p1) = start_seeder(&tmp, &seed_dir, &t[0], &[]);
+    let (_s2, p2) = start_seeder(&tmp, &seed_dir, &t[1], &[]);
+    let out = tmp.join("out");
+    let mut l = Proc::start(
+        "leech",
+        tmp.path(),
+        &[
+            "download",
+            &t[0],
+            &t[1],
+            "-o",
+            out.to_str().unwrap(),
+            "--peer",
+            &p1,
+            "--peer",
+            &p2,
+            "--port",
+            "0",
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+    assert_same_files(&seed_dir, &out, &FILES[..2]);
+    let log = l.log_text();
+    for name in ["a.torrent: complete", "b.torrent: complete"] {
+        assert!(log.contains(name), "no '{name}' line:\n{log}");
+    }
+}
+
+#[test]
+fn torrents_are_paused_resumed_and_removed_while_peers_are_connected() {
+    let tmp = TempDir::new("session-control");
+    let (seed_dir, t) = three_torrents(&tmp);
+    // An in-process seeder of a and b, slow enough to watch.
+    let mut o = ClientOptions::new(&t[0], &seed_dir, false);
+    o.more = vec![t[1].clone().into()];
+    o.listen = "127.0.0.1:0".parse().unwrap();
+    o.bind_ip = Some("127.0.0.1".parse().unwrap());
+    o.config.upload_limit = Some(300_000);
+    let mut session = client::prepare(&o).unwrap();
+    let port = session.listen_addr().unwrap().port().to_string();
+    let handle = session.handle();
+    let runner = std::thread::spawn(move || session.run().unwrap());
+    let (a, b) = (info_hash(&t[0]), info_hash(&t[1]));
+    let out = tmp.join("out");
+    let args = download_args(&t[0], &out, &port);
+    let mut l = Proc::start("leech", tmp.path(), &args, tmp.path());
+    l.wait_for(Duration::from_secs(20), "some progress", |s| s.have > 0);
+    // Paused: the leecher is disconnected and the port no longer serves a.
+    handle.pause(a);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !l.log_text().contains("dropped") {
+        assert!(Instant::now() < end, "not disconnected:\n{}", l.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!answered(&port, &a));
+    assert!(answered(&port, &b), "the other torrent is not paused");
+    // Resumed: the leecher's retries get in and it finishes.
+    handle.resume(a);
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+    assert_same_files(&seed_dir, &out, &FILES[..1]);
+    // Removed: b is no longer served; a still is.
+    handle.remove(b);
+    let end = Instant::now() + Duration::from_secs(10);
+    while answered(&port, &b) {
+        assert!(Instant::now() < end, "b still served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(answered(&port, &a));
+    handle.stop();
+    let outcome = runner.join().unwrap();
+    assert_eq!(outcome.torrents.len(), 2, "a, and b as it was removed");
+    assert!(outcome.torrents.iter().any(|o| o.info_hash == b));
+    let up: u64 = outcome.torrents.iter().map(|o| o.status.totals.uploaded).sum();
+    assert!(up >= FILES[0].1 as u64, "uploaded {up}");
+}
+
+#[test]
+fn a_silent_peer_is_closed_at_its_idle_time_out() {
+    let tmp = TempDir::new("session-idle");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let (_seeder, sp) = start_seeder(&tmp, &seed_dir, &t[0], &["--idle-timeout", "2"]);
+    let mut s = TcpStream::connect(("127.0.0.1", sp.parse::<u16>().unwrap())).unwrap();
+    s.write_all(&handshake(&info_hash(&t[0]))).unwrap();
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sink = [0u8; 4096];
+    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+}
