@@ -81,9 +81,12 @@ pub struct Common {
     /// Stop seeding after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
-    /// Upload rate limit, e.g. 2M (bytes per second).
+    /// Upload rate limit, e.g. 2M (bytes per second; all torrents together).
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub upload_limit: Option<u64>,
+    /// Download rate limit, e.g. 5M (bytes per second; all torrents together).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub download_limit: Option<u64>,
     /// Most peer connections.
     #[arg(long, value_name = "N")]
     pub max_peers: Option<usize>,

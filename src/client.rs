@@ -155,6 +155,9 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let paths: Vec<&PathBuf> = std::iter::once(&opts.torrent).chain(&opts.more).collect();
     let mut config = opts.config.clone();
     config.cache_bytes /= paths.len().max(1);
+    // Rate limits are the session's, shared by all torrents.
+    config.upload_limit = None;
+    config.download_limit = None;
     let mut torrents = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
         torrents.push(load_torrent(

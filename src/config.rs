@@ -44,6 +44,8 @@ pub struct Config {
     pub recv_buf: usize,
     /// Upload rate limit in bytes per second (None: unlimited).
     pub upload_limit: Option<u64>,
+    /// Download rate limit in bytes/s (None: unlimited).
+    pub download_limit: Option<u64>,
     /// Bytes of verified pieces written per loop turn (keeps the loop responsive).
     pub flush_per_turn: usize,
 }
@@ -70,6 +72,7 @@ impl Default for Config {
             send_watermark: 128 * 1024,
             recv_buf: 64 * 1024,
             upload_limit: None,
+            download_limit: None,
             flush_per_turn: 8 << 20,
         }
     }

@@ -26,6 +26,7 @@ pub mod output;
 pub mod peer;
 pub mod picker;
 pub mod progress;
+pub mod rate;
 pub mod rng;
 pub mod storage;
 pub mod torrent;

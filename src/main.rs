@@ -97,6 +97,7 @@ fn client_options(
             usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
     }
     o.config.upload_limit = c.upload_limit.filter(|&r| r > 0);
+    o.config.download_limit = c.download_limit.filter(|&r| r > 0);
     if let Some(n) = c.max_peers {
         o.config.max_peers = n.max(1);
     }

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::geometry::{BlockRef, Geometry};
 use crate::peer::{Inflight, Peer, PeerError, Phase};
 use crate::picker::{BlockOutcome, Picker};
+use crate::rate::TokenBucket;
 use crate::storage::{Cache, Disk, Insert, StorageError};
 use crate::wire::{self, Handshake, Message};
 use log::{debug, info, trace, warn};
@@ -93,9 +94,11 @@ pub struct Torrent {
     pub storage_error: Option<String>,
     /// When the oldest piece waiting to be written verified.
     pending_since: Option<Instant>,
-    /// Upload allowance left (bytes), when uploads are rate-limited.
-    upload_tokens: i64,
-    last_refill: Instant,
+    /// The upload limit (`cfg.upload_limit`, or the session's share).
+    pub up_bucket: TokenBucket,
+    /// The download limit: the session reads this torrent's peers only
+    /// while it has tokens.
+    pub down_bucket: TokenBucket,
     pick_buf: Vec<BlockRef>,
     cancel_buf: Vec<usize>,
     choke_buf: Vec<(usize, bool)>,
@@ -112,6 +115,8 @@ impl Torrent {
             have,
         } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
+        let up_bucket = TokenBucket::new(cfg.upload_limit, now);
+        let down_bucket = TokenBucket::new(cfg.download_limit, now);
         let left = (0..geometry.num_pieces)
             .filter(|&p| !have.get(p))
             .map(|p| geometry.piece_size(p) as u64)
@@ -139,8 +144,8 @@ impl Torrent {
             to_close: Vec::new(),
             storage_error: None,
             pending_since: None,
-            upload_tokens: 0,
-            last_refill: now,
+            up_bucket,
+            down_bucket,
             pick_buf: Vec::new(),
             cancel_buf: Vec::new(),
             choke_buf: Vec::new(),
@@ -605,12 +610,11 @@ impl Torrent {
             return Ok(());
         };
         let mut served = false;
-        let limited = self.cfg.upload_limit.is_some();
-        while peer.send.len() < self.cfg.send_watermark && (!limited || self.upload_tokens > 0) {
+        while peer.send.len() < self.cfg.send_watermark && self.up_bucket.available() > 0 {
             let Some(b) = peer.requests.pop_front() else {
                 break;
             };
-            self.upload_tokens -= b.len as i64;
+            self.up_bucket.take(b.len as usize);
             let out = peer.send.buf_mut();
             wire::encode_piece_header(b.piece, b.begin, b.len, out);
             if let Err(e) = self.cache.read_block(&self.disk, b, out) {
@@ -631,13 +635,12 @@ impl Torrent {
     /// With an upload limit: add this turn's allowance (at most one second's
     /// worth banked) and serve peers that were waiting for it.
     pub fn refill_upload(&mut self, now: Instant) {
-        let Some(rate) = self.cfg.upload_limit else {
+        self.down_bucket.refill(now);
+        if self.up_bucket.rate().is_none() {
             return;
-        };
-        let dt = now.duration_since(self.last_refill).as_secs_f64();
-        self.last_refill = now;
-        self.upload_tokens = (self.upload_tokens + (rate as f64 * dt) as i64).min(rate as i64);
-        if self.upload_tokens <= 0 {
+        }
+        self.up_bucket.refill(now);
+        if self.up_bucket.available() == 0 {
             return;
         }
         let waiting: Vec<usize> = self

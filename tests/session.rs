@@ -11,11 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const FILES: &[(&str, usize)] = &[
-    ("a.bin", 700_000),
-    ("b.bin", 1_100_000),
-    ("c.bin", 900_000),
-];
+const FILES: &[(&str, usize)] = &[("a.bin", 700_000), ("b.bin", 1_100_000), ("c.bin", 900_000)];
 
 /// `tmp/seed/{a,b,c}.bin` and a torrent of each: `tmp/{a,b,c}.torrent`.
 fn three_torrents(tmp: &TempDir) -> (std::path::PathBuf, Vec<String>) {
@@ -86,7 +82,10 @@ fn one_seeder_process_serves_three_torrents_on_one_port() {
     // A handshake for a torrent it does not serve is closed.
     assert!(!answered(&sp, &[0x5a; 20]));
     let end = Instant::now() + Duration::from_secs(5);
-    while !seeder.log_text().contains("handshake for a torrent we do not serve") {
+    while !seeder
+        .log_text()
+        .contains("handshake for a torrent we do not serve")
+    {
         assert!(Instant::now() < end, "{}", seeder.log_text());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -172,7 +171,11 @@ fn torrents_are_paused_resumed_and_removed_while_peers_are_connected() {
     let outcome = runner.join().unwrap();
     assert_eq!(outcome.torrents.len(), 2, "a, and b as it was removed");
     assert!(outcome.torrents.iter().any(|o| o.info_hash == b));
-    let up: u64 = outcome.torrents.iter().map(|o| o.status.totals.uploaded).sum();
+    let up: u64 = outcome
+        .torrents
+        .iter()
+        .map(|o| o.status.totals.uploaded)
+        .sum();
     assert!(up >= FILES[0].1 as u64, "uploaded {up}");
 }
 
@@ -192,4 +195,44 @@ fn a_silent_peer_is_closed_at_its_idle_time_out() {
         took >= Duration::from_secs(2) && took < Duration::from_secs(5),
         "closed after {took:?}"
     );
+}
+
+#[test]
+fn download_and_upload_limits_hold_for_all_torrents_together() {
+    let tmp = TempDir::new("session-limits");
+    let (seed_dir, t) = three_torrents(&tmp);
+    // Download: 1.1 MB at 400 KB/s (one second's burst banked at most)
+    // cannot take less than about 1.7 s.
+    let (_s, sp) = start_seeder(&tmp, &seed_dir, &t[1], &[]);
+    let out = tmp.join("out-down");
+    let mut args = download_args(&t[1], &out, &sp);
+    args.extend_from_slice(&["--download-limit", "400K"]);
+    let start = Instant::now();
+    let mut l = Proc::start("leech-down", tmp.path(), &args, tmp.path());
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1500), "took {took:?}");
+    assert_same_files(&seed_dir, &out, &FILES[1..2]);
+    // Upload: one seeder of a and c limited to 500 KB/s in all; two
+    // leechers take 1.6 MB from it at once: at least about 2 s.
+    let (_s2, sp2) = start_seeder(&tmp, &seed_dir, &t[0], &[&t[2], "--upload-limit", "500K"]);
+    let start = Instant::now();
+    let mut ls: Vec<(Proc, std::path::PathBuf, usize)> = [0usize, 2]
+        .iter()
+        .map(|&i| {
+            let out = tmp.join(&format!("out-up{i}"));
+            let args = download_args(&t[i], &out, &sp2);
+            (
+                Proc::start(&format!("leech-up{i}"), tmp.path(), &args, tmp.path()),
+                out,
+                i,
+            )
+        })
+        .collect();
+    for (l, out, i) in ls.iter_mut() {
+        assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+        assert_same_files(&seed_dir, out, &FILES[*i..*i + 1]);
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(2000), "took {took:?}");
 }

@@ -26,6 +26,7 @@ use crate::candidates::Candidates;
 use crate::config::Config;
 use crate::peer::PeerError;
 use crate::progress::Progress;
+use crate::rate::TokenBucket;
 use crate::torrent::{Status, Torrent, Totals};
 use crate::tracker::Announcer;
 use crate::tracker::{ServerConfig, Tracker};
@@ -160,6 +161,10 @@ enum Conn {
 /// What another thread asks of a running session.
 enum Command {
     Add(Box<Torrent>, TorrentOptions),
+    /// Session-wide (download, upload) limits in bytes/s.
+    Limits(Option<u64>, Option<u64>),
+    /// One torrent's (download, upload) limits in bytes/s.
+    TorrentLimits([u8; 20], Option<u64>, Option<u64>),
     Pause([u8; 20]),
     Resume([u8; 20]),
     Remove([u8; 20]),
@@ -207,6 +212,21 @@ impl SessionHandle {
     pub fn remove(&self, info_hash: [u8; 20]) {
         self.send(Command::Remove(info_hash));
     }
+    /// Change the session-wide download and upload limits (bytes/s;
+    /// None: unlimited).
+    pub fn set_rate_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.send(Command::Limits(download, upload));
+    }
+    /// Change one torrent's download and upload limits (bytes/s; None:
+    /// unlimited; the session's limits apply too).
+    pub fn set_torrent_rate_limits(
+        &self,
+        info_hash: [u8; 20],
+        download: Option<u64>,
+        upload: Option<u64>,
+    ) {
+        self.send(Command::TorrentLimits(info_hash, download, upload));
+    }
 }
 
 /// One torrent and what the shell keeps for it.
@@ -229,6 +249,9 @@ struct Slot {
     finished: bool,
     /// Being removed: its `stopped` announce is on the way.
     removing: Option<Instant>,
+    /// This torrent's own upload limit (its bucket gets the lower of this
+    /// and its share of the session's).
+    up_limit: Option<u64>,
 }
 
 impl Slot {
@@ -247,6 +270,7 @@ impl Slot {
             candidates.push(p, now);
         }
         let was_done = t.is_done();
+        let t_up_limit = t.up_bucket.rate();
         Slot {
             t,
             opts,
@@ -261,6 +285,7 @@ impl Slot {
             paused: false,
             finished: false,
             removing: None,
+            up_limit: t_up_limit,
         }
     }
 
@@ -340,6 +365,13 @@ pub struct Session {
     own_addrs: HashSet<SocketAddr>,
     /// Tokens with unread data left (read budget hit).
     carry: Vec<usize>,
+    /// Peers not read because a download limit ran out of tokens: read
+    /// again when the buckets refill.
+    throttled: Vec<usize>,
+    /// The session's download limit (all torrents together).
+    down: TokenBucket,
+    /// The session's upload limit, shared out to the torrents' buckets.
+    up_limit: Option<u64>,
     close: Vec<(usize, PeerError)>,
     handle: SessionHandle,
     started: Instant,
@@ -398,6 +430,9 @@ impl Session {
             tracker_addr,
             own_addrs: HashSet::new(),
             carry: Vec::new(),
+            throttled: Vec::new(),
+            down: TokenBucket::new(opts.limits.download_limit, now),
+            up_limit: opts.limits.upload_limit.filter(|&r| r > 0),
             close: Vec::new(),
             handle: SessionHandle {
                 stop: Arc::new(AtomicBool::new(false)),
@@ -429,6 +464,7 @@ impl Session {
         let id = self.torrents.insert(Slot::new(t, opts, Instant::now()));
         self.by_hash.insert(hash, id);
         self.order.push(id);
+        self.share_upload();
         Ok(TorrentId(id))
     }
 
@@ -579,6 +615,15 @@ impl Session {
         if let Some(due) = self.progress.next_due() {
             at = at.min(due);
         }
+        if !self.throttled.is_empty() {
+            let mut ready = self.down.ready_at(now).unwrap_or(now);
+            for (_, s) in &self.torrents {
+                if let Some(t) = s.t.down_bucket.ready_at(now) {
+                    ready = ready.max(t.min(now + Duration::from_millis(100)));
+                }
+            }
+            at = at.min(ready.max(now + Duration::from_millis(5)));
+        }
         at
     }
 
@@ -607,6 +652,22 @@ impl Session {
                         Ok(_) => info!("torrent {name}: added"),
                         Err(_) => warn!("torrent {name} is already in the session"),
                     }
+                }
+                Command::Limits(down, up) => {
+                    self.down.set_rate(down);
+                    self.up_limit = up.filter(|&r| r > 0);
+                    self.share_upload();
+                }
+                Command::TorrentLimits(h, down, up) => {
+                    if let Some(s) = self
+                        .by_hash
+                        .get(&h)
+                        .and_then(|&id| self.torrents.get_mut(id))
+                    {
+                        s.t.down_bucket.set_rate(down);
+                        s.up_limit = up.filter(|&r| r > 0);
+                    }
+                    self.share_upload();
                 }
                 Command::Pause(h) => {
                     if let Some(&id) = self.by_hash.get(&h) {
@@ -682,6 +743,25 @@ impl Session {
             } else {
                 self.close_conn(tok, &PeerError::Shutdown);
             }
+        }
+    }
+
+    /// Give each torrent's upload bucket the lower of its own limit and an
+    /// equal share of the session's among the torrents with peers.
+    fn share_upload(&mut self) {
+        let active = self
+            .torrents
+            .iter()
+            .filter(|(_, s)| !s.t.peers.is_empty())
+            .count()
+            .max(1) as u64;
+        let share = self.up_limit.map(|r| (r / active).max(1));
+        for (_, s) in self.torrents.iter_mut() {
+            let rate = match (s.up_limit, share) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            s.t.up_bucket.set_rate(rate);
         }
     }
 
@@ -931,9 +1011,17 @@ impl Session {
         let t = &mut s.t;
         // No back-pressure is needed for the cache: the picker requests a
         // block only when a buffer is free for it, so whatever a peer sends
-        // is either stored or (unrequested) dropped.
+        // is either stored or (unrequested) dropped. Download limits are
+        // kept here: a peer is read only while the session's and its
+        // torrent's buckets hold tokens, and read again when they refill.
+        let allowance = self.down.available().min(t.down_bucket.available());
+        if allowance == 0 {
+            self.throttled.push(token);
+            return;
+        }
+        let budget = READ_BUDGET.min(allowance);
         let mut total = 0;
-        loop {
+        let result = loop {
             let Some(peer) = t.peers.get_mut(key) else {
                 return;
             };
@@ -942,31 +1030,35 @@ impl Session {
                     // Handle what is buffered, then close, for the reason
                     // the last bytes gave if they gave one.
                     let why = t.on_readable(key, now).err().unwrap_or(PeerError::Eof);
-                    self.close.push((token, why));
-                    return;
+                    break Some(why);
                 }
                 Ok(n) => {
                     total += n;
-                    if peer.recv.is_full() || total >= READ_BUDGET {
+                    if peer.recv.is_full() || total >= budget {
                         if let Err(e) = t.on_readable(key, now) {
-                            self.close.push((token, e));
-                            return;
+                            break Some(e);
                         }
-                        if total >= READ_BUDGET {
-                            self.carry.push(token);
-                            return;
+                        if total >= budget {
+                            // More may wait (edge-triggered: remember it).
+                            if budget < READ_BUDGET {
+                                self.throttled.push(token);
+                            } else {
+                                self.carry.push(token);
+                            }
+                            break None;
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.close.push((token, PeerError::Io("read", e.kind())));
-                    return;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    break t.on_readable(key, now).err();
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(PeerError::Io("read", e.kind())),
             }
-        }
-        if let Err(e) = t.on_readable(key, now) {
+        };
+        t.down_bucket.take(total);
+        self.down.take(total);
+        if let Some(e) = result {
             self.close.push((token, e));
         }
     }
@@ -1163,6 +1255,7 @@ impl Session {
     }
 
     fn after_batch(&mut self, now: Instant) {
+        self.down.refill(now);
         for (_, s) in self.torrents.iter_mut() {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait.
@@ -1195,6 +1288,25 @@ impl Session {
             let dt = now.duration_since(self.last_tick);
             self.last_tick = now;
             self.tick(now, dt);
+        }
+        // Peers held back by a download limit are read again once both
+        // buckets have tokens.
+        if !self.throttled.is_empty() && self.down.available() > 0 {
+            let held = std::mem::take(&mut self.throttled);
+            for tok in held {
+                let ready = match self.conns.get(tok) {
+                    Some(Conn::Peer { tid, .. }) => self
+                        .torrents
+                        .get(*tid)
+                        .is_some_and(|s| s.t.down_bucket.available() > 0),
+                    _ => continue,
+                };
+                if ready {
+                    self.carry.push(tok);
+                } else {
+                    self.throttled.push(tok);
+                }
+            }
         }
         self.close_pending();
         if self.progress.due(now) {
@@ -1299,6 +1411,7 @@ impl Session {
                 self.removed.push(outcome_of(&s));
             }
         }
+        self.share_upload();
         if let Some(tr) = &mut self.tracker {
             tr.expire(now);
         }

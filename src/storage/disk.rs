@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest single `pwrite`. Writes of verified pieces come in runs of
 /// megabytes; handing the kernel at most this much per call keeps its
@@ -68,6 +69,9 @@ pub fn max_open_files() -> usize {
     };
     (cur / 4).clamp(8, 128)
 }
+
+/// Files held open by every `Disk` of the process together.
+static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 
 /// The torrent's files: a bounded pool of open handles over the layout.
 pub struct Disk {
@@ -289,21 +293,31 @@ impl Disk {
 
     /// Put an open handle in the pool, closing the least recently used one
     /// if it is full.
+    /// The bound is process-wide: many torrents (many `Disk`s) share it,
+    /// so a `Disk` that finds it reached closes its own least recently used
+    /// file first, or does not keep this one (it is closed after use).
     fn keep_open(&self, index: usize, f: File) {
         let mut pool = self.pool.borrow_mut();
         pool.clock += 1;
         let now = pool.clock;
-        if pool.open.len() >= pool.cap
-            && let Some(lru) = pool
+        let full = pool.open.len() >= pool.cap || OPEN_FILES.load(Ordering::Relaxed) >= pool.cap;
+        if full {
+            let lru = pool
                 .open
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.2)
-                .map(|(i, _)| i)
-        {
-            pool.open.swap_remove(lru);
+                .map(|(i, _)| i);
+            match lru {
+                Some(i) => {
+                    pool.open.swap_remove(i);
+                    OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
+                }
+                None => return, // `f` is closed here
+            }
         }
         pool.open.push((index, f, now));
+        OPEN_FILES.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Run `op` on file `index`, opening it if it is not in the pool.
@@ -327,7 +341,8 @@ impl Disk {
         r
     }
 
-    /// Files open right now (for tests; at most [`max_open_files`]).
+    /// Files open right now (for tests; at most [`max_open_files`] in all
+    /// the process's `Disk`s).
     pub fn open_count(&self) -> usize {
         self.pool.borrow().open.len()
     }
@@ -465,5 +480,12 @@ impl Disk {
             });
         }
         Ok(())
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        let n = self.pool.borrow().open.len();
+        OPEN_FILES.fetch_sub(n, Ordering::Relaxed);
     }
 }
