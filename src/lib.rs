@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod event_loop;
+pub mod extension;
 pub mod geometry;
 pub mod metainfo;
 pub mod output;

@@ -200,6 +200,8 @@ pub struct Peer {
     pub snubbed: bool,
     /// Chosen for eviction (closed at the end of the turn).
     pub evicted: bool,
+    /// What its BEP 10 extension handshake said.
+    pub extensions: crate::extension::PeerExtensions,
 }
 
 impl Peer {
@@ -239,6 +241,7 @@ impl Peer {
             last_block: now,
             snubbed: false,
             evicted: false,
+            extensions: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::bitfield::Bitfield;
 use crate::blame::Blame;
 use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
+use crate::extension::{Extended, Registry};
 use crate::geometry::{BlockRef, Geometry};
 use crate::peer::{Inflight, Peer, PeerError, Phase};
 use crate::picker::{BlockOutcome, Picker};
@@ -79,6 +80,8 @@ pub struct Torrent {
     pub flushed: Bitfield,
     /// Who sent which block, and the failed pieces under comparison.
     blame: Blame,
+    /// The BEP 10 extensions we speak.
+    extensions: Registry,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
     banned_ids: HashSet<crate::blame::PeerId>,
     banned_addrs: HashSet<SocketAddr>,
@@ -136,6 +139,7 @@ impl Torrent {
             peers: Slab::new(),
             flushed: have,
             blame: Blame::new(),
+            extensions: Registry::default(),
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -472,19 +476,30 @@ impl Torrent {
             }
             Message::Unknown {
                 id: wire::EXTENDED_ID,
-                payload: [0, dict @ ..],
-            } => {
-                // The BEP 10 handshake: only `reqq` (how many requests the
-                // peer queues) matters to us; anything malformed is ignored.
-                // We keep one fewer in flight: Transmission queues at most
-                // `reqq - 1` and, to a peer without the fast extension,
-                // drops the next one without a word (the block then waits
-                // out the request time-out).
-                if let Some(n) = wire::extended_handshake_reqq(dict) {
-                    peer.max_requests = n.saturating_sub(1).clamp(1, self.cfg.pipeline_max);
-                    debug!("{} takes {n} requests at once", peer.label());
+                payload,
+            } => match self.extensions.dispatch(payload) {
+                Some(Extended::Handshake(dict)) => {
+                    let ext = self.extensions.parse_handshake(dict);
+                    // We keep one fewer request in flight than its `reqq`:
+                    // Transmission queues at most `reqq - 1` and, to a peer
+                    // without the fast extension, drops the next one without
+                    // a word (the block then waits out the request time-out).
+                    if let Some(n) = ext.reqq {
+                        peer.max_requests = n.saturating_sub(1).clamp(1, self.cfg.pipeline_max);
+                        debug!("{} takes {n} requests at once", peer.label());
+                    }
+                    peer.extensions = ext;
                 }
-            }
+                // No extension is registered yet (`ut_metadata` and
+                // `ut_pex` plug in here).
+                Some(Extended::Message { name, .. }) => {
+                    trace!("{}: {name} message ignored", peer.label());
+                }
+                Some(Extended::Unknown(id)) => {
+                    trace!("{}: extended message {id} we never offered", peer.label());
+                }
+                None => {}
+            },
             Message::Port(_) | Message::Unknown { .. } => {}
         }
         Ok(())
@@ -538,7 +553,8 @@ impl Torrent {
         {
             let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
             let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
-            wire::encode_extended_handshake(reqq, client, peer.send.buf_mut());
+            self.extensions
+                .encode_handshake(reqq, client, peer.send.buf_mut());
             self.dirty.push(key);
         }
         Ok(())

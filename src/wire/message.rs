@@ -244,36 +244,6 @@ pub fn encode_piece_header(piece: u32, begin: u32, data_len: u32, out: &mut Vec<
     out.extend_from_slice(&begin.to_be_bytes());
 }
 
-/// Append a BEP 10 extension handshake that offers no extension messages
-/// (`m` is empty) and says how many requests we queue per peer (`reqq`).
-/// Transmission keeps (rate × 10 s) requests in flight to a peer that does
-/// not say, far more than we queue.
-pub fn encode_extended_handshake(reqq: u32, client: &str, out: &mut Vec<u8>) {
-    let mut w = crate::bencode::Writer::new();
-    w.dict().str("m").dict().end();
-    w.str("reqq")
-        .int(i64::from(reqq))
-        .str("v")
-        .str(client)
-        .end();
-    let dict = w.finish();
-    put_header(out, EXTENDED_ID, 1 + dict.len());
-    out.push(0);
-    out.extend_from_slice(&dict);
-}
-
-/// The `reqq` of a BEP 10 extension handshake (the bencoded dictionary after
-/// the extended-message id 0), when present and positive. `None` for
-/// anything malformed.
-pub fn extended_handshake_reqq(dict: &[u8]) -> Option<usize> {
-    #[derive(serde::Deserialize)]
-    struct Ext {
-        reqq: Option<i64>,
-    }
-    let ext: Ext = crate::bencode::decode(dict, &crate::bencode::Limits::TRACKER).ok()?;
-    usize::try_from(ext.reqq?).ok().filter(|&n| n > 0)
-}
-
 impl Message<'_> {
     /// Bytes this message takes on the wire, prefix included.
     pub fn encoded_len(&self) -> usize {

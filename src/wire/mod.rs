@@ -84,8 +84,7 @@ mod tests;
 pub use error::DecodeError;
 pub use handshake::{HANDSHAKE_LEN, Handshake, OUR_RESERVED};
 pub use message::{
-    EXTENDED_ID, MAX_FRAME, Message, decode_frame, encode_extended_handshake, encode_piece_header,
-    extended_handshake_reqq, frame_len_hint,
+    EXTENDED_ID, MAX_FRAME, Message, decode_frame, encode_piece_header, frame_len_hint,
 };
 pub use recv_buf::{MAX_RECV_CAPACITY, MIN_RECV_CAPACITY, RecvBuf};
 pub use send_buf::SendBuf;

@@ -422,24 +422,3 @@ fn random_streams_through_recv_buf_never_panic() {
         }
     }
 }
-
-#[test]
-fn reqq_is_read_from_an_extension_handshake_and_nonsense_is_ignored() {
-    // The shape libtorrent sends: nested `m`, binary `yourip`, and more.
-    let lt = b"d1:ei0e1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei1234e1:pi6881e\
-4:reqqi2000e1:v18:libtorrent 2.0.8.06:yourip4:\x7f\x00\x00\x01e";
-    assert_eq!(extended_handshake_reqq(lt), Some(2000));
-    assert_eq!(extended_handshake_reqq(b"d1:mde4:reqqi512ee"), Some(512));
-    for bad in [
-        &b"d1:mdee"[..],                   // no reqq
-        b"d4:reqqi0ee",                    // zero
-        b"d4:reqqi-5ee",                   // negative
-        b"d4:reqq3:abce",                  // not an integer
-        b"d4:reqqi99999999999999999999ee", // overflows
-        b"l4:reqqi5ee",                    // not a dictionary
-        b"d4:reqqi5e",                     // truncated
-        b"",
-    ] {
-        assert_eq!(extended_handshake_reqq(bad), None, "{bad:?}");
-    }
-}
