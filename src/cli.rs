@@ -66,6 +66,12 @@ pub struct Common {
     /// Folder for the data (default: the current folder).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// Keep every .torrent file in DIR running: those that appear are
+    /// added (data checked, then downloaded or seeded), those that disappear
+    /// are stopped; a broken file is reported and skipped. Runs until
+    /// stopped.
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
     /// Local address for listening and for outgoing peer and tracker connections.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
@@ -112,7 +118,7 @@ pub enum Command {
     /// together in one process, on one port, and it exits when all are done.
     Download {
         /// The .torrent file(s).
-        #[arg(required = true, value_name = "TORRENT")]
+        #[arg(required_unless_present = "watch", value_name = "TORRENT")]
         torrents: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
@@ -121,7 +127,7 @@ pub enum Command {
     /// torrents: all on one port).
     Seed {
         /// The .torrent file(s).
-        #[arg(required = true, value_name = "TORRENT")]
+        #[arg(required_unless_present = "watch", value_name = "TORRENT")]
         torrents: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,

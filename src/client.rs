@@ -10,8 +10,11 @@ use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
 use crate::torrent::{Torrent, TorrentParts};
 use crate::tracker::ServerConfig;
 use log::info;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Everything a download or seed needs.
@@ -21,6 +24,8 @@ pub struct ClientOptions {
     /// Further torrents run in the same session (same folder, port, peers
     /// and limits; the cache budget is shared).
     pub more: Vec<PathBuf>,
+    /// Keep every .torrent in this folder running (see [`watch_folder`]).
+    pub watch: Option<PathBuf>,
     /// Folder the torrent's data lives in (downloaded to, or seeded from).
     pub dir: PathBuf,
     /// Download missing pieces (else: seed what is on disk).
@@ -51,6 +56,7 @@ impl ClientOptions {
         ClientOptions {
             torrent: torrent.into(),
             more: Vec::new(),
+            watch: None,
             dir: dir.into(),
             download,
             keep_seeding: false,
@@ -152,7 +158,11 @@ fn load_torrent(
 pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let seed = seed_from_clock();
     let our_id = make_peer_id(seed);
-    let paths: Vec<&PathBuf> = std::iter::once(&opts.torrent).chain(&opts.more).collect();
+    // An empty first path means none (a watched folder brings them).
+    let paths: Vec<&PathBuf> = std::iter::once(&opts.torrent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .chain(&opts.more)
+        .collect();
     let mut config = opts.config.clone();
     config.cache_bytes /= paths.len().max(1);
     // Rate limits are the session's, shared by all torrents.
@@ -182,18 +192,12 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         tracker_server,
         progress: opts.progress,
         limits: opts.config.clone(),
-        keep_running: false,
+        keep_running: opts.watch.is_some(),
     };
     let mut session = Session::new(sopts)
         .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))?;
     for (t, tiers) in torrents {
-        let topts = TorrentOptions {
-            peers: opts.peers.clone(),
-            tracker_tiers: if opts.no_tracker { Vec::new() } else { tiers },
-            exit_when_done: opts.download && !opts.keep_seeding,
-            seed_ratio: opts.seed_ratio,
-            seed_time: opts.seed_time,
-        };
+        let topts = torrent_options(opts, tiers);
         if let Err(t) = session.add_torrent(t, topts) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
@@ -207,12 +211,141 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     Ok(session)
 }
 
-/// Download or seed until done or stopped.
+/// How a torrent of these options runs in the session.
+fn torrent_options(opts: &ClientOptions, tiers: Vec<Vec<String>>) -> TorrentOptions {
+    TorrentOptions {
+        peers: opts.peers.clone(),
+        tracker_tiers: if opts.no_tracker { Vec::new() } else { tiers },
+        exit_when_done: opts.download && !opts.keep_seeding && opts.watch.is_none(),
+        seed_ratio: opts.seed_ratio,
+        seed_time: opts.seed_time,
+    }
+}
+
+/// Download or seed until done or stopped (with a watched folder: until
+/// stopped).
 pub fn run(opts: &ClientOptions) -> Result<Outcome, Error> {
     let mut session = prepare(opts)?;
-    session
+    let watcher = opts.watch.clone().map(|dir| {
+        let handle = session.handle();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (o, s) = (opts.clone(), stop.clone());
+        let join = std::thread::spawn(move || watch_folder(&dir, &o, &handle, &s));
+        (stop, join)
+    });
+    let outcome = session
         .run()
-        .map_err(|e| Error::Runtime(format!("event loop failed: {e}")))
+        .map_err(|e| Error::Runtime(format!("event loop failed: {e}")));
+    if let Some((stop, join)) = watcher {
+        stop.store(true, Ordering::SeqCst);
+        let _ = join.join();
+    }
+    outcome
+}
+
+/// How often a watched folder is listed.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keep the session's torrents in step with the `.torrent` files of `dir`
+/// until `stop`: a file that appears is loaded, its data opened, and handed
+/// to the session, which checks the data in slices between loop turns; a
+/// file that disappears has its torrent removed; a file that is not a valid
+/// torrent is reported once (until it changes) and skipped. Runs on its own
+/// thread, so loading and opening files never block the loop; the folder is
+/// polled every [`WATCH_INTERVAL`].
+pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop: &AtomicBool) {
+    let mut running: HashMap<PathBuf, [u8; 20]> = HashMap::new();
+    let mut broken: HashMap<PathBuf, Option<std::time::SystemTime>> = HashMap::new();
+    let seed = seed_from_clock();
+    while !stop.load(Ordering::SeqCst) {
+        let mut seen = HashSet::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("cannot list the watched folder {}: {e}", dir.display());
+                sleep_unless(stop, WATCH_INTERVAL);
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "torrent") {
+                continue;
+            }
+            seen.insert(path.clone());
+            if running.contains_key(&path) {
+                continue;
+            }
+            let mtime = entry.metadata().ok().and_then(|m| m.modified().ok());
+            if broken.get(&path) == Some(&mtime) {
+                continue;
+            }
+            match load_for_session(&path, opts, seed) {
+                Ok((t, tiers)) => {
+                    info!("watch: adding {}", path.display());
+                    running.insert(path.clone(), t.info_hash);
+                    broken.remove(&path);
+                    handle.add(t, torrent_options(opts, tiers));
+                }
+                Err(e) => {
+                    log::warn!("watch: skipping {}: {e}", path.display());
+                    broken.insert(path, mtime);
+                }
+            }
+        }
+        running.retain(|path, hash| {
+            let keep = seen.contains(path);
+            if !keep {
+                info!("watch: {} is gone; removing its torrent", path.display());
+                handle.remove(*hash);
+            }
+            keep
+        });
+        broken.retain(|path, _| seen.contains(path));
+        sleep_unless(stop, WATCH_INTERVAL);
+    }
+}
+
+/// Sleep for `d`, waking early once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Load a torrent and open its data for a running session: the data is
+/// checked by the session, in slices.
+fn load_for_session(
+    path: &Path,
+    opts: &ClientOptions,
+    seed: u64,
+) -> Result<(Torrent, Vec<Vec<String>>), Error> {
+    let meta = Metainfo::load(path).map_err(|e| Error::Input(e.to_string()))?;
+    let mode = if opts.download {
+        OpenMode::Create
+    } else {
+        OpenMode::ReadOnly
+    };
+    let disk =
+        Disk::open(&opts.dir, layout_of(&meta), mode).map_err(|e| Error::Runtime(e.to_string()))?;
+    let mut config = opts.config.clone();
+    config.upload_limit = None;
+    config.download_limit = None;
+    let geometry = meta.geometry();
+    let parts = TorrentParts {
+        info_hash: meta.info_hash,
+        our_id: make_peer_id(seed),
+        geometry,
+        hashes: meta.info.pieces.clone(),
+        disk,
+        have: crate::bitfield::Bitfield::new(geometry.num_pieces),
+    };
+    let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
+    Ok((
+        Torrent::new_checking(parts, config, seed, Instant::now()),
+        meta.tracker_tiers(),
+    ))
 }
 
 /// Options of the stand-alone tracker.

@@ -117,18 +117,24 @@ fn many(
     c: &Common,
     log: &LogArgs,
 ) -> Result<ClientOptions, Error> {
-    if torrents.is_empty() {
+    if torrents.is_empty() && c.watch.is_none() {
         return Err(Error::Input("no torrent given".into()));
     }
-    let first = torrents.remove(0);
+    let first = if torrents.is_empty() {
+        PathBuf::new() // none: the watched folder brings them
+    } else {
+        torrents.remove(0)
+    };
     let mut o = client_options(first, download, c, log)?;
     o.more = torrents;
+    o.watch = c.watch.clone();
     Ok(o)
 }
 
 fn run_client(o: ClientOptions) -> Result<(), Error> {
     let machine = o.progress == ProgressMode::Machine;
     let names: Vec<PathBuf> = std::iter::once(o.torrent.clone())
+        .filter(|p| !p.as_os_str().is_empty())
         .chain(o.more.iter().cloned())
         .collect();
     let outcome = client::run(&o)?;

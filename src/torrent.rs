@@ -52,6 +52,8 @@ pub struct Status {
     pub up_rate: u64,
     pub peers: usize,
     pub totals: Totals,
+    /// While data on disk is being checked: pieces checked, of all.
+    pub checking: Option<(u32, u32)>,
 }
 
 /// What a torrent is made of: identity, shape, piece hashes, its open
@@ -63,6 +65,16 @@ pub struct TorrentParts {
     pub hashes: Vec<[u8; 20]>,
     pub disk: Disk,
     pub have: Bitfield,
+}
+
+/// The state of a check of data on disk run between loop turns.
+struct Check {
+    /// The next piece to check.
+    next: u32,
+    have: Bitfield,
+    buf: Vec<u8>,
+    seed: u64,
+    started: Instant,
 }
 
 /// One torrent and its peers.
@@ -82,6 +94,8 @@ pub struct Torrent {
     blame: Blame,
     /// The BEP 10 extensions we speak.
     extensions: Registry,
+    /// The check of data on disk, while it runs.
+    checking: Option<Check>,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
     banned_ids: HashSet<crate::blame::PeerId>,
     banned_addrs: HashSet<SocketAddr>,
@@ -140,6 +154,7 @@ impl Torrent {
             flushed: have,
             blame: Blame::new(),
             extensions: Registry::default(),
+            checking: None,
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -189,7 +204,88 @@ impl Torrent {
                 .filter(|(_, p)| p.phase == Phase::Active)
                 .count(),
             totals: self.totals,
+            checking: self
+                .checking
+                .as_ref()
+                .map(|c| (c.next, self.geometry.num_pieces)),
         }
+    }
+
+    /// A torrent whose data on disk is still to be checked
+    /// ([`Torrent::check_some`], a slice at a time between loop turns, so
+    /// adding a big torrent never freezes the others). `parts.have` is
+    /// ignored: the check finds what is there.
+    pub fn new_checking(parts: TorrentParts, cfg: Config, seed: u64, now: Instant) -> Torrent {
+        let n = parts.geometry.num_pieces;
+        let buf = crate::storage::check_buffer(&parts.geometry);
+        let mut t = Torrent::new(
+            TorrentParts {
+                have: Bitfield::new(n),
+                ..parts
+            },
+            cfg,
+            seed,
+            now,
+        );
+        t.checking = Some(Check {
+            next: 0,
+            have: Bitfield::new(n),
+            buf,
+            seed,
+            started: now,
+        });
+        t
+    }
+
+    /// Data on disk is still being checked (no peers meanwhile).
+    pub fn is_checking(&self) -> bool {
+        self.checking.is_some()
+    }
+
+    /// Check pieces on disk until about `max_bytes` were read (at least
+    /// one piece). True once every piece is checked: the torrent then
+    /// knows what it has and can take peers.
+    pub fn check_some(&mut self, max_bytes: usize, now: Instant) -> bool {
+        let Some(c) = &mut self.checking else {
+            return true;
+        };
+        let mut read = 0;
+        while c.next < self.geometry.num_pieces && (read == 0 || read < max_bytes) {
+            let p = c.next;
+            if crate::storage::check_piece(
+                &self.disk,
+                &self.geometry,
+                self.cache.hashes(),
+                p,
+                &mut c.buf,
+            ) {
+                c.have.set(p);
+            }
+            read += self.geometry.piece_size(p) as usize;
+            c.next += 1;
+        }
+        if c.next < self.geometry.num_pieces {
+            return false;
+        }
+        let Some(c) = self.checking.take() else {
+            return true;
+        };
+        info!(
+            "{} of {} pieces already verified on disk (checked in {:.2?})",
+            c.have.count(),
+            self.geometry.num_pieces,
+            now.duration_since(c.started)
+        );
+        let mut picker = Picker::new(self.geometry, &c.have, c.seed);
+        picker.set_segment_blocks(self.cache.segment_blocks());
+        picker.set_segment_budget(self.cache.assembly_budget());
+        self.picker = picker;
+        self.left = (0..self.geometry.num_pieces)
+            .filter(|&p| !c.have.get(p))
+            .map(|p| self.geometry.piece_size(p) as u64)
+            .sum();
+        self.flushed = c.have;
+        true
     }
 
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {

@@ -236,3 +236,57 @@ fn download_and_upload_limits_hold_for_all_torrents_together() {
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(2000), "took {took:?}");
 }
+
+#[test]
+fn a_watched_folder_adds_and_removes_torrents_and_skips_garbage() {
+    let tmp = TempDir::new("session-watch");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let watch = tmp.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let port = free_port().to_string();
+    let mut seeder = Proc::start(
+        "seeder",
+        tmp.path(),
+        &[
+            "seed",
+            "--watch",
+            watch.to_str().unwrap(),
+            "-o",
+            seed_dir.to_str().unwrap(),
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--verbose",
+        ],
+        tmp.path(),
+    );
+    let wait_log = |p: &Proc, what: &str| {
+        let end = Instant::now() + Duration::from_secs(15);
+        while !p.log_text().contains(what) {
+            assert!(Instant::now() < end, "no '{what}':\n{}", p.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // A torrent dropped into the folder starts; a leecher gets it.
+    std::fs::copy(&t[0], watch.join("a.torrent")).unwrap();
+    std::fs::write(watch.join("junk.torrent"), b"this is not bencode").unwrap();
+    wait_log(&seeder, "pieces already verified on disk");
+    let out = tmp.join("out");
+    let mut l = Proc::start(
+        "leech",
+        tmp.path(),
+        &download_args(&t[0], &out, &port),
+        tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+    assert_same_files(&seed_dir, &out, &FILES[..1]);
+    // The garbage is reported, once, and skipped.
+    wait_log(&seeder, "watch: skipping");
+    assert_eq!(seeder.log_text().matches("watch: skipping").count(), 1);
+    // One removed stops.
+    std::fs::remove_file(watch.join("a.torrent")).unwrap();
+    wait_log(&seeder, "removed");
+    assert!(!answered(&port, &info_hash(&t[0])));
+    assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);
+}

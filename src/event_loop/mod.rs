@@ -55,6 +55,9 @@ const COMPLETED_WAIT: Duration = Duration::from_secs(5);
 /// twice a minute).
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// Time given to checking data on disk per loop turn.
+const CHECK_SLICE: Duration = Duration::from_millis(20);
+
 /// The token of the session's waker (never a slab key).
 const WAKER: Token = Token(usize::MAX);
 
@@ -587,6 +590,9 @@ impl Session {
             at = at.min(tick);
         }
         for (_, s) in &self.torrents {
+            if s.t.is_checking() {
+                return now;
+            }
             if s.paused && s.removing.is_none() {
                 continue;
             }
@@ -940,11 +946,11 @@ impl Session {
             return;
         }
         let info_hash = wire::Handshake::info_hash_of(buf).unwrap_or([0; 20]);
-        let target = self
-            .by_hash
-            .get(&info_hash)
-            .copied()
-            .filter(|&id| self.torrents.get(id).is_some_and(|s| !s.paused));
+        let target = self.by_hash.get(&info_hash).copied().filter(|&id| {
+            self.torrents
+                .get(id)
+                .is_some_and(|s| !s.paused && !s.t.is_checking())
+        });
         let Some(tid) = target else {
             debug!(
                 "peer#{token}: handshake for a torrent we do not serve ({})",
@@ -1201,7 +1207,11 @@ impl Session {
                 let Some(s) = self.torrents.get_mut(id) else {
                     continue;
                 };
-                if s.paused || (s.t.is_done() && s.opts.exit_when_done) || s.finished {
+                if s.paused
+                    || s.t.is_checking()
+                    || (s.t.is_done() && s.opts.exit_when_done)
+                    || s.finished
+                {
                     continue;
                 }
                 if s.t.peers.len() >= s.t.cfg.max_peers {
@@ -1254,8 +1264,37 @@ impl Session {
         }
     }
 
+    /// Check data on disk for torrents that need it: one torrent at a time,
+    /// in slices, for about [`CHECK_SLICE`] per turn, so the others keep
+    /// running.
+    fn check_some(&mut self, now: Instant) {
+        let checking: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&id| self.torrents.get(id).is_some_and(|s| s.t.is_checking()))
+            .collect();
+        let Some(&id) = checking.get(self.turns as usize % checking.len().max(1)) else {
+            return;
+        };
+        let Some(s) = self.torrents.get_mut(id) else {
+            return;
+        };
+        let start = Instant::now();
+        while start.elapsed() < CHECK_SLICE {
+            if s.t.check_some(4 << 20, now) {
+                s.was_done = s.t.is_done();
+                if s.was_done {
+                    s.seeding_since = Some(now);
+                }
+                break;
+            }
+        }
+    }
+
     fn after_batch(&mut self, now: Instant) {
         self.down.refill(now);
+        self.check_some(now);
         for (_, s) in self.torrents.iter_mut() {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait.
@@ -1569,6 +1608,10 @@ pub fn aggregate(statuses: &[Status]) -> Option<Status> {
             wasted: st.totals.wasted + s.totals.wasted,
             hash_failures: st.totals.hash_failures + s.totals.hash_failures,
             received: st.totals.received + s.totals.received,
+        };
+        st.checking = match (st.checking, s.checking) {
+            (Some((a, b)), Some((c, d))) => Some((a + c, b + d)),
+            (x, y) => x.or(y),
         };
     }
     Some(st)

@@ -75,7 +75,7 @@ impl Session {
             };
             // A paused torrent announces nothing, unless it is being
             // removed (its `stopped`).
-            if s.paused && s.removing.is_none() {
+            if (s.paused && s.removing.is_none()) || s.t.is_checking() {
                 continue;
             }
             let Some(a) = &mut s.announcer else {

@@ -185,6 +185,11 @@ impl Cache {
         self.fingerprints.take()
     }
 
+    /// The pieces' SHA-1 hashes.
+    pub fn hashes(&self) -> &[[u8; 20]] {
+        &self.hashes
+    }
+
     /// Bytes per buffer segment.
     pub fn segment_len(&self) -> u32 {
         self.seg_len

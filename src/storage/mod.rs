@@ -27,38 +27,49 @@ const CHECK_CHUNK: usize = 1 << 20;
 /// [`CHECK_CHUNK`] bytes, whatever the piece size.
 pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
     let mut have = Bitfield::new(geometry.num_pieces);
-    let mut buf = vec![0u8; (geometry.piece_len as usize).min(CHECK_CHUNK)];
+    let mut buf = check_buffer(geometry);
     for piece in 0..geometry.num_pieces {
-        let size = geometry.piece_size(piece) as usize;
-        let offset = geometry.piece_offset(piece);
-        if !disk.may_have_data(offset, size) {
-            continue;
-        }
-        let mut hasher = Sha1::new();
-        let mut done = 0;
-        let mut readable = true;
-        while done < size {
-            let n = (size - done).min(buf.len());
-            let Some(chunk) = buf.get_mut(..n) else {
-                readable = false; // never: `n` is at most `buf.len()`
-                break;
-            };
-            if disk.read_at(offset + done as u64, chunk).is_err() {
-                readable = false;
-                break;
-            }
-            hasher.update(&*chunk);
-            done += n;
-        }
-        if !readable {
-            continue;
-        }
-        let digest: [u8; 20] = hasher.finalize().into();
-        if hashes.get(piece as usize) == Some(&digest) {
+        if check_piece(disk, geometry, hashes, piece, &mut buf) {
             have.set(piece);
         }
     }
     have
+}
+
+/// The buffer [`check_piece`] reads into.
+pub fn check_buffer(geometry: &Geometry) -> Vec<u8> {
+    vec![0u8; (geometry.piece_len as usize).min(CHECK_CHUNK)]
+}
+
+/// Is `piece` on disk and correct? Reads it in `buf`-sized chunks (none
+/// when its files were created empty by this run).
+pub fn check_piece(
+    disk: &Disk,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    piece: u32,
+    buf: &mut [u8],
+) -> bool {
+    let size = geometry.piece_size(piece) as usize;
+    let offset = geometry.piece_offset(piece);
+    if buf.is_empty() || !disk.may_have_data(offset, size) {
+        return false;
+    }
+    let mut hasher = Sha1::new();
+    let mut done = 0;
+    while done < size {
+        let n = (size - done).min(buf.len());
+        let Some(chunk) = buf.get_mut(..n) else {
+            return false; // never: `n` is at most `buf.len()`
+        };
+        if disk.read_at(offset + done as u64, chunk).is_err() {
+            return false;
+        }
+        hasher.update(&*chunk);
+        done += n;
+    }
+    let digest: [u8; 20] = hasher.finalize().into();
+    hashes.get(piece as usize) == Some(&digest)
 }
 
 #[cfg(test)]
