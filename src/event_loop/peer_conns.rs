@@ -1,0 +1,569 @@
+//! Peer connections: accepting and routing by info-hash, connecting,
+//! reading (within the download limits) and writing, eviction, closing and
+//! retries.
+
+use super::{Conn, READ_BUDGET, ROUTE_LEN, Session, connect_from, hex_short, write_out};
+use crate::peer::PeerError;
+use crate::wire;
+use log::{debug, info, warn};
+use mio::{Interest, Token};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+impl Session {
+    /// Connections to peers (incoming, routed or not, and outgoing).
+    pub(super) fn peer_conns(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Incoming { .. } | Conn::Peer { .. }))
+            .count()
+    }
+
+    pub(super) fn accept_peers(&mut self, token: usize, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| now < t) {
+            return;
+        }
+        loop {
+            let Some(Conn::PeerListener(l)) = self.conns.get(token) else {
+                return;
+            };
+            match l.accept() {
+                Ok((mut sock, addr)) => {
+                    let limits = &self.opts.limits;
+                    if !addr.ip().is_loopback() {
+                        let from_ip = self
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| match c {
+                                Conn::Incoming { addr: a, .. } => a.ip() == addr.ip(),
+                                Conn::Peer { tid, key, .. } => self
+                                    .torrents
+                                    .get(*tid)
+                                    .and_then(|s| s.t.peers.get(*key))
+                                    .is_some_and(|p| p.addr.ip() == addr.ip()),
+                                _ => false,
+                            })
+                            .count();
+                        if from_ip >= limits.max_per_ip {
+                            debug!("refusing {addr}: {}", PeerError::PerAddressLimit);
+                            continue;
+                        }
+                    }
+                    if self.peer_conns() >= limits.max_peers {
+                        match self.evict_one(now) {
+                            Some(victim) => self.close.push((victim, PeerError::Evicted)),
+                            None => {
+                                debug!("refusing {addr}: connection limit reached");
+                                continue;
+                            }
+                        }
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let tok = entry.key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut sock, Token(tok), Interest::READABLE)
+                    {
+                        warn!("cannot register accepted socket: {e}");
+                        continue;
+                    }
+                    debug!("peer#{tok} {addr} connected to us");
+                    entry.insert(Conn::Incoming {
+                        sock,
+                        addr,
+                        buf: Vec::with_capacity(wire::HANDSHAKE_LEN),
+                        since: now,
+                    });
+                    // Data may already be waiting.
+                    self.carry.push(tok);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely. Give back the
+                    // spare descriptor, accept the waiting connection and
+                    // close it at once (so the backlog drains instead of
+                    // holding stale connections), take the spare again, and
+                    // pause accepting for a moment rather than spin.
+                    warn!("accept failed: {e}; refusing new peers for 500 ms");
+                    if self.spare_fd.take().is_some() {
+                        if let Some(Conn::PeerListener(l)) = self.conns.get(token) {
+                            while let Ok((sock, addr)) = l.accept() {
+                                debug!("refused {addr}: out of file descriptors");
+                                drop(sock);
+                            }
+                        }
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    }
+                    self.accept_paused_until = Some(now + Duration::from_millis(500));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A connection to close for a newcomer when every slot is taken: one
+    /// still waiting for its handshake past `evict_after`, or a torrent's
+    /// idle and useless peer (see [`Torrent::evict_one`]).
+    pub(super) fn evict_one(&mut self, now: Instant) -> Option<usize> {
+        let after = self.opts.limits.evict_after;
+        let stale_incoming = self
+            .conns
+            .iter()
+            .filter_map(|(tok, c)| match c {
+                Conn::Incoming { since, .. } if now.duration_since(*since) >= after => {
+                    Some((*since, tok))
+                }
+                _ => None,
+            })
+            .filter(|(_, tok)| !self.close.iter().any(|(t, _)| t == tok))
+            .min();
+        if let Some((_, tok)) = stale_incoming {
+            return Some(tok);
+        }
+        self.torrents
+            .iter_mut()
+            .find_map(|(_, s)| s.t.evict_one(now))
+    }
+
+    /// Read an incoming connection's handshake far enough to know its
+    /// torrent, then hand it over to that torrent (or close it).
+    pub(super) fn incoming_readable(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Incoming { sock, buf, .. }) = self.conns.get_mut(token) else {
+            return;
+        };
+        // Read no further than the routing prefix: the rest is the peer's
+        // (its handshake and messages), read into its own buffer.
+        let mut chunk = [0u8; ROUTE_LEN];
+        let eof = loop {
+            let room = ROUTE_LEN.saturating_sub(buf.len());
+            if room == 0 {
+                break false;
+            }
+            match sock.read(chunk.get_mut(..room).unwrap_or_default()) {
+                Ok(0) => break true,
+                Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close.push((token, PeerError::Io("read", e.kind())));
+                    return;
+                }
+            }
+        };
+        if eof {
+            self.close.push((token, PeerError::Eof));
+            return;
+        }
+        if let Err(e) = wire::Handshake::check_prefix(buf) {
+            self.close.push((token, PeerError::Decode(e)));
+            return;
+        }
+        let info_hash = wire::Handshake::info_hash_of(buf).unwrap_or([0; 20]);
+        let target = self.by_hash.get(&info_hash).copied().filter(|&id| {
+            self.torrents
+                .get(id)
+                .is_some_and(|s| !s.paused && !s.t.is_checking())
+        });
+        let Some(tid) = target else {
+            debug!(
+                "peer#{token}: handshake for a torrent we do not serve ({})",
+                hex_short(&info_hash)
+            );
+            self.close.push((token, PeerError::WrongInfoHash));
+            return;
+        };
+        let Some(Conn::Incoming {
+            sock, addr, buf, ..
+        }) = self.conns.try_remove(token)
+        else {
+            return;
+        };
+        let Some(s) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        // The slab slot just freed is taken again (slab reuses the last
+        // freed key first); should it differ, the socket is re-registered.
+        let entry = self.conns.vacant_entry();
+        let tok = entry.key();
+        let mut sock = sock;
+        if tok != token
+            && self
+                .poll
+                .registry()
+                .reregister(&mut sock, Token(tok), Interest::READABLE)
+                .is_err()
+        {
+            return;
+        }
+        let key = s.t.add_peer(tok, addr, false, now);
+        if let Some(p) = s.t.peers.get_mut(key) {
+            let _ = p.recv.read_from(&mut &buf[..]);
+        }
+        entry.insert(Conn::Peer {
+            sock,
+            tid,
+            key,
+            connecting: false,
+            writable: false,
+        });
+        self.peer_readable(tok, now);
+    }
+
+    pub(super) fn peer_readable(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Peer {
+            sock,
+            tid,
+            key,
+            connecting,
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if *connecting {
+            return;
+        }
+        let (tid, key) = (*tid, *key);
+        let Some(s) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        let t = &mut s.t;
+        // No back-pressure is needed for the cache: the picker requests a
+        // block only when a buffer is free for it, so whatever a peer sends
+        // is either stored or (unrequested) dropped. Download limits are
+        // kept here: a peer is read only while the session's and its
+        // torrent's buckets hold tokens, and read again when they refill.
+        let allowance = self.down.available().min(t.down_bucket.available());
+        if allowance == 0 {
+            self.throttled.push(token);
+            return;
+        }
+        let budget = READ_BUDGET.min(allowance);
+        let mut total = 0;
+        let result = loop {
+            let Some(peer) = t.peers.get_mut(key) else {
+                return;
+            };
+            match peer.recv.read_from(sock) {
+                Ok(0) => {
+                    // Handle what is buffered, then close, for the reason
+                    // the last bytes gave if they gave one.
+                    let why = t.on_readable(key, now).err().unwrap_or(PeerError::Eof);
+                    break Some(why);
+                }
+                Ok(n) => {
+                    total += n;
+                    if peer.recv.is_full() || total >= budget {
+                        if let Err(e) = t.on_readable(key, now) {
+                            break Some(e);
+                        }
+                        if total >= budget {
+                            // More may wait (edge-triggered: remember it).
+                            if budget < READ_BUDGET {
+                                self.throttled.push(token);
+                            } else {
+                                self.carry.push(token);
+                            }
+                            break None;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    break t.on_readable(key, now).err();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(PeerError::Io("read", e.kind())),
+            }
+        };
+        t.down_bucket.take(total);
+        self.down.take(total);
+        if let Some(e) = result {
+            self.close.push((token, e));
+        }
+    }
+
+    pub(super) fn peer_writable(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Peer {
+            sock, connecting, ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if *connecting {
+            // Confirm the connect: an error, or a peer address once connected.
+            match sock.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    self.close.push((token, PeerError::Io("connect", e.kind())));
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match sock.peer_addr() {
+                Ok(_) => {
+                    *connecting = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    self.close.push((token, PeerError::Io("connect", e.kind())));
+                    return;
+                }
+            }
+            // Anything that arrived with the connect.
+            self.carry.push(token);
+        }
+        self.write_peer(token, now);
+    }
+
+    /// Write queued output (refilling from queued requests) until the socket
+    /// would block or nothing is left; keep `WRITABLE` interest exactly while
+    /// output is pending.
+    pub(super) fn write_peer(&mut self, token: usize, now: Instant) {
+        let Some(Conn::Peer {
+            sock,
+            tid,
+            key,
+            connecting,
+            writable,
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if *connecting {
+            return;
+        }
+        let key = *key;
+        let Some(s) = self.torrents.get_mut(*tid) else {
+            return;
+        };
+        let t = &mut s.t;
+        let mut wrote = false;
+        loop {
+            let Some(peer) = t.peers.get_mut(key) else {
+                return;
+            };
+            if peer.send.is_empty() {
+                if peer.requests.is_empty() {
+                    break;
+                }
+                if let Err(e) = t.serve(key) {
+                    self.close.push((token, e));
+                    return;
+                }
+                if t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
+                    break; // out of upload allowance
+                }
+                continue;
+            }
+            match peer.send.write_to(sock) {
+                Ok(n) => {
+                    if n > 0 {
+                        wrote = true;
+                    }
+                    if !peer.send.is_empty() {
+                        break; // would block
+                    }
+                }
+                Err(e) => {
+                    self.close.push((token, PeerError::Io("write", e.kind())));
+                    return;
+                }
+            }
+        }
+        if wrote {
+            t.on_sent(key, now);
+        }
+        let pending = t.peers.get(key).is_some_and(|p| !p.send.is_empty());
+        if pending != *writable {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(sock, Token(token), interest)
+                .is_ok()
+            {
+                *writable = pending;
+            }
+        }
+    }
+
+    /// Open outgoing connections to candidates, within the limits (the
+    /// session's peer cap and half-open cap, shared by every torrent;
+    /// torrents take turns).
+    pub(super) fn connect_more(&mut self, now: Instant) {
+        let limits = self.opts.limits.clone();
+        let mut half_open = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c,
+                    Conn::Peer {
+                        connecting: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let mut open = self.peer_conns();
+        let ids: Vec<usize> = self.order.clone();
+        let mut progress = true;
+        while progress && open < limits.max_peers && half_open < limits.max_half_open {
+            progress = false;
+            for &id in &ids {
+                if open >= limits.max_peers || half_open >= limits.max_half_open {
+                    break;
+                }
+                let Some(s) = self.torrents.get_mut(id) else {
+                    continue;
+                };
+                if s.paused
+                    || s.t.is_checking()
+                    || (s.t.is_done() && s.opts.exit_when_done)
+                    || s.finished
+                {
+                    continue;
+                }
+                if s.t.peers.len() >= s.t.cfg.max_peers {
+                    continue;
+                }
+                let Some(addr) = s.candidates.pop() else {
+                    continue;
+                };
+                progress = true;
+                if Some(addr) == self.listen_addr
+                    || self.listen_addr.is_some_and(|l| {
+                        l.port() == addr.port()
+                            && (l.ip().is_unspecified() && addr.ip().is_loopback())
+                    })
+                    || self.own_addrs.contains(&addr)
+                    || s.t.is_connected_to(&addr)
+                    || s.t.is_banned(&addr)
+                {
+                    continue;
+                }
+                let mut sock = match connect_from(self.opts.bind_ip, addr) {
+                    Ok(sock) => sock,
+                    Err(e) => {
+                        debug!("connect to {addr} failed: {e}");
+                        continue;
+                    }
+                };
+                let entry = self.conns.vacant_entry();
+                let tok = entry.key();
+                if let Err(e) = self.poll.registry().register(
+                    &mut sock,
+                    Token(tok),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    warn!("cannot register socket: {e}");
+                    continue;
+                }
+                let key = s.t.add_peer(tok, addr, true, now);
+                debug!("peer#{tok} {addr} connecting");
+                entry.insert(Conn::Peer {
+                    sock,
+                    tid: id,
+                    key,
+                    connecting: true,
+                    writable: true,
+                });
+                half_open += 1;
+                open += 1;
+            }
+        }
+    }
+
+    pub(super) fn close_conn(&mut self, token: usize, why: &PeerError) {
+        let Some(conn) = self.conns.try_remove(token) else {
+            return;
+        };
+        match conn {
+            Conn::Incoming { mut sock, addr, .. } => {
+                debug!("peer#{token} {addr} dropped: {why}");
+                let _ = self.poll.registry().deregister(&mut sock);
+            }
+            Conn::Peer {
+                mut sock, tid, key, ..
+            } => {
+                if matches!(why, PeerError::OwnPeerId) {
+                    // Our handshake is queued (see `Torrent::on_handshake`):
+                    // the dialing side learns it reached itself and stops.
+                    if let Some(p) = self
+                        .torrents
+                        .get_mut(tid)
+                        .and_then(|s| s.t.peers.get_mut(key))
+                    {
+                        let _ = write_out(&mut sock, &mut p.send);
+                    }
+                    // Closing with unread bytes would send a reset, which
+                    // can overtake the handshake: read what is waiting (a
+                    // bounded amount) so the close is a plain FIN.
+                    let mut sink = [0u8; 4096];
+                    for _ in 0..64 {
+                        if !matches!(sock.read(&mut sink), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                }
+                let _ = self.poll.registry().deregister(&mut sock);
+                let gone = self
+                    .torrents
+                    .get_mut(tid)
+                    .and_then(|s| s.t.remove_peer(key, why));
+                if let Some((addr, true, active)) = gone {
+                    self.schedule_retry(tid, addr, active, why);
+                }
+            }
+            Conn::TrackerServer(mut c) => {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+            Conn::Announce(mut c) => {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+            Conn::PeerListener(mut l) | Conn::TrackerListener(mut l) => {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+    }
+
+    /// Try a dialed peer again later: peers given on the command line until
+    /// we are done, tracker peers a few times, with growing back-off.
+    fn schedule_retry(&mut self, tid: usize, addr: SocketAddr, was_active: bool, why: &PeerError) {
+        if matches!(why, PeerError::OwnPeerId) {
+            info!("{addr} is ourselves; not dialing it again");
+            self.own_addrs.insert(addr);
+            return;
+        }
+        if matches!(
+            why,
+            PeerError::Shutdown
+                | PeerError::Banned
+                | PeerError::WrongInfoHash
+                | PeerError::Duplicate
+                | PeerError::BothSeeds
+        ) {
+            return;
+        }
+        let Some(s) = self.torrents.get_mut(tid) else {
+            return;
+        };
+        let n = s.failures.entry(addr).or_insert(0);
+        if was_active {
+            *n = 0;
+        }
+        *n += 1;
+        let direct = s.opts.peers.contains(&addr);
+        if !direct && *n > 5 {
+            return;
+        }
+        let delay = Duration::from_secs(2u64.saturating_pow((*n).min(8)).min(300));
+        s.retry.push((Instant::now() + delay, addr));
+    }
+}

@@ -1,0 +1,129 @@
+//! What the session keeps beside each torrent core: its announcer, the
+//! peers to dial and retry, the flush back-off, and its end conditions.
+
+use super::{COMPLETED_WAIT, TorrentOptions};
+use crate::candidates::Candidates;
+use crate::torrent::Torrent;
+use crate::tracker::Announcer;
+use log::info;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One torrent and what the shell keeps for it.
+pub(super) struct Slot {
+    pub(super) t: Torrent,
+    pub(super) opts: TorrentOptions,
+    pub(super) announcer: Option<Announcer>,
+    /// Peer addresses to try, from the trackers and the command line.
+    pub(super) candidates: Candidates,
+    /// Dialed peers that closed or failed, and when to try them again.
+    pub(super) retry: Vec<(Instant, SocketAddr)>,
+    /// Consecutive failed attempts per dialed address.
+    pub(super) failures: HashMap<SocketAddr, u32>,
+    pub(super) flush_retry_at: Option<Instant>,
+    pub(super) flush_backoff: Duration,
+    pub(super) was_done: bool,
+    pub(super) seeding_since: Option<Instant>,
+    pub(super) paused: bool,
+    /// Reached its end (done, ratio or time); kept until the session ends.
+    pub(super) finished: bool,
+    /// Being removed: its `stopped` announce is on the way.
+    pub(super) removing: Option<Instant>,
+    /// This torrent's own upload limit (its bucket gets the lower of this
+    /// and its share of the session's).
+    pub(super) up_limit: Option<u64>,
+}
+
+impl Slot {
+    pub(super) fn new(t: Torrent, opts: TorrentOptions, now: Instant) -> Slot {
+        let announcer = (!opts.tracker_tiers.is_empty()).then(|| {
+            // BEP 12: each tier shuffled; back-offs jittered.
+            let seed = t
+                .our_id
+                .iter()
+                .chain(t.info_hash.iter())
+                .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64);
+            Announcer::with_seed(opts.tracker_tiers.clone(), now, seed)
+        });
+        let mut candidates = Candidates::new();
+        for &p in &opts.peers {
+            candidates.push(p, now);
+        }
+        let was_done = t.is_done();
+        let t_up_limit = t.up_bucket.rate();
+        Slot {
+            t,
+            opts,
+            announcer,
+            candidates,
+            retry: Vec::new(),
+            failures: HashMap::new(),
+            flush_retry_at: None,
+            flush_backoff: Duration::from_secs(1),
+            was_done,
+            seeding_since: was_done.then_some(now),
+            paused: false,
+            finished: false,
+            removing: None,
+            up_limit: t_up_limit,
+        }
+    }
+
+    /// Check the end conditions; true once the torrent has reached one.
+    pub(super) fn check_finished(&mut self, now: Instant) -> bool {
+        if self.finished {
+            return true;
+        }
+        if !self.t.is_done() {
+            return false;
+        }
+        if !self.was_done {
+            self.was_done = true;
+            self.seeding_since = Some(now);
+            info!("download complete: every piece verified and written");
+            if let Some(a) = &mut self.announcer {
+                a.set_completed();
+            }
+        }
+        if self.opts.exit_when_done {
+            // Tell the trackers first (at most COMPLETED_WAIT).
+            let waiting = self.announcer.as_ref().is_some_and(|a| a.completed_owed())
+                && self
+                    .seeding_since
+                    .is_some_and(|s| now.duration_since(s) < COMPLETED_WAIT);
+            self.finished = !waiting;
+        } else if let Some(ratio) = self.opts.seed_ratio
+            // Counters only: this runs every loop turn.
+            && self.t.totals.uploaded as f64 >= ratio * self.t.geometry.total_len as f64
+        {
+            info!("seed ratio {ratio} reached");
+            self.finished = true;
+        } else if let (Some(limit), Some(since)) = (self.opts.seed_time, self.seeding_since)
+            && now.duration_since(since) >= limit
+        {
+            info!("seed time reached");
+            self.finished = true;
+        }
+        self.finished
+    }
+
+    /// Write verified pieces under the per-turn budget. After a failure
+    /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
+    /// disk that stays full costs a few wake-ups, not a spinning loop.
+    pub(super) fn flush(&mut self, now: Instant) {
+        if self.flush_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        match self.t.flush(self.t.cfg.flush_per_turn, now) {
+            Ok(_) => {
+                self.flush_retry_at = None;
+                self.flush_backoff = Duration::from_secs(1);
+            }
+            Err(_) => {
+                self.flush_retry_at = Some(now + self.flush_backoff);
+                self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+}
