@@ -26,11 +26,26 @@ const CHECK_CHUNK: usize = 1 << 20;
 /// short files) simply count as missing. Memory: one buffer of at most
 /// [`CHECK_CHUNK`] bytes, whatever the piece size.
 pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
+    recheck_with(disk, geometry, hashes, |_| true)
+}
+
+/// [`recheck`], telling `progress` the bytes checked so far after each
+/// piece; when it answers `false` the check stops there (the pieces not
+/// checked count as missing).
+pub fn recheck_with(
+    disk: &Disk,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    mut progress: impl FnMut(u64) -> bool,
+) -> Bitfield {
     let mut have = Bitfield::new(geometry.num_pieces);
     let mut buf = vec![0u8; (geometry.piece_len as usize).min(CHECK_CHUNK)];
     for piece in 0..geometry.num_pieces {
         let size = geometry.piece_size(piece) as usize;
         let offset = geometry.piece_offset(piece);
+        if !progress(offset) {
+            break;
+        }
         if !disk.may_have_data(offset, size) {
             continue;
         }
