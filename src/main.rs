@@ -28,7 +28,8 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
+    // The terminal logger lifts the live status line off around each line.
+    let term = piecemeal::output::LiveLineLogger(TermLogger::new(
         level,
         config.clone(),
         TerminalMode::Stderr,
@@ -37,7 +38,8 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         } else {
             ColorChoice::Never
         },
-    )];
+    ));
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![Box::new(term)];
     if let Some(path) = &log.log_file {
         let file = std::fs::File::create(path)
             .map_err(|e| Error::Input(format!("cannot create log file {}: {e}", path.display())))?;
@@ -116,7 +118,7 @@ fn run_client(o: ClientOptions) -> Result<(), Error> {
         if machine {
             piecemeal::outln!(
                 "{} {}",
-                machine_line("@done", &s),
+                machine_line("@done", &s, s.down_rate, s.up_rate),
                 outcome.elapsed.as_millis()
             );
         }

@@ -12,6 +12,7 @@
 
 mod net;
 mod tracker_conns;
+mod warnings;
 
 pub use net::{connect_from, install_stop_handler, stop_requested};
 
@@ -142,6 +143,11 @@ pub struct Session {
     stop: StopHandle,
     started: Instant,
     progress: Progress,
+    /// Peers given on the command line whose last dial failed before the
+    /// handshake, and whether they refused (for the status line's warning).
+    dial_errors: HashMap<SocketAddr, bool>,
+    /// Last time a connected peer had a piece we lack (or the start).
+    last_useful: Instant,
     accept_paused_until: Option<Instant>,
     /// A descriptor held in reserve, released to refuse connections
     /// cleanly when the process runs out of descriptors.
@@ -217,7 +223,9 @@ impl Session {
             close: Vec::new(),
             stop: StopHandle::default(),
             started: now,
-            progress: Progress::new(opts.progress),
+            progress: Progress::new(opts.progress).with_ratio_goal(opts.seed_ratio),
+            dial_errors: HashMap::new(),
+            last_useful: now,
             accept_paused_until: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             last_tick: now,
@@ -704,10 +712,11 @@ impl Session {
             self.tick(now, dt);
         }
         self.close_pending();
-        if let Some(t) = &self.torrent
+        if self.torrent.is_some()
             && self.progress.due(now)
+            && let Some(s) = self.status(now)
         {
-            self.progress.update(&t.status(), now);
+            self.progress.update(&s, now);
         }
     }
 
@@ -872,6 +881,17 @@ impl Session {
         }
         *n += 1;
         let direct = self.opts.peers.contains(&addr);
+        if direct {
+            if was_active {
+                self.dial_errors.remove(&addr);
+            } else {
+                let refused = matches!(
+                    why,
+                    PeerError::Io("connect", io::ErrorKind::ConnectionRefused)
+                );
+                self.dial_errors.insert(addr, refused);
+            }
+        }
         if !direct && *n > 5 {
             return;
         }
@@ -881,7 +901,8 @@ impl Session {
 
     /// Flush verified pieces, tell the tracker we stop, close everything.
     fn shutdown(&mut self) {
-        self.progress.finish();
+        let status = self.status(Instant::now());
+        self.progress.finish(status.as_ref(), Instant::now());
         if let Some(t) = &mut self.torrent {
             while t.has_pending_writes() {
                 if let Err(e) = t.flush(usize::MAX, Instant::now()) {
