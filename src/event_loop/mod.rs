@@ -160,14 +160,45 @@ pub struct Session {
     peer_id: [u8; 20],
 }
 
+/// Listening sockets bound before the session is built: the client binds
+/// its ports before the (possibly long) check of the data on disk, so a
+/// busy port is reported at once, naming the port.
+#[derive(Default)]
+pub struct Listeners {
+    /// For peers (used instead of binding `SessionOptions::listen`).
+    pub peer: Option<TcpListener>,
+    /// For the built-in tracker (instead of binding the address in
+    /// `SessionOptions::tracker_server`, whose configuration is used).
+    pub tracker: Option<TcpListener>,
+}
+
+/// Bind a listening socket the way the session does (non-blocking,
+/// `SO_REUSEADDR`).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}
+
 impl Session {
     /// Bind the listeners and set up the cores. Nothing is sent until `run`.
     pub fn new(torrent: Option<Torrent>, opts: SessionOptions) -> io::Result<Session> {
+        let peer = opts.listen.map(bind_listener).transpose()?;
+        let tracker = match &opts.tracker_server {
+            Some((addr, _)) => Some(bind_listener(*addr)?),
+            None => None,
+        };
+        Session::with_listeners(torrent, opts, Listeners { peer, tracker })
+    }
+
+    /// Set up the cores around listeners bound already.
+    pub fn with_listeners(
+        torrent: Option<Torrent>,
+        opts: SessionOptions,
+        listeners: Listeners,
+    ) -> io::Result<Session> {
         let poll = Poll::new()?;
         let mut conns = Slab::new();
         let mut listen_addr = None;
-        if let Some(addr) = opts.listen {
-            let mut l = TcpListener::bind(addr)?;
+        if let Some(mut l) = listeners.peer {
             listen_addr = Some(l.local_addr()?);
             let e = conns.vacant_entry();
             poll.registry()
@@ -176,18 +207,20 @@ impl Session {
         }
         let mut tracker = None;
         let mut tracker_addr = None;
-        if let Some((addr, cfg)) = &opts.tracker_server {
-            let mut l = TcpListener::bind(*addr)?;
-            tracker_addr = Some(l.local_addr()?);
+        if let Some(mut l) = listeners.tracker {
+            let addr = l.local_addr()?;
+            tracker_addr = Some(addr);
             let e = conns.vacant_entry();
             poll.registry()
                 .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::TrackerListener(l));
-            tracker = Some(Tracker::new(cfg.clone()));
-            info!(
-                "tracker listening on http://{}/announce",
-                tracker_addr.unwrap_or(*addr)
-            );
+            let cfg = opts
+                .tracker_server
+                .as_ref()
+                .map(|(_, cfg)| cfg.clone())
+                .unwrap_or_default();
+            tracker = Some(Tracker::new(cfg));
+            info!("tracker listening on http://{addr}/announce");
         }
         let now = Instant::now();
         let announcer = match &torrent {
@@ -236,6 +269,12 @@ impl Session {
             peer_id,
             opts,
         })
+    }
+
+    /// Show progress with `p` (set up by the caller, which may have drawn
+    /// the start-up check with it already) instead of the default.
+    pub fn set_progress(&mut self, p: Progress) {
+        self.progress = p;
     }
 
     /// The address peers can reach us on (after binding port 0, the real port).
