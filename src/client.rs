@@ -1,25 +1,37 @@
 //! The public entry points: download or seed one torrent, or run the
 //! tracker, each on one event loop. The CLI and the tests call these.
 
+use crate::bitfield::Bitfield;
 use crate::config::Config;
 use crate::error::Error;
-use crate::event_loop::{Outcome, Session, SessionOptions, StopHandle, TorrentOptions};
-use crate::metainfo::Metainfo;
+use crate::event_loop::{
+    Listeners, Outcome, Session, SessionOptions, StopHandle, TorrentOptions, bind_listener,
+    stop_requested,
+};
+use crate::metainfo::{Metainfo, MetainfoError};
+use crate::output::plain_io;
 use crate::peer::make_peer_id;
-use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
+use crate::progress::Progress;
+use crate::storage::{Disk, FileSlot, Layout, OpenMode, StorageError, recheck_with};
 use crate::torrent::{Torrent, TorrentParts};
 use crate::tracker::ServerConfig;
 use log::info;
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The peer port used when none is given, and the ports tried after it
+/// when it is taken.
+pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 6881..=6889;
+
 /// Everything a download or seed needs.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// The torrent (an empty path: none, a watched folder brings them).
     pub torrent: PathBuf,
     /// Further torrents run in the same session (same folder, port, peers
     /// and limits; the cache budget is shared).
@@ -34,6 +46,12 @@ pub struct ClientOptions {
     pub keep_seeding: bool,
     /// Where to accept peers.
     pub listen: SocketAddr,
+    /// When `listen`'s port is taken, try the others of [`DEFAULT_PORTS`]
+    /// (for the default port; a port the user chose is not changed).
+    pub port_fallback: bool,
+    /// Files in the way (another size, none of the torrent's data) are
+    /// overwritten instead of refused.
+    pub overwrite: bool,
     pub bind_ip: Option<IpAddr>,
     pub peers: Vec<SocketAddr>,
     /// Do not announce to the torrent's trackers.
@@ -61,6 +79,8 @@ impl ClientOptions {
             download,
             keep_seeding: false,
             listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            port_fallback: false,
+            overwrite: false,
             bind_ip: None,
             peers: Vec::new(),
             no_tracker: false,
@@ -101,26 +121,245 @@ fn seed_from_clock() -> u64 {
     t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15
 }
 
-/// Load a torrent, open and re-check its data: a core ready to join a
-/// session, and its trackers.
-fn load_torrent(
+/// Read a .torrent, with errors that name the file and say what is wrong
+/// in plain words. Magnet links and URLs are refused as not supported yet.
+pub fn load_torrent(path: &Path) -> Result<Metainfo, Error> {
+    let shown = path.display();
+    let text = path.to_string_lossy();
+    if text.starts_with("magnet:") {
+        return Err(Error::Input(
+            "magnet links are not supported yet: give the path of a .torrent file".into(),
+        ));
+    }
+    if let Some((scheme, _)) = text.split_once("://")
+        && !scheme.is_empty()
+        && scheme.chars().all(|c| c.is_ascii_alphabetic())
+    {
+        return Err(Error::Input(format!(
+            "URLs are not supported yet: download {shown} and give the path of the .torrent file"
+        )));
+    }
+    match Metainfo::load(path) {
+        Ok(m) => Ok(m),
+        Err(MetainfoError::Io(_, e)) => Err(Error::Input(match e.kind() {
+            io::ErrorKind::IsADirectory => format!("{shown} is a folder, not a .torrent file"),
+            _ => format!("cannot read {shown}: {}", plain_io(&e)),
+        })),
+        Err(e @ MetainfoError::Bencode(_)) => {
+            let mut first = [0u8; 1];
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut first))
+                .unwrap_or(0);
+            Err(Error::Input(match (read, first[0]) {
+                (0, _) => format!("{shown} is empty, not a .torrent file ({e})"),
+                // Every torrent is a bencoded dictionary: `d...e`.
+                (_, b'd') => format!("{shown}: {e}"),
+                _ => format!("{shown} does not look like a .torrent file ({e})"),
+            }))
+        }
+        Err(e) => Err(Error::Input(format!("{shown}: {e}"))),
+    }
+}
+
+/// A storage failure as a fatal error, in plain words.
+fn storage_error(e: StorageError) -> Error {
+    Error::Runtime(format!(
+        "cannot {} {}: {}",
+        e.op,
+        e.path.display(),
+        plain_io(&e.source)
+    ))
+}
+
+/// Bind the peer port (trying the rest of [`DEFAULT_PORTS`] when the
+/// default one is taken) and the built-in tracker's port, before anything
+/// slow happens; each error names its port.
+fn bind_ports(opts: &ClientOptions) -> Result<Listeners, Error> {
+    let mut addr = opts.listen;
+    if let Some(ip) = opts.bind_ip {
+        addr.set_ip(ip);
+    }
+    let peer = match bind_listener(addr) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && opts.port_fallback => {
+            let taken = addr.port();
+            let next = DEFAULT_PORTS.filter(|&p| p != taken).find_map(|p| {
+                let a = SocketAddr::new(addr.ip(), p);
+                bind_listener(a).ok().map(|l| (p, l))
+            });
+            let Some((port, l)) = next else {
+                return Err(Error::Runtime(format!(
+                    "cannot listen for peers: ports {}-{} are all in use; choose one with \
+                     --port (0 = any free port)",
+                    DEFAULT_PORTS.start(),
+                    DEFAULT_PORTS.end()
+                )));
+            };
+            info!("port {taken} is in use; listening for peers on port {port} instead");
+            l
+        }
+        Err(e) => {
+            return Err(Error::Runtime(format!(
+                "cannot listen for peers on {addr}: {}",
+                plain_io(&e)
+            )));
+        }
+    };
+    let tracker = match opts.tracker_port {
+        Some(port) => {
+            let a = SocketAddr::new(addr.ip(), port);
+            Some(bind_listener(a).map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot run the tracker on {a} (--tracker-port {port}): {}",
+                    plain_io(&e)
+                ))
+            })?)
+        }
+        None => None,
+    };
+    Ok(Listeners {
+        peer: Some(peer),
+        tracker,
+    })
+}
+
+/// Files of `layout` already in `dir` with a size other than the
+/// torrent's, as `(index, size)`. Only looks (no file is opened).
+fn odd_sized(dir: &Path, layout: &Layout) -> Vec<(usize, u64)> {
+    layout
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let m = std::fs::symlink_metadata(dir.join(&f.path)).ok()?;
+            (m.is_file() && m.len() > 0 && m.len() != f.len).then_some((i, m.len()))
+        })
+        .collect()
+}
+
+/// Does any verified piece hold bytes of `file`?
+fn any_piece_of(file: &FileSlot, have: &Bitfield, piece_len: u64) -> bool {
+    if file.len == 0 || piece_len == 0 {
+        return false;
+    }
+    let first = file.offset / piece_len;
+    let last = (file.offset + file.len - 1) / piece_len;
+    (first..=last).any(|p| u32::try_from(p).is_ok_and(|p| have.get(p)))
+}
+
+/// Open the data folder and check what is there already, drawing the
+/// check's progress. For a download, files in the way are refused
+/// (unless `--overwrite`) before anything is created or resized.
+fn open_and_check(
+    opts: &ClientOptions,
+    meta: &Metainfo,
+    progress: &mut Progress,
+) -> Result<(Disk, Bitfield), Error> {
+    let geometry = meta.geometry();
+    let layout = layout_of(meta);
+    let mut check = |disk: &Disk| {
+        let total = geometry.total_len;
+        let have = recheck_with(disk, &geometry, &meta.info.pieces, |done| {
+            let now = Instant::now();
+            if progress.due(now) {
+                progress.checking(done, total, geometry.num_pieces, now);
+            }
+            !stop_requested()
+        });
+        if stop_requested() {
+            return Err(Error::Stopped(
+                "stopped while checking the data on disk".into(),
+            ));
+        }
+        Ok(have)
+    };
+    if !opts.download {
+        let disk = Disk::open(&opts.dir, layout, OpenMode::ReadOnly).map_err(storage_error)?;
+        let have = check(&disk)?;
+        return Ok((disk, have));
+    }
+    let odd = odd_sized(&opts.dir, &layout);
+    if odd.is_empty() {
+        let disk = Disk::open(&opts.dir, layout, OpenMode::Create).map_err(storage_error)?;
+        let have = check(&disk)?;
+        return Ok((disk, have));
+    }
+    // Check first without changing anything: a file of another size is
+    // resumed only if some of it is the torrent's data.
+    let have = {
+        let disk =
+            Disk::open(&opts.dir, layout.clone(), OpenMode::ReadOnly).map_err(storage_error)?;
+        check(&disk)?
+    };
+    let in_the_way: Vec<(&FileSlot, u64)> = odd
+        .iter()
+        .filter_map(|&(i, size)| {
+            let f = layout.files.get(i)?;
+            let longer = size > f.len;
+            let foreign = !any_piece_of(f, &have, u64::from(geometry.piece_len));
+            (longer || foreign).then_some((f, size))
+        })
+        .collect();
+    if let Some(&(f, size)) = in_the_way.first()
+        && !opts.overwrite
+    {
+        let path = opts.dir.join(&f.path);
+        let what = if any_piece_of(f, &have, u64::from(geometry.piece_len)) {
+            "is longer than the torrent's file"
+        } else {
+            "has another size than the torrent's file and none of its data"
+        };
+        let more = match in_the_way.len() - 1 {
+            0 => String::new(),
+            1 => " (and 1 more file)".to_string(),
+            n => format!(" (and {n} more files)"),
+        };
+        return Err(Error::Input(format!(
+            "{} ({size} bytes) {what} ({} bytes){more}: not overwriting it. Move it away, \
+             choose another folder with -o, or give --overwrite",
+            path.display(),
+            f.len
+        )));
+    }
+    for (f, size) in &in_the_way {
+        log::warn!(
+            "overwriting {} ({size} bytes; the torrent's file has {} bytes)",
+            opts.dir.join(&f.path).display(),
+            f.len
+        );
+    }
+    let disk = if opts.overwrite {
+        Disk::open_overwriting(&opts.dir, layout)
+    } else {
+        Disk::open(&opts.dir, layout, OpenMode::Create)
+    }
+    .map_err(storage_error)?;
+    // Creating only resized files (zeros past their old end, or cut past
+    // the torrent's end): the pieces verified above are still there.
+    Ok((disk, have))
+}
+
+/// Load a torrent and open and check its data (drawing the check's
+/// progress): a core ready to join a session, and its trackers.
+fn load_and_check(
     path: &Path,
     opts: &ClientOptions,
     config: Config,
     our_id: [u8; 20],
     seed: u64,
+    progress: &mut Progress,
 ) -> Result<(Torrent, Vec<Vec<String>>), Error> {
-    let meta = Metainfo::load(path).map_err(|e| Error::Input(e.to_string()))?;
+    let meta = load_torrent(path)?;
+    if !opts.download && !opts.dir.exists() {
+        return Err(Error::Input(format!(
+            "nothing to seed: {} does not exist (give the folder that holds {} with -o)",
+            opts.dir.display(),
+            meta.info.name
+        )));
+    }
     let geometry = meta.geometry();
-    let mode = if opts.download {
-        OpenMode::Create
-    } else {
-        OpenMode::ReadOnly
-    };
-    let disk =
-        Disk::open(&opts.dir, layout_of(&meta), mode).map_err(|e| Error::Runtime(e.to_string()))?;
     let t0 = Instant::now();
-    let have = recheck(&disk, &geometry, &meta.info.pieces);
+    let (disk, have) = open_and_check(opts, &meta, progress)?;
     info!(
         "{}: {} of {} pieces already verified on disk (checked in {:.2?})",
         meta.info.name,
@@ -128,6 +367,15 @@ fn load_torrent(
         geometry.num_pieces,
         t0.elapsed()
     );
+    if !opts.download && have.count() == 0 && geometry.num_pieces > 0 {
+        return Err(Error::Input(format!(
+            "nothing to seed: none of {}'s data is in {} (0 of {} pieces verified); give the \
+             folder that holds it with -o",
+            meta.info.name,
+            opts.dir.display(),
+            geometry.num_pieces
+        )));
+    }
     if !opts.download && !have.is_full() {
         log::warn!(
             "seeding {} with {} of {} pieces present in {}",
@@ -151,54 +399,68 @@ fn load_torrent(
     ))
 }
 
-/// Load the torrents, open and re-check their data, bind, and return a
-/// session ready to `run`. Several torrents share one session: one listen
-/// port, one peer id, one connection cap, and the cache budget split
-/// between them.
+/// The torrents' configuration: the cache budget split between them; rate
+/// limits are the session's, shared by all.
+fn torrent_config(opts: &ClientOptions, count: usize) -> Config {
+    let mut config = opts.config.clone();
+    config.cache_bytes /= count.max(1);
+    config.upload_limit = None;
+    config.download_limit = None;
+    config
+}
+
+/// Load the torrents, bind the ports, open and re-check their data, and
+/// return a session ready to `run`. Several torrents share one session:
+/// one listen port, one peer id, one connection cap, the cache budget
+/// split between them.
 pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
-    let seed = seed_from_clock();
-    let our_id = make_peer_id(seed);
+    if opts.dir.exists() && !opts.dir.is_dir() {
+        return Err(Error::Input(format!(
+            "-o {}: is a file; give the folder the data {} in",
+            opts.dir.display(),
+            if opts.download { "goes" } else { "is" }
+        )));
+    }
     // An empty first path means none (a watched folder brings them).
     let paths: Vec<&PathBuf> = std::iter::once(&opts.torrent)
         .filter(|p| !p.as_os_str().is_empty())
         .chain(&opts.more)
         .collect();
-    let mut config = opts.config.clone();
-    config.cache_bytes /= paths.len().max(1);
-    // Rate limits are the session's, shared by all torrents.
-    config.upload_limit = None;
-    config.download_limit = None;
+    let listeners = bind_ports(opts)?;
+    let mut progress = Progress::new(opts.progress)
+        .with_ratio_goal(opts.seed_ratio)
+        .seeding_only(!opts.download);
+    let seed = seed_from_clock();
+    let our_id = make_peer_id(seed);
+    let config = torrent_config(opts, paths.len());
     let mut torrents = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
-        torrents.push(load_torrent(
+        torrents.push(load_and_check(
             path,
             opts,
             config.clone(),
             our_id,
             seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
+            &mut progress,
         )?);
     }
     let tracker_server = opts.tracker_port.map(|port| {
         let ip = opts.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         (SocketAddr::new(ip, port), ServerConfig::default())
     });
-    let mut listen = opts.listen;
-    if let Some(ip) = opts.bind_ip {
-        listen.set_ip(ip);
-    }
     let sopts = SessionOptions {
-        listen: Some(listen),
+        listen: None,
         bind_ip: opts.bind_ip,
         tracker_server,
         progress: opts.progress,
         limits: opts.config.clone(),
         keep_running: opts.watch.is_some(),
     };
-    let mut session = Session::new(sopts)
-        .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))?;
+    let mut session = Session::with_listeners(sopts, listeners)
+        .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;
+    session.set_progress(progress);
     for (t, tiers) in torrents {
-        let topts = torrent_options(opts, tiers);
-        if let Err(t) = session.add_torrent(t, topts) {
+        if let Err(t) = session.add_torrent(t, torrent_options(opts, tiers)) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
                 t.info_hash
@@ -235,7 +497,7 @@ pub fn run(opts: &ClientOptions) -> Result<Outcome, Error> {
     });
     let outcome = session
         .run()
-        .map_err(|e| Error::Runtime(format!("event loop failed: {e}")));
+        .map_err(|e| Error::Runtime(format!("event loop failed: {}", plain_io(&e))));
     if let Some((stop, join)) = watcher {
         stop.store(true, Ordering::SeqCst);
         let _ = join.join();
@@ -262,7 +524,11 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                log::warn!("cannot list the watched folder {}: {e}", dir.display());
+                log::warn!(
+                    "cannot list the watched folder {}: {}",
+                    dir.display(),
+                    plain_io(&e)
+                );
                 sleep_unless(stop, WATCH_INTERVAL);
                 continue;
             }
@@ -321,17 +587,13 @@ fn load_for_session(
     opts: &ClientOptions,
     seed: u64,
 ) -> Result<(Torrent, Vec<Vec<String>>), Error> {
-    let meta = Metainfo::load(path).map_err(|e| Error::Input(e.to_string()))?;
+    let meta = load_torrent(path)?;
     let mode = if opts.download {
         OpenMode::Create
     } else {
         OpenMode::ReadOnly
     };
-    let disk =
-        Disk::open(&opts.dir, layout_of(&meta), mode).map_err(|e| Error::Runtime(e.to_string()))?;
-    let mut config = opts.config.clone();
-    config.upload_limit = None;
-    config.download_limit = None;
+    let disk = Disk::open(&opts.dir, layout_of(&meta), mode).map_err(storage_error)?;
     let geometry = meta.geometry();
     let parts = TorrentParts {
         info_hash: meta.info_hash,
@@ -339,11 +601,11 @@ fn load_for_session(
         geometry,
         hashes: meta.info.pieces.clone(),
         disk,
-        have: crate::bitfield::Bitfield::new(geometry.num_pieces),
+        have: Bitfield::new(geometry.num_pieces),
     };
     let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
     Ok((
-        Torrent::new_checking(parts, config, seed, Instant::now()),
+        Torrent::new_checking(parts, torrent_config(opts, 1), seed, Instant::now()),
         meta.tracker_tiers(),
     ))
 }
@@ -361,19 +623,20 @@ pub fn prepare_tracker(opts: &TrackerOptions) -> Result<Session, Error> {
         tracker_server: Some((opts.listen, opts.config.clone())),
         ..SessionOptions::default()
     };
-    Session::new(sopts)
-        .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", opts.listen)))
+    Session::new(sopts).map_err(|e| {
+        Error::Runtime(format!(
+            "cannot run the tracker on {}: {}",
+            opts.listen,
+            plain_io(&e)
+        ))
+    })
 }
 
 /// Read the info-hashes of torrent files (for the tracker's allow-list).
 pub fn info_hashes(paths: &[PathBuf]) -> Result<Vec<[u8; 20]>, Error> {
     paths
         .iter()
-        .map(|p: &PathBuf| {
-            Metainfo::load(Path::new(p))
-                .map(|m| m.info_hash)
-                .map_err(|e| Error::Input(e.to_string()))
-        })
+        .map(|p: &PathBuf| load_torrent(p).map(|m| m.info_hash))
         .collect()
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::Error;
 use crate::metainfo::{CreateOptions, create};
-use crate::progress::human_bytes;
+use crate::progress::{count, fit, human_bytes};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ struct Report {
     down: u64,
     up: u64,
     down_rate: u64,
+    up_rate: u64,
     peers: u64,
     done_ms: Option<u64>,
     finished_at: Option<Duration>,
@@ -97,6 +98,7 @@ fn spawn(name: &str, args: &[String], dir: PathBuf, started: Instant) -> Result<
                     rep.down = nums[2];
                     rep.up = nums[3];
                     rep.down_rate = nums[4];
+                    rep.up_rate = nums[5];
                     rep.peers = nums[6];
                     if rep.have == rep.num && rep.finished_at.is_none() {
                         rep.finished_at = Some(started.elapsed());
@@ -114,6 +116,51 @@ fn spawn(name: &str, args: &[String], dir: PathBuf, started: Instant) -> Result<
         report,
         dir,
     })
+}
+
+/// The live board: one line per peer (the seeder first), each fitted to
+/// `width` when drawn on a terminal. A leecher shows its progress, rates
+/// and peers; the seeder its upload rate and total.
+fn board(names: &[&str], reports: &[Report], width: Option<usize>) -> Vec<String> {
+    let name_w = names.iter().map(|n| n.len()).max().unwrap_or(6);
+    names
+        .iter()
+        .zip(reports)
+        .enumerate()
+        .map(|(i, (name, r))| {
+            let peers = count(r.peers as usize, "peer", "peers");
+            let line = if i == 0 {
+                format!(
+                    "{name:<name_w$}  seeding {:>13}  up {:>11}/s  uploaded {:>10}  {peers}",
+                    "",
+                    human_bytes(r.up_rate),
+                    human_bytes(r.up)
+                )
+            } else {
+                let pct = if r.num == 0 {
+                    0.0
+                } else {
+                    100.0 * r.have as f64 / r.num as f64
+                };
+                let bar_w = 12;
+                let filled = ((pct / 100.0) * bar_w as f64).floor() as usize;
+                let bar = format!(
+                    "[{}{}]",
+                    "#".repeat(filled.min(bar_w)),
+                    "-".repeat(bar_w - filled.min(bar_w))
+                );
+                format!(
+                    "{name:<name_w$}  {bar} {pct:5.1}%  down {:>11}/s  up {:>11}/s  {peers}",
+                    human_bytes(r.down_rate),
+                    human_bytes(r.up_rate)
+                )
+            };
+            match width {
+                Some(w) => fit(&line, w.saturating_sub(1)),
+                None => line,
+            }
+        })
+        .collect()
 }
 
 fn snapshot(n: &Node) -> Report {
@@ -218,7 +265,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     )?;
     std::thread::sleep(Duration::from_millis(200));
     let peer_args = |dir: &Path, cmd: &str| {
-        vec![
+        let mut args = vec![
             s(cmd),
             t.clone(),
             s("-o"),
@@ -227,10 +274,14 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             s("127.0.0.1"),
             s("--port"),
             s("0"),
-            s("--seed"),
             s("--machine"),
             s("--verbose"),
-        ]
+        ];
+        if cmd == "download" {
+            // Leechers stay on to seed to each other.
+            args.push(s("--seed"));
+        }
+        args
     };
     let mut nodes = vec![spawn(
         "seeder",
@@ -249,6 +300,7 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     }
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(10);
+    let mut drawn = 0;
     let outcome = loop {
         std::thread::sleep(Duration::from_millis(100));
         let reports: Vec<Report> = nodes.iter().map(snapshot).collect();
@@ -260,24 +312,26 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
         };
         if last_print.elapsed() >= every || all_done {
             last_print = Instant::now();
-            let line: Vec<String> = nodes
-                .iter()
-                .zip(&reports)
-                .map(|(n, r)| {
-                    let pct = if r.num == 0 {
-                        0.0
-                    } else {
-                        100.0 * r.have as f64 / r.num as f64
-                    };
-                    format!("{} {pct:5.1}% {}/s", n.name, human_bytes(r.down_rate))
-                })
-                .collect();
-            if tty {
-                crate::out!("\r\x1b[K{}", line.join(" | "));
-                let _ = std::io::stdout().flush();
-            } else {
-                crate::outln!("{}", line.join(" | "));
+            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            let width = crate::output::terminal_width(1).unwrap_or(80);
+            let lines = board(&names, &reports, tty.then_some(width));
+            let mut text = String::new();
+            if tty && drawn > 0 {
+                // Back to the first line of the board, redrawn in place.
+                text.push_str(&format!("\x1b[{drawn}A"));
             }
+            for l in &lines {
+                if tty {
+                    text.push_str("\r\x1b[K");
+                }
+                text.push_str(l);
+                text.push('\n');
+            }
+            if !tty {
+                text.push('\n');
+            }
+            crate::out!("{text}");
+            drawn = lines.len();
         }
         if all_done {
             break Ok(());
@@ -298,9 +352,6 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             )));
         }
     };
-    if tty {
-        crate::outln!();
-    }
     let elapsed = started.elapsed();
     for n in nodes.iter_mut() {
         stop(&mut n.child);
@@ -370,4 +421,59 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
     }
     crate::outln!("all {leechers} copies match the original byte for byte");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(have: u64, num: u64, rate: u64) -> Report {
+        Report {
+            have,
+            num,
+            down: have * 1000,
+            up: 12 << 20,
+            down_rate: rate,
+            up_rate: rate / 3,
+            peers: 3,
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn the_board_fits_80_columns_with_three_leechers() {
+        let names = ["seeder", "leecher1", "leecher2", "leecher3"];
+        let reports = vec![
+            report(64, 64, 0),
+            report(10, 64, 999 << 20),
+            report(63, 64, 1023 << 20),
+            report(0, 64, 0),
+        ];
+        let lines = board(&names, &reports, Some(80));
+        assert_eq!(lines.len(), 4);
+        for l in &lines {
+            assert!(l.chars().count() < 80, "{l:?} is {} columns", l.len());
+            assert!(!l.ends_with('…'), "{l:?} was cut");
+        }
+        // The seeder shows its upload rate, the leechers their progress.
+        assert!(lines[0].contains("seeding"), "{}", lines[0]);
+        assert!(lines[2].contains(" 98.4%"), "{}", lines[2]);
+        assert!(lines[1].contains("3 peers"), "{}", lines[1]);
+        // Narrower terminals cut lines instead of wrapping them.
+        for l in board(&names, &reports, Some(40)) {
+            assert!(l.chars().count() < 40, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn the_seeder_line_shows_its_upload_rate() {
+        let mut seeder = report(64, 64, 0);
+        seeder.up_rate = 5 << 20;
+        let lines = board(
+            &["seeder", "leecher1"],
+            &[seeder, report(1, 64, 1)],
+            Some(80),
+        );
+        assert!(lines[0].contains("up     5.0 MiB/s"), "{}", lines[0]);
+    }
 }

@@ -1,19 +1,23 @@
 //! The `piecemeal` command: parse, set up logging, run, map errors to exit
-//! codes (0 done, 1 runtime failure, 2 bad input or usage).
+//! codes (0 done, 1 runtime failure, 2 bad input or usage, 3 a download
+//! stopped before it was complete).
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use log::LevelFilter;
-use piecemeal::cli::{Cli, Command, Common, LogArgs, parse_peer, rewrite_legacy_args};
+use piecemeal::cli::{
+    Cli, Command, Common, DownloadOpts, LogArgs, legacy_ids, parse_peer, rewrite_legacy_args,
+};
 use piecemeal::client::{self, ClientOptions, TrackerOptions};
-use piecemeal::error::Error;
+use piecemeal::error::{EXIT_INCOMPLETE, Error};
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
-use piecemeal::progress::{ProgressMode, human_bytes, machine_line};
+use piecemeal::output::{escape_controls, plain_io, strip_os_error};
+use piecemeal::progress::{ProgressMode, View, human_bytes, json_object, machine_line};
 use piecemeal::tracker::ServerConfig;
 use simplelog::{
     ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger,
 };
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn init_logging(log: &LogArgs) -> Result<(), Error> {
@@ -28,7 +32,8 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
+    // The terminal logger lifts the live status line off around each line.
+    let term = piecemeal::output::LiveLineLogger(TermLogger::new(
         level,
         config.clone(),
         TerminalMode::Stderr,
@@ -37,10 +42,16 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
         } else {
             ColorChoice::Never
         },
-    )];
+    ));
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![Box::new(term)];
     if let Some(path) = &log.log_file {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Error::Input(format!("cannot create log file {}: {e}", path.display())))?;
+        let file = std::fs::File::create(path).map_err(|e| {
+            Error::Input(format!(
+                "cannot create the log file {}: {}",
+                path.display(),
+                plain_io(&e)
+            ))
+        })?;
         let file_level = if log.verbose {
             LevelFilter::Debug
         } else {
@@ -63,17 +74,21 @@ fn init_logging(log: &LogArgs) -> Result<(), Error> {
 
 fn client_options(
     torrent: PathBuf,
-    download: bool,
+    download: Option<&DownloadOpts>,
     c: &Common,
     log: &LogArgs,
 ) -> Result<ClientOptions, Error> {
     let mut o = ClientOptions::new(
         torrent,
         c.output.clone().unwrap_or_else(|| PathBuf::from(".")),
-        download,
+        download.is_some(),
     );
-    o.keep_seeding = c.seed;
+    if let Some(d) = download {
+        o.keep_seeding = d.seed;
+        o.overwrite = d.overwrite;
+    }
     o.listen = SocketAddr::from(([0, 0, 0, 0], c.port.unwrap_or(6881)));
+    o.port_fallback = c.port.is_none();
     o.bind_ip = c.bind;
     o.peers = c
         .peers
@@ -87,20 +102,18 @@ fn client_options(
     o.seed_time = c.seed_time.map(Duration::from_secs);
     o.progress = if log.machine {
         ProgressMode::Machine
+    } else if c.json {
+        ProgressMode::Json
     } else if log.quiet {
         ProgressMode::Off
     } else {
         ProgressMode::Auto
     };
-    if let Some(cache) = c.cache {
-        o.config.cache_bytes =
-            usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
-    }
+    o.config.cache_bytes =
+        usize::try_from(c.cache).map_err(|_| Error::Input("--cache is too large".into()))?;
     o.config.upload_limit = c.upload_limit.filter(|&r| r > 0);
     o.config.download_limit = c.download_limit.filter(|&r| r > 0);
-    if let Some(n) = c.max_peers {
-        o.config.max_peers = n.max(1);
-    }
+    o.config.max_peers = c.max_peers.max(1);
     if let Some(s) = c.handshake_timeout {
         o.config.handshake_timeout = Duration::from_secs(s.max(1));
     }
@@ -113,7 +126,7 @@ fn client_options(
 /// Options for one or more torrents in one session.
 fn many(
     mut torrents: Vec<PathBuf>,
-    download: bool,
+    download: Option<&DownloadOpts>,
     c: &Common,
     log: &LogArgs,
 ) -> Result<ClientOptions, Error> {
@@ -131,14 +144,15 @@ fn many(
     Ok(o)
 }
 
-fn run_client(o: ClientOptions) -> Result<(), Error> {
-    let machine = o.progress == ProgressMode::Machine;
+/// Download or seed; the exit code: 0 done, 3 a download stopped before
+/// it was complete.
+fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
     let names: Vec<PathBuf> = std::iter::once(o.torrent.clone())
         .filter(|p| !p.as_os_str().is_empty())
         .chain(o.more.iter().cloned())
         .collect();
     let outcome = client::run(&o)?;
-    if outcome.torrents.len() > 1 {
+    if outcome.torrents.len() > 1 && !quiet {
         // One line per torrent: which finished and which did not.
         for (name, t) in names.iter().zip(&outcome.torrents) {
             piecemeal::errln!(
@@ -152,42 +166,162 @@ fn run_client(o: ClientOptions) -> Result<(), Error> {
             );
         }
     }
-    if let Some(s) = outcome.status {
-        if machine {
+    let code = if o.download && !outcome.complete {
+        EXIT_INCOMPLETE
+    } else {
+        0
+    };
+    let Some(s) = outcome.status else {
+        return Ok(code);
+    };
+    let secs = outcome.elapsed.as_secs_f64().max(1e-3);
+    let average_down = (s.totals.downloaded as f64 / secs) as u64;
+    let average_up = (s.totals.uploaded as f64 / secs) as u64;
+    match o.progress {
+        ProgressMode::Machine => piecemeal::outln!(
+            "{} {}",
+            machine_line("@done", &s, average_down, average_up),
+            outcome.elapsed.as_millis()
+        ),
+        ProgressMode::Json => {
+            let view = View {
+                phase: if o.download {
+                    piecemeal::progress::Phase::Downloading
+                } else {
+                    piecemeal::progress::Phase::Seeding
+                },
+                done: s.total_len - s.left,
+                total: s.total_len,
+                have: s.have,
+                num_pieces: s.num_pieces,
+                down_rate: average_down,
+                up_rate: average_up,
+                downloaded: s.totals.downloaded,
+                uploaded: s.totals.uploaded,
+                peers: s.peers,
+                seeds: s.seeds,
+                elapsed: outcome.elapsed,
+                ratio_goal: o.seed_ratio,
+                warnings: Vec::new(),
+            };
             piecemeal::outln!(
-                "{} {}",
-                machine_line("@done", &s),
-                outcome.elapsed.as_millis()
+                "{}",
+                json_object(
+                    "done",
+                    &view,
+                    &[
+                        ("complete", outcome.complete.to_string()),
+                        ("exit_code", code.to_string()),
+                        ("hash_failures", s.totals.hash_failures.to_string()),
+                        ("banned", outcome.banned.to_string()),
+                    ]
+                )
             );
         }
-        let secs = outcome.elapsed.as_secs_f64().max(1e-3);
-        piecemeal::errln!(
-            "{}: {} down, {} up in {:.1} s (average {}/s down), {}/{} pieces{}",
-            if outcome.complete {
-                "complete"
-            } else {
-                "stopped"
-            },
-            human_bytes(s.totals.downloaded),
-            human_bytes(s.totals.uploaded),
-            secs,
-            human_bytes((s.totals.downloaded as f64 / secs) as u64),
-            s.have,
-            s.num_pieces,
-            if s.totals.hash_failures > 0 {
-                format!(
-                    ", {} hash failures, {} banned",
-                    s.totals.hash_failures, outcome.banned
-                )
-            } else {
-                String::new()
-            }
-        );
+        _ => {}
     }
-    Ok(())
+    if !quiet {
+        let failures = if s.totals.hash_failures > 0 {
+            format!(
+                ", {} hash failures, {} banned",
+                s.totals.hash_failures, outcome.banned
+            )
+        } else {
+            String::new()
+        };
+        let ratio = if s.total_len == 0 {
+            0.0
+        } else {
+            s.totals.uploaded as f64 / s.total_len as f64
+        };
+        if o.download {
+            piecemeal::errln!(
+                "{}: {} down in {:.1} s ({}/s), {} up, {}/{} pieces{failures}{}",
+                if outcome.complete {
+                    "complete"
+                } else {
+                    "stopped before complete"
+                },
+                human_bytes(s.totals.downloaded),
+                secs,
+                human_bytes(average_down),
+                human_bytes(s.totals.uploaded),
+                s.have,
+                s.num_pieces,
+                if outcome.complete {
+                    ""
+                } else {
+                    " (the same command resumes it)"
+                }
+            );
+        } else {
+            piecemeal::errln!(
+                "stopped seeding: {} up in {:.1} s (ratio {ratio:.2}), {}/{} pieces{failures}",
+                human_bytes(s.totals.uploaded),
+                secs,
+                s.have,
+                s.num_pieces,
+            );
+        }
+    }
+    Ok(code)
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// `create`'s output when `-o` is not given: `NAME.torrent` in the
+/// current folder, NAME being the shared file's or folder's name.
+fn default_torrent_path(path: &Path) -> Result<PathBuf, Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .or_else(|| {
+            std::fs::canonicalize(path)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+        })
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "cannot name the torrent after {}; give -o OUT.torrent",
+                path.display()
+            ))
+        })?;
+    let mut file = name;
+    file.push(".torrent");
+    Ok(PathBuf::from(file))
+}
+
+/// Write a new .torrent: refuses to replace a file unless `force`.
+fn write_torrent(out: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
+    use std::io::Write;
+    if out.is_dir() {
+        return Err(Error::Input(format!(
+            "-o {}: is a folder; give the path of the .torrent to write",
+            out.display()
+        )));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Input(format!(
+                "{} exists already; give --force to replace it, or another path with -o",
+                out.display()
+            ))
+        } else {
+            Error::Runtime(format!("cannot write {}: {}", out.display(), plain_io(&e)))
+        }
+    })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::Runtime(format!("cannot write {}: {}", out.display(), plain_io(&e))))
+}
+
+fn run(cli: Cli) -> Result<i32, Error> {
+    let quiet = cli.log.quiet;
     match cli.command {
         None => {
             let Some(torrent) = cli.legacy.torrent.clone() else {
@@ -195,23 +329,29 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "nothing to do: give -t FILE.torrent [-d], or a subcommand (see --help)".into(),
                 ));
             };
-            run_client(client_options(
-                torrent,
-                cli.legacy.download,
-                &cli.legacy.common,
-                &cli.log,
-            )?)
+            let download = cli.legacy.download.then_some(&cli.legacy.dl);
+            if !cli.legacy.download && (cli.legacy.dl.seed || cli.legacy.dl.overwrite) {
+                return Err(Error::Input(
+                    "--seed and --overwrite are for downloads (-d)".into(),
+                ));
+            }
+            run_client(
+                client_options(torrent, download, &cli.legacy.common, &cli.log)?,
+                quiet,
+            )
         }
-        Some(Command::Download { torrents, common }) => {
-            run_client(many(torrents, true, &common, &cli.log)?)
-        }
+        Some(Command::Download {
+            torrents,
+            dl,
+            common,
+        }) => run_client(many(torrents, Some(&dl), &common, &cli.log)?, quiet),
         Some(Command::Seed { torrents, common }) => {
-            run_client(many(torrents, false, &common, &cli.log)?)
+            run_client(many(torrents, None, &common, &cli.log)?, quiet)
         }
         Some(Command::Info { torrent }) => {
-            let m = Metainfo::load(&torrent).map_err(|e| Error::Input(e.to_string()))?;
+            let m = client::load_torrent(&torrent)?;
             piecemeal::out!("{}", m.describe());
-            Ok(())
+            Ok(0)
         }
         Some(Command::Create {
             path,
@@ -220,12 +360,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             piece_length,
             private,
             comment,
+            force,
         }) => {
             let piece_len = piece_length
                 .map(|n| {
                     u32::try_from(n).map_err(|_| Error::Input("--piece-length is too large".into()))
                 })
                 .transpose()?;
+            let output = match output {
+                Some(o) => o,
+                None => default_torrent_path(&path)?,
+            };
+            if output.exists() && !force && !output.is_dir() {
+                // Say so before hashing what may be gigabytes.
+                return Err(Error::Input(format!(
+                    "{} exists already; give --force to replace it, or another path with -o",
+                    output.display()
+                )));
+            }
             let opts = CreateOptions {
                 trackers,
                 piece_len,
@@ -238,15 +390,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                     .map(|d| d.as_secs() as i64),
             };
             let bytes = create(&path, &opts).map_err(|e| Error::Input(e.to_string()))?;
-            std::fs::write(&output, &bytes)
-                .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", output.display())))?;
+            write_torrent(&output, &bytes, force)?;
             let m = Metainfo::from_bytes(&bytes).map_err(|e| Error::Runtime(e.to_string()))?;
             piecemeal::outln!(
                 "wrote {} (info-hash {})",
                 output.display(),
                 m.info_hash_hex()
             );
-            Ok(())
+            Ok(0)
         }
         Some(Command::Tracker {
             port,
@@ -263,34 +414,97 @@ fn run(cli: Cli) -> Result<(), Error> {
                 listen: SocketAddr::new(ip, port),
                 config,
             })?;
-            s.run().map_err(|e| Error::Runtime(e.to_string()))?;
-            Ok(())
+            s.run()
+                .map_err(|e| Error::Runtime(format!("event loop failed: {}", plain_io(&e))))?;
+            Ok(0)
         }
         Some(Command::Demo {
             size,
             leechers,
             dir,
-        }) => piecemeal::demo::run(size, leechers, dir),
+        }) => piecemeal::demo::run(size, leechers, dir).map(|()| 0),
+        Some(Command::Completions { shell }) => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "piecemeal", &mut out);
+            piecemeal::out!("{}", String::from_utf8_lossy(&out));
+            Ok(0)
+        }
+        Some(Command::Manpage { dir }) => {
+            let cmd = Cli::command();
+            match dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                        .map_err(|e| {
+                            Error::Runtime(format!(
+                                "cannot write to {}: {}",
+                                dir.display(),
+                                plain_io(&e)
+                            ))
+                        })?;
+                    piecemeal::outln!("wrote the man pages into {}", dir.display());
+                }
+                None => {
+                    let mut out = Vec::new();
+                    clap_mangen::Man::new(cmd)
+                        .render(&mut out)
+                        .map_err(|e| Error::Runtime(plain_io(&e)))?;
+                    piecemeal::out!("{}", String::from_utf8_lossy(&out));
+                }
+            }
+            Ok(0)
+        }
     }
 }
 
-fn main() {
+/// Parse the command line; usage errors exit 2 (help and version 0).
+fn parse() -> Cli {
     let args = rewrite_legacy_args(std::env::args_os());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (m, cli)));
+    let (matches, cli) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             std::process::exit(code);
         }
     };
+    if let Some((sub, _)) = matches.subcommand() {
+        let stray: Vec<String> = legacy_ids()
+            .into_iter()
+            .filter(|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+            .collect();
+        if !stray.is_empty() {
+            piecemeal::errln!(
+                "piecemeal: give the options of `{sub}` after it (found {} before it)",
+                stray.join(", ")
+            );
+            std::process::exit(2);
+        }
+    }
+    cli
+}
+
+fn main() {
+    let cli = parse();
     if let Err(e) = init_logging(&cli.log) {
-        piecemeal::errln!("piecemeal: {e}");
+        piecemeal::errln!(
+            "piecemeal: {}",
+            escape_controls(&strip_os_error(&e.to_string()))
+        );
         std::process::exit(e.exit_code());
     }
     piecemeal::event_loop::install_stop_handler();
-    if let Err(e) = run(cli) {
-        piecemeal::errln!("piecemeal: {e}");
-        std::process::exit(e.exit_code());
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            piecemeal::errln!(
+                "piecemeal: {}",
+                escape_controls(&strip_os_error(&e.to_string()))
+            );
+            std::process::exit(e.exit_code());
+        }
     }
 }

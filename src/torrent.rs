@@ -50,10 +50,14 @@ pub struct Status {
     pub total_len: u64,
     pub down_rate: u64,
     pub up_rate: u64,
+    /// Connected peers past the handshake, and how many of them are seeds.
     pub peers: usize,
+    pub seeds: usize,
     pub totals: Totals,
     /// While data on disk is being checked: pieces checked, of all.
     pub checking: Option<(u32, u32)>,
+    /// Why nothing may be happening; the event loop fills it.
+    pub warnings: crate::progress::Warnings,
 }
 
 /// What a torrent is made of: identity, shape, piece hashes, its open
@@ -186,10 +190,14 @@ impl Torrent {
     }
 
     pub fn status(&self) -> Status {
-        let (mut down, mut up) = (0, 0);
+        let (mut down, mut up, mut peers, mut seeds) = (0, 0, 0, 0);
         for (_, p) in &self.peers {
             down += p.down.rate();
             up += p.up.rate();
+            if p.phase == Phase::Active {
+                peers += 1;
+                seeds += usize::from(p.has.is_full());
+            }
         }
         Status {
             have: self.picker.have().count(),
@@ -198,16 +206,14 @@ impl Torrent {
             total_len: self.geometry.total_len,
             down_rate: down,
             up_rate: up,
-            peers: self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.phase == Phase::Active)
-                .count(),
+            peers,
+            seeds,
             totals: self.totals,
             checking: self
                 .checking
                 .as_ref()
                 .map(|c| (c.next, self.geometry.num_pieces)),
+            warnings: crate::progress::Warnings::default(),
         }
     }
 

@@ -25,6 +25,10 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         l.wait_for(Duration::from_secs(60), "progress", |s| {
             s.num > 0 && s.have >= want
         });
+        // Verified pieces are written within FLUSH_AGE (100 ms); the seeder's
+        // first burst can verify many at once, so give them time to land
+        // (the download is still going: 12 MB at 4 MB/s).
+        std::thread::sleep(Duration::from_millis(300));
         l.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
         l.child.wait().unwrap();
         if round > 0 {

@@ -21,6 +21,7 @@ mod net;
 mod peer_conns;
 mod slot;
 mod tracker_conns;
+mod warnings;
 
 pub use net::{connect_from, install_stop_handler, stop_requested};
 
@@ -262,6 +263,8 @@ pub struct Session {
     handle: SessionHandle,
     started: Instant,
     progress: Progress,
+    /// Last time a connected peer had a piece we lack (or the start).
+    last_useful: Instant,
     accept_paused_until: Option<Instant>,
     /// A descriptor held in reserve, released to refuse connections
     /// cleanly when the process runs out of descriptors.
@@ -273,16 +276,43 @@ pub struct Session {
     removed: Vec<TorrentOutcome>,
 }
 
+/// Listening sockets bound before the session is built: the client binds
+/// its ports before the (possibly long) check of the data on disk, so a
+/// busy port is reported at once, naming the port.
+#[derive(Default)]
+pub struct Listeners {
+    /// For peers (used instead of binding `SessionOptions::listen`).
+    pub peer: Option<TcpListener>,
+    /// For the built-in tracker (instead of binding the address in
+    /// `SessionOptions::tracker_server`, whose configuration is used).
+    pub tracker: Option<TcpListener>,
+}
+
+/// Bind a listening socket the way the session does (non-blocking,
+/// `SO_REUSEADDR`).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}
+
 impl Session {
     /// Bind the listeners. Torrents come with [`Session::add_torrent`] (or
     /// through the handle while running). Nothing is sent until `run`.
     pub fn new(opts: SessionOptions) -> io::Result<Session> {
+        let peer = opts.listen.map(bind_listener).transpose()?;
+        let tracker = match &opts.tracker_server {
+            Some((addr, _)) => Some(bind_listener(*addr)?),
+            None => None,
+        };
+        Session::with_listeners(opts, Listeners { peer, tracker })
+    }
+
+    /// Set up the session around listeners bound already.
+    pub fn with_listeners(opts: SessionOptions, listeners: Listeners) -> io::Result<Session> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut conns = Slab::new();
         let mut listen_addr = None;
-        if let Some(addr) = opts.listen {
-            let mut l = TcpListener::bind(addr)?;
+        if let Some(mut l) = listeners.peer {
             listen_addr = Some(l.local_addr()?);
             let e = conns.vacant_entry();
             poll.registry()
@@ -291,18 +321,20 @@ impl Session {
         }
         let mut tracker = None;
         let mut tracker_addr = None;
-        if let Some((addr, cfg)) = &opts.tracker_server {
-            let mut l = TcpListener::bind(*addr)?;
-            tracker_addr = Some(l.local_addr()?);
+        if let Some(mut l) = listeners.tracker {
+            let addr = l.local_addr()?;
+            tracker_addr = Some(addr);
             let e = conns.vacant_entry();
             poll.registry()
                 .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::TrackerListener(l));
-            tracker = Some(Tracker::new(cfg.clone()));
-            info!(
-                "tracker listening on http://{}/announce",
-                tracker_addr.unwrap_or(*addr)
-            );
+            let cfg = opts
+                .tracker_server
+                .as_ref()
+                .map(|(_, cfg)| cfg.clone())
+                .unwrap_or_default();
+            tracker = Some(Tracker::new(cfg));
+            info!("tracker listening on http://{addr}/announce");
         }
         let now = Instant::now();
         Ok(Session {
@@ -327,6 +359,7 @@ impl Session {
             },
             started: now,
             progress: Progress::new(opts.progress),
+            last_useful: now,
             accept_paused_until: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             last_tick: now,
@@ -380,6 +413,12 @@ impl Session {
             .first()
             .and_then(|&id| self.torrents.get(id))
             .map(|s| &s.t)
+    }
+
+    /// Show progress with `p` (set up by the caller, which may have drawn
+    /// the start-up check with it already) instead of the default.
+    pub fn set_progress(&mut self, p: Progress) {
+        self.progress = p;
     }
 
     /// A torrent by id.
@@ -763,16 +802,10 @@ impl Session {
             }
         }
         self.close_pending();
-        if self.progress.due(now) {
-            let statuses: Vec<Status> = self
-                .order
-                .iter()
-                .filter_map(|&id| self.torrents.get(id))
-                .map(|s| s.t.status())
-                .collect();
-            if let Some(st) = aggregate(&statuses) {
-                self.progress.update(&st, now);
-            }
+        if self.progress.due(now)
+            && let Some(st) = self.status(now)
+        {
+            self.progress.update(&st, now);
         }
     }
 
@@ -882,7 +915,8 @@ impl Session {
 
     /// Flush verified pieces, tell the trackers we stop, close everything.
     fn shutdown(&mut self) {
-        self.progress.finish();
+        let status = self.status(Instant::now());
+        self.progress.finish(status.as_ref(), Instant::now());
         let now = Instant::now();
         for (_, s) in self.torrents.iter_mut() {
             while s.t.has_pending_writes() {

@@ -560,6 +560,17 @@ impl Session {
         }
         *n += 1;
         let direct = s.opts.peers.contains(&addr);
+        if direct {
+            if was_active {
+                s.dial_errors.remove(&addr);
+            } else {
+                let refused = matches!(
+                    why,
+                    PeerError::Io("connect", io::ErrorKind::ConnectionRefused)
+                );
+                s.dial_errors.insert(addr, refused);
+            }
+        }
         if !direct && *n > 5 {
             return;
         }

@@ -21,6 +21,9 @@ pub(super) struct Slot {
     pub(super) retry: Vec<(Instant, SocketAddr)>,
     /// Consecutive failed attempts per dialed address.
     pub(super) failures: HashMap<SocketAddr, u32>,
+    /// Peers given on the command line whose last dial failed before the
+    /// handshake, and whether they refused (for the status line's warning).
+    pub(super) dial_errors: HashMap<SocketAddr, bool>,
     pub(super) flush_retry_at: Option<Instant>,
     pub(super) flush_backoff: Duration,
     pub(super) was_done: bool,
@@ -59,6 +62,7 @@ impl Slot {
             candidates,
             retry: Vec::new(),
             failures: HashMap::new(),
+            dial_errors: HashMap::new(),
             flush_retry_at: None,
             flush_backoff: Duration::from_secs(1),
             was_done,

@@ -113,6 +113,22 @@ impl Disk {
     /// than the torrent says is refused rather than cut (it is not ours).
     /// No path is followed through a symbolic link inside `root`.
     pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Disk, StorageError> {
+        Disk::open_with(root, layout, mode, false)
+    }
+
+    /// [`open`](Self::open) with [`OpenMode::Create`] that cuts files
+    /// longer than the torrent's instead of refusing them: the user said
+    /// to overwrite what is there (`--overwrite`).
+    pub fn open_overwriting(root: &Path, layout: Layout) -> Result<Disk, StorageError> {
+        Disk::open_with(root, layout, OpenMode::Create, true)
+    }
+
+    fn open_with(
+        root: &Path,
+        layout: Layout,
+        mode: OpenMode,
+        cut_longer: bool,
+    ) -> Result<Disk, StorageError> {
         let err = |op, path: &Path, source| StorageError {
             op,
             path: path.to_path_buf(),
@@ -171,7 +187,9 @@ impl Disk {
             let meta = f.metadata().map_err(|e| err("stat", &path, e))?;
             existed.push(meta.len() > 0);
             if mode == OpenMode::Create {
-                if meta.len() > len {
+                if meta.len() > len && cut_longer {
+                    f.set_len(len).map_err(|e| err("cut", &path, e))?;
+                } else if meta.len() > len {
                     return Err(err(
                         "open",
                         &path,

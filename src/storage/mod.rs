@@ -26,9 +26,24 @@ const CHECK_CHUNK: usize = 1 << 20;
 /// short files) simply count as missing. Memory: one buffer of at most
 /// [`CHECK_CHUNK`] bytes, whatever the piece size.
 pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
+    recheck_with(disk, geometry, hashes, |_| true)
+}
+
+/// [`recheck`], telling `progress` the bytes checked so far after each
+/// piece; when it answers `false` the check stops there (the pieces not
+/// checked count as missing).
+pub fn recheck_with(
+    disk: &Disk,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    mut progress: impl FnMut(u64) -> bool,
+) -> Bitfield {
     let mut have = Bitfield::new(geometry.num_pieces);
     let mut buf = check_buffer(geometry);
     for piece in 0..geometry.num_pieces {
+        if !progress(geometry.piece_offset(piece)) {
+            break;
+        }
         if check_piece(disk, geometry, hashes, piece, &mut buf) {
             have.set(piece);
         }

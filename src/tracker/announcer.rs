@@ -250,6 +250,12 @@ impl Announcer {
         }
     }
 
+    /// Rounds in a row in which every tracker failed (0: the last round
+    /// reached one, or none is over yet).
+    pub fn failed_rounds(&self) -> u32 {
+        self.failed_rounds
+    }
+
     /// The back-off after `failed_rounds` failed rounds, with jitter.
     fn backoff(&mut self) -> Duration {
         let doublings = self.failed_rounds.saturating_sub(1).min(16);
