@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod event_loop;
 pub mod geometry;
+pub mod memory;
 pub mod metainfo;
 pub mod output;
 pub mod peer;
