@@ -112,6 +112,13 @@ impl Torrent {
             have,
         } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
+        debug!(
+            "piece cache: {} buffers of {} bytes ({}-byte pieces, budget {})",
+            cache.max_buffers(),
+            cache.segment_len(),
+            geometry.piece_len,
+            cfg.cache_bytes
+        );
         let left = (0..geometry.num_pieces)
             .filter(|&p| !have.get(p))
             .map(|p| geometry.piece_size(p) as u64)

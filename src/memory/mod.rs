@@ -16,8 +16,8 @@
 //! connection cap at the default buffer sizes, buffers shrink to
 //! [`SMALL_RECV_BUF`] / [`SMALL_SEND_WATERMARK`] and the cap to what fits
 //! (at least [`MIN_PEERS`]). The defaults (16 MiB cache, 50 peers with
-//! 64 KiB / 128 KiB buffers) need a target of 35.6 MiB: a cgroup of 72 MiB,
-//! or 143 MiB available; on a larger box nothing changes.
+//! 64 KiB / 128 KiB buffers) need a target of 37.2 MiB: a cgroup of 75 MiB,
+//! or 149 MiB available; on a larger box nothing changes.
 //!
 //! Discovery is pure ([`discover`] reads through a function it is given, so
 //! tests hand it sample files); [`probe`] gives it the real files.
@@ -169,11 +169,16 @@ pub fn discover(
     }
 }
 
-/// Worst-case bytes of one peer's buffers: the receive buffer, and a send
-/// buffer filled to just under the watermark plus a block (its vector
-/// doubling: up to twice the watermark with 16 KiB requests).
+/// A peer's memory besides its buffers: its request queues at their caps
+/// (2,048 requests from it, up to 1,024 of ours in flight), bitfield and
+/// state.
+pub const PEER_STATE: u64 = 32 << 10;
+
+/// Worst-case bytes of one peer: the receive buffer, a send buffer filled
+/// to just under the watermark plus a block (its vector doubling: up to
+/// twice the watermark with 16 KiB requests), and [`PEER_STATE`].
 pub fn peer_bytes(recv_buf: usize, send_watermark: usize) -> u64 {
-    (recv_buf + 2 * send_watermark) as u64
+    (recv_buf + 2 * send_watermark) as u64 + PEER_STATE
 }
 
 /// The memory sizes chosen for this process.

@@ -289,22 +289,22 @@ fn cgroup(bytes: u64) -> Limits {
 }
 
 #[test]
-fn a_16_mib_cgroup_gets_a_3_mib_cache_and_6_small_peers() {
+fn a_16_mib_cgroup_gets_a_3_mib_cache_and_5_small_peers() {
     let base = Config::default();
     let p = plan(&cgroup(16 * MIB), &base);
     // Half of 16 MiB, less 4 MiB fixed: 4 MiB; 3 for the cache, 1 for peers.
     assert_eq!(p.cache_bytes, 3 << 20);
     assert_eq!(p.recv_buf, SMALL_RECV_BUF);
     assert_eq!(p.send_watermark, SMALL_SEND_WATERMARK);
-    assert_eq!(p.max_peers, 6);
+    assert_eq!(p.max_peers, 5);
     assert!(!p.defaults_fit);
     let mut cfg = base.clone();
     p.apply(&mut cfg);
     assert_eq!(cfg.cache_bytes, 3 << 20);
-    assert_eq!(cfg.max_half_open, 6);
+    assert_eq!(cfg.max_half_open, 5);
     let line = p.describe(&cfg);
     assert!(line.contains("piece cache 3.0 MiB"), "{line}");
-    assert!(line.contains("up to 6 peers"), "{line}");
+    assert!(line.contains("up to 5 peers"), "{line}");
     assert!(
         line.contains("the cgroup v2 limit, 16.0 MiB (/sys/fs/cgroup/t/memory.max)"),
         "{line}"
@@ -315,7 +315,7 @@ fn a_16_mib_cgroup_gets_a_3_mib_cache_and_6_small_peers() {
 fn a_32_mib_cgroup_gets_a_9_mib_cache() {
     let p = plan(&cgroup(32 * MIB), &Config::default());
     assert_eq!(p.cache_bytes, 9 << 20);
-    assert_eq!(p.max_peers, 19);
+    assert_eq!(p.max_peers, 16);
 }
 
 #[test]
@@ -346,6 +346,9 @@ fn sizes_never_exceed_the_defaults_and_grow_with_the_limit() {
     }
     assert!(last.defaults_fit);
     assert_eq!(last.cache_bytes, base.cache_bytes);
+    // The defaults need a 75 MiB cgroup (a target of 37.2 MiB).
+    assert!(!plan(&cgroup(74 * MIB), &base).defaults_fit);
+    assert!(plan(&cgroup(75 * MIB), &base).defaults_fit);
 }
 
 #[test]
