@@ -70,6 +70,8 @@ pub struct Common {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
     /// Piece cache budget, e.g. 16M, 256K; 0 keeps only 4 piece buffers and no read cache.
+    /// Default: sized from the memory limit the process runs under (cgroup,
+    /// rlimits, MemAvailable), at most 16M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache: Option<u64>,
     /// Keep seeding after the download completes.

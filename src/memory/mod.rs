@@ -169,9 +169,10 @@ pub fn discover(
     }
 }
 
-/// A peer's memory besides its buffers: its request queues at their caps
-/// (2,048 requests from it, up to 1,024 of ours in flight), bitfield and
-/// state.
+/// A peer's memory besides its buffers: the requests it queued with us at
+/// their cap (2,048 × 12 bytes), ours in flight to it (32 bytes each; under
+/// a tight budget the cache's buffers bound them: 4 MiB is 256 blocks), its
+/// bitfield and state.
 pub const PEER_STATE: u64 = 32 << 10;
 
 /// Worst-case bytes of one peer: the receive buffer, a send buffer filled
