@@ -289,22 +289,21 @@ fn cgroup(bytes: u64) -> Limits {
 }
 
 #[test]
-fn a_16_mib_cgroup_gets_a_3_mib_cache_and_5_small_peers() {
+fn a_16_mib_cgroup_gets_a_3_mib_cache_and_4_peers() {
     let base = Config::default();
     let p = plan(&cgroup(16 * MIB), &base);
     // Half of 16 MiB, less 4 MiB fixed: 4 MiB; 3 for the cache, 1 for peers.
     assert_eq!(p.cache_bytes, 3 << 20);
-    assert_eq!(p.recv_buf, SMALL_RECV_BUF);
     assert_eq!(p.send_watermark, SMALL_SEND_WATERMARK);
-    assert_eq!(p.max_peers, 5);
+    assert_eq!(p.max_peers, 4);
     assert!(!p.defaults_fit);
     let mut cfg = base.clone();
     p.apply(&mut cfg);
     assert_eq!(cfg.cache_bytes, 3 << 20);
-    assert_eq!(cfg.max_half_open, 5);
+    assert_eq!(cfg.max_half_open, 4);
     let line = p.describe(&cfg);
     assert!(line.contains("piece cache 3.0 MiB"), "{line}");
-    assert!(line.contains("up to 5 peers"), "{line}");
+    assert!(line.contains("up to 4 peers"), "{line}");
     assert!(
         line.contains("the cgroup v2 limit, 16.0 MiB (/sys/fs/cgroup/t/memory.max)"),
         "{line}"
@@ -315,7 +314,7 @@ fn a_16_mib_cgroup_gets_a_3_mib_cache_and_5_small_peers() {
 fn a_32_mib_cgroup_gets_a_9_mib_cache() {
     let p = plan(&cgroup(32 * MIB), &Config::default());
     assert_eq!(p.cache_bytes, 9 << 20);
-    assert_eq!(p.max_peers, 16);
+    assert_eq!(p.max_peers, 13);
 }
 
 #[test]
@@ -333,11 +332,11 @@ fn sizes_never_exceed_the_defaults_and_grow_with_the_limit() {
         let p = plan(&cgroup(mib * MIB), &base);
         assert!(p.cache_bytes <= base.cache_bytes && p.max_peers <= base.max_peers);
         assert!(p.cache_bytes >= last.cache_bytes && p.max_peers >= last.max_peers);
-        assert!(p.recv_buf >= last.recv_buf);
+        assert!(p.send_watermark >= last.send_watermark);
         // Everything planned fits the target.
         let used = FIXED
             + p.cache_bytes as u64
-            + p.max_peers as u64 * peer_bytes(p.recv_buf, p.send_watermark);
+            + p.max_peers as u64 * peer_bytes(base.recv_buf, p.send_watermark);
         assert!(
             p.max_peers == MIN_PEERS || used <= mib * MIB / 2,
             "{mib} MiB"
@@ -361,13 +360,8 @@ fn a_big_machine_keeps_the_defaults() {
     let p = plan(&limits, &base);
     assert!(p.defaults_fit);
     assert_eq!(
-        (p.cache_bytes, p.max_peers, p.recv_buf, p.send_watermark),
-        (
-            base.cache_bytes,
-            base.max_peers,
-            base.recv_buf,
-            base.send_watermark
-        )
+        (p.cache_bytes, p.max_peers, p.send_watermark),
+        (base.cache_bytes, base.max_peers, base.send_watermark)
     );
     assert!(p.describe(&base).contains("MemAvailable, 20.0 GiB"));
     // No limit found at all: defaults.
