@@ -7,7 +7,8 @@
 //! seeding: request ─► Cache read (read cache / pread whole piece) ─► wire::SendBuf ─► socket
 //! ```
 //!
-//! Everything but `event_loop` and `storage::disk` is sans-IO.
+//! Everything but `event_loop`, `storage::disk` and `memory::probe` (which
+//! reads the process's memory limits at start) is sans-IO.
 
 pub mod bencode;
 pub mod bitfield;

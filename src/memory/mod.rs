@@ -11,8 +11,8 @@
 //!
 //! From that *target* [`plan`] takes the fixed memory ([`FIXED`]: mapped
 //! binary and libraries, heap, tables) and splits the rest: three quarters
-//! for the piece cache (at most the default 16 MiB), one quarter for
-//! per-peer buffers. When the peers' quarter cannot hold the default
+//! for the piece cache (at most the default 16 MiB), the remainder (at
+//! least a quarter) for per-peer buffers. When the peers' quarter cannot hold the default
 //! connection cap at the default buffer sizes, the send watermark drops to
 //! [`SMALL_SEND_WATERMARK`] and the cap to what fits (at least
 //! [`MIN_PEERS`]). The receive buffer stays at 64 KiB: at 32 KiB a 1 GiB
