@@ -94,8 +94,10 @@ pub struct Common {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
     /// Piece cache budget, e.g. 16M, 256K; 0 keeps only 4 piece buffers and no read cache.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
-    pub cache: u64,
+    /// Default: sized from the memory limit the process runs under (cgroup,
+    /// rlimits, MemAvailable), at most 16M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache: Option<u64>,
     /// Stop seeding once uploaded/size reaches this ratio.
     #[arg(long, value_name = "RATIO")]
     pub seed_ratio: Option<f64>,
@@ -108,9 +110,10 @@ pub struct Common {
     /// Download rate limit in bytes per second, e.g. 5M, all torrents together [default: none].
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub download_limit: Option<u64>,
-    /// Most peer connections.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub max_peers: usize,
+    /// Most peer connections, all torrents together [default: 50, fewer
+    /// under a tight memory limit].
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
     /// Ignore the torrent's trackers (use --peer only).
     #[arg(long)]
     pub no_tracker: bool,
@@ -387,7 +390,7 @@ mod tests {
                 torrents, common, ..
             }) => {
                 assert_eq!(torrents, vec![PathBuf::from("a.torrent")]);
-                assert_eq!(common.cache, 0);
+                assert_eq!(common.cache, Some(0));
                 assert_eq!(common.output, Some(PathBuf::from("out")));
             }
             other => panic!("unexpected {other:?}"),

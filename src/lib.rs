@@ -7,7 +7,8 @@
 //! seeding: request ─► Cache read (read cache / pread whole piece) ─► wire::SendBuf ─► socket
 //! ```
 //!
-//! Everything but `event_loop` and `storage::disk` is sans-IO.
+//! Everything but `event_loop`, `storage::disk` and `memory::probe` (which
+//! reads the process's memory limits at start) is sans-IO.
 
 pub mod bencode;
 pub mod bitfield;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event_loop;
 pub mod extension;
 pub mod geometry;
+pub mod memory;
 pub mod metainfo;
 pub mod output;
 pub mod peer;

@@ -9,6 +9,7 @@ use piecemeal::cli::{
 };
 use piecemeal::client::{self, ClientOptions, TrackerOptions};
 use piecemeal::error::{EXIT_INCOMPLETE, Error};
+use piecemeal::memory;
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
 use piecemeal::output::{escape_controls, plain_io, strip_os_error};
 use piecemeal::progress::{ProgressMode, View, human_bytes, json_object, machine_line};
@@ -109,11 +110,33 @@ fn client_options(
     } else {
         ProgressMode::Auto
     };
-    o.config.cache_bytes =
-        usize::try_from(c.cache).map_err(|_| Error::Input("--cache is too large".into()))?;
+    // An explicit --cache wins; without it, memory is sized from the limits
+    // the process runs under (cgroup, rlimits, MemAvailable).
+    let fit = match c.cache {
+        Some(cache) => {
+            o.config.cache_bytes =
+                usize::try_from(cache).map_err(|_| Error::Input("--cache is too large".into()))?;
+            None
+        }
+        None => {
+            let plan = memory::plan(&memory::probe(), &o.config);
+            plan.apply(&mut o.config);
+            Some(plan)
+        }
+    };
     o.config.upload_limit = c.upload_limit.filter(|&r| r > 0);
     o.config.download_limit = c.download_limit.filter(|&r| r > 0);
-    o.config.max_peers = c.max_peers.max(1);
+    if let Some(n) = c.max_peers {
+        o.config.max_peers = n.max(1);
+    }
+    match fit {
+        Some(plan) => log::info!("{}", plan.describe(&o.config)),
+        None => log::info!(
+            "memory: piece cache {} (--cache), up to {} peers",
+            human_bytes(o.config.cache_bytes as u64),
+            o.config.max_peers
+        ),
+    }
     if let Some(s) = c.handshake_timeout {
         o.config.handshake_timeout = Duration::from_secs(s.max(1));
     }

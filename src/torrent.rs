@@ -138,6 +138,13 @@ impl Torrent {
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let up_bucket = TokenBucket::new(cfg.upload_limit, now);
         let down_bucket = TokenBucket::new(cfg.download_limit, now);
+        debug!(
+            "piece cache: {} buffers of {} bytes ({}-byte pieces, budget {})",
+            cache.max_buffers(),
+            cache.segment_len(),
+            geometry.piece_len,
+            cfg.cache_bytes
+        );
         let left = (0..geometry.num_pieces)
             .filter(|&p| !have.get(p))
             .map(|p| geometry.piece_size(p) as u64)

@@ -720,7 +720,7 @@ fn help_completions_and_man_page() {
     assert!(!help.contains("--seed "), "{help}");
     assert!(!help.contains("--overwrite"), "{help}");
     assert!(
-        help.contains("[default: 16M]") && help.contains("[default: 50]"),
+        help.contains("at most 16M") && help.contains("[default: 50"),
         "{help}"
     );
     assert!(help.contains("default: 6881"), "{help}");

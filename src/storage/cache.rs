@@ -195,6 +195,11 @@ impl Cache {
         self.seg_len
     }
 
+    /// Most segment buffers that exist at once.
+    pub fn max_buffers(&self) -> usize {
+        self.max_buffers
+    }
+
     /// Blocks per buffer segment (for [`crate::picker::Picker::set_segment_blocks`]).
     pub fn segment_blocks(&self) -> u32 {
         self.seg_len.div_ceil(BLOCK_LEN)
