@@ -47,7 +47,7 @@ remove_cg() { for _ in $(seq 50); do rmdir "$1" 2>/dev/null && return; sleep 0.1
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
   head -c $((SIZE << 20)) /dev/urandom > "$W/seed/data.bin"
 fi
-"$B" create "$W/seed/data.bin" -o "$W/data.torrent" --piece-length 1M --tracker "http://127.0.0.1:$TPORT/announce" >/dev/null
+"$B" create --force "$W/seed/data.bin" -o "$W/data.torrent" --piece-length 1M --tracker "http://127.0.0.1:$TPORT/announce" >/dev/null
 taskset -c 1 "$B" tracker --bind 127.0.0.1 --port $TPORT --interval 5 -q 2>"$W/tracker.err" & TP=$!
 taskset -c 1 "$B" seed "$W/data.torrent" -o "$W/seed" --bind 127.0.0.1 --port $SPORT -q 2>"$W/seeder.err" & SP=$!
 CG=""

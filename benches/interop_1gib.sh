@@ -56,7 +56,7 @@ mkdir -p "$W/seed"
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
   head -c $((SIZE << 20)) /dev/urandom > "$W/seed/data.bin"
 fi
-"$B" create "$W/seed/data.bin" -o "$W/data.torrent" --piece-length 1M \
+"$B" create --force "$W/seed/data.bin" -o "$W/data.torrent" --piece-length 1M \
   --tracker "http://$TRACK:6969/announce" >/dev/null
 "${H3[@]}" "$B" tracker --bind $TRACK --port 6969 --interval 5 -q & PIDS+=($!)
 "${H1[@]}" $PY "$LT" seed "$W/data.torrent" "$W/seed" --listen $SEED:6882 \

@@ -19,7 +19,7 @@ SPORT=46881
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
   head -c $((SIZE << 20)) /dev/urandom > "$W/seed/data.bin"
 fi
-"$B" create "$W/seed/data.bin" -o "$W/data.torrent" --tracker "http://127.0.0.1:$TPORT/announce" >/dev/null
+"$B" create --force "$W/seed/data.bin" -o "$W/data.torrent" --tracker "http://127.0.0.1:$TPORT/announce" >/dev/null
 "$B" tracker --bind 127.0.0.1 --port $TPORT --interval 5 -q & TP=$!
 "$B" seed "$W/data.torrent" -o "$W/seed" --bind 127.0.0.1 --port $SPORT -q & SP=$!
 trap 'kill $SP $TP 2>/dev/null; wait 2>/dev/null' EXIT
