@@ -399,11 +399,10 @@ fn load_and_check(
     ))
 }
 
-/// The torrents' configuration: the cache budget split between them; rate
-/// limits are the session's, shared by all.
-fn torrent_config(opts: &ClientOptions, count: usize) -> Config {
+/// The torrents' configuration: rate limits and the cache budget are the
+/// session's, shared by all (the session gives each torrent its share).
+fn torrent_config(opts: &ClientOptions) -> Config {
     let mut config = opts.config.clone();
-    config.cache_bytes /= count.max(1);
     config.upload_limit = None;
     config.download_limit = None;
     config
@@ -432,7 +431,7 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         .seeding_only(!opts.download);
     let seed = seed_from_clock();
     let our_id = make_peer_id(seed);
-    let config = torrent_config(opts, paths.len());
+    let config = torrent_config(opts);
     let mut torrents = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
         torrents.push(load_and_check(
@@ -605,7 +604,7 @@ fn load_for_session(
     };
     let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
     Ok((
-        Torrent::new_checking(parts, torrent_config(opts, 1), seed, Instant::now()),
+        Torrent::new_checking(parts, torrent_config(opts), seed, Instant::now()),
         meta.tracker_tiers(),
     ))
 }

@@ -250,6 +250,18 @@ impl Torrent {
         t
     }
 
+    /// Change the piece cache's budget (the session's share for this
+    /// torrent); the picker opens segments within the new count from now on.
+    pub fn set_cache_budget(&mut self, bytes: usize) {
+        self.cache.set_budget(bytes);
+        self.picker.set_segment_budget(self.cache.assembly_budget());
+    }
+
+    /// Free spare piece buffers when nothing is being assembled or written.
+    pub fn release_idle_buffers(&mut self) {
+        self.cache.release_idle();
+    }
+
     /// Data on disk is still being checked (no peers meanwhile).
     pub fn is_checking(&self) -> bool {
         self.checking.is_some()

@@ -290,3 +290,50 @@ fn a_watched_folder_adds_and_removes_torrents_and_skips_garbage() {
     assert!(!answered(&port, &info_hash(&t[0])));
     assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn two_downloads_share_one_cache_budget() {
+    // Two torrents downloading at once, in one process with a 4 MiB budget:
+    // their caches together never hold more (256 KiB pieces: each torrent's
+    // 2 MiB share is 8 buffers, above the floor of 4).
+    let tmp = TempDir::new("session-budget");
+    let seed_dir = tmp.join("seed");
+    const BIG: &[(&str, usize)] = &[("x.bin", 24 << 20), ("y.bin", 20 << 20)];
+    write_files(&seed_dir, BIG);
+    let t: Vec<String> = ["x", "y"]
+        .iter()
+        .map(|n| {
+            make_torrent(
+                &seed_dir.join(format!("{n}.bin")),
+                &tmp.join(&format!("{n}.torrent")),
+                &[],
+                256 * 1024,
+            )
+            .to_str()
+            .unwrap()
+            .to_string()
+        })
+        .collect();
+    let (_s1, p1) = start_seeder(&tmp, &seed_dir, &t[0], &[]);
+    let (_s2, p2) = start_seeder(&tmp, &seed_dir, &t[1], &[]);
+    let out = tmp.join("out");
+    let mut o = ClientOptions::new(&t[0], &out, true);
+    o.more = vec![t[1].clone().into()];
+    o.listen = "127.0.0.1:0".parse().unwrap();
+    o.bind_ip = Some("127.0.0.1".parse().unwrap());
+    o.no_tracker = true;
+    o.peers = vec![
+        format!("127.0.0.1:{p1}").parse().unwrap(),
+        format!("127.0.0.1:{p2}").parse().unwrap(),
+    ];
+    o.config.cache_bytes = 4 << 20;
+    let outcome = client::run(&o).unwrap();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_files(&seed_dir, &out, BIG);
+    assert!(
+        outcome.peak_cache <= 4 << 20,
+        "the caches held {} bytes together",
+        outcome.peak_cache
+    );
+    assert!(outcome.peak_cache > 0);
+}

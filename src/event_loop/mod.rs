@@ -140,6 +140,9 @@ pub struct Outcome {
     pub complete: bool,
     /// Each torrent, in the order they were added.
     pub torrents: Vec<TorrentOutcome>,
+    /// Most bytes all torrents' piece caches held at once (the shared
+    /// budget, `--cache`, bounds it).
+    pub peak_cache: usize,
 }
 
 enum Conn {
@@ -274,6 +277,8 @@ pub struct Session {
     turns: u64,
     /// Outcomes of torrents removed while running.
     removed: Vec<TorrentOutcome>,
+    /// Most bytes the piece caches held together so far.
+    peak_cache: usize,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -365,6 +370,7 @@ impl Session {
             last_tick: now,
             turns: 0,
             removed: Vec::new(),
+            peak_cache: 0,
             opts,
         })
     }
@@ -384,6 +390,7 @@ impl Session {
         self.by_hash.insert(hash, id);
         self.order.push(id);
         self.share_upload();
+        self.share_cache();
         Ok(TorrentId(id))
     }
 
@@ -488,6 +495,7 @@ impl Session {
         );
         let statuses: Vec<Status> = torrents.iter().map(|o| o.status).collect();
         Ok(Outcome {
+            peak_cache: self.peak_cache,
             status: aggregate(&statuses),
             elapsed: self.started.elapsed(),
             banned: torrents.iter().map(|o| o.banned).sum(),
@@ -674,6 +682,17 @@ impl Session {
         }
     }
 
+    /// One piece-buffer budget (`--cache`) for the whole session: each
+    /// torrent gets an equal share (recomputed when torrents come and go),
+    /// and an idle one gives its spare buffers back.
+    fn share_cache(&mut self) {
+        let n = self.torrents.len().max(1);
+        let share = self.opts.limits.cache_bytes / n;
+        for (_, s) in self.torrents.iter_mut() {
+            s.t.set_cache_budget(share);
+        }
+    }
+
     /// Give each torrent's upload bucket the lower of its own limit and an
     /// equal share of the session's among the torrents with peers.
     fn share_upload(&mut self) {
@@ -762,6 +781,8 @@ impl Session {
             s.t.refill_upload(now);
             s.t.choke_round(now);
         }
+        let cache: usize = self.torrents.iter().map(|(_, s)| s.t.cache_memory()).sum();
+        self.peak_cache = self.peak_cache.max(cache);
         // Write everything that has output queued.
         let mut tokens = Vec::new();
         for (_, s) in self.torrents.iter_mut() {
@@ -836,6 +857,7 @@ impl Session {
             if s.t.has_pending_writes() {
                 s.flush(now);
             }
+            s.t.release_idle_buffers();
             s.t.tick(now, dt, &mut self.close);
             for (tok, c) in &self.conns {
                 if let Conn::Peer {
@@ -887,6 +909,7 @@ impl Session {
                 }
             }
         }
+        let mut rebalance = false;
         for id in done_removing {
             if let Some(s) = self.torrents.try_remove(id) {
                 info!("torrent {}: removed", hex_short(&s.t.info_hash));
@@ -896,7 +919,11 @@ impl Session {
                 self.by_hash.remove(&s.t.info_hash);
                 self.order.retain(|&x| x != id);
                 self.removed.push(outcome_of(&s));
+                rebalance = true;
             }
+        }
+        if rebalance {
+            self.share_cache();
         }
         self.share_upload();
         if let Some(tr) = &mut self.tracker {

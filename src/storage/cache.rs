@@ -185,6 +185,40 @@ impl Cache {
         self.fingerprints.take()
     }
 
+    /// Change the budget (the session shares one among its torrents). The
+    /// segment size stays; buffers beyond the new count are given back at
+    /// once when idle (the pool, then the read cache), the rest as they
+    /// free up. Open segments already promised keep their place: the
+    /// picker only opens fewer from now on.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.max_buffers = (budget / self.seg_len as usize).max(MIN_BUFFERS);
+        self.max_read_segs = if budget == 0 { 0 } else { self.max_buffers };
+        self.shed();
+    }
+
+    /// Give back buffers nobody uses: the pool, and read-cache entries
+    /// beyond the budget.
+    fn shed(&mut self) {
+        while self.allocated > self.max_buffers && self.pool.pop().is_some() {
+            self.allocated -= 1;
+        }
+        while (self.allocated > self.max_buffers || self.read.len() > self.max_read_segs)
+            && self.read.pop_front().is_some()
+        {
+            self.allocated -= 1;
+        }
+    }
+
+    /// Nothing is being assembled or waits to be written: free the spare
+    /// buffers (an idle torrent holds none but its read cache).
+    pub fn release_idle(&mut self) {
+        if self.partial.is_empty() && self.pending.is_empty() {
+            self.allocated -= self.pool.len();
+            self.pool.clear();
+            self.pool.shrink_to_fit();
+        }
+    }
+
     /// The pieces' SHA-1 hashes.
     pub fn hashes(&self) -> &[[u8; 20]] {
         &self.hashes
