@@ -158,7 +158,7 @@ impl Cache {
             seg_len,
             max_buffers,
             allocated: 0,
-            max_read_segs: if budget == 0 { 0 } else { max_buffers },
+            max_read_segs: read_entries(budget, max_buffers),
             pool: Vec::new(),
             partial: HashMap::new(),
             pending: VecDeque::new(),
@@ -192,7 +192,7 @@ impl Cache {
     /// picker only opens fewer from now on.
     pub fn set_budget(&mut self, budget: usize) {
         self.max_buffers = (budget / self.seg_len as usize).max(MIN_BUFFERS);
-        self.max_read_segs = if budget == 0 { 0 } else { self.max_buffers };
+        self.max_read_segs = read_entries(budget, self.max_buffers);
         self.shed();
     }
 
@@ -586,6 +586,21 @@ impl Cache {
         }
     }
 }
+
+/// Most read-cache entries kept for seeding: none with `--cache 0`,
+/// otherwise at most [`MAX_READ_ENTRIES`] (the kernel's page cache holds
+/// the data anyway; these only save `pread`s for a peer reading a unit
+/// block by block).
+fn read_entries(budget: usize, max_buffers: usize) -> usize {
+    if budget == 0 {
+        0
+    } else {
+        max_buffers.min(MAX_READ_ENTRIES)
+    }
+}
+
+/// See [`read_entries`].
+pub const MAX_READ_ENTRIES: usize = 8;
 
 /// Size of segment `s` of a piece of `size` bytes.
 fn seg_size_of(size: u32, s: u32, seg_len: u32) -> u32 {
