@@ -953,6 +953,36 @@ impl Torrent {
         }
     }
 
+    /// When this torrent next needs the clock: in a second while anything
+    /// moves (requests in flight or queued, bytes in the last seconds,
+    /// output waiting, a handshake pending), else its peers' idle and
+    /// keep-alive deadlines and the next choke round. `None`: no peers.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let soon = |at: &mut Option<Instant>, t: Instant| {
+            *at = Some(at.map_or(t, |a| a.min(t)));
+        };
+        for (_, p) in &self.peers {
+            let moving = p.phase == Phase::Handshaking
+                || !p.inflight.is_empty()
+                || !p.requests.is_empty()
+                || !p.send.is_empty()
+                || p.down.rate() > 0
+                || p.up.rate() > 0
+                || p.down.last() > 0
+                || p.up.last() > 0;
+            if moving {
+                return Some(now + std::time::Duration::from_secs(1));
+            }
+            soon(&mut at, p.last_recv + self.cfg.idle_timeout);
+            soon(&mut at, p.last_sent + self.cfg.keepalive_interval);
+        }
+        if at.is_some() {
+            soon(&mut at, self.choker.poll_timeout());
+        }
+        at
+    }
+
     /// Run a choke round if one is due (every 10 s, or at once when an
     /// interested peer waits for a free slot). Cheap when none is due.
     pub fn choke_round(&mut self, now: Instant) {

@@ -337,3 +337,28 @@ fn two_downloads_share_one_cache_budget() {
     );
     assert!(outcome.peak_cache > 0);
 }
+
+#[test]
+fn an_idle_connected_peer_does_not_wake_the_loop_every_second() {
+    let tmp = TempDir::new("session-wakeups");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let mut o = ClientOptions::new(&t[0], &seed_dir, false);
+    o.listen = "127.0.0.1:0".parse().unwrap();
+    o.bind_ip = Some("127.0.0.1".parse().unwrap());
+    let mut session = client::prepare(&o).unwrap();
+    let port = session.listen_addr().unwrap().port();
+    let handle = session.handle();
+    let runner = std::thread::spawn(move || session.run().unwrap());
+    // A peer that handshakes and then says nothing (not interested).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&handshake(&info_hash(&t[0]))).unwrap();
+    let mut back = [0u8; 68];
+    s.read_exact(&mut back).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    handle.stop();
+    let outcome = runner.join().unwrap();
+    // Without traffic it sleeps until the peer's choke-round or keep-alive
+    // deadline (it used to wake every second: 8 or more turns).
+    assert!(outcome.turns <= 6, "{} loop turns in 8 s", outcome.turns);
+    drop(s);
+}

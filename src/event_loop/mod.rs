@@ -143,6 +143,8 @@ pub struct Outcome {
     /// Most bytes all torrents' piece caches held at once (the shared
     /// budget, `--cache`, bounds it).
     pub peak_cache: usize,
+    /// Loop turns (poll wake-ups) in all.
+    pub turns: u64,
 }
 
 enum Conn {
@@ -496,6 +498,7 @@ impl Session {
         let statuses: Vec<Status> = torrents.iter().map(|o| o.status).collect();
         Ok(Outcome {
             peak_cache: self.peak_cache,
+            turns: self.turns,
             status: aggregate(&statuses),
             elapsed: self.started.elapsed(),
             banned: torrents.iter().map(|o| o.banned).sum(),
@@ -512,10 +515,15 @@ impl Session {
         let now = Instant::now();
         let mut at = now + MAX_SLEEP;
         let tick = self.last_tick + Duration::from_secs(1);
-        let busy_conns = self
-            .conns
-            .iter()
-            .any(|(_, c)| !matches!(c, Conn::PeerListener(_) | Conn::TrackerListener(_)));
+        // Connections other than routed peers (handshakes being routed,
+        // connects, tracker exchanges) have one-second time-outs; routed
+        // peers say when they need the clock (an idle one only at its
+        // keep-alive or idle deadline).
+        let busy_conns = self.conns.iter().any(|(_, c)| match c {
+            Conn::PeerListener(_) | Conn::TrackerListener(_) => false,
+            Conn::Peer { connecting, .. } => *connecting,
+            _ => true,
+        });
         if busy_conns || self.accept_paused_until.is_some() {
             at = at.min(tick);
         }
@@ -526,8 +534,11 @@ impl Session {
             if s.paused && s.removing.is_none() {
                 continue;
             }
-            if !s.t.peers.is_empty() || s.t.has_pending_writes() || !s.candidates.is_empty() {
+            if s.t.has_pending_writes() || !s.candidates.is_empty() {
                 at = at.min(tick);
+            }
+            if let Some(t) = s.t.poll_timeout(now) {
+                at = at.min(t.max(tick));
             }
             if let Some(a) = &s.announcer
                 && let Some(t) = a.poll_timeout()
