@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("paths", paths),
     ("geometry", geometry),
     ("peer_session", peer_session),
+    ("extension", extension),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -923,5 +924,52 @@ impl<W: std::io::Write> std::io::Write for LimitedWriter<'_, W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The BEP 10 layer: any payload of an extended message is dispatched
+/// without panicking; a handshake dictionary reads back only ids of our
+/// extensions (never 0), a positive `reqq`, a bounded client name; and
+/// what we advertise reads back as what we registered.
+pub fn extension(data: &[u8]) {
+    use piecemeal::extension::{Extended, MAX_CLIENT_NAME, Registry};
+    let names = ["ut_metadata", "ut_pex", "lt_donthave"];
+    let r = Registry::new(&names);
+    match r.dispatch(data) {
+        None => assert!(data.is_empty()),
+        Some(Extended::Handshake(dict)) => {
+            let p = r.parse_handshake(dict);
+            for n in names {
+                assert_ne!(p.id_of(n), Some(0));
+            }
+            assert!(p.reqq.is_none_or(|q| q > 0));
+            assert!(
+                p.client
+                    .as_ref()
+                    .is_none_or(|c| c.chars().count() <= MAX_CLIENT_NAME)
+            );
+        }
+        Some(Extended::Message { name, .. }) => assert!(names.contains(&name)),
+        Some(Extended::Unknown(id)) => assert!(usize::from(id) > names.len()),
+    }
+    // Our own handshake, with the input as the client name, round-trips.
+    let client = String::from_utf8_lossy(data.get(..64).unwrap_or(data)).into_owned();
+    let mut out = Vec::new();
+    r.encode_handshake(
+        u32::from(data.first().copied().unwrap_or(1)).max(1),
+        &client,
+        &mut out,
+    );
+    let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
+    assert_eq!(n, out.len());
+    let wire::Message::Unknown { payload, .. } = msg else {
+        panic!("not an extended message")
+    };
+    let Some(Extended::Handshake(dict)) = r.dispatch(payload) else {
+        panic!("not a handshake")
+    };
+    let back = r.parse_handshake(dict);
+    for n in names {
+        assert_eq!(back.id_of(n), r.local_id(n), "{n}");
     }
 }

@@ -93,7 +93,13 @@ fn every_target_has_a_replay_test() {
             "tracker_server",
             "paths",
             "geometry",
-            "peer_session"
+            "peer_session",
+            "extension"
         ]
     );
+}
+
+#[test]
+fn extension_corpus() {
+    replay("extension");
 }
