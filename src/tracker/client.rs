@@ -106,6 +106,50 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
     Ok(HttpUrl { host, port, path })
 }
 
+/// A parsed `udp://` announce URL (BEP 15). Its path (BEP 41 URL data)
+/// is not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpUrl {
+    /// Host name or IP literal (an IPv6 literal without brackets).
+    pub host: String,
+    /// Port; a `udp://` URL must name one.
+    pub port: u16,
+}
+
+/// An announce URL, by scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerUrl {
+    Http(HttpUrl),
+    Udp(UdpUrl),
+}
+
+/// Parse an announce URL of any scheme we speak: `http://` (see
+/// [`parse_http_url`]) or `udp://host:port[/path]` (BEP 15; the port is
+/// required). `https://` gives [`TrackerError::Unsupported`].
+pub fn parse_tracker_url(s: &str) -> Result<TrackerUrl, TrackerError> {
+    let t = s.trim();
+    let scheme = t.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !scheme.eq_ignore_ascii_case("udp") {
+        return parse_http_url(s).map(TrackerUrl::Http);
+    }
+    let rest = t.get(scheme.len() + 3..).unwrap_or("");
+    let rest = rest.split('#').next().unwrap_or("");
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = rest.get(..authority_end).unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad_url("user info in URL"));
+    }
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+        None => authority.contains(':'),
+    };
+    if !has_port {
+        return Err(bad_url("a udp tracker URL needs a port"));
+    }
+    let (host, port) = split_host_port(authority)?;
+    Ok(TrackerUrl::Udp(UdpUrl { host, port }))
+}
+
 fn split_host_port(authority: &str) -> Result<(String, u16), TrackerError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let close = rest.find(']').ok_or_else(|| bad_url("unclosed '['"))?;

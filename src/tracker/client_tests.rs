@@ -371,3 +371,44 @@ fn deep_nesting_is_rejected_without_overflowing_the_stack() {
         Err(TrackerError::Bencode(_))
     ));
 }
+
+#[test]
+fn tracker_urls_are_routed_by_scheme() {
+    let udp = |host: &str, port| {
+        Ok(TrackerUrl::Udp(UdpUrl {
+            host: host.into(),
+            port,
+        }))
+    };
+    assert_eq!(
+        parse_tracker_url("udp://Tracker.Example:1337/announce"),
+        udp("tracker.example", 1337)
+    );
+    assert_eq!(parse_tracker_url("UDP://1.2.3.4:80"), udp("1.2.3.4", 80));
+    assert_eq!(
+        parse_tracker_url("udp://[::1]:6969/announce?x=1#f"),
+        udp("::1", 6969)
+    );
+    for bad in [
+        "udp://tracker.example",
+        "udp://tracker.example/announce",
+        "udp://[::1]",
+        "udp://user@host:1",
+        "udp://host:0",
+        "udp://host:99999",
+        "udp://:80",
+    ] {
+        assert!(
+            matches!(parse_tracker_url(bad), Err(TrackerError::BadUrl(_))),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        parse_tracker_url("http://h:8/announce"),
+        Ok(TrackerUrl::Http(HttpUrl { port: 8, .. }))
+    ));
+    assert!(matches!(
+        parse_tracker_url("https://h/announce"),
+        Err(TrackerError::Unsupported(_))
+    ));
+}
