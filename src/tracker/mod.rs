@@ -16,9 +16,10 @@
 //! [`parse_tracker_url`] routes a URL to HTTP or UDP, and the [`Announcer`]
 //! walks its tiers across both alike.
 //!
-//! Server side (the built-in HTTP tracker): [`frame_request`] finds the end of
+//! Server side (the built-in tracker): [`frame_request`] finds the end of
 //! a request head, and [`Tracker::handle`] turns a head into a complete HTTP
-//! response for `/announce` and `/scrape` (BEP 48).
+//! response for `/announce` and `/scrape` (BEP 48); [`UdpServer`] answers
+//! BEP 15 datagrams from the same tables ([`Tracker::announce_parsed`]).
 //!
 //! Nothing here touches a socket or the clock: the mio shell resolves hosts,
 //! moves bytes and passes `now: Instant` in.
@@ -34,6 +35,7 @@ mod http;
 mod response;
 mod server;
 mod udp_client;
+mod udp_server;
 pub mod udp_wire;
 
 #[cfg(test)]
@@ -49,12 +51,14 @@ pub use client::{
 pub use http::{BadEscape, QueryPairs, percent_decode, percent_encode, split_query};
 pub use response::{MAX_BODY, MAX_HEAD, ResponseReader};
 pub use server::{
-    HeadStatus, MAX_REQUEST_HEAD, RequestError, ServerConfig, Tracker, frame_request,
+    AnnounceRequest, HeadStatus, MAX_REQUEST_HEAD, PeerFamily, RequestError, ServerConfig,
+    SwarmCounts, Tracker, frame_request,
 };
 pub use udp_client::{
     BEP15_MAX_N, CONNECTION_ID_TTL, ExchangeId, RETRANSMIT_BASE, Transmit, UdpAnswer, UdpClient,
     UdpClientStats, UdpEvent, retransmit_after,
 };
+pub use udp_server::{RATE_SLOTS, UdpServer, UdpServerConfig, UdpServerStats};
 pub use udp_wire::ScrapeCounts;
 
 use std::fmt;
