@@ -21,19 +21,20 @@ mod net;
 mod peer_conns;
 mod slot;
 mod tracker_conns;
+mod udp;
 mod warnings;
 
-pub use net::{connect_from, install_stop_handler, stop_requested};
+pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
 
 use crate::config::Config;
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::rate::TokenBucket;
 use crate::torrent::{Status, Torrent, Totals};
-use crate::tracker::{ServerConfig, Tracker};
+use crate::tracker::{ServerConfig, Tracker, UdpServer, UdpServerConfig};
 use crate::wire::SendBuf;
 use log::{info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use slot::Slot;
@@ -161,6 +162,11 @@ enum Conn {
     TrackerListener(TcpListener),
     TrackerServer(ServerConn),
     Announce(AnnounceConn),
+    /// The session's one socket for UDP tracker announces (all torrents,
+    /// all trackers).
+    Udp(UdpSocket),
+    /// The built-in tracker's BEP 15 socket.
+    TrackerUdp(UdpSocket),
 }
 
 /// What another thread asks of a running session.
@@ -274,6 +280,9 @@ pub struct Session {
     turns: u64,
     /// Outcomes of torrents removed while running.
     removed: Vec<TorrentOutcome>,
+    /// UDP trackers: the client (its socket bound on first use) and the
+    /// built-in tracker's BEP 15 side.
+    udp: udp::UdpState,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -286,6 +295,9 @@ pub struct Listeners {
     /// For the built-in tracker (instead of binding the address in
     /// `SessionOptions::tracker_server`, whose configuration is used).
     pub tracker: Option<TcpListener>,
+    /// The built-in tracker's UDP socket (BEP 15); when `None` while
+    /// `tracker` is given, one is bound on `tracker`'s address and port.
+    pub tracker_udp: Option<UdpSocket>,
 }
 
 /// Bind a listening socket the way the session does (non-blocking,
@@ -303,7 +315,14 @@ impl Session {
             Some((addr, _)) => Some(bind_listener(*addr)?),
             None => None,
         };
-        Session::with_listeners(opts, Listeners { peer, tracker })
+        Session::with_listeners(
+            opts,
+            Listeners {
+                peer,
+                tracker,
+                tracker_udp: None,
+            },
+        )
     }
 
     /// Set up the session around listeners bound already.
@@ -321,6 +340,8 @@ impl Session {
         }
         let mut tracker = None;
         let mut tracker_addr = None;
+        let now = Instant::now();
+        let mut udp = udp::UdpState::new();
         if let Some(mut l) = listeners.tracker {
             let addr = l.local_addr()?;
             tracker_addr = Some(addr);
@@ -328,15 +349,31 @@ impl Session {
             poll.registry()
                 .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::TrackerListener(l));
+            let mut u = match listeners.tracker_udp {
+                Some(u) => u,
+                None => bind_udp(addr).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot run the UDP tracker on {addr}: {e}"),
+                    )
+                })?,
+            };
+            let udp_addr = u.local_addr()?;
+            let e = conns.vacant_entry();
+            poll.registry()
+                .register(&mut u, Token(e.key()), Interest::READABLE)?;
+            e.insert(Conn::TrackerUdp(u));
             let cfg = opts
                 .tracker_server
                 .as_ref()
                 .map(|(_, cfg)| cfg.clone())
                 .unwrap_or_default();
             tracker = Some(Tracker::new(cfg));
-            info!("tracker listening on http://{addr}/announce");
+            let mut secret = [0u8; 32];
+            random_bytes(&mut secret);
+            udp.server = Some(UdpServer::new(secret, UdpServerConfig::default(), now));
+            info!("tracker listening on http://{addr}/announce and udp://{udp_addr}/announce");
         }
-        let now = Instant::now();
         Ok(Session {
             poll,
             conns,
@@ -365,6 +402,7 @@ impl Session {
             last_tick: now,
             turns: 0,
             removed: Vec::new(),
+            udp,
             opts,
         })
     }
@@ -504,10 +542,15 @@ impl Session {
         let now = Instant::now();
         let mut at = now + MAX_SLEEP;
         let tick = self.last_tick + Duration::from_secs(1);
-        let busy_conns = self
-            .conns
-            .iter()
-            .any(|(_, c)| !matches!(c, Conn::PeerListener(_) | Conn::TrackerListener(_)));
+        let busy_conns = self.conns.iter().any(|(_, c)| {
+            !matches!(
+                c,
+                Conn::PeerListener(_)
+                    | Conn::TrackerListener(_)
+                    | Conn::Udp(_)
+                    | Conn::TrackerUdp(_)
+            )
+        });
         if busy_conns || self.accept_paused_until.is_some() {
             at = at.min(tick);
         }
@@ -542,6 +585,10 @@ impl Session {
         }
         if let Some(due) = self.progress.next_due() {
             at = at.min(due);
+        }
+        // UDP tracker retransmissions and time-outs, to the moment.
+        if let Some(t) = self.udp.client.poll_timeout() {
+            at = at.min(t);
         }
         if !self.throttled.is_empty() {
             let mut ready = self.down.ready_at(now).unwrap_or(now);
@@ -672,6 +719,11 @@ impl Session {
                 self.close_conn(tok, &PeerError::Shutdown);
             }
         }
+        for url in self.udp_forget(id) {
+            if let Some(an) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut()) {
+                an.abandon(&url);
+            }
+        }
     }
 
     /// Give each torrent's upload bucket the lower of its own limit and an
@@ -715,6 +767,8 @@ impl Session {
             }
             Conn::TrackerServer(_) => self.server_conn_event(token, now),
             Conn::Announce(_) => self.announce_event(token, now),
+            Conn::Udp(_) => self.udp_readable(token, now),
+            Conn::TrackerUdp(_) => self.tracker_udp_readable(token, now),
         }
     }
 
@@ -748,6 +802,7 @@ impl Session {
 
     fn after_batch(&mut self, now: Instant) {
         self.down.refill(now);
+        self.udp_timers(now);
         self.check_some(now);
         for (_, s) in self.torrents.iter_mut() {
             // Flush verified pieces (bounded per turn), unless a recent
@@ -888,6 +943,7 @@ impl Session {
             }
         }
         for id in done_removing {
+            self.udp_forget(id);
             if let Some(s) = self.torrents.try_remove(id) {
                 info!("torrent {}: removed", hex_short(&s.t.info_hash));
                 if let Err(e) = s.t.sync() {
