@@ -995,6 +995,7 @@ impl Session {
             self.close_conn(tok, &PeerError::Shutdown);
         }
         self.announce_stopped();
+        self.udp_log_drops(Instant::now(), true);
     }
 }
 

@@ -229,9 +229,15 @@ impl Session {
             self.udp.client.handle_timeout(now);
             self.udp_flush(now);
         }
+        self.udp_log_drops(now, false);
+    }
+
+    /// Say how many datagrams were dropped, when the count changed: at
+    /// most every [`DROP_LOG_EVERY`], or now with `force` (at the end).
+    pub(super) fn udp_log_drops(&mut self, now: Instant, force: bool) {
         let stats = self.udp.client.stats();
         let (last, at) = self.udp.logged;
-        if stats != last && at.is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY) {
+        if stats != last && (force || at.is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY)) {
             debug!(
                 "udp trackers: dropped {} datagrams so far ({} malformed, {} unsolicited)",
                 stats.dropped(),
