@@ -234,3 +234,52 @@ fn a_seeder_with_tracker_port_answers_udp_too() {
     let port = free_port();
     download_through_udp(&tmp, port, &["--tracker-port", &port.to_string()]);
 }
+
+/// `piecemeal scrape` asks every tracker of the torrent, UDP and HTTP
+/// alike, and says which did not answer.
+#[test]
+fn scrape_prints_the_counts_of_each_tracker() {
+    let tmp = TempDir::new("udp-scrape-cli");
+    let (_tracker, port) = start_tracker(&tmp);
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let urls = [
+        format!("udp://127.0.0.1:{port}/announce"),
+        format!("http://127.0.0.1:{port}/announce"),
+        format!("udp://127.0.0.1:{}", silent.local_addr().unwrap().port()),
+    ];
+    let (seed_dir, t) = seed_data(&tmp, FILES, "file.bin", &urls, 32768);
+    let hash = info_hash(&t);
+    let (_seeder, _) = start_seeder(&tmp, &seed_dir, &t, &[]);
+    wait_until(
+        "the seeder is on the tracker",
+        Duration::from_secs(20),
+        || udp_scrape(port, hash).seeders == 1,
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["scrape", &t, "--timeout", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{}: 1 seeders, 0 leechers, 0 completed", urls[0]),
+            format!("{}: 1 seeders, 0 leechers, 0 completed", urls[1]),
+            format!("{}: tracker timed out", urls[2]),
+        ]
+    );
+    // No tracker answers: exit code 1.
+    let none = TempDir::new("udp-scrape-cli-none");
+    let (_, lone) = seed_data(&none, FILES, "file.bin", &urls[2..], 32768);
+    let out = std::process::Command::new(BIN)
+        .args(["scrape", &lone, "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

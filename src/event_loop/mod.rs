@@ -19,12 +19,14 @@
 
 mod net;
 mod peer_conns;
+mod scrape;
 mod slot;
 mod tracker_conns;
 mod udp;
 mod warnings;
 
 pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
+pub use scrape::scrape_trackers;
 
 use crate::config::Config;
 use crate::peer::PeerError;

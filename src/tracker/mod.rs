@@ -45,8 +45,8 @@ mod fuzz_tests;
 pub use announcer::{Announcer, BACKOFF_CAP, BACKOFF_FLOOR, DEFAULT_MIN_INTERVAL};
 pub use client::{
     AnnounceParams, AnnounceResponse, DEFAULT_INTERVAL, Event, HttpUrl, MAX_INTERVAL, MIN_INTERVAL,
-    TrackerUrl, UdpUrl, build_announce_request, parse_announce_body, parse_http_url,
-    parse_tracker_url,
+    TrackerUrl, UdpUrl, build_announce_request, build_scrape_request, parse_announce_body,
+    parse_http_url, parse_scrape_body, parse_tracker_url, scrape_url,
 };
 pub use http::{BadEscape, QueryPairs, percent_decode, percent_encode, split_query};
 pub use response::{MAX_BODY, MAX_HEAD, ResponseReader};
