@@ -592,13 +592,25 @@ fn info_hash_of(torrent: &Path) -> String {
 /// Piecemeal seeds and runs the tracker; the other client finds it only
 /// through the tracker (no peer named), downloads, and is counted complete.
 fn their_tracker_client_against_piecemeal_tracker(kind: Kind, tag: &str) {
+    against_piecemeal_tracker(kind, tag, false);
+}
+
+/// The same, with `udp://` as the torrent's only tracker when `udp`: both
+/// clients announce over BEP 15; the counts are read over HTTP (one
+/// table behind both).
+fn against_piecemeal_tracker(kind: Kind, tag: &str, udp: bool) {
     let lab = Lab::new(tag, 3);
     let (h1, h2, h3) = (
         lab.host(1).clone(),
         lab.host(2).clone(),
         lab.host(3).clone(),
     );
-    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let url = if udp {
+        format!("udp://{}/announce", h3.addr(TRACKER_PORT))
+    } else {
+        announce_url(&h3)
+    };
+    let data = make_data(&lab, Set::Medium, &[url]);
     let ih = info_hash_of(&data.torrent);
     let _tracker = piecemeal_tracker(&lab, &h3);
     let _pm = piecemeal(
@@ -641,6 +653,11 @@ fn libtorrent_finds_piecemeal_through_piecemeal_tracker() {
 #[test]
 fn transmission_finds_piecemeal_through_piecemeal_tracker() {
     their_tracker_client_against_piecemeal_tracker(Kind::Tr, "4tp");
+}
+
+#[test]
+fn libtorrent_finds_piecemeal_through_piecemeal_tracker_over_udp() {
+    against_piecemeal_tracker(Kind::Lt, "4lu", true);
 }
 
 /// The one scenario where aria2 dials piecemeal: it tries an encrypted
