@@ -4,7 +4,9 @@
 //! The shell accumulates a connection's bytes, asks [`frame_request`] whether
 //! the head is complete (at most [`MAX_REQUEST_HEAD`] bytes, `GET` only),
 //! then passes the head to [`Tracker::handle`], writes the returned bytes and
-//! closes the connection. [`Tracker::expire`] runs on a timer.
+//! closes the connection. [`Tracker::expire`] runs on a timer. The UDP side
+//! (`udp_server.rs`, BEP 15) feeds the same tables through
+//! [`Tracker::announce_parsed`] and [`Tracker::scrape_counts`].
 //!
 //! Peers are keyed by `(info_hash, peer_id)`. The address handed to other
 //! peers is the connection's remote IP with the announced port; the `ip`
