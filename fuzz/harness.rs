@@ -9,8 +9,8 @@
 use piecemeal::bencode::{self, Limits};
 use piecemeal::metainfo::Metainfo;
 use piecemeal::tracker::{
-    HeadStatus, ResponseReader, ServerConfig, Tracker, TrackerError, frame_request,
-    parse_announce_body,
+    AnnounceParams, Event, HeadStatus, ResponseReader, ServerConfig, Tracker, TrackerError,
+    UdpAnswer, UdpClient, UdpServer, UdpServerConfig, frame_request, parse_announce_body, udp_wire,
 };
 use piecemeal::wire::{self, Handshake, RecvBuf};
 use std::net::SocketAddr;
@@ -31,6 +31,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("geometry", geometry),
     ("peer_session", peer_session),
     ("extension", extension),
+    ("udp_tracker_response", udp_tracker_response),
+    ("udp_tracker_request", udp_tracker_request),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -972,4 +974,169 @@ pub fn extension(data: &[u8]) {
     for n in names {
         assert_eq!(back.id_of(n), r.local_id(n), "{n}");
     }
+}
+/// A UDP tracker client with four exchanges waiting, one in each phase
+/// that reads an answer: connecting; announcing to an IPv4 tracker;
+/// announcing to an IPv6 one; scraping two hashes. Returns the client and,
+/// per exchange, its tracker, the transaction id it waits on and the
+/// record size of the answer it waits for.
+fn udp_client_waiting(now: Instant) -> (UdpClient, Vec<(SocketAddr, u32, usize)>) {
+    let v4: SocketAddr = "10.0.0.1:6969".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::1]:6969".parse().unwrap();
+    let params = AnnounceParams {
+        info_hash: [1; 20],
+        peer_id: [2; 20],
+        port: 6881,
+        uploaded: 0,
+        downloaded: 0,
+        left: 1,
+        event: Event::Started,
+        numwant: 50,
+        key: 3,
+        tracker_id: None,
+    };
+    let mut c = UdpClient::new(0x5eed);
+    c.start_announce(0, v4, params.clone(), 8, now).unwrap();
+    c.start_announce(1, v4, params.clone(), 8, now).unwrap();
+    c.start_announce(2, v6, params, 8, now).unwrap();
+    c.start_scrape(3, v4, &[[4; 20], [5; 20]], 8, now).unwrap();
+    let txn = |p: &[u8]| u32::from_be_bytes(p[12..16].try_into().unwrap());
+    let mut waiting = Vec::new();
+    let mut sent = Vec::new();
+    while let Some(tx) = c.poll_transmit(now) {
+        sent.push(tx);
+    }
+    // Connect exchanges 1-3 (exchange 0 stays connecting).
+    for tx in &sent[1..] {
+        c.handle_datagram(
+            tx.dest,
+            &udp_wire::connect_response(txn(&tx.payload), 9),
+            now,
+        );
+    }
+    waiting.push((sent[0].dest, txn(&sent[0].payload), 0));
+    let sizes = [6, 18, 12];
+    let mut i = 0;
+    while let Some(tx) = c.poll_transmit(now) {
+        waiting.push((tx.dest, txn(&tx.payload), sizes[i]));
+        i += 1;
+    }
+    assert_eq!(waiting.len(), 4);
+    assert_eq!(c.stats().dropped(), 0);
+    (c, waiting)
+}
+
+/// Answers to the UDP tracker client: the datagram as is, and with its
+/// transaction id set to each waiting exchange's, from the right and a
+/// wrong address. Each datagram either moves exactly one exchange on or is
+/// counted as dropped and changes nothing; an accepted announce holds a
+/// whole number of peer records of the tracker's address family.
+pub fn udp_tracker_response(data: &[u8]) {
+    let decoded = udp_wire::decode_response(data);
+    if let Ok(r) = decoded {
+        assert!(data.len() <= udp_wire::MAX_RESPONSE_LEN);
+        if let udp_wire::UdpResponse::Connect { .. } = r {
+            assert_eq!(data.len(), udp_wire::CONNECT_LEN);
+        }
+    }
+    let now = Instant::now();
+    let stranger: SocketAddr = "10.9.9.9:6969".parse().unwrap();
+    let (_, waiting) = udp_client_waiting(now);
+    let mut variants: Vec<(Vec<u8>, Option<usize>)> = vec![(data.to_vec(), None)];
+    if data.len() >= 8 {
+        for (i, (_, txn, _)) in waiting.iter().enumerate() {
+            let mut d = data.to_vec();
+            d[4..8].copy_from_slice(&txn.to_be_bytes());
+            variants.push((d, Some(i)));
+        }
+    }
+    for (d, target) in variants {
+        for from_right in [true, false] {
+            let (mut c, waiting) = udp_client_waiting(now);
+            let from = match target {
+                Some(i) if from_right => waiting[i].0,
+                _ => stranger,
+            };
+            c.handle_datagram(from, &d, now);
+            let dropped = c.stats().dropped();
+            let event = c.poll_event();
+            let next = c.poll_transmit(now);
+            let moved = usize::from(event.is_some()) + usize::from(next.is_some());
+            assert!(
+                dropped + moved as u64 == 1,
+                "dropped {dropped}, moved {moved}"
+            );
+            if target.is_none() || !from_right {
+                assert_eq!(dropped, 1, "an answer nobody waits for was taken");
+            }
+            if let Some(ev) = event {
+                let (_, _, size) = waiting[ev.owner];
+                if let Ok(UdpAnswer::Announce(a)) = &ev.outcome {
+                    assert_eq!((d.len() - 20) % size, 0);
+                    assert!(a.peers.len() <= (d.len() - 20) / size);
+                    assert!(a.interval >= 30);
+                }
+                if let Ok(UdpAnswer::Scrape(s)) = &ev.outcome {
+                    assert!(s.len() <= 2);
+                }
+            }
+        }
+    }
+}
+
+/// Requests to the built-in tracker's UDP side, from loopback, IPv4 and
+/// IPv6: a datagram without a valid connection id gets at most a 16-byte
+/// connect answer, never more bytes than it has; with the valid id patched
+/// in, an announce or scrape gets an answer of its own kind (or an error)
+/// with its transaction id.
+pub fn udp_tracker_request(data: &[u8]) {
+    let now = Instant::now();
+    let mut t = Tracker::new(ServerConfig::default());
+    let mut s = UdpServer::new([7; 32], UdpServerConfig::default(), now);
+    let mut out = Vec::new();
+    let remotes: [SocketAddr; 3] = [
+        "127.0.0.1:40000".parse().unwrap(),
+        "10.0.0.1:40001".parse().unwrap(),
+        "[2001:db8::1]:40002".parse().unwrap(),
+    ];
+    let decoded = udp_wire::decode_request(data).ok();
+    for remote in remotes {
+        let valid = s.connection_id(remote.ip(), now);
+        if s.handle(&mut t, remote, data, now, &mut out) {
+            let authenticated = data.len() >= 8 && data[..8] == valid.to_be_bytes();
+            assert!(authenticated || out.len() <= data.len(), "amplification");
+            let r = udp_wire::decode_response(&out).expect("a well-formed answer");
+            assert_eq!(Some(r.txn()), decoded.map(|d| d.txn()));
+        } else {
+            assert!(out.is_empty());
+        }
+        if data.len() >= 16 && data[8..12] != [0, 0, 0, 0] {
+            let mut d = data.to_vec();
+            d[..8].copy_from_slice(&valid.to_be_bytes());
+            if s.handle(&mut t, remote, &d, now, &mut out) {
+                let req = udp_wire::decode_request(&d).unwrap();
+                let r = udp_wire::decode_response(&out).expect("a well-formed answer");
+                assert_eq!(r.txn(), req.txn());
+                match (req, r) {
+                    (
+                        udp_wire::UdpRequest::Scrape { hashes, .. },
+                        udp_wire::UdpResponse::Scrape { records, .. },
+                    ) => {
+                        assert_eq!(records.len() / 12, hashes.len() / 20);
+                        assert!(out.len() < d.len());
+                    }
+                    (
+                        udp_wire::UdpRequest::Announce { .. },
+                        udp_wire::UdpResponse::Announce { peers, .. },
+                    ) => {
+                        let size = if remote.is_ipv6() { 18 } else { 6 };
+                        assert_eq!(peers.len() % size, 0);
+                    }
+                    (_, udp_wire::UdpResponse::Error { .. }) => {}
+                    (req, r) => panic!("{req:?} answered with {r:?}"),
+                }
+            }
+        }
+    }
+    t.expire(now + Duration::from_secs(3600));
 }

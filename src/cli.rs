@@ -186,9 +186,21 @@ pub enum Command {
         #[arg(value_name = "FILE.torrent")]
         torrent: PathBuf,
     },
-    /// Run an HTTP tracker.
+    /// Ask a torrent's trackers how many seeders and leechers it has (HTTP and UDP).
+    Scrape {
+        /// The .torrent file.
+        #[arg(value_name = "FILE.torrent")]
+        torrent: PathBuf,
+        /// Give each tracker this long to answer.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        timeout: u64,
+        /// Local address to send from [default: any].
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<IpAddr>,
+    },
+    /// Run a tracker: HTTP on TCP and BEP 15 on UDP, both on one port.
     Tracker {
-        /// Port to listen on for announces and scrapes.
+        /// Port to listen on for announces and scrapes (TCP and UDP).
         #[arg(short = 'p', long, default_value_t = 6969, value_name = "PORT")]
         port: u16,
         /// Local address to listen on [default: any].

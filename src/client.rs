@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::event_loop::{
     Listeners, Outcome, Session, SessionOptions, StopHandle, TorrentOptions, bind_listener,
-    stop_requested,
+    bind_udp, stop_requested,
 };
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::output::plain_io;
@@ -217,9 +217,24 @@ fn bind_ports(opts: &ClientOptions) -> Result<Listeners, Error> {
         }
         None => None,
     };
+    // The built-in tracker also answers UDP (BEP 15) on the same port.
+    let tracker_udp = match &tracker {
+        Some(l) => {
+            let a = l.local_addr().map_err(|e| Error::Runtime(plain_io(&e)))?;
+            Some(bind_udp(a).map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot run the UDP tracker on {a} (--tracker-port {}): {}",
+                    a.port(),
+                    plain_io(&e)
+                ))
+            })?)
+        }
+        None => None,
+    };
     Ok(Listeners {
         peer: Some(peer),
         tracker,
+        tracker_udp,
     })
 }
 

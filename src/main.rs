@@ -371,6 +371,45 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Some(Command::Seed { torrents, common }) => {
             run_client(many(torrents, None, &common, &cli.log)?, quiet)
         }
+        Some(Command::Scrape {
+            torrent,
+            timeout,
+            bind,
+        }) => {
+            let m = client::load_torrent(&torrent)?;
+            let urls: Vec<String> = m.tracker_tiers().into_iter().flatten().collect();
+            if urls.is_empty() {
+                return Err(Error::Input(format!(
+                    "{} names no tracker",
+                    torrent.display()
+                )));
+            }
+            let results = piecemeal::event_loop::scrape_trackers(
+                &urls,
+                m.info_hash,
+                bind,
+                std::time::Duration::from_secs(timeout),
+            );
+            let mut answered = 0;
+            for (url, r) in results {
+                match r {
+                    Ok(c) => {
+                        answered += 1;
+                        piecemeal::outln!(
+                            "{url}: {} seeders, {} leechers, {} completed",
+                            c.seeders,
+                            c.leechers,
+                            c.completed
+                        );
+                    }
+                    Err(e) => piecemeal::outln!("{url}: {e}"),
+                }
+            }
+            if answered == 0 {
+                return Err(Error::Runtime("no tracker answered".into()));
+            }
+            Ok(0)
+        }
         Some(Command::Info { torrent }) => {
             let m = client::load_torrent(&torrent)?;
             piecemeal::out!("{}", m.describe());

@@ -81,6 +81,16 @@ fn peer_session_corpus() {
 }
 
 #[test]
+fn udp_tracker_response_corpus() {
+    replay("udp_tracker_response");
+}
+
+#[test]
+fn udp_tracker_request_corpus() {
+    replay("udp_tracker_request");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = harness::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -94,7 +104,9 @@ fn every_target_has_a_replay_test() {
             "paths",
             "geometry",
             "peer_session",
-            "extension"
+            "extension",
+            "udp_tracker_response",
+            "udp_tracker_request"
         ]
     );
 }

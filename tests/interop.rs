@@ -592,13 +592,25 @@ fn info_hash_of(torrent: &Path) -> String {
 /// Piecemeal seeds and runs the tracker; the other client finds it only
 /// through the tracker (no peer named), downloads, and is counted complete.
 fn their_tracker_client_against_piecemeal_tracker(kind: Kind, tag: &str) {
+    against_piecemeal_tracker(kind, tag, false);
+}
+
+/// The same, with `udp://` as the torrent's only tracker when `udp`: both
+/// clients announce over BEP 15; the counts are read over HTTP (one
+/// table behind both).
+fn against_piecemeal_tracker(kind: Kind, tag: &str, udp: bool) {
     let lab = Lab::new(tag, 3);
     let (h1, h2, h3) = (
         lab.host(1).clone(),
         lab.host(2).clone(),
         lab.host(3).clone(),
     );
-    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let url = if udp {
+        format!("udp://{}/announce", h3.addr(TRACKER_PORT))
+    } else {
+        announce_url(&h3)
+    };
+    let data = make_data(&lab, Set::Medium, &[url]);
     let ih = info_hash_of(&data.torrent);
     let _tracker = piecemeal_tracker(&lab, &h3);
     let _pm = piecemeal(
@@ -641,6 +653,11 @@ fn libtorrent_finds_piecemeal_through_piecemeal_tracker() {
 #[test]
 fn transmission_finds_piecemeal_through_piecemeal_tracker() {
     their_tracker_client_against_piecemeal_tracker(Kind::Tr, "4tp");
+}
+
+#[test]
+fn libtorrent_finds_piecemeal_through_piecemeal_tracker_over_udp() {
+    against_piecemeal_tracker(Kind::Lt, "4lu", true);
 }
 
 /// The one scenario where aria2 dials piecemeal: it tries an encrypted
@@ -703,6 +720,130 @@ fn piecemeal_finds_transmission_through_opentracker() {
 #[test]
 fn piecemeal_finds_aria2_through_opentracker() {
     piecemeal_against_opentracker(Kind::Aria2, "4ao");
+}
+
+/// (seeders, leechers, completed) from `piecemeal scrape` run on `host`:
+/// our UDP scrape, when the torrent's only tracker is `udp://`.
+fn pm_scrape(host: &Host, torrent: &Path) -> Result<(u64, u64, u64), String> {
+    let out = host
+        .command(common::BIN)
+        .args(["scrape", torrent.to_str().unwrap(), "--timeout", "3"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let nums: Vec<u64> = text
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums[..] {
+        [s, l, c] => Ok((s, l, c)),
+        _ => Err(format!("unexpected scrape output: {text}")),
+    }
+}
+
+/// Piecemeal against opentracker over UDP only (the torrent names
+/// `udp://h3:6969/announce` and nothing else): the leecher starts alone,
+/// hears of no other peer, and announces again a minute later (no min interval
+/// over UDP; a fresh connect, the connection id being a minute old); the
+/// seeder arrives and the download completes; `completed` makes the
+/// leecher a seed on the tracker, `stopped` takes it off. Every count is
+/// read with piecemeal's own UDP scrape and checked against opentracker's
+/// HTTP scrape.
+#[test]
+fn piecemeal_announces_and_scrapes_over_udp_with_opentracker() {
+    let lab = Lab::new("4uo", 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let url = format!("udp://{}/announce", h3.addr(TRACKER_PORT));
+    let data = make_data(&lab, Set::Medium, std::slice::from_ref(&url));
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = opentracker(&lab, &h3, &[&ih]);
+    // A scrape that gets no answer (opentracker still starting) is tried
+    // again.
+    let counts = |want: (u64, u64, u64)| {
+        if pm_scrape(&h1, &data.torrent).ok() != Some(want) {
+            return Ok(false);
+        }
+        // opentracker's HTTP scrape says the same.
+        Ok(scrape(&h3, &ih).ok() == Some((want.0, want.1)))
+    };
+    let dl = lab.dir("dl");
+    let mut leech = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--seed",
+            "--verbose",
+        ],
+    );
+    let log = || std::fs::read_to_string(&leech.log).unwrap_or_default();
+    lab.wait_until(STARTUP, "the leecher is on opentracker", || {
+        counts((0, 1, 0))
+    });
+    // (opentracker lists the leecher itself: piecemeal finds out it is
+    // itself, and goes on waiting.)
+    let answered = format!("tracker {url}: ");
+    lab.wait_until(
+        Duration::from_secs(90),
+        "the leecher announces again, over UDP",
+        || {
+            let l = log();
+            Ok(l.contains(&format!("announcing to {url} (None) over UDP"))
+                && l.matches(&answered).count() >= 2)
+        },
+    );
+    let _seed = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    // The seeder dials the leecher it hears of, or the leecher's next
+    // announce finds the seeder; either way the download completes.
+    let took = lab.wait_until(
+        Duration::from_secs(90) + TRANSFER,
+        "the download completes and the leecher announces completed",
+        || counts((2, 0, 1)),
+    );
+    verify(&lab, &data, &dl, Empty::Required);
+    let want = format!("announcing to {url} (Completed) over UDP");
+    if !log().contains(&want) {
+        lab.fail(&format!("no {want:?} in the leecher's log"));
+    }
+    if leech.terminate(Duration::from_secs(10)) != 0 {
+        lab.fail("the leecher did not stop cleanly");
+    }
+    lab.wait_until(
+        Duration::from_secs(10),
+        "stopped takes the leecher off",
+        || counts((1, 0, 1)),
+    );
+    eprintln!("piecemeal over UDP via opentracker: {took:?} from the seeder's start");
 }
 
 // ---------------------------------------------------------------------------

@@ -19,21 +19,24 @@
 
 mod net;
 mod peer_conns;
+mod scrape;
 mod slot;
 mod tracker_conns;
+mod udp;
 mod warnings;
 
-pub use net::{connect_from, install_stop_handler, stop_requested};
+pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
+pub use scrape::scrape_trackers;
 
 use crate::config::Config;
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::rate::TokenBucket;
 use crate::torrent::{Status, Torrent, Totals};
-use crate::tracker::{ServerConfig, Tracker};
+use crate::tracker::{ServerConfig, Tracker, UdpServer, UdpServerConfig};
 use crate::wire::SendBuf;
 use log::{info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use slot::Slot;
@@ -166,6 +169,11 @@ enum Conn {
     TrackerListener(TcpListener),
     TrackerServer(ServerConn),
     Announce(AnnounceConn),
+    /// The session's one socket for UDP tracker announces (all torrents,
+    /// all trackers).
+    Udp(UdpSocket),
+    /// The built-in tracker's BEP 15 socket.
+    TrackerUdp(UdpSocket),
 }
 
 /// What another thread asks of a running session.
@@ -281,6 +289,9 @@ pub struct Session {
     removed: Vec<TorrentOutcome>,
     /// Most bytes the piece caches held together so far.
     peak_cache: usize,
+    /// UDP trackers: the client (its socket bound on first use) and the
+    /// built-in tracker's BEP 15 side.
+    udp: udp::UdpState,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -293,6 +304,9 @@ pub struct Listeners {
     /// For the built-in tracker (instead of binding the address in
     /// `SessionOptions::tracker_server`, whose configuration is used).
     pub tracker: Option<TcpListener>,
+    /// The built-in tracker's UDP socket (BEP 15); when `None` while
+    /// `tracker` is given, one is bound on `tracker`'s address and port.
+    pub tracker_udp: Option<UdpSocket>,
 }
 
 /// Bind a listening socket the way the session does (non-blocking,
@@ -310,7 +324,14 @@ impl Session {
             Some((addr, _)) => Some(bind_listener(*addr)?),
             None => None,
         };
-        Session::with_listeners(opts, Listeners { peer, tracker })
+        Session::with_listeners(
+            opts,
+            Listeners {
+                peer,
+                tracker,
+                tracker_udp: None,
+            },
+        )
     }
 
     /// Set up the session around listeners bound already.
@@ -328,6 +349,8 @@ impl Session {
         }
         let mut tracker = None;
         let mut tracker_addr = None;
+        let now = Instant::now();
+        let mut udp = udp::UdpState::new();
         if let Some(mut l) = listeners.tracker {
             let addr = l.local_addr()?;
             tracker_addr = Some(addr);
@@ -335,15 +358,31 @@ impl Session {
             poll.registry()
                 .register(&mut l, Token(e.key()), Interest::READABLE)?;
             e.insert(Conn::TrackerListener(l));
+            let mut u = match listeners.tracker_udp {
+                Some(u) => u,
+                None => bind_udp(addr).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot run the UDP tracker on {addr}: {e}"),
+                    )
+                })?,
+            };
+            let udp_addr = u.local_addr()?;
+            let e = conns.vacant_entry();
+            poll.registry()
+                .register(&mut u, Token(e.key()), Interest::READABLE)?;
+            e.insert(Conn::TrackerUdp(u));
             let cfg = opts
                 .tracker_server
                 .as_ref()
                 .map(|(_, cfg)| cfg.clone())
                 .unwrap_or_default();
             tracker = Some(Tracker::new(cfg));
-            info!("tracker listening on http://{addr}/announce");
+            let mut secret = [0u8; 32];
+            random_bytes(&mut secret);
+            udp.server = Some(UdpServer::new(secret, UdpServerConfig::default(), now));
+            info!("tracker listening on http://{addr}/announce and udp://{udp_addr}/announce");
         }
-        let now = Instant::now();
         Ok(Session {
             poll,
             conns,
@@ -373,6 +412,7 @@ impl Session {
             turns: 0,
             removed: Vec::new(),
             peak_cache: 0,
+            udp,
             opts,
         })
     }
@@ -518,9 +558,12 @@ impl Session {
         // Connections other than routed peers (handshakes being routed,
         // connects, tracker exchanges) have one-second time-outs; routed
         // peers say when they need the clock (an idle one only at its
-        // keep-alive or idle deadline).
+        // keep-alive or idle deadline); UDP sockets wait for datagrams.
         let busy_conns = self.conns.iter().any(|(_, c)| match c {
-            Conn::PeerListener(_) | Conn::TrackerListener(_) => false,
+            Conn::PeerListener(_)
+            | Conn::TrackerListener(_)
+            | Conn::Udp(_)
+            | Conn::TrackerUdp(_) => false,
             Conn::Peer { connecting, .. } => *connecting,
             _ => true,
         });
@@ -561,6 +604,10 @@ impl Session {
         }
         if let Some(due) = self.progress.next_due() {
             at = at.min(due);
+        }
+        // UDP tracker retransmissions and time-outs, to the moment.
+        if let Some(t) = self.udp.client.poll_timeout() {
+            at = at.min(t);
         }
         if !self.throttled.is_empty() {
             let mut ready = self.down.ready_at(now).unwrap_or(now);
@@ -691,6 +738,11 @@ impl Session {
                 self.close_conn(tok, &PeerError::Shutdown);
             }
         }
+        for url in self.udp_forget(id) {
+            if let Some(an) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut()) {
+                an.abandon(&url);
+            }
+        }
     }
 
     /// One piece-buffer budget (`--cache`) for the whole session: each
@@ -745,6 +797,8 @@ impl Session {
             }
             Conn::TrackerServer(_) => self.server_conn_event(token, now),
             Conn::Announce(_) => self.announce_event(token, now),
+            Conn::Udp(_) => self.udp_readable(token, now),
+            Conn::TrackerUdp(_) => self.tracker_udp_readable(token, now),
         }
     }
 
@@ -778,6 +832,7 @@ impl Session {
 
     fn after_batch(&mut self, now: Instant) {
         self.down.refill(now);
+        self.udp_timers(now);
         self.check_some(now);
         for (_, s) in self.torrents.iter_mut() {
             // Flush verified pieces (bounded per turn), unless a recent
@@ -922,6 +977,7 @@ impl Session {
         }
         let mut rebalance = false;
         for id in done_removing {
+            self.udp_forget(id);
             if let Some(s) = self.torrents.try_remove(id) {
                 info!("torrent {}: removed", hex_short(&s.t.info_hash));
                 if let Err(e) = s.t.sync() {
@@ -977,6 +1033,7 @@ impl Session {
             self.close_conn(tok, &PeerError::Shutdown);
         }
         self.announce_stopped();
+        self.udp_log_drops(Instant::now(), true);
     }
 }
 

@@ -47,6 +47,89 @@ pub fn connect_from(bind: Option<IpAddr>, addr: SocketAddr) -> io::Result<mio::n
     Ok(mio::net::TcpStream::from_std(std_sock))
 }
 
+/// A UDP socket on `addr` (non-blocking).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    mio::net::UdpSocket::bind(addr)
+}
+
+/// A UDP socket on any port of `[::]` that also speaks IPv4 (IPv4
+/// senders appear as `::ffff:a.b.c.d`), whatever the system's
+/// `bindv6only` default.
+pub fn bind_udp_dual_stack() -> io::Result<mio::net::UdpSocket> {
+    // SAFETY: plain socket(2); the fd is owned by `std_sock` right after.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh, valid socket that nothing else owns.
+    let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a c_int that outlives the call; the length says so.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &off as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (storage, len) = sockaddr(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)));
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(mio::net::UdpSocket::from_std(std_sock))
+}
+
+/// Fill `buf` from the kernel's random source (`getrandom(2)`); where that
+/// fails, from the standard library's randomly keyed hasher mixed with the
+/// clock and the process id.
+pub fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+    if filled == buf.len() {
+        return;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// A random `u64` (see [`random_bytes`]).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b);
+    u64::from_le_bytes(b)
+}
+
 fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

@@ -530,6 +530,9 @@ impl Session {
             Conn::PeerListener(mut l) | Conn::TrackerListener(mut l) => {
                 let _ = self.poll.registry().deregister(&mut l);
             }
+            Conn::Udp(mut u) | Conn::TrackerUdp(mut u) => {
+                let _ = self.poll.registry().deregister(&mut u);
+            }
         }
     }
 

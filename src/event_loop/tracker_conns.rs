@@ -1,10 +1,11 @@
-//! The tracker sockets: our announces (HTTP client) and, when the built-in
-//! tracker runs, its incoming HTTP connections.
+//! The tracker sockets: our announces (HTTP client; UDP ones go through
+//! `udp.rs`) and, when the built-in tracker runs, its incoming HTTP
+//! connections.
 
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
 use crate::tracker::{
-    AnnounceParams, Event, ResponseReader, TrackerError, build_announce_request,
-    parse_announce_body, parse_http_url,
+    AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl,
+    build_announce_request, parse_announce_body, parse_tracker_url,
 };
 use crate::tracker::{HeadStatus, frame_request};
 use crate::wire::SendBuf;
@@ -57,7 +58,7 @@ pub(super) struct ServerConn {
 impl Session {
     /// Start the announces that are due (one in flight per torrent).
     pub(super) fn maybe_announce(&mut self, now: Instant) {
-        let busy: HashSet<usize> = self
+        let mut busy: HashSet<usize> = self
             .conns
             .iter()
             .filter_map(|(_, c)| match c {
@@ -65,6 +66,7 @@ impl Session {
                 _ => None,
             })
             .collect();
+        busy.extend(self.udp.busy());
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         for id in ids {
             if busy.contains(&id) {
@@ -104,14 +106,7 @@ impl Session {
             return Ok(());
         };
         let t = &slot.t;
-        let parsed = parse_http_url(url)?;
-        // Resolution is blocking; tracker hosts are usually IP literals or in
-        // /etc/hosts here, and it happens once per announce (minutes apart).
-        let addr = (parsed.host.as_str(), parsed.port)
-            .to_socket_addrs()
-            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
-            .next()
-            .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
+        let parsed = parse_tracker_url(url)?;
         let s = t.status();
         let peer_id = t.our_id;
         let params = AnnounceParams {
@@ -129,6 +124,17 @@ impl Session {
                 .as_ref()
                 .and_then(|a| a.tracker_id().map(|t| t.to_vec())),
         };
+        let parsed = match parsed {
+            TrackerUrl::Udp(u) => return self.start_udp_announce(tid, url, &u, params, now),
+            TrackerUrl::Http(h) => h,
+        };
+        // Resolution is blocking; tracker hosts are usually IP literals or in
+        // /etc/hosts here, and it happens once per announce (minutes apart).
+        let addr = (parsed.host.as_str(), parsed.port)
+            .to_socket_addrs()
+            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
+            .next()
+            .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
         let mut out = SendBuf::new();
         out.buf_mut()
             .extend_from_slice(&build_announce_request(&parsed, &params));
@@ -190,13 +196,25 @@ impl Session {
     }
 
     fn on_announce_body(&mut self, tid: usize, url: &str, body: &[u8], now: Instant) {
+        self.on_announce_response(tid, url, parse_announce_body(body), now);
+    }
+
+    /// The outcome of an announce over either protocol: the announcer
+    /// learns it, and the peers become candidates.
+    pub(super) fn on_announce_response(
+        &mut self,
+        tid: usize,
+        url: &str,
+        result: Result<AnnounceResponse, TrackerError>,
+        now: Instant,
+    ) {
         let Some(slot) = self.torrents.get_mut(tid) else {
             return;
         };
         let Some(a) = &mut slot.announcer else {
             return;
         };
-        match parse_announce_body(body) {
+        match result {
             Ok(resp) => {
                 if let Some(w) = &resp.warning {
                     warn!("tracker {url} warns: {w}");
@@ -394,8 +412,9 @@ impl Session {
         self.maybe_announce(now);
     }
 
-    /// Send `stopped` for every torrent (best effort, at most about 1.5 s
-    /// in all).
+    /// Send `stopped` for every torrent, over HTTP or UDP (best effort,
+    /// at most about 1.5 s in all; a UDP `stopped` is sent once, never
+    /// retransmitted).
     pub(super) fn announce_stopped(&mut self) {
         // The stops replace any announce in flight (the announcers ignore
         // late answers).
@@ -408,6 +427,7 @@ impl Session {
         for tok in inflight {
             let _ = self.close_silently(tok);
         }
+        self.udp_forget_all();
         let now = Instant::now();
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         let mut any = false;
@@ -430,10 +450,11 @@ impl Session {
         let deadline = now + Duration::from_millis(1500);
         let mut events = mio::Events::with_capacity(16);
         while Instant::now() < deadline
-            && self
-                .conns
-                .iter()
-                .any(|(_, c)| matches!(c, Conn::Announce(_)))
+            && (!self.udp.pending.is_empty()
+                || self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| matches!(c, Conn::Announce(_))))
         {
             if self
                 .poll
@@ -445,8 +466,10 @@ impl Session {
             let now = Instant::now();
             let toks: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for tok in toks {
-                if matches!(self.conns.get(tok), Some(Conn::Announce(_))) {
-                    self.announce_event(tok, now);
+                match self.conns.get(tok) {
+                    Some(Conn::Announce(_)) => self.announce_event(tok, now),
+                    Some(Conn::Udp(_)) => self.udp_readable(tok, now),
+                    _ => {}
                 }
             }
         }

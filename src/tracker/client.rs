@@ -106,6 +106,50 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
     Ok(HttpUrl { host, port, path })
 }
 
+/// A parsed `udp://` announce URL (BEP 15). Its path (BEP 41 URL data)
+/// is not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpUrl {
+    /// Host name or IP literal (an IPv6 literal without brackets).
+    pub host: String,
+    /// Port; a `udp://` URL must name one.
+    pub port: u16,
+}
+
+/// An announce URL, by scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerUrl {
+    Http(HttpUrl),
+    Udp(UdpUrl),
+}
+
+/// Parse an announce URL of any scheme we speak: `http://` (see
+/// [`parse_http_url`]) or `udp://host:port[/path]` (BEP 15; the port is
+/// required). `https://` gives [`TrackerError::Unsupported`].
+pub fn parse_tracker_url(s: &str) -> Result<TrackerUrl, TrackerError> {
+    let t = s.trim();
+    let scheme = t.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !scheme.eq_ignore_ascii_case("udp") {
+        return parse_http_url(s).map(TrackerUrl::Http);
+    }
+    let rest = t.get(scheme.len() + 3..).unwrap_or("");
+    let rest = rest.split('#').next().unwrap_or("");
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = rest.get(..authority_end).unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad_url("user info in URL"));
+    }
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+        None => authority.contains(':'),
+    };
+    if !has_port {
+        return Err(bad_url("a udp tracker URL needs a port"));
+    }
+    let (host, port) = split_host_port(authority)?;
+    Ok(TrackerUrl::Udp(UdpUrl { host, port }))
+}
+
 fn split_host_port(authority: &str) -> Result<(String, u16), TrackerError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let close = rest.find(']').ok_or_else(|| bad_url("unclosed '['"))?;
@@ -208,6 +252,83 @@ pub fn build_announce_request(url: &HttpUrl, p: &AnnounceParams) -> Vec<u8> {
         url.host_header()
     )
     .into_bytes()
+}
+
+/// The scrape URL of an announce URL, by the BEP 48 convention: the last
+/// path segment must start with `announce`, which becomes `scrape`
+/// (`/x/announce.php?k=1` → `/x/scrape.php?k=1`). `None`: the tracker has
+/// no scrape URL.
+pub fn scrape_url(announce: &HttpUrl) -> Option<HttpUrl> {
+    let (path, query) = match announce.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (announce.path.as_str(), None),
+    };
+    let slash = path.rfind('/')?;
+    let (dir, last) = path.split_at(slash + 1);
+    let rest = last.strip_prefix("announce")?;
+    let mut new = format!("{dir}scrape{rest}");
+    if let Some(q) = query {
+        new.push('?');
+        new.push_str(q);
+    }
+    Some(HttpUrl {
+        host: announce.host.clone(),
+        port: announce.port,
+        path: new,
+    })
+}
+
+/// The bytes of a scrape request (BEP 48) for one info-hash: a `GET` of
+/// the scrape URL with `info_hash` appended, headers as for announces.
+pub fn build_scrape_request(url: &HttpUrl, info_hash: &[u8; 20]) -> Vec<u8> {
+    let mut target = url.path.clone();
+    if !target.contains('?') {
+        target.push('?');
+    } else if !target.ends_with(['?', '&']) {
+        target.push('&');
+    }
+    target.push_str("info_hash=");
+    percent_encode(info_hash, &mut target);
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piecemeal/0.1\r\n\
+         Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        url.host_header()
+    )
+    .into_bytes()
+}
+
+/// The counts for `info_hash` in a bencoded scrape body (BEP 48): its entry
+/// of `files`, with `complete`, `downloaded` and `incomplete` (a missing
+/// count reads 0). A `failure reason` becomes [`TrackerError::Failure`];
+/// no entry for the hash is a [`TrackerError::BadResponse`].
+pub fn parse_scrape_body(
+    body: &[u8],
+    info_hash: &[u8; 20],
+) -> Result<super::ScrapeCounts, TrackerError> {
+    crate::bencode::validate(body, &crate::bencode::Limits::TRACKER)
+        .map_err(|e| TrackerError::Bencode(e.to_string()))?;
+    let value: Value = serde_bencode::from_bytes(body)
+        .map_err(|e| TrackerError::Bencode(printable(e.to_string().as_bytes(), 200)))?;
+    let Value::Dict(dict) = value else {
+        return Err(bad("body is not a dictionary"));
+    };
+    if let Some(reason) = dict.get(&b"failure reason"[..]) {
+        return Err(TrackerError::Failure(match reason {
+            Value::Bytes(b) => printable(b, MAX_TEXT),
+            _ => "(failure reason is not a string)".to_string(),
+        }));
+    }
+    let Some(Value::Dict(files)) = dict.get(&b"files"[..]) else {
+        return Err(bad("no files dictionary"));
+    };
+    let Some(Value::Dict(entry)) = files.get(&info_hash[..]) else {
+        return Err(bad("the torrent is not in the answer"));
+    };
+    Ok(super::ScrapeCounts {
+        seeders: count(entry, b"complete").unwrap_or(0),
+        completed: count(entry, b"downloaded").unwrap_or(0),
+        leechers: count(entry, b"incomplete").unwrap_or(0),
+    })
 }
 
 /// A successful announce response.

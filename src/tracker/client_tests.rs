@@ -371,3 +371,112 @@ fn deep_nesting_is_rejected_without_overflowing_the_stack() {
         Err(TrackerError::Bencode(_))
     ));
 }
+
+#[test]
+fn tracker_urls_are_routed_by_scheme() {
+    let udp = |host: &str, port| {
+        Ok(TrackerUrl::Udp(UdpUrl {
+            host: host.into(),
+            port,
+        }))
+    };
+    assert_eq!(
+        parse_tracker_url("udp://Tracker.Example:1337/announce"),
+        udp("tracker.example", 1337)
+    );
+    assert_eq!(parse_tracker_url("UDP://1.2.3.4:80"), udp("1.2.3.4", 80));
+    assert_eq!(
+        parse_tracker_url("udp://[::1]:6969/announce?x=1#f"),
+        udp("::1", 6969)
+    );
+    for bad in [
+        "udp://tracker.example",
+        "udp://tracker.example/announce",
+        "udp://[::1]",
+        "udp://user@host:1",
+        "udp://host:0",
+        "udp://host:99999",
+        "udp://:80",
+    ] {
+        assert!(
+            matches!(parse_tracker_url(bad), Err(TrackerError::BadUrl(_))),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        parse_tracker_url("http://h:8/announce"),
+        Ok(TrackerUrl::Http(HttpUrl { port: 8, .. }))
+    ));
+    assert!(matches!(
+        parse_tracker_url("https://h/announce"),
+        Err(TrackerError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn scrape_urls_follow_the_bep48_convention() {
+    let s = |path: &str| scrape_url(&url("t", 80, path)).map(|u| u.path);
+    assert_eq!(s("/announce").as_deref(), Some("/scrape"));
+    assert_eq!(
+        s("/x/announce.php?k=1").as_deref(),
+        Some("/x/scrape.php?k=1")
+    );
+    assert_eq!(
+        s("/announce?passkey=a/b").as_deref(),
+        Some("/scrape?passkey=a/b")
+    );
+    assert_eq!(s("/a"), None);
+    assert_eq!(s("/announce/x"), None);
+    assert_eq!(s("/x_announce"), None);
+}
+
+#[test]
+fn scrape_request_carries_the_info_hash() {
+    let req = build_scrape_request(&url("t", 6969, "/scrape?k=1"), &[0xAB; 20]);
+    let text = String::from_utf8(req).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "GET /scrape?k=1&info_hash={} HTTP/1.1\r\n",
+            "%AB".repeat(20)
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Host: t:6969\r\n"));
+}
+
+#[test]
+fn scrape_body_gives_the_counts_of_the_torrent() {
+    let mut w = Writer::new();
+    w.dict().str("files").dict();
+    w.bytes(&[0xAB; 20])
+        .dict()
+        .str("complete")
+        .int(3)
+        .str("downloaded")
+        .int(10)
+        .str("incomplete")
+        .int(1)
+        .end();
+    w.end().end();
+    let body = w.finish();
+    assert_eq!(
+        parse_scrape_body(&body, &[0xAB; 20]),
+        Ok(crate::tracker::ScrapeCounts {
+            seeders: 3,
+            completed: 10,
+            leechers: 1
+        })
+    );
+    assert!(matches!(
+        parse_scrape_body(&body, &[0xCD; 20]),
+        Err(TrackerError::BadResponse(_))
+    ));
+    assert_eq!(
+        parse_scrape_body(b"d14:failure reason4:nopee", &[0; 20]),
+        Err(TrackerError::Failure("nope".into()))
+    );
+    assert!(matches!(
+        parse_scrape_body(b"not bencode", &[0; 20]),
+        Err(TrackerError::Bencode(_))
+    ));
+}

@@ -10,9 +10,16 @@
 //! - [`Announcer`] decides *when* to announce *to which* URL: BEP 12 tiers,
 //!   intervals, `started`/`completed`/`stopped` events and back-off.
 //!
-//! Server side (the built-in HTTP tracker): [`frame_request`] finds the end of
+//! UDP (BEP 15), both sides: [`udp_wire`] encodes and decodes the datagrams;
+//! [`UdpClient`] runs every UDP announce and scrape of a session (connect,
+//! connection ids, retransmission, matching answers by transaction id);
+//! [`parse_tracker_url`] routes a URL to HTTP or UDP, and the [`Announcer`]
+//! walks its tiers across both alike.
+//!
+//! Server side (the built-in tracker): [`frame_request`] finds the end of
 //! a request head, and [`Tracker::handle`] turns a head into a complete HTTP
-//! response for `/announce` and `/scrape` (BEP 48).
+//! response for `/announce` and `/scrape` (BEP 48); [`UdpServer`] answers
+//! BEP 15 datagrams from the same tables ([`Tracker::announce_parsed`]).
 //!
 //! Nothing here touches a socket or the clock: the mio shell resolves hosts,
 //! moves bytes and passes `now: Instant` in.
@@ -27,6 +34,9 @@ mod client;
 mod http;
 mod response;
 mod server;
+mod udp_client;
+mod udp_server;
+pub mod udp_wire;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
@@ -35,13 +45,21 @@ mod fuzz_tests;
 pub use announcer::{Announcer, BACKOFF_CAP, BACKOFF_FLOOR, DEFAULT_MIN_INTERVAL};
 pub use client::{
     AnnounceParams, AnnounceResponse, DEFAULT_INTERVAL, Event, HttpUrl, MAX_INTERVAL, MIN_INTERVAL,
-    build_announce_request, parse_announce_body, parse_http_url,
+    TrackerUrl, UdpUrl, build_announce_request, build_scrape_request, parse_announce_body,
+    parse_http_url, parse_scrape_body, parse_tracker_url, scrape_url,
 };
 pub use http::{BadEscape, QueryPairs, percent_decode, percent_encode, split_query};
 pub use response::{MAX_BODY, MAX_HEAD, ResponseReader};
 pub use server::{
-    HeadStatus, MAX_REQUEST_HEAD, RequestError, ServerConfig, Tracker, frame_request,
+    AnnounceRequest, HeadStatus, MAX_REQUEST_HEAD, PeerFamily, RequestError, ServerConfig,
+    SwarmCounts, Tracker, frame_request,
 };
+pub use udp_client::{
+    BEP15_MAX_N, CONNECTION_ID_TTL, ExchangeId, RETRANSMIT_BASE, Transmit, UdpAnswer, UdpClient,
+    UdpClientStats, UdpEvent, retransmit_after,
+};
+pub use udp_server::{RATE_SLOTS, UdpServer, UdpServerConfig, UdpServerStats};
+pub use udp_wire::ScrapeCounts;
 
 use std::fmt;
 

@@ -4,7 +4,9 @@
 //! The shell accumulates a connection's bytes, asks [`frame_request`] whether
 //! the head is complete (at most [`MAX_REQUEST_HEAD`] bytes, `GET` only),
 //! then passes the head to [`Tracker::handle`], writes the returned bytes and
-//! closes the connection. [`Tracker::expire`] runs on a timer.
+//! closes the connection. [`Tracker::expire`] runs on a timer. The UDP side
+//! (`udp_server.rs`, BEP 15) feeds the same tables through
+//! [`Tracker::announce_parsed`] and [`Tracker::scrape_counts`].
 //!
 //! Peers are keyed by `(info_hash, peer_id)`. The address handed to other
 //! peers is the connection's remote IP with the announced port; the `ip`
@@ -43,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use crate::bencode::Writer;
 
+use super::Event;
 use super::http::{BadEscape, split_query};
 
 /// Largest request head accepted.
@@ -301,7 +304,7 @@ struct Peer {
 
 /// The quota key of an address: IPv4 as is, IPv6 by its /64; `None` for
 /// the tracker's own host (no quota).
-fn quota_key(ip: IpAddr) -> Option<IpAddr> {
+pub(super) fn quota_key(ip: IpAddr) -> Option<IpAddr> {
     match ip {
         IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST => None,
         IpAddr::V6(v6) if v6.is_loopback() => None,
@@ -399,10 +402,17 @@ impl Swarm {
             .map(|p| p.id)
     }
 
-    /// Up to `want` peers other than `me`, starting at the rotation cursor;
-    /// a seeder only gets leechers.
+    /// Up to `want` peers other than `me` of `family`, starting at the
+    /// rotation cursor; a seeder only gets leechers.
     /// The indices go to `picked` (cleared first).
-    fn select(&mut self, me: &[u8; 20], me_seeder: bool, want: usize, picked: &mut Vec<usize>) {
+    fn select(
+        &mut self,
+        me: &[u8; 20],
+        me_seeder: bool,
+        want: usize,
+        family: PeerFamily,
+        picked: &mut Vec<usize>,
+    ) {
         picked.clear();
         let n = self.peers.len();
         if n == 0 || want == 0 {
@@ -416,7 +426,7 @@ impl Swarm {
             let Some(p) = self.peers.get(i) else {
                 continue; // never: `i < n`
             };
-            if &p.id == me || (me_seeder && p.seeder) {
+            if &p.id == me || (me_seeder && p.seeder) || !family.admits(p.addr) {
                 continue;
             }
             picked.push(i);
@@ -440,17 +450,59 @@ impl Swarm {
     }
 }
 
-/// The announce parameters we use.
+/// An announce, whichever protocol carried it (HTTP query or BEP 15
+/// datagram), parsed and checked: what [`Tracker`]'s tables are fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+    /// The peer's listening port (not 0).
+    pub port: u16,
+    /// Bytes it still misses (0: a seeder).
+    pub left: u64,
+    pub event: Event,
+    /// Peers wanted; `None` for the default.
+    pub numwant: Option<u32>,
+    /// The address it asks to be listed under: honoured only from
+    /// loopback (see the module docs).
+    pub ip: Option<IpAddr>,
+}
+
+/// Which peers an answer can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerFamily {
+    /// Both (HTTP: `peers` and `peers6`).
+    Any,
+    /// IPv4 only (a BEP 15 answer over IPv4: 6-byte records).
+    V4,
+    /// IPv6 only (a BEP 15 answer over IPv6: 18-byte records).
+    V6,
+}
+
+impl PeerFamily {
+    fn admits(self, a: SocketAddr) -> bool {
+        match self {
+            PeerFamily::Any => true,
+            PeerFamily::V4 => a.is_ipv4(),
+            PeerFamily::V6 => a.is_ipv6(),
+        }
+    }
+}
+
+/// The swarm as an announce leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwarmCounts {
+    /// Seeders.
+    pub complete: usize,
+    /// Leechers.
+    pub incomplete: usize,
+}
+
+/// An HTTP announce: the shared parameters plus the answer's form.
 struct Announce {
-    info_hash: [u8; 20],
-    peer_id: [u8; 20],
-    port: u16,
-    left: u64,
-    event: Option<&'static str>,
-    numwant: Option<u32>,
+    req: AnnounceRequest,
     compact: bool,
     no_peer_id: bool,
-    ip: Option<IpAddr>,
 }
 
 /// The counts and form of an announce answer.
@@ -628,10 +680,72 @@ impl Tracker {
             Ok(a) => a,
             Err(reason) => return failure(reason),
         };
+        let counts = match self.register(&a.req, remote, now, PeerFamily::Any) {
+            Ok(c) => c,
+            Err(reason) => return failure(reason),
+        };
+        let reply = Reply {
+            complete: counts.complete,
+            incomplete: counts.incomplete,
+            compact: a.compact,
+            no_peer_id: a.no_peer_id,
+        };
+        let peers = self
+            .swarms
+            .get(&a.req.info_hash)
+            .map_or(&[][..], |sw| &sw.peers[..]);
+        reply.write(&self.cfg, peers, &self.picked, &mut self.body, out);
+        Vec::new()
+    }
+
+    /// Serve an announce from another protocol (the BEP 15 side): the
+    /// same tables, quotas, caps and allow-list as HTTP. The addresses of
+    /// the peers picked for the answer (of `family` only) go to `peers`
+    /// (cleared first); `Err` is the failure reason.
+    pub fn announce_parsed(
+        &mut self,
+        a: &AnnounceRequest,
+        remote: SocketAddr,
+        now: Instant,
+        family: PeerFamily,
+        peers: &mut Vec<SocketAddr>,
+    ) -> Result<SwarmCounts, &'static str> {
+        peers.clear();
+        let counts = self.register(a, remote, now, family)?;
+        if let Some(sw) = self.swarms.get(&a.info_hash) {
+            peers.extend(
+                self.picked
+                    .iter()
+                    .filter_map(|&i| sw.peers.get(i))
+                    .map(|p| p.addr),
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Seeders, `completed` events seen and leechers of `info_hash` (zeros
+    /// for a torrent not tracked).
+    pub fn scrape_counts(&self, info_hash: &[u8; 20]) -> (usize, u64, usize) {
+        self.swarms.get(info_hash).map_or((0, 0, 0), |s| {
+            (s.seeders, s.downloaded, s.peers.len() - s.seeders)
+        })
+    }
+
+    /// Record an announce in the tables and pick the peers to answer with
+    /// (their indices into the swarm's peers go to `self.picked`; none for
+    /// `stopped`). `Err` is the failure reason.
+    fn register(
+        &mut self,
+        a: &AnnounceRequest,
+        remote: SocketAddr,
+        now: Instant,
+        family: PeerFamily,
+    ) -> Result<SwarmCounts, &'static str> {
+        self.picked.clear();
         if let Some(allow) = &self.cfg.allow
             && !allow.contains(&a.info_hash)
         {
-            return failure("unknown info_hash");
+            return Err("unknown info_hash");
         }
         let remote_ip = canonical(remote.ip());
         let ip = match a.ip {
@@ -643,7 +757,7 @@ impl Tracker {
         let source = remote_ip;
         let key = quota_key(source);
 
-        if a.event == Some("stopped") {
+        if a.event == Event::Stopped {
             let same_ip = self
                 .swarms
                 .get(&a.info_hash)
@@ -653,21 +767,17 @@ impl Tracker {
                 self.remove_peer(&a.info_hash, &a.peer_id);
             }
             let (complete, incomplete) = self.counts(&a.info_hash);
-            let reply = Reply {
+            return Ok(SwarmCounts {
                 complete,
                 incomplete,
-                compact: a.compact,
-                no_peer_id: a.no_peer_id,
-            };
-            reply.write(&self.cfg, &[], &[], &mut self.body, out);
-            return Vec::new();
+            });
         }
 
         if !self.swarms.contains_key(&a.info_hash) {
             if key.is_some_and(|k| {
                 self.presence.get(&k).copied().unwrap_or(0) as usize >= self.cfg.max_torrents_per_ip
             }) {
-                return failure("too many torrents from your address");
+                return Err("too many torrents from your address");
             }
             if self.swarms.len() >= self.cfg.max_torrents {
                 self.evict_stalest_swarm();
@@ -685,7 +795,7 @@ impl Tracker {
             let fresh = now.saturating_duration_since(last_seen)
                 < Duration::from_secs(u64::from(self.cfg.interval));
             if old_source != source && fresh {
-                return failure("peer id in use from another address");
+                return Err("peer id in use from another address");
             }
             if old_source != source {
                 self.remove_peer(&a.info_hash, &a.peer_id);
@@ -696,7 +806,7 @@ impl Tracker {
                     .copied()
                     .and_then(|i| swarm.peers.get_mut(i))
             {
-                if a.event == Some("completed") && !was_seeder {
+                if a.event == Event::Completed && !was_seeder {
                     swarm.downloaded += 1;
                 }
                 p.seeder = seeder;
@@ -718,7 +828,7 @@ impl Tracker {
         if !present {
             self.make_room(&a.info_hash, key, now);
             let swarm = self.swarms.entry(a.info_hash).or_default();
-            if a.event == Some("completed") {
+            if a.event == Event::Completed {
                 swarm.downloaded += 1;
             }
             let new_ip = swarm.add(Peer {
@@ -734,7 +844,7 @@ impl Tracker {
             }
         }
         let Some(swarm) = self.swarms.get_mut(&a.info_hash) else {
-            return failure("internal error");
+            return Err("internal error");
         };
         swarm.last_active = Some(now);
         swarm.check_invariants();
@@ -742,15 +852,12 @@ impl Tracker {
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_numwant) as usize;
-        let reply = Reply {
+        let counts = SwarmCounts {
             complete: swarm.seeders,
             incomplete: swarm.peers.len() - swarm.seeders,
-            compact: a.compact,
-            no_peer_id: a.no_peer_id,
         };
-        swarm.select(&a.peer_id, seeder, want, &mut self.picked);
-        reply.write(&self.cfg, &swarm.peers, &self.picked, &mut self.body, out);
-        Vec::new()
+        swarm.select(&a.peer_id, seeder, want, family, &mut self.picked);
+        Ok(counts)
     }
 
     /// Before a new peer from `key` joins `info_hash`: keep every quota and
@@ -895,6 +1002,11 @@ impl Tracker {
         }
     }
 
+    /// The tracker's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
     /// Torrents currently tracked.
     pub fn num_torrents(&self) -> usize {
         self.swarms.len()
@@ -905,7 +1017,6 @@ fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// An IPv4-mapped IPv6 address becomes plain IPv4.
 /// An address has no entry left in one swarm.
 fn forget_presence(presence: &mut HashMap<IpAddr, u32>, k: IpAddr) {
     if let Some(n) = presence.get_mut(&k) {
@@ -916,7 +1027,8 @@ fn forget_presence(presence: &mut HashMap<IpAddr, u32>, k: IpAddr) {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// An IPv4-mapped IPv6 address becomes plain IPv4.
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -1018,10 +1130,10 @@ fn parse_announce(query: &[u8]) -> Result<Announce, &'static str> {
         .and_then(parse_u64)
         .ok_or("missing or bad left")?;
     let event = match get(b"event") {
-        None | Some(b"") | Some(b"paused") => None,
-        Some(b"started") => Some("started"),
-        Some(b"completed") => Some("completed"),
-        Some(b"stopped") => Some("stopped"),
+        None | Some(b"") | Some(b"paused") => Event::None,
+        Some(b"started") => Event::Started,
+        Some(b"completed") => Event::Completed,
+        Some(b"stopped") => Event::Stopped,
         Some(_) => return Err("bad event"),
     };
     // Some clients send numwant=-1 for "the default".
@@ -1040,15 +1152,17 @@ fn parse_announce(query: &[u8]) -> Result<Announce, &'static str> {
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|s| s.parse::<IpAddr>().ok());
     Ok(Announce {
-        info_hash,
-        peer_id,
-        port,
-        left,
-        event,
-        numwant,
+        req: AnnounceRequest {
+            info_hash,
+            peer_id,
+            port,
+            left,
+            event,
+            numwant,
+            ip,
+        },
         compact,
         no_peer_id,
-        ip,
     })
 }
 

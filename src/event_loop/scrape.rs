@@ -1,0 +1,179 @@
+//! `piecemeal scrape`: ask each tracker of a torrent for its counts, once,
+//! outside any session. A one-shot command, so plain blocking sockets with
+//! time-outs, one thread per tracker; the protocols are the same sans-IO
+//! cores the loop uses (the UDP client core, the HTTP response reader).
+
+use super::net;
+use crate::tracker::{
+    ResponseReader, ScrapeCounts, TrackerError, TrackerUrl, UdpAnswer, UdpClient,
+    build_scrape_request, parse_scrape_body, parse_tracker_url, scrape_url,
+};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Scrape `info_hash` from every URL (at the same time, each within
+/// `timeout`), from `bind` when given. The results come in the order of
+/// `urls`.
+pub fn scrape_trackers(
+    urls: &[String],
+    info_hash: [u8; 20],
+    bind: Option<IpAddr>,
+    timeout: Duration,
+) -> Vec<(String, Result<ScrapeCounts, TrackerError>)> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = urls
+            .iter()
+            .map(|url| scope.spawn(move || scrape_one(url, info_hash, bind, timeout)))
+            .collect();
+        urls.iter()
+            .zip(jobs)
+            .map(|(url, job)| {
+                let r = job
+                    .join()
+                    .unwrap_or_else(|_| Err(TrackerError::Io("scrape failed".into())));
+                (url.clone(), r)
+            })
+            .collect()
+    })
+}
+
+fn scrape_one(
+    url: &str,
+    info_hash: [u8; 20],
+    bind: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<ScrapeCounts, TrackerError> {
+    let deadline = Instant::now() + timeout;
+    match parse_tracker_url(url)? {
+        TrackerUrl::Udp(u) => {
+            let addr = resolve(&u.host, u.port)?;
+            udp_scrape(addr, info_hash, bind, deadline)
+        }
+        TrackerUrl::Http(h) => {
+            let s = scrape_url(&h).ok_or_else(|| {
+                TrackerError::Unsupported(
+                    "no scrape URL (the path does not end in announce)".into(),
+                )
+            })?;
+            let addr = resolve(&s.host, s.port)?;
+            let body = http_get(addr, &build_scrape_request(&s, &info_hash), deadline)?;
+            parse_scrape_body(&body, &info_hash)
+        }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, TrackerError> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| TrackerError::Io(format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| TrackerError::Io(format!("no address for {host}")))
+}
+
+fn io_err(what: &str, e: io::Error) -> TrackerError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        TrackerError::Timeout
+    } else {
+        TrackerError::Io(format!("{what}: {e}"))
+    }
+}
+
+/// What is left until `deadline` (at least 1 ms: a zero time-out means
+/// "none" to the socket calls).
+fn left(deadline: Instant) -> Result<Duration, TrackerError> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        return Err(TrackerError::Timeout);
+    }
+    Ok(d.max(Duration::from_millis(1)))
+}
+
+fn http_get(addr: SocketAddr, request: &[u8], deadline: Instant) -> Result<Vec<u8>, TrackerError> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, left(deadline)?).map_err(|e| io_err("connect", e))?;
+    s.set_write_timeout(Some(left(deadline)?))
+        .and_then(|()| s.write_all(request))
+        .map_err(|e| io_err("write", e))?;
+    let mut reader = ResponseReader::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        s.set_read_timeout(Some(left(deadline)?))
+            .map_err(|e| io_err("read", e))?;
+        match s.read(&mut buf) {
+            Ok(0) => return reader.eof(),
+            Ok(n) => {
+                if let Some(body) = reader.feed(buf.get(..n).unwrap_or_default())? {
+                    return Ok(body);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("read", e)),
+        }
+    }
+}
+
+fn udp_scrape(
+    tracker: SocketAddr,
+    info_hash: [u8; 20],
+    bind: Option<IpAddr>,
+    deadline: Instant,
+) -> Result<ScrapeCounts, TrackerError> {
+    let local = match (bind, tracker) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        (None, SocketAddr::V6(_)) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let sock = UdpSocket::bind(local).map_err(|e| io_err("UDP socket", e))?;
+    let mut client = UdpClient::new(net::random_u64());
+    client.start_scrape(0, tracker, &[info_hash], 1, Instant::now())?;
+    let mut buf = [0u8; crate::tracker::udp_wire::MAX_RESPONSE_LEN + 1];
+    loop {
+        let now = Instant::now();
+        client.handle_timeout(now);
+        while let Some(tx) = client.poll_transmit(now) {
+            if let Err(e) = sock.send_to(&tx.payload, tx.dest) {
+                client.on_send_error(tx.id, format!("send to {}: {e}", tx.dest));
+            }
+        }
+        if let Some(ev) = client.poll_event() {
+            return match ev.outcome? {
+                UdpAnswer::Scrape(counts) => counts
+                    .first()
+                    .copied()
+                    .ok_or_else(|| TrackerError::BadResponse("no record for the torrent".into())),
+                UdpAnswer::Announce(_) => Err(TrackerError::BadResponse("not a scrape".into())),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(TrackerError::Timeout);
+        }
+        let until = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            continue; // a retransmission is due
+        }
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| io_err("UDP socket", e))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                client.handle_datagram(from, buf.get(..n).unwrap_or_default(), Instant::now())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            // An ICMP "port unreachable" for an earlier datagram.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(TrackerError::Io(format!("{tracker}: {e}")));
+            }
+            Err(e) => return Err(io_err("receive", e)),
+        }
+    }
+}
