@@ -297,14 +297,10 @@ pub fn build_scrape_request(url: &HttpUrl, info_hash: &[u8; 20]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The counts for `info_hash` in a bencoded scrape body (BEP 48): its entry
-/// of `files`, with `complete`, `downloaded` and `incomplete` (a missing
-/// count reads 0). A `failure reason` becomes [`TrackerError::Failure`];
-/// no entry for the hash is a [`TrackerError::BadResponse`].
-pub fn parse_scrape_body(
-    body: &[u8],
-    info_hash: &[u8; 20],
-) -> Result<super::ScrapeCounts, TrackerError> {
+/// A tracker's bencoded answer as a dictionary, after the bounded
+/// validator; its `failure reason`, when it has one, as
+/// [`TrackerError::Failure`].
+fn tracker_dict(body: &[u8]) -> Result<std::collections::HashMap<Vec<u8>, Value>, TrackerError> {
     crate::bencode::validate(body, &crate::bencode::Limits::TRACKER)
         .map_err(|e| TrackerError::Bencode(e.to_string()))?;
     let value: Value = serde_bencode::from_bytes(body)
@@ -318,6 +314,18 @@ pub fn parse_scrape_body(
             _ => "(failure reason is not a string)".to_string(),
         }));
     }
+    Ok(dict)
+}
+
+/// The counts for `info_hash` in a bencoded scrape body (BEP 48): its entry
+/// of `files`, with `complete`, `downloaded` and `incomplete` (a missing
+/// count reads 0). A `failure reason` becomes [`TrackerError::Failure`];
+/// no entry for the hash is a [`TrackerError::BadResponse`].
+pub fn parse_scrape_body(
+    body: &[u8],
+    info_hash: &[u8; 20],
+) -> Result<super::ScrapeCounts, TrackerError> {
+    let dict = tracker_dict(body)?;
     let Some(Value::Dict(files)) = dict.get(&b"files"[..]) else {
         return Err(bad("no files dictionary"));
     };
@@ -369,19 +377,7 @@ fn bad(msg: &str) -> TrackerError {
 /// and `peers6` a multiple of 18; in a dictionary-list `peers`, entries whose
 /// `ip` is not an IP literal or whose port is 0 are skipped.
 pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    crate::bencode::validate(body, &crate::bencode::Limits::TRACKER)
-        .map_err(|e| TrackerError::Bencode(e.to_string()))?;
-    let value: Value = serde_bencode::from_bytes(body)
-        .map_err(|e| TrackerError::Bencode(printable(e.to_string().as_bytes(), 200)))?;
-    let Value::Dict(dict) = value else {
-        return Err(bad("body is not a dictionary"));
-    };
-    if let Some(reason) = dict.get(&b"failure reason"[..]) {
-        return Err(TrackerError::Failure(match reason {
-            Value::Bytes(b) => printable(b, MAX_TEXT),
-            _ => "(failure reason is not a string)".to_string(),
-        }));
-    }
+    let dict = tracker_dict(body)?;
     let interval = match dict.get(&b"interval"[..]) {
         None => DEFAULT_INTERVAL,
         Some(Value::Int(i)) => clamp_secs(*i),
