@@ -114,6 +114,12 @@ fn handshake(info_hash: [u8; 20], peer_id: [u8; 20], ext: bool) -> Vec<u8> {
     out
 }
 
+/// Hand `bytes` from the peer `k` to `t` (all of it fits its buffer).
+fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
+    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.on_readable(k, now)
+}
+
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
 fn pump(from: &mut Torrent, fk: usize, to: &mut Torrent, tk: usize, now: Instant) -> usize {
     let mut wire = Vec::new();
@@ -211,8 +217,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [6; 20], false));
     Message::Interested.encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     t.choke_round(now);
     assert!(
         !t.peers[k].am_choking,
@@ -223,8 +228,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     for (piece, begin, len) in [(0, u32::MAX, 2), (0, 0, 1 << 20), (99, 0, 16384), (0, 0, 0)] {
         Message::Request { piece, begin, len }.encode(&mut bad);
     }
-    t.peers[k].recv.read_from(&mut &bad[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bad, now).unwrap();
     assert!(t.peers[k].requests.is_empty());
     // A flood of valid requests without reading the answers closes it.
     let mut flood = Vec::new();
@@ -264,8 +268,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     .encode(&mut bytes);
     Message::Bitfield(&[0xf0]).encode(&mut bytes);
     assert_eq!(t.peers[k].max_requests, crate::peer::DEFAULT_REQQ);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     assert!(t.peers[k].has.is_full());
     // Its reqq, less one, caps how many requests we keep in flight to it
     // (Transmission 3.00 silently drops the reqq-th).
@@ -303,8 +306,7 @@ fn peers_without_the_extension_bit_get_no_extension_handshake() {
     let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], false));
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     let mut out = Vec::new();
     t.peers[k].send.write_to(&mut out).unwrap();
     assert_eq!(
@@ -386,8 +388,7 @@ fn unchoked_leecher(name: &str, now: Instant) -> (Torrent, usize, PathBuf) {
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     (t, k, dir)
 }
 
@@ -449,8 +450,7 @@ fn unrequested_blocks_do_not_count_towards_the_rate() {
         data: &data,
     }
     .encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     assert_eq!(t.peers[k].down.total(), 0);
     assert_eq!(t.totals.wasted, 16384);
     std::fs::remove_dir_all(dir).unwrap();
@@ -464,8 +464,7 @@ fn thousands_of_stray_cancels_a_second_close_the_connection() {
     let mut t = torrent(&f, &dir, true, 9, now);
     let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [8; 20], false);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     let limit = 4 * t.cfg.max_peer_requests;
     let cancel = |n: usize| {
         let mut out = Vec::new();
@@ -541,8 +540,7 @@ fn a_late_or_repeated_bitfield_is_merged_not_refused() {
     Message::KeepAlive.encode(&mut bytes);
     Message::Bitfield(&[0xf0, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
     Message::Bitfield(&[0x0f, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     let has: Vec<u32> = t.peers[k].has.iter_set().collect();
     assert_eq!(has, vec![0, 1, 2, 3, 4, 5, 6, 7, 63]);
     for p in [0, 7, 63] {
@@ -673,8 +671,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
     let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     // Twenty choke cycles; after each choke a full queue of requests that
     // were already on the wire arrives (more than the flood limit in all).
     let per_cycle = t.cfg.max_peer_requests;
@@ -682,8 +679,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
         // It loses interest for a moment: the next round chokes it.
         let mut m = Vec::new();
         Message::NotInterested.encode(&mut m);
-        t.peers[k].recv.read_from(&mut &m[..]).unwrap();
-        t.on_readable(k, now).unwrap();
+        feed(&mut t, k, &m, now).unwrap();
         now += Duration::from_secs(11);
         t.choke_round(now);
         assert!(t.peers[k].am_choking, "cycle {cycle}: choked");
@@ -703,8 +699,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
         }
         let mut m = Vec::new();
         Message::Interested.encode(&mut m);
-        t.peers[k].recv.read_from(&mut &m[..]).unwrap();
-        t.on_readable(k, now).unwrap();
+        feed(&mut t, k, &m, now).unwrap();
         t.choke_round(now);
         assert!(!t.peers[k].am_choking, "cycle {cycle}: unchoked");
         t.peers[k].requests.clear();
@@ -721,8 +716,7 @@ fn an_idle_peers_send_queue_shrinks_after_a_burst() {
     let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     t.choke_round(now);
     let mut reqs = Vec::new();
     for piece in 0..20 {
@@ -733,8 +727,7 @@ fn an_idle_peers_send_queue_shrinks_after_a_burst() {
         }
         .encode(&mut reqs);
     }
-    t.peers[k].recv.read_from(&mut &reqs[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &reqs, now).unwrap();
     let mut sink = Vec::new();
     while !t.peers[k].send.is_empty() || !t.peers[k].requests.is_empty() {
         t.serve(k).unwrap();
@@ -760,8 +753,7 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     let mut bytes = handshake([9; 20], liar_id, false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
-    t.peers[li].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(li, now).unwrap();
+    feed(&mut t, li, &bytes, now).unwrap();
     let asked: Vec<BlockRef> = t.peers[li].inflight.iter().map(|r| r.block).collect();
     let mut pieces: Vec<u32> = asked.iter().map(|b| b.piece).collect();
     pieces.dedup();
@@ -776,8 +768,7 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
         .encode(&mut lies);
     }
     Message::Choke.encode(&mut lies);
-    t.peers[li].recv.read_from(&mut &lies[..]).unwrap();
-    t.on_readable(li, now).unwrap();
+    feed(&mut t, li, &lies, now).unwrap();
     // The honest seeder does the rest.
     let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
     let hk = t.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
@@ -823,8 +814,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
         data: &f.data[off..off + b.len as usize],
     }
     .encode(&mut bytes);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     let k3 = t.add_peer(3, "127.0.0.1:7".parse().unwrap(), false, now);
     t.peers[k3].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
@@ -846,8 +836,7 @@ fn a_dialed_peer_gets_our_bitfield_only_after_its_handshake() {
         "our handshake and nothing else"
     );
     let bytes = handshake([9; 20], [6; 20], true);
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now).unwrap();
+    feed(&mut t, k, &bytes, now).unwrap();
     let frames = sent_frames(&t, k);
     assert_eq!(frames.len(), 2, "{frames:?}");
     assert!(frames[0].starts_with("Bitfield"), "{frames:?}");
