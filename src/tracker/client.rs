@@ -246,6 +246,12 @@ pub fn build_announce_request(url: &HttpUrl, p: &AnnounceParams) -> Vec<u8> {
         target.push_str("&trackerid=");
         percent_encode(id, &mut target);
     }
+    get_request(url, &target)
+}
+
+/// A `GET` of `target` on the tracker of `url`, with the headers every
+/// tracker request carries.
+fn get_request(url: &HttpUrl, target: &str) -> Vec<u8> {
     format!(
         "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piecemeal/0.1\r\n\
          Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
@@ -289,12 +295,7 @@ pub fn build_scrape_request(url: &HttpUrl, info_hash: &[u8; 20]) -> Vec<u8> {
     }
     target.push_str("info_hash=");
     percent_encode(info_hash, &mut target);
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piecemeal/0.1\r\n\
-         Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        url.host_header()
-    )
-    .into_bytes()
+    get_request(url, &target)
 }
 
 /// A tracker's bencoded answer as a dictionary, after the bounded
