@@ -400,18 +400,23 @@ fn load_and_check(
             opts.dir.display()
         );
     }
-    let parts = TorrentParts {
-        info_hash: meta.info_hash,
-        our_id,
-        geometry,
-        hashes: meta.info.pieces.clone(),
-        disk,
-        have,
-    };
+    let parts = parts_of(&meta, disk, have, our_id);
     Ok((
         Torrent::new(parts, config, seed, Instant::now()),
         meta.tracker_tiers(),
     ))
+}
+
+/// What a torrent core is made of, from its metainfo and opened data.
+fn parts_of(meta: &Metainfo, disk: Disk, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
+    TorrentParts {
+        info_hash: meta.info_hash,
+        our_id,
+        geometry: meta.geometry(),
+        hashes: meta.info.pieces.clone(),
+        disk,
+        have,
+    }
 }
 
 /// The torrents' configuration: rate limits and the cache budget are the
@@ -477,10 +482,7 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         if let Err(t) = session.add_torrent(t, torrent_options(opts, tiers)) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
-                t.info_hash
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
+                crate::metainfo::hex(&t.info_hash)
             )));
         }
     }
@@ -609,14 +611,12 @@ fn load_for_session(
     };
     let disk = Disk::open(&opts.dir, layout_of(&meta), mode).map_err(storage_error)?;
     let geometry = meta.geometry();
-    let parts = TorrentParts {
-        info_hash: meta.info_hash,
-        our_id: make_peer_id(seed),
-        geometry,
-        hashes: meta.info.pieces.clone(),
+    let parts = parts_of(
+        &meta,
         disk,
-        have: Bitfield::new(geometry.num_pieces),
-    };
+        Bitfield::new(geometry.num_pieces),
+        make_peer_id(seed),
+    );
     let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
     Ok((
         Torrent::new_checking(parts, torrent_config(opts), seed, Instant::now()),

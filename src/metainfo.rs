@@ -814,7 +814,7 @@ fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
 }
 
 /// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
         // A nibble is always a base-16 digit: `from_digit` never says `None`.

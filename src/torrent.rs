@@ -142,13 +142,8 @@ impl Torrent {
             geometry.piece_len,
             cfg.cache_bytes
         );
-        let left = (0..geometry.num_pieces)
-            .filter(|&p| !have.get(p))
-            .map(|p| geometry.piece_size(p) as u64)
-            .sum();
-        let mut picker = Picker::new(geometry, &have, seed);
-        picker.set_segment_blocks(cache.segment_blocks());
-        picker.set_segment_budget(cache.assembly_budget());
+        let left = left_of(&geometry, &have);
+        let picker = picker_for(&cache, &have, seed);
         Torrent {
             info_hash,
             our_id,
@@ -728,6 +723,23 @@ impl Torrent {
             p.last_sent = now;
         }
     }
+}
+
+/// Bytes of the pieces not in `have`.
+fn left_of(geometry: &Geometry, have: &Bitfield) -> u64 {
+    (0..geometry.num_pieces)
+        .filter(|&p| !have.get(p))
+        .map(|p| geometry.piece_size(p) as u64)
+        .sum()
+}
+
+/// A picker for the pieces not in `have`, opening segments within what
+/// `cache` can hold.
+fn picker_for(cache: &Cache, have: &Bitfield, seed: u64) -> Picker {
+    let mut picker = Picker::new(cache.geometry(), have, seed);
+    picker.set_segment_blocks(cache.segment_blocks());
+    picker.set_segment_budget(cache.assembly_budget());
+    picker
 }
 
 #[cfg(test)]

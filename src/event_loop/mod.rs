@@ -1076,7 +1076,7 @@ pub fn aggregate(statuses: &[Status]) -> Option<Status> {
 
 /// The first bytes of an info-hash, in hex, for log lines.
 fn hex_short(h: &[u8; 20]) -> String {
-    h.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::metainfo::hex(h.get(..6).unwrap_or(h))
 }
 
 /// A connection's queued output, written until `WouldBlock`. Returns false

@@ -219,6 +219,11 @@ impl Cache {
         }
     }
 
+    /// The torrent's shape.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
     /// The pieces' SHA-1 hashes.
     pub fn hashes(&self) -> &[[u8; 20]] {
         &self.hashes

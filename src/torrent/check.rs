@@ -80,14 +80,8 @@ impl Torrent {
             self.geometry.num_pieces,
             now.duration_since(c.started)
         );
-        let mut picker = Picker::new(self.geometry, &c.have, c.seed);
-        picker.set_segment_blocks(self.cache.segment_blocks());
-        picker.set_segment_budget(self.cache.assembly_budget());
-        self.picker = picker;
-        self.left = (0..self.geometry.num_pieces)
-            .filter(|&p| !c.have.get(p))
-            .map(|p| self.geometry.piece_size(p) as u64)
-            .sum();
+        self.picker = picker_for(&self.cache, &c.have, c.seed);
+        self.left = left_of(&self.geometry, &c.have);
         self.flushed = c.have;
         true
     }
