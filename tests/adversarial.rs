@@ -519,23 +519,32 @@ fn a_squatted_peer_id_does_not_lock_the_real_peer_out() {
     honest_download(&fx, port, "honest");
 }
 
+/// As a scripted peer that was dialed: read the handshake, answer with ours
+/// (peer id from `tag`), a bitfield claiming all `n` pieces when given, and
+/// an unchoke. False when the connection failed.
+fn answer_handshake(s: &mut TcpStream, fx_hash: &[u8; 20], tag: &str, all_of: Option<u32>) -> bool {
+    let mut hs = [0u8; 68];
+    if s.read_exact(&mut hs).is_err() {
+        return false;
+    }
+    let mut out = handshake_bytes(fx_hash, &test_id(tag));
+    if let Some(n) = all_of {
+        let len = n.div_ceil(8) as usize;
+        let mut bf = vec![0xffu8; len];
+        bf[len - 1] = 0xff << (len * 8 - n as usize); // spare bits clear
+        out.extend(frame(5, &bf));
+    }
+    out.extend(frame(1, &[])); // unchoke
+    s.write_all(&out).is_ok()
+}
+
 /// A peer the downloader dials: handshake, claims every piece, unchokes;
 /// on the first requests it sends half a block and hangs up. Counts the
 /// requests it got.
 fn hang_up_mid_block(listener: TcpListener, fx_hash: [u8; 20], n: u32, got: Arc<AtomicUsize>) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { return };
-        let mut hs = [0u8; 68];
-        if s.read_exact(&mut hs).is_err() {
-            continue;
-        }
-        let mut out = handshake_bytes(&fx_hash, &test_id("hangup"));
-        let len = n.div_ceil(8) as usize;
-        let mut bf = vec![0xffu8; len];
-        bf[len - 1] = 0xff << (len * 8 - n as usize);
-        out.extend(frame(5, &bf));
-        out.extend(frame(1, &[]));
-        if s.write_all(&out).is_err() {
+        if !answer_handshake(&mut s, &fx_hash, "hangup", Some(n)) {
             continue;
         }
         while let Some(f) = read_frame(&mut s) {
@@ -617,13 +626,7 @@ fn unrequested_blocks(listener: TcpListener, fx_hash: [u8; 20], n: u32) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { return };
         std::thread::spawn(move || {
-            let mut hs = [0u8; 68];
-            if s.read_exact(&mut hs).is_err() {
-                return;
-            }
-            let mut out = handshake_bytes(&fx_hash, &test_id("unasked"));
-            out.extend(frame(1, &[])); // unchoke
-            if s.write_all(&out).is_err() {
+            if !answer_handshake(&mut s, &fx_hash, "unasked", None) {
                 return;
             }
             for round in 0..3u32 {
@@ -759,19 +762,7 @@ fn framer(listener: TcpListener, fx_hash: [u8; 20], n: u32) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { return };
         std::thread::spawn(move || {
-            let mut hs = [0u8; 68];
-            if s.read_exact(&mut hs).is_err() {
-                return;
-            }
-            let mut out = handshake_bytes(&fx_hash, &test_id("framer"));
-            out.extend(frame(5, &vec![0xff; n.div_ceil(8) as usize]));
-            // Spare bits must be clear.
-            let last = out.len() - 1;
-            if !n.is_multiple_of(8) {
-                out[last] = 0xffu8 << (8 - n % 8);
-            }
-            out.extend(frame(1, &[]));
-            if s.write_all(&out).is_err() {
+            if !answer_handshake(&mut s, &fx_hash, "framer", Some(n)) {
                 return;
             }
             let mut lied: Vec<u32> = Vec::new();
