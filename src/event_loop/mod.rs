@@ -60,6 +60,9 @@ const COMPLETED_WAIT: Duration = Duration::from_secs(5);
 /// twice a minute).
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How often the torrents' end conditions are looked at.
+const FINISH_CHECK: Duration = Duration::from_millis(50);
+
 /// Time given to checking data on disk per loop turn.
 const CHECK_SLICE: Duration = Duration::from_millis(20);
 
@@ -289,6 +292,10 @@ pub struct Session {
     removed: Vec<TorrentOutcome>,
     /// Most bytes the piece caches held together so far.
     peak_cache: usize,
+    /// Some torrent may be checking its data on disk.
+    checking: bool,
+    /// When the end conditions were last looked at.
+    last_finish_check: Option<Instant>,
     /// UDP trackers: the client (its socket bound on first use) and the
     /// built-in tracker's BEP 15 side.
     udp: udp::UdpState,
@@ -412,6 +419,8 @@ impl Session {
             turns: 0,
             removed: Vec::new(),
             peak_cache: 0,
+            checking: false,
+            last_finish_check: None,
             udp,
             opts,
         })
@@ -428,6 +437,7 @@ impl Session {
             return Err(Box::new(t));
         }
         let hash = t.info_hash;
+        self.checking |= t.is_checking();
         let id = self.torrents.insert(Slot::new(t, opts, Instant::now()));
         self.by_hash.insert(hash, id);
         self.order.push(id);
@@ -599,7 +609,9 @@ impl Session {
             }
             if s.t.is_done() && !s.finished && (s.opts.exit_when_done || s.opts.seed_time.is_some())
             {
-                at = at.min(tick);
+                // Soon after the last look at the end conditions.
+                let next = self.last_finish_check.map_or(now, |t| t + FINISH_CHECK);
+                at = at.min(next);
             }
         }
         if let Some(due) = self.progress.next_due() {
@@ -622,6 +634,15 @@ impl Session {
     }
 
     fn all_finished(&mut self, now: Instant) -> bool {
+        // Looked at every 50 ms at most (not on every busy turn: it visits
+        // every torrent and their announcers).
+        if self
+            .last_finish_check
+            .is_some_and(|t| now.duration_since(t) < FINISH_CHECK)
+        {
+            return false;
+        }
+        self.last_finish_check = Some(now);
         let mut all = true;
         for (_, s) in self.torrents.iter_mut() {
             if !s.check_finished(now) {
@@ -806,6 +827,9 @@ impl Session {
     /// in slices, for about [`CHECK_SLICE`] per turn, so the others keep
     /// running.
     fn check_some(&mut self, now: Instant) {
+        if !self.checking {
+            return;
+        }
         let checking: Vec<usize> = self
             .order
             .iter()
@@ -813,6 +837,7 @@ impl Session {
             .filter(|&id| self.torrents.get(id).is_some_and(|s| s.t.is_checking()))
             .collect();
         let Some(&id) = checking.get(self.turns as usize % checking.len().max(1)) else {
+            self.checking = false;
             return;
         };
         let Some(s) = self.torrents.get_mut(id) else {
@@ -834,6 +859,7 @@ impl Session {
         self.down.refill(now);
         self.udp_timers(now);
         self.check_some(now);
+        let mut cache = 0;
         for (_, s) in self.torrents.iter_mut() {
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait.
@@ -846,8 +872,8 @@ impl Session {
             self.close.append(&mut s.t.to_close);
             s.t.refill_upload(now);
             s.t.choke_round(now);
+            cache += s.t.cache_memory();
         }
-        let cache: usize = self.torrents.iter().map(|(_, s)| s.t.cache_memory()).sum();
         self.peak_cache = self.peak_cache.max(cache);
         // Write everything that has output queued.
         let mut tokens = Vec::new();
