@@ -652,7 +652,7 @@ impl SentChecker {
 pub fn peer_session(data: &[u8]) {
     use piecemeal::config::Config;
     use piecemeal::storage::{Disk, OpenMode};
-    use piecemeal::torrent::{Torrent, TorrentParts};
+    use piecemeal::torrent::{Torrent, TorrentParts, jobs};
     use piecemeal::wire::Message;
 
     let w = session_world();
@@ -695,7 +695,6 @@ pub fn peer_session(data: &[u8]) {
             our_id: SESSION_OUR_ID,
             geometry: g,
             hashes: w.hashes.clone(),
-            disk,
             have,
         },
         cfg.clone(),
@@ -827,9 +826,10 @@ pub fn peer_session(data: &[u8]) {
                 if t.serve(key).is_err() {
                     alive = false;
                 }
+                jobs::read_pending(&mut t, &disk, 64);
             }
             12 => {
-                t.flush(usize::MAX, now).unwrap();
+                jobs::write_pending(&mut t, &disk, usize::MAX, now).unwrap();
             }
             _ => {
                 t.request_more(key, now);
@@ -854,6 +854,8 @@ pub fn peer_session(data: &[u8]) {
                 alive = false;
             }
         }
+        // The shell's reads, as after every loop turn.
+        jobs::read_pending(&mut t, &disk, 64);
         if t.to_close.iter().any(|(tok, _)| *tok == token) {
             alive = false;
         }
@@ -895,7 +897,7 @@ pub fn peer_session(data: &[u8]) {
         sent.check(w, cfg.max_request_len);
     }
     // Pieces marked written are right on disk.
-    t.flush(usize::MAX, now).unwrap();
+    jobs::write_pending(&mut t, &disk, usize::MAX, now).unwrap();
     if !seeding {
         let disk = Disk::open(&w.partial_dir, w.layout.clone(), OpenMode::ReadOnly).unwrap();
         for p in 0..g.num_pieces {

@@ -363,7 +363,7 @@ fn load_and_check(
     our_id: [u8; 20],
     seed: u64,
     progress: &mut Progress,
-) -> Result<(Torrent, Vec<Vec<String>>), Error> {
+) -> Result<(Torrent, Disk, Vec<Vec<String>>), Error> {
     let meta = load_torrent(path)?;
     if !opts.download && !opts.dir.exists() {
         return Err(Error::Input(format!(
@@ -400,21 +400,21 @@ fn load_and_check(
             opts.dir.display()
         );
     }
-    let parts = parts_of(&meta, disk, have, our_id);
+    let parts = parts_of(&meta, have, our_id);
     Ok((
         Torrent::new(parts, config, seed, Instant::now()),
+        disk,
         meta.tracker_tiers(),
     ))
 }
 
 /// What a torrent core is made of, from its metainfo and opened data.
-fn parts_of(meta: &Metainfo, disk: Disk, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
+fn parts_of(meta: &Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
     TorrentParts {
         info_hash: meta.info_hash,
         our_id,
         geometry: meta.geometry(),
         hashes: meta.info.pieces.clone(),
-        disk,
         have,
     }
 }
@@ -478,8 +478,8 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let mut session = Session::with_listeners(sopts, listeners)
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;
     session.set_progress(progress);
-    for (t, tiers) in torrents {
-        if let Err(t) = session.add_torrent(t, torrent_options(opts, tiers)) {
+    for (t, disk, tiers) in torrents {
+        if let Err(t) = session.add_torrent(t, disk, torrent_options(opts, tiers)) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
                 crate::metainfo::hex(&t.info_hash)
@@ -563,11 +563,11 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
                 continue;
             }
             match load_for_session(&path, opts, seed) {
-                Ok((t, tiers)) => {
+                Ok((t, disk, tiers)) => {
                     info!("watch: adding {}", path.display());
                     running.insert(path.clone(), t.info_hash);
                     broken.remove(&path);
-                    handle.add(t, torrent_options(opts, tiers));
+                    handle.add(t, disk, torrent_options(opts, tiers));
                 }
                 Err(e) => {
                     log::warn!("watch: skipping {}: {e}", path.display());
@@ -602,7 +602,7 @@ fn load_for_session(
     path: &Path,
     opts: &ClientOptions,
     seed: u64,
-) -> Result<(Torrent, Vec<Vec<String>>), Error> {
+) -> Result<(Torrent, Disk, Vec<Vec<String>>), Error> {
     let meta = load_torrent(path)?;
     let mode = if opts.download {
         OpenMode::Create
@@ -613,13 +613,13 @@ fn load_for_session(
     let geometry = meta.geometry();
     let parts = parts_of(
         &meta,
-        disk,
         Bitfield::new(geometry.num_pieces),
         make_peer_id(seed),
     );
     let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
     Ok((
         Torrent::new_checking(parts, torrent_config(opts), seed, Instant::now()),
+        disk,
         meta.tracker_tiers(),
     ))
 }

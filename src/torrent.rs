@@ -13,10 +13,11 @@ use crate::geometry::{BlockRef, Geometry};
 use crate::peer::{Inflight, Peer, PeerError, Phase};
 use crate::picker::{BlockOutcome, Picker};
 use crate::rate::TokenBucket;
-use crate::storage::{Cache, Disk, Insert, StorageError};
+use crate::storage::{Cache, Insert, ReadJob, StorageError, WriteJob};
 use crate::wire::{self, Handshake, Message};
 
 mod check;
+pub mod jobs;
 mod pieces;
 mod timers;
 mod upload;
@@ -30,6 +31,10 @@ use std::time::Instant;
 
 /// Longest a verified piece waits in memory before it is written.
 pub const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most reads for seeding queued at once (each at most a 256 KiB read
+/// unit); peers beyond wait for one of them to complete.
+pub const MAX_READ_JOBS: usize = 16;
 
 /// Send-queue bytes an idle peer keeps allocated.
 pub const SEND_IDLE_CAP: usize = 4096;
@@ -67,14 +72,14 @@ pub struct Status {
     pub warnings: crate::progress::Warnings,
 }
 
-/// What a torrent is made of: identity, shape, piece hashes, its open
-/// files and the pieces already verified on them.
+/// What a torrent is made of: identity, shape, piece hashes and the pieces
+/// already verified in its storage (which the shell holds: see
+/// [`jobs`]).
 pub struct TorrentParts {
     pub info_hash: [u8; 20],
     pub our_id: [u8; 20],
     pub geometry: Geometry,
     pub hashes: Vec<[u8; 20]>,
-    pub disk: Disk,
     pub have: Bitfield,
 }
 
@@ -87,7 +92,12 @@ pub struct Torrent {
     pub picker: Picker,
     choker: Choker,
     cache: Cache,
-    disk: Disk,
+    /// Reads the shell is asked to do for seeding (at most
+    /// [`MAX_READ_JOBS`]), and the peers waiting for them.
+    reads: Vec<ReadJob>,
+    read_waiters: Vec<usize>,
+    /// A write finished since the last [`Torrent::after_writes`].
+    wrote: bool,
     pub peers: Slab<Peer>,
     /// Pieces written to disk.
     pub flushed: Bitfield,
@@ -129,7 +139,6 @@ impl Torrent {
             our_id,
             geometry,
             hashes,
-            disk,
             have,
         } = parts;
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
@@ -152,7 +161,9 @@ impl Torrent {
             cfg,
             picker,
             cache,
-            disk,
+            reads: Vec::new(),
+            read_waiters: Vec::new(),
+            wrote: false,
             peers: Slab::new(),
             flushed: have,
             blame: Blame::new(),
@@ -655,27 +666,22 @@ impl Torrent {
         }
     }
 
-    /// Write verified pieces to disk, up to `max_bytes`. Errors (a full
-    /// disk) leave the pieces queued; the loop retries later.
-    pub fn flush(&mut self, max_bytes: usize, now: Instant) -> Result<usize, StorageError> {
-        let mut written = Vec::new();
-        let before = self.cache.pending_len();
-        let r = self.cache.flush(&self.disk, max_bytes, &mut written);
-        if self.cache.pending_len() < before {
-            // Buffers are free again: peers starved of requests get some.
-            let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                self.request_more(key, now);
-            }
-        }
-        if self.cache.pending_len() == 0 {
-            self.pending_since = None;
-        }
-        for &p in &written {
+    /// The next verified segment to write ([`jobs::write_pending`] carries
+    /// it out and hands it back to [`Torrent::write_done`]).
+    pub fn next_write(&mut self) -> Option<WriteJob> {
+        self.cache.next_write()
+    }
+
+    /// A write job came back, written or failed (a full disk: it is queued
+    /// again, nothing is lost, and the shell waits before trying again).
+    pub fn write_done(&mut self, job: WriteJob, result: Result<(), &StorageError>) {
+        let ok = result.is_ok();
+        if let Some(p) = self.cache.write_done(job, ok) {
             self.flushed.set(p);
         }
-        match &r {
+        match result {
             Ok(()) => {
+                self.wrote = true;
                 if self.storage_error.take().is_some() {
                     info!("writing to disk works again");
                 }
@@ -687,7 +693,20 @@ impl Torrent {
                 self.storage_error = Some(e.to_string());
             }
         }
-        r.map(|()| written.len())
+    }
+
+    /// After a batch of writes: buffers are free again, so peers starved of
+    /// requests get some.
+    pub fn after_writes(&mut self, now: Instant) {
+        if std::mem::take(&mut self.wrote) {
+            let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.request_more(key, now);
+            }
+        }
+        if self.cache.pending_len() == 0 {
+            self.pending_since = None;
+        }
     }
 
     /// Time to write: a batch is ready, or the oldest verified piece has
@@ -709,12 +728,13 @@ impl Torrent {
         self.cache.is_full()
     }
 
-    pub fn cache_memory(&self) -> usize {
-        self.cache.memory()
+    /// The cache's counters (hits, misses, bytes read and written).
+    pub fn cache_stats(&self) -> crate::storage::cache::CacheStats {
+        self.cache.stats
     }
 
-    pub fn sync(&self) -> Result<(), StorageError> {
-        self.disk.sync()
+    pub fn cache_memory(&self) -> usize {
+        self.cache.memory()
     }
 
     /// Note that bytes were written to the peer's socket.

@@ -2,7 +2,7 @@
 //! whole protocol path, deterministic and fast.
 
 use super::*;
-use crate::storage::{FileSlot, Layout, OpenMode};
+use crate::storage::{Disk, FileSlot, Layout, MemStorage, OpenMode, Storage};
 use sha1::{Digest, Sha1};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,7 +53,45 @@ fn fixture(total: u64, piece_len: u32) -> Fixture {
     }
 }
 
-fn torrent(f: &Fixture, dir: &Path, seed: bool, id: u8, now: Instant) -> Torrent {
+/// A torrent core and the storage its jobs are carried out on (what the
+/// event loop's slot holds).
+struct Node<S: Storage = Disk> {
+    t: Torrent,
+    store: S,
+}
+
+impl<S: Storage> std::ops::Deref for Node<S> {
+    type Target = Torrent;
+    fn deref(&self) -> &Torrent {
+        &self.t
+    }
+}
+
+impl<S: Storage> std::ops::DerefMut for Node<S> {
+    fn deref_mut(&mut self) -> &mut Torrent {
+        &mut self.t
+    }
+}
+
+impl<S: Storage> Node<S> {
+    /// Write what is verified, as the loop does.
+    fn flush(&mut self, max: usize, now: Instant) -> Result<usize, StorageError> {
+        jobs::write_pending(&mut self.t, &self.store, max, now)
+    }
+
+    /// Serve a peer and do the reads that takes, as the loop does.
+    fn serve(&mut self, key: usize) -> Result<(), PeerError> {
+        let token = self.t.peers.get(key).map(|p| p.token);
+        self.t.serve(key)?;
+        jobs::read_pending(&mut self.t, &self.store, 64);
+        match self.t.to_close.iter().position(|(t, _)| Some(*t) == token) {
+            Some(i) => Err(self.t.to_close.remove(i).1),
+            None => Ok(()),
+        }
+    }
+}
+
+fn torrent(f: &Fixture, dir: &Path, seed: bool, id: u8, now: Instant) -> Node {
     torrent_with_cache(f, dir, seed, id, now, 256 * 1024)
 }
 
@@ -64,7 +102,7 @@ fn torrent_with_cache(
     id: u8,
     now: Instant,
     cache_bytes: usize,
-) -> Torrent {
+) -> Node {
     let mode = if seed {
         OpenMode::ReadOnly
     } else {
@@ -84,10 +122,9 @@ fn torrent_with_cache(
         our_id: [id; 20],
         geometry: f.geometry,
         hashes: f.hashes.clone(),
-        disk,
         have,
     };
-    Torrent::new(
+    let t = Torrent::new(
         parts,
         Config {
             cache_bytes,
@@ -95,7 +132,8 @@ fn torrent_with_cache(
         },
         id as u64,
         now,
-    )
+    );
+    Node { t, store: disk }
 }
 
 /// A peer's handshake bytes; `ext` sets the BEP 10 bit.
@@ -121,7 +159,13 @@ fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), Pee
 }
 
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
-fn pump(from: &mut Torrent, fk: usize, to: &mut Torrent, tk: usize, now: Instant) -> usize {
+fn pump<A: Storage, B: Storage>(
+    from: &mut Node<A>,
+    fk: usize,
+    to: &mut Node<B>,
+    tk: usize,
+    now: Instant,
+) -> usize {
     let mut wire = Vec::new();
     // Serve queued requests until nothing more comes out.
     loop {
@@ -143,6 +187,122 @@ fn pump(from: &mut Torrent, fk: usize, to: &mut Torrent, tk: usize, now: Instant
         to.on_readable(tk, now).unwrap();
     }
     moved
+}
+
+/// A torrent core on memory: no files at all.
+fn mem_torrent(
+    f: &Fixture,
+    seed: bool,
+    id: u8,
+    cache_bytes: usize,
+    now: Instant,
+) -> Node<MemStorage> {
+    let store = if seed {
+        MemStorage::with(f.data.clone())
+    } else {
+        MemStorage::default()
+    };
+    let mut t = Torrent::new_checking(
+        TorrentParts {
+            info_hash: [9; 20],
+            our_id: [id; 20],
+            geometry: f.geometry,
+            hashes: f.hashes.clone(),
+            have: Bitfield::new(f.geometry.num_pieces),
+        },
+        Config {
+            cache_bytes,
+            ..Config::default()
+        },
+        id as u64,
+        now,
+    );
+    // The check runs as jobs too: one piece at a time, as many slices as
+    // it takes.
+    let mut buf = Vec::new();
+    let mut slices = 0;
+    while !jobs::check_slice(
+        &mut t,
+        &store,
+        &mut buf,
+        1,
+        now + Duration::from_secs(60),
+        now,
+    ) {
+        slices += 1;
+    }
+    assert_eq!(slices, f.geometry.num_pieces, "one piece per slice");
+    assert_eq!(t.is_done(), seed);
+    Node { t, store }
+}
+
+#[test]
+fn a_torrent_core_runs_on_storage_jobs_with_no_files() {
+    // Both ends on memory, with a cache too small to keep what is read
+    // (`--cache 0`): every block served goes through a read job.
+    let f = fixture(20 * 32768 + 1000, 32768);
+    let mut now = Instant::now();
+    let mut seeder = mem_torrent(&f, true, 1, 0, now);
+    let mut leecher = mem_torrent(&f, false, 2, 0, now);
+    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let mut turns = 0;
+    while !leecher.is_done() {
+        turns += 1;
+        assert!(turns < 1000, "no progress: {:?}", leecher.status());
+        pump(&mut leecher, lk, &mut seeder, sk, now);
+        seeder.choke_round(now);
+        pump(&mut seeder, sk, &mut leecher, lk, now);
+        // Writes wait for the shell: nothing is on "disk" until it runs
+        // the jobs.
+        let before = leecher.store.bytes.borrow().len();
+        if leecher.has_pending_writes() {
+            assert_eq!(before, leecher.store.bytes.borrow().len());
+        }
+        leecher.flush(usize::MAX, now).unwrap();
+        now += Duration::from_millis(10);
+    }
+    assert!(
+        *leecher.store.bytes.borrow() == f.data,
+        "downloaded bytes differ"
+    );
+    assert_eq!(seeder.totals.uploaded, f.geometry.total_len);
+    assert!(!seeder.has_read_jobs(), "every read job was carried out");
+    // The seeder read every byte it served, and not much more (read units).
+    assert!(seeder.cache_stats().bytes_read_disk >= f.geometry.total_len);
+}
+
+#[test]
+fn a_read_that_fails_closes_the_peers_waiting_for_it() {
+    let f = fixture(8 * 32768, 32768);
+    let now = Instant::now();
+    let mut seeder = mem_torrent(&f, true, 1, 0, now);
+    // The data goes away after the check (a file cut short under us).
+    seeder.store.bytes.borrow_mut().truncate(32768);
+    let k = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [6; 20], false);
+    Message::Interested.encode(&mut bytes);
+    feed(&mut seeder, k, &bytes, now).unwrap();
+    seeder.choke_round(now);
+    let mut reqs = Vec::new();
+    Message::Request {
+        piece: 0,
+        begin: 0,
+        len: 16384,
+    }
+    .encode(&mut reqs);
+    Message::Request {
+        piece: 5,
+        begin: 0,
+        len: 16384,
+    }
+    .encode(&mut reqs);
+    feed(&mut seeder, k, &reqs, now).unwrap();
+    assert!(seeder.has_read_jobs(), "a miss is a job, not a read");
+    assert!(matches!(seeder.serve(k), Err(PeerError::Storage)));
+    assert!(seeder.storage_error.is_some());
+    // Piece 0 was served before piece 5's read failed.
+    assert_eq!(seeder.totals.uploaded, 16384);
 }
 
 #[test]
@@ -379,7 +539,7 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
 
 /// A leecher torrent of 64 pieces of 32 KiB whose peer `k` has everything
 /// and has unchoked us; our first requests are queued in its send buffer.
-fn unchoked_leecher(name: &str, now: Instant) -> (Torrent, usize, PathBuf) {
+fn unchoked_leecher(name: &str, now: Instant) -> (Node, usize, PathBuf) {
     let f = fixture(64 * 32768, 32768);
     let dir = temp_dir(name);
     // Room for every piece at once: the window, not the cache, limits.
@@ -563,7 +723,7 @@ fn exchange_with_held_back_flushes(
     f: &Fixture,
     cache_bytes: usize,
     flush_from: u32,
-) -> (Torrent, usize, PathBuf, PathBuf) {
+) -> (Node, usize, PathBuf, PathBuf) {
     let (sd, ld) = (
         temp_dir(&format!("{name}-s")),
         temp_dir(&format!("{name}-l")),

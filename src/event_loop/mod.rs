@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::rate::TokenBucket;
+use crate::storage::Disk;
 use crate::torrent::{Status, Torrent, Totals};
 use crate::tracker::{ServerConfig, Tracker, UdpServer, UdpServerConfig};
 use crate::wire::SendBuf;
@@ -181,7 +182,7 @@ enum Conn {
 
 /// What another thread asks of a running session.
 enum Command {
-    Add(Box<Torrent>, TorrentOptions),
+    Add(Box<(Torrent, Disk)>, TorrentOptions),
     /// Session-wide (download, upload) limits in bytes/s.
     Limits(Option<u64>, Option<u64>),
     /// One torrent's (download, upload) limits in bytes/s.
@@ -219,8 +220,8 @@ impl SessionHandle {
         let _ = self.waker.wake();
     }
     /// Add a torrent (refused, with a log line, if its info-hash is there).
-    pub fn add(&self, torrent: Torrent, opts: TorrentOptions) {
-        self.send(Command::Add(Box::new(torrent), opts));
+    pub fn add(&self, torrent: Torrent, disk: Disk, opts: TorrentOptions) {
+        self.send(Command::Add(Box::new((torrent, disk)), opts));
     }
     /// Close the torrent's connections and stop announcing it.
     pub fn pause(&self, info_hash: [u8; 20]) {
@@ -426,11 +427,13 @@ impl Session {
         })
     }
 
-    /// Add a torrent. Refused (given back) if a torrent with its info-hash
+    /// Add a torrent and its files (the session carries out its storage
+    /// jobs on them). Refused (given back) if a torrent with its info-hash
     /// is there.
     pub fn add_torrent(
         &mut self,
         t: Torrent,
+        disk: Disk,
         opts: TorrentOptions,
     ) -> Result<TorrentId, Box<Torrent>> {
         if self.by_hash.contains_key(&t.info_hash) {
@@ -438,7 +441,9 @@ impl Session {
         }
         let hash = t.info_hash;
         self.checking |= t.is_checking();
-        let id = self.torrents.insert(Slot::new(t, opts, Instant::now()));
+        let id = self
+            .torrents
+            .insert(Slot::new(t, disk, opts, Instant::now()));
         self.by_hash.insert(hash, id);
         self.order.push(id);
         self.share_upload();
@@ -581,7 +586,8 @@ impl Session {
             at = at.min(tick);
         }
         for (_, s) in &self.torrents {
-            if s.t.is_checking() {
+            // Checking, or output or reads left from this turn.
+            if s.t.is_checking() || !s.t.dirty.is_empty() || s.t.has_read_jobs() {
                 return now;
             }
             if s.paused && s.removing.is_none() {
@@ -661,9 +667,10 @@ impl Session {
         };
         for c in cmds {
             match c {
-                Command::Add(t, opts) => {
+                Command::Add(added, opts) => {
+                    let (t, disk) = *added;
                     let name = hex_short(&t.info_hash);
-                    match self.add_torrent(*t, opts) {
+                    match self.add_torrent(t, disk, opts) {
                         Ok(_) => info!("torrent {name}: added"),
                         Err(_) => warn!("torrent {name} is already in the session"),
                     }
@@ -734,10 +741,11 @@ impl Session {
             info!("torrent {}: paused", hex_short(&s.t.info_hash));
         }
         s.paused = true;
-        while s.t.has_pending_writes() {
-            if s.t.flush(usize::MAX, now).is_err() {
-                break;
-            }
+        if s.write_all(now).is_err() {
+            warn!(
+                "torrent {}: verified pieces stay unwritten",
+                hex_short(&s.t.info_hash)
+            );
         }
         let toks: Vec<usize> = self
             .conns
@@ -843,14 +851,10 @@ impl Session {
         let Some(s) = self.torrents.get_mut(id) else {
             return;
         };
-        let start = Instant::now();
-        while start.elapsed() < CHECK_SLICE {
-            if s.t.check_some(4 << 20, now) {
-                s.was_done = s.t.is_done();
-                if s.was_done {
-                    s.seeding_since = Some(now);
-                }
-                break;
+        if s.check_slice(Instant::now() + CHECK_SLICE, now) {
+            s.was_done = s.t.is_done();
+            if s.was_done {
+                s.seeding_since = Some(now);
             }
         }
     }
@@ -869,9 +873,11 @@ impl Session {
             {
                 s.flush(now);
             }
-            self.close.append(&mut s.t.to_close);
             s.t.refill_upload(now);
             s.t.choke_round(now);
+            // Reads for seeding queued by this turn's requests.
+            s.read_pending();
+            self.close.append(&mut s.t.to_close);
             cache += s.t.cache_memory();
         }
         self.peak_cache = self.peak_cache.max(cache);
@@ -1006,7 +1012,7 @@ impl Session {
             self.udp_forget(id);
             if let Some(s) = self.torrents.try_remove(id) {
                 info!("torrent {}: removed", hex_short(&s.t.info_hash));
-                if let Err(e) = s.t.sync() {
+                if let Err(e) = s.disk.sync() {
                     warn!("sync failed: {e}");
                 }
                 self.by_hash.remove(&s.t.info_hash);
@@ -1039,13 +1045,10 @@ impl Session {
         self.progress.finish(status.as_ref(), Instant::now());
         let now = Instant::now();
         for (_, s) in self.torrents.iter_mut() {
-            while s.t.has_pending_writes() {
-                if let Err(e) = s.t.flush(usize::MAX, now) {
-                    warn!("could not write every verified piece before exit: {e}");
-                    break;
-                }
+            if let Err(e) = s.write_all(now) {
+                warn!("could not write every verified piece before exit: {e}");
             }
-            if let Err(e) = s.t.sync() {
+            if let Err(e) = s.disk.sync() {
                 warn!("sync failed: {e}");
             }
         }

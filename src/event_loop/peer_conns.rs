@@ -338,21 +338,21 @@ impl Session {
         let Some(s) = self.torrents.get_mut(*tid) else {
             return;
         };
-        let t = &mut s.t;
         let mut wrote = false;
         loop {
-            let Some(peer) = t.peers.get_mut(key) else {
+            let Some(peer) = s.t.peers.get_mut(key) else {
                 return;
             };
             if peer.send.is_empty() {
                 if peer.requests.is_empty() {
                     break;
                 }
-                if let Err(e) = t.serve(key) {
+                if let Err(e) = s.serve(key) {
                     self.close.push((token, e));
                     return;
                 }
-                if t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
+                self.close.append(&mut s.t.to_close);
+                if s.t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
                     break; // out of upload allowance
                 }
                 continue;
@@ -373,9 +373,9 @@ impl Session {
             }
         }
         if wrote {
-            t.on_sent(key, now);
+            s.t.on_sent(key, now);
         }
-        let pending = t.peers.get(key).is_some_and(|p| !p.send.is_empty());
+        let pending = s.t.peers.get(key).is_some_and(|p| !p.send.is_empty());
         if pending != *writable {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE

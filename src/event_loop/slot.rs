@@ -3,7 +3,8 @@
 
 use super::{COMPLETED_WAIT, TorrentOptions};
 use crate::candidates::Candidates;
-use crate::torrent::Torrent;
+use crate::storage::{Disk, StorageError};
+use crate::torrent::{Torrent, jobs};
 use crate::tracker::Announcer;
 use log::info;
 use std::collections::HashMap;
@@ -13,6 +14,10 @@ use std::time::{Duration, Instant};
 /// One torrent and what the shell keeps for it.
 pub(super) struct Slot {
     pub(super) t: Torrent,
+    /// The torrent's files: the shell carries out its storage jobs here.
+    pub(super) disk: Disk,
+    /// The buffer pieces are hashed in while the torrent checks its data.
+    check_buf: Vec<u8>,
     pub(super) opts: TorrentOptions,
     pub(super) announcer: Option<Announcer>,
     /// Peer addresses to try, from the trackers and the command line.
@@ -39,7 +44,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(t: Torrent, opts: TorrentOptions, now: Instant) -> Slot {
+    pub(super) fn new(t: Torrent, disk: Disk, opts: TorrentOptions, now: Instant) -> Slot {
         let announcer = (!opts.tracker_tiers.is_empty()).then(|| {
             // BEP 12: each tier shuffled; back-offs jittered.
             let seed = t
@@ -57,6 +62,8 @@ impl Slot {
         let t_up_limit = t.up_bucket.rate();
         Slot {
             t,
+            disk,
+            check_buf: Vec::new(),
             opts,
             announcer,
             candidates,
@@ -119,7 +126,8 @@ impl Slot {
         if self.flush_retry_at.is_some_and(|at| now < at) {
             return;
         }
-        match self.t.flush(self.t.cfg.flush_per_turn, now) {
+        let max = self.t.cfg.flush_per_turn;
+        match jobs::write_pending(&mut self.t, &self.disk, max, now) {
             Ok(_) => {
                 self.flush_retry_at = None;
                 self.flush_backoff = Duration::from_secs(1);
@@ -130,4 +138,44 @@ impl Slot {
             }
         }
     }
+
+    /// Write everything verified (pausing, removing, exiting).
+    pub(super) fn write_all(&mut self, now: Instant) -> Result<(), StorageError> {
+        while self.t.has_pending_writes() {
+            jobs::write_pending(&mut self.t, &self.disk, usize::MAX, now)?;
+        }
+        Ok(())
+    }
+
+    /// Do the reads queued for seeding (bounded: each completion may queue
+    /// the next read of a waiting peer).
+    pub(super) fn read_pending(&mut self) {
+        if self.t.has_read_jobs() {
+            jobs::read_pending(&mut self.t, &self.disk, READS_PER_CALL);
+        }
+    }
+
+    /// Serve a peer whose socket drained, doing the reads it needs.
+    pub(super) fn serve(&mut self, key: usize) -> Result<(), crate::peer::PeerError> {
+        self.t.serve(key)?;
+        self.read_pending();
+        Ok(())
+    }
+
+    /// Check the torrent's data until `deadline` (about 4 MiB per call at
+    /// most). True once the check is over.
+    pub(super) fn check_slice(&mut self, deadline: Instant, now: Instant) -> bool {
+        jobs::check_slice(
+            &mut self.t,
+            &self.disk,
+            &mut self.check_buf,
+            4 << 20,
+            deadline,
+            now,
+        )
+    }
 }
+
+/// Most reads for seeding one call does: more than the torrent queues at
+/// once ([`crate::torrent::MAX_READ_JOBS`]), fewer than a runaway.
+const READS_PER_CALL: usize = 64;

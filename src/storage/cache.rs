@@ -32,7 +32,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use super::disk::{Disk, StorageError};
+use super::{Storage, StorageError};
 use crate::geometry::{BLOCK_LEN, BlockRef, Geometry};
 use sha1::{Digest, Sha1};
 use std::collections::hash_map::RandomState;
@@ -87,17 +87,6 @@ struct Assembly {
     fps: Option<Vec<u64>>,
 }
 
-/// A segment waiting to be written.
-struct Write {
-    piece: u32,
-    /// Offset of the segment in its piece.
-    begin: u32,
-    buf: Vec<u8>,
-    /// The piece is verified and this is its last write: once it is on disk,
-    /// so is the piece.
-    completes: bool,
-}
-
 /// What happened to a block handed to [`Cache::insert_block`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Insert {
@@ -132,10 +121,10 @@ pub struct Cache {
     max_read_segs: usize,
     pool: Vec<Vec<u8>>,
     partial: HashMap<u32, Assembly>,
-    pending: VecDeque<Write>,
+    pending: VecDeque<WriteJob>,
     pending_bytes: usize,
     /// Written segments of verified pieces: `(piece, begin, bytes)`.
-    read: VecDeque<(u32, u32, Vec<u8>)>,
+    read: VecDeque<ReadEntry>,
     /// Pieces whose blocks are fingerprinted as they complete (at most
     /// [`crate::blame::MAX_SUSPECTS`] are asked for at once).
     audit: HashSet<u32>,
@@ -202,11 +191,10 @@ impl Cache {
         while self.allocated > self.max_buffers && self.pool.pop().is_some() {
             self.allocated -= 1;
         }
-        while (self.allocated > self.max_buffers || self.read.len() > self.max_read_segs)
-            && self.read.pop_front().is_some()
-        {
+        while self.allocated > self.max_buffers && self.read.pop_front().is_some() {
             self.allocated -= 1;
         }
+        self.trim_reads();
     }
 
     /// Nothing is being assembled or waits to be written: free the spare
@@ -285,7 +273,8 @@ impl Cache {
             self.allocated += 1;
             return Some(Vec::with_capacity(self.seg_len as usize));
         }
-        self.read.pop_front().map(|(_, _, b)| b)
+        // Steal the oldest read-cache buffer (block-sized ones never stay).
+        self.read.pop_front().map(|e| e.data)
     }
 
     fn give_back(&mut self, buf: Vec<u8>) {
@@ -297,12 +286,13 @@ impl Cache {
         seg_size_of(self.geometry.piece_size(piece), seg, self.seg_len)
     }
 
-    fn queue_write(&mut self, piece: u32, begin: u32, buf: Vec<u8>, completes: bool) {
-        self.pending_bytes += buf.len();
-        self.pending.push_back(Write {
+    fn queue_write(&mut self, piece: u32, begin: u32, data: Vec<u8>, completes: bool) {
+        self.pending_bytes += data.len();
+        self.pending.push_back(WriteJob {
+            offset: self.geometry.piece_offset(piece) + begin as u64,
+            data,
             piece,
             begin,
-            buf,
             completes,
         });
     }
@@ -446,8 +436,8 @@ impl Cache {
         let mut kept = VecDeque::with_capacity(self.pending.len());
         for w in std::mem::take(&mut self.pending) {
             if w.piece == piece && !w.completes {
-                self.pending_bytes -= w.buf.len();
-                self.give_back(w.buf);
+                self.pending_bytes -= w.data.len();
+                self.give_back(w.data);
             } else {
                 kept.push_back(w);
             }
@@ -465,64 +455,93 @@ impl Cache {
         }
     }
 
-    /// Write queued segments, oldest first, until `max_bytes` have been
-    /// written or the queue is empty. Adds the pieces now whole on disk to
-    /// `written`. On an error the failing segment stays queued (nothing is
-    /// lost) and the error is returned.
+    /// Take the oldest queued segment out of the write queue, for the
+    /// shell to write ([`WriteJob::offset`], [`WriteJob::data`]) and hand
+    /// back with [`Cache::write_done`].
+    pub fn next_write(&mut self) -> Option<WriteJob> {
+        let w = self.pending.pop_front()?;
+        self.pending_bytes -= w.data.len();
+        Some(w)
+    }
+
+    /// A write job came back. Written: its buffer moves to the read cache
+    /// (a verified piece's last segment) or back to the pool, and the piece
+    /// it completes is returned. Failed (a full disk): it goes back to the
+    /// front of the queue, nothing is lost.
+    pub fn write_done(&mut self, w: WriteJob, ok: bool) -> Option<u32> {
+        if !ok {
+            self.pending_bytes += w.data.len();
+            self.pending.push_front(w);
+            return None;
+        }
+        self.stats.bytes_written += w.data.len() as u64;
+        if w.completes {
+            let piece = w.piece;
+            self.keep_for_reading(w.piece, w.begin, w.data, true);
+            self.trim_reads();
+            Some(piece)
+        } else {
+            // Written before its piece verified: never served from here.
+            self.give_back(w.data);
+            None
+        }
+    }
+
+    /// Write queued segments to `store`, oldest first, until `max_bytes`
+    /// have been written or the queue is empty (the job loop in one call,
+    /// for tests and benchmarks). Adds the pieces now whole on disk to
+    /// `written`. On an error the failing segment stays queued.
     pub fn flush(
         &mut self,
-        disk: &Disk,
+        store: &impl Storage,
         max_bytes: usize,
         written: &mut Vec<u32>,
     ) -> Result<(), StorageError> {
         let mut bytes = 0;
         while bytes < max_bytes {
-            let Some(w) = self.pending.pop_front() else {
+            let Some(w) = self.next_write() else {
                 break;
             };
-            let offset = self.geometry.piece_offset(w.piece) + w.begin as u64;
-            if let Err(e) = disk.write_at(offset, &w.buf) {
-                self.pending.push_front(w);
-                return Err(e);
-            }
-            let len = w.buf.len();
-            bytes += len;
-            self.pending_bytes -= len;
-            self.stats.bytes_written += len as u64;
-            if w.completes {
-                written.push(w.piece);
-                self.keep_for_reading(w.piece, w.begin, w.buf);
-            } else {
-                // Written before its piece verified: never served from here.
-                self.give_back(w.buf);
-            }
+            bytes += w.data.len();
+            let r = store.write_at(w.offset, &w.data);
+            let ok = r.is_ok();
+            written.extend(self.write_done(w, ok));
+            r?;
         }
         Ok(())
     }
 
-    fn keep_for_reading(&mut self, piece: u32, begin: u32, buf: Vec<u8>) {
-        if self.max_read_segs == 0 {
-            return self.give_back(buf);
-        }
-        if self.read.len() >= self.max_read_segs
-            && let Some((_, _, old)) = self.read.pop_front()
-        {
-            self.give_back(old);
-        }
-        self.read.push_back((piece, begin, buf));
+    fn keep_for_reading(&mut self, piece: u32, begin: u32, data: Vec<u8>, pooled: bool) {
+        self.read.push_back(ReadEntry {
+            piece,
+            begin,
+            data,
+            pooled,
+        });
     }
 
-    /// Append the bytes of block `b` (of a verified piece) to `out`, from
-    /// memory when its segment is queued or cached, else by reading the
-    /// aligned [`READ_UNIT`] around it (never more) from disk into the read
-    /// cache: a peer asking for one block in each of many large pieces makes
-    /// us read at most 16 times what it gets, not whole pieces.
-    pub fn read_block(
-        &mut self,
-        disk: &Disk,
-        b: BlockRef,
-        out: &mut Vec<u8>,
-    ) -> Result<(), StorageError> {
+    /// Evict read-cache entries beyond the budget (oldest first) and every
+    /// block-sized one (those only carry a read to the peers waiting for it).
+    pub fn trim_reads(&mut self) {
+        let mut kept = 0;
+        let mut i = self.read.len();
+        while i > 0 {
+            i -= 1;
+            let keep = self.read.get(i).is_some_and(|e| e.pooled) && kept < self.max_read_segs;
+            if keep {
+                kept += 1;
+            } else if let Some(e) = self.read.remove(i)
+                && e.pooled
+            {
+                self.give_back(e.data);
+            }
+        }
+    }
+
+    /// Append the bytes of block `b` (of a verified piece) to `out` if they
+    /// are in memory (a segment waiting to be written, or the read cache).
+    /// `Ok(false)`: not in memory; ask for [`Cache::read_job`].
+    pub fn copy_block(&mut self, b: BlockRef, out: &mut Vec<u8>) -> Result<bool, StorageError> {
         let seg_begin = b.begin / self.seg_len * self.seg_len;
         let end = b.begin + b.len;
         // `b` passed `Geometry::request_in_range`; a block outside its piece
@@ -532,63 +551,156 @@ impl Cache {
             .iter()
             .find(|w| w.piece == b.piece && w.begin == seg_begin)
         {
-            copy_block(
-                &w.buf,
+            copy_range(
+                &w.data,
                 (b.begin - w.begin) as usize..(end - w.begin) as usize,
                 b,
                 out,
             )?;
             self.stats.read_hits += 1;
-            return Ok(());
+            return Ok(true);
         }
-        if let Some(pos) = self.read.iter().position(|(p, s, buf)| {
-            *p == b.piece && *s <= b.begin && end as usize <= *s as usize + buf.len()
-        }) {
-            // Move to the back: most recently used.
-            if let Some(entry) = self.read.remove(pos) {
-                let range = (b.begin - entry.1) as usize..(end - entry.1) as usize;
-                let copied = copy_block(&entry.2, range, b, out);
-                self.read.push_back(entry);
-                copied?;
-            }
-            self.stats.read_hits += 1;
-            return Ok(());
+        let Some(pos) = self.read.iter().position(|e| e.covers(b)) else {
+            return Ok(false);
+        };
+        // Move to the back: most recently used.
+        if let Some(e) = self.read.remove(pos) {
+            let range = (b.begin - e.begin) as usize..(end - e.begin) as usize;
+            let copied = copy_range(&e.data, range, b, out);
+            self.read.push_back(e);
+            copied?;
         }
+        self.stats.read_hits += 1;
+        Ok(true)
+    }
+
+    /// The read that brings block `b` into memory: the aligned
+    /// [`READ_UNIT`] around it (never more) in a cache buffer, or the block
+    /// alone when no buffer is free. A peer asking for one block in each of
+    /// many large pieces makes us read at most 16 times what it gets, not
+    /// whole pieces.
+    pub fn read_job(&mut self, b: BlockRef) -> ReadJob {
         self.stats.read_misses += 1;
         let unit = self.seg_len.min(READ_UNIT);
         let unit_begin = b.begin / unit * unit;
         let piece_size = self.geometry.piece_size(b.piece);
-        let size = piece_size.min(unit_begin + unit).saturating_sub(unit_begin) as usize;
-        let offset = self.geometry.piece_offset(b.piece) + unit_begin as u64;
-        let range = (b.begin - unit_begin) as usize..(end - unit_begin) as usize;
-        match self.take_buffer() {
-            Some(mut buf) => {
-                buf.resize(size, 0); // filled by the read below
-                let r = disk.read_at(offset, &mut buf);
-                if let Err(e) = r {
-                    self.give_back(buf);
-                    return Err(e);
+        let offset = self.geometry.piece_offset(b.piece);
+        let spare = self.pool.pop().or_else(|| {
+            (self.allocated < self.max_buffers).then(|| {
+                self.allocated += 1;
+                Vec::with_capacity(self.seg_len as usize)
+            })
+        });
+        match spare {
+            Some(mut data) => {
+                let size = piece_size.min(unit_begin + unit).saturating_sub(unit_begin);
+                data.resize(size as usize, 0); // filled by the read
+                ReadJob {
+                    offset: offset + unit_begin as u64,
+                    data,
+                    piece: b.piece,
+                    begin: unit_begin,
+                    pooled: true,
                 }
-                self.stats.bytes_read_disk += size as u64;
-                let copied = copy_block(&buf, range, b, out);
-                self.keep_for_reading(b.piece, unit_begin, buf);
-                copied
             }
-            None => {
-                // No buffer to spare: read just the block.
-                let start = out.len();
-                out.resize(start + b.len as usize, 0);
-                let Some(dest) = out.get_mut(start..) else {
-                    return Err(not_in_piece(b)); // never: `out` was just grown
-                };
-                let r = disk.read_at(offset + range.start as u64, dest);
-                if r.is_err() {
-                    out.truncate(start);
-                }
-                self.stats.bytes_read_disk += b.len as u64;
-                r
-            }
+            None => ReadJob {
+                offset: offset + b.begin as u64,
+                data: vec![0; b.len as usize],
+                piece: b.piece,
+                begin: b.begin,
+                pooled: false,
+            },
         }
+    }
+
+    /// A read job came back: the bytes join the read cache (call
+    /// [`Cache::trim_reads`] once the peers waiting for them were served);
+    /// a failed read gives its buffer back.
+    pub fn read_done(&mut self, job: ReadJob, ok: bool) {
+        if ok {
+            self.stats.bytes_read_disk += job.data.len() as u64;
+            self.keep_for_reading(job.piece, job.begin, job.data, job.pooled);
+        } else if job.pooled {
+            self.give_back(job.data);
+        }
+    }
+
+    /// [`Cache::copy_block`], reading from `store` on a miss (the job loop
+    /// in one call, for tests and benchmarks).
+    pub fn read_block(
+        &mut self,
+        store: &impl Storage,
+        b: BlockRef,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        if self.copy_block(b, out)? {
+            return Ok(());
+        }
+        let mut job = self.read_job(b);
+        let r = store.read_at(job.offset, &mut job.data);
+        let ok = r.is_ok();
+        self.read_done(job, ok);
+        r?;
+        let copied = self.copy_block(b, out);
+        self.trim_reads();
+        match copied? {
+            true => Ok(()),
+            false => Err(not_in_piece(b)),
+        }
+    }
+}
+
+/// A read-cache entry: bytes of a verified piece from `begin`.
+struct ReadEntry {
+    piece: u32,
+    begin: u32,
+    data: Vec<u8>,
+    /// A cache buffer (else a block-sized one, dropped after use).
+    pooled: bool,
+}
+
+impl ReadEntry {
+    fn covers(&self, b: BlockRef) -> bool {
+        self.piece == b.piece
+            && self.begin <= b.begin
+            && (b.begin + b.len) as usize <= self.begin as usize + self.data.len()
+    }
+}
+
+/// A segment to write: `data` at torrent offset `offset`. See
+/// [`Cache::next_write`].
+pub struct WriteJob {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    piece: u32,
+    /// Offset of the segment in its piece.
+    begin: u32,
+    /// The piece is verified and this is its last write: once it is on disk,
+    /// so is the piece.
+    completes: bool,
+}
+
+/// A read for seeding: fill `data` from torrent offset `offset`. See
+/// [`Cache::read_job`].
+pub struct ReadJob {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    piece: u32,
+    begin: u32,
+    pooled: bool,
+}
+
+impl ReadJob {
+    /// The piece it reads from.
+    pub fn piece(&self) -> u32 {
+        self.piece
+    }
+
+    /// Does this read bring block `b` into memory?
+    pub fn covers(&self, b: BlockRef) -> bool {
+        self.piece == b.piece
+            && self.begin <= b.begin
+            && (b.begin + b.len) as usize <= self.begin as usize + self.data.len()
     }
 }
 
@@ -613,7 +725,7 @@ fn seg_size_of(size: u32, s: u32, seg_len: u32) -> u32 {
 }
 
 /// Append `piece[range]` (block `b`) to `out`.
-fn copy_block(
+fn copy_range(
     piece: &[u8],
     range: std::ops::Range<usize>,
     b: BlockRef,

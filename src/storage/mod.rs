@@ -8,13 +8,92 @@ pub mod cache;
 pub mod disk;
 pub mod layout;
 
-pub use cache::{Cache, Insert};
+pub use cache::{Cache, Insert, ReadJob, WriteJob};
 pub use disk::{Disk, OpenMode, StorageError};
 pub use layout::{FileSlot, Layout};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use sha1::{Digest, Sha1};
+
+/// Where a torrent's bytes live: [`Disk`] (its files), or [`MemStorage`]
+/// for tests that drive a torrent with no files. Only the shell (the event
+/// loop, and the job loops in [`crate::torrent::jobs`]) calls it: a
+/// `Torrent` asks for storage work as jobs.
+pub trait Storage {
+    /// Fill `buf` from torrent offset `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError>;
+    /// Write `data` at torrent offset `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+    /// Could the range hold data from before this run (worth hashing)?
+    fn may_have_data(&self, _offset: u64, _len: usize) -> bool {
+        true
+    }
+}
+
+impl Storage for Disk {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        Disk::read_at(self, offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        Disk::write_at(self, offset, data)
+    }
+    fn may_have_data(&self, offset: u64, len: usize) -> bool {
+        Disk::may_have_data(self, offset, len)
+    }
+}
+
+/// A torrent's bytes in memory (tests and fuzzing): reads past what was
+/// written fail like a short file.
+#[derive(Default)]
+pub struct MemStorage {
+    pub bytes: std::cell::RefCell<Vec<u8>>,
+}
+
+impl MemStorage {
+    /// Storage holding `bytes` (a seeder's data).
+    pub fn with(bytes: Vec<u8>) -> MemStorage {
+        MemStorage {
+            bytes: std::cell::RefCell::new(bytes),
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let bytes = self.bytes.borrow();
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|o| bytes.get(o..o.checked_add(buf.len())?));
+        match src {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(StorageError {
+                op: "read",
+                path: "memory".into(),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            }),
+        }
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let mut bytes = self.bytes.borrow_mut();
+        let start = usize::try_from(offset).map_err(|_| StorageError {
+            op: "write",
+            path: "memory".into(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        })?;
+        let end = start + data.len();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        if let Some(dest) = bytes.get_mut(start..end) {
+            dest.copy_from_slice(data);
+        }
+        Ok(())
+    }
+}
 
 /// Bytes read at a time when checking pieces, so that checking a torrent of
 /// large pieces needs no piece-sized buffer.
@@ -25,7 +104,7 @@ const CHECK_CHUNK: usize = 1 << 20;
 /// empty) before are skipped without reading. Unreadable pieces (missing or
 /// short files) simply count as missing. Memory: one buffer of at most
 /// [`CHECK_CHUNK`] bytes, whatever the piece size.
-pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
+pub fn recheck(disk: &impl Storage, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfield {
     recheck_with(disk, geometry, hashes, |_| true)
 }
 
@@ -33,7 +112,7 @@ pub fn recheck(disk: &Disk, geometry: &Geometry, hashes: &[[u8; 20]]) -> Bitfiel
 /// piece; when it answers `false` the check stops there (the pieces not
 /// checked count as missing).
 pub fn recheck_with(
-    disk: &Disk,
+    disk: &impl Storage,
     geometry: &Geometry,
     hashes: &[[u8; 20]],
     mut progress: impl FnMut(u64) -> bool,
@@ -59,7 +138,7 @@ pub fn check_buffer(geometry: &Geometry) -> Vec<u8> {
 /// Is `piece` on disk and correct? Reads it in `buf`-sized chunks (none
 /// when its files were created empty by this run).
 pub fn check_piece(
-    disk: &Disk,
+    disk: &impl Storage,
     geometry: &Geometry,
     hashes: &[[u8; 20]],
     piece: u32,

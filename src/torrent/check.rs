@@ -9,19 +9,18 @@ pub(super) struct Check {
     /// The next piece to check.
     pub(super) next: u32,
     have: Bitfield,
-    buf: Vec<u8>,
     seed: u64,
     started: Instant,
 }
 
 impl Torrent {
-    /// A torrent whose data on disk is still to be checked
-    /// ([`Torrent::check_some`], a slice at a time between loop turns, so
-    /// adding a big torrent never freezes the others). `parts.have` is
-    /// ignored: the check finds what is there.
+    /// A torrent whose data on disk is still to be checked: it hands out
+    /// pieces to check ([`Torrent::next_check`]) that the shell checks a
+    /// slice at a time between loop turns ([`jobs::check_slice`]), so adding
+    /// a big torrent never freezes the others. `parts.have` is ignored: the
+    /// check finds what is there.
     pub fn new_checking(parts: TorrentParts, cfg: Config, seed: u64, now: Instant) -> Torrent {
         let n = parts.geometry.num_pieces;
-        let buf = crate::storage::check_buffer(&parts.geometry);
         let mut t = Torrent::new(
             TorrentParts {
                 have: Bitfield::new(n),
@@ -34,7 +33,6 @@ impl Torrent {
         t.checking = Some(Check {
             next: 0,
             have: Bitfield::new(n),
-            buf,
             seed,
             started: now,
         });
@@ -46,33 +44,32 @@ impl Torrent {
         self.checking.is_some()
     }
 
-    /// Check pieces on disk until about `max_bytes` were read (at least
-    /// one piece). True once every piece is checked: the torrent then
-    /// knows what it has and can take peers.
-    pub fn check_some(&mut self, max_bytes: usize, now: Instant) -> bool {
-        let Some(c) = &mut self.checking else {
-            return true;
-        };
-        let mut read = 0;
-        while c.next < self.geometry.num_pieces && (read == 0 || read < max_bytes) {
-            let p = c.next;
-            if crate::storage::check_piece(
-                &self.disk,
-                &self.geometry,
-                self.cache.hashes(),
-                p,
-                &mut c.buf,
-            ) {
-                c.have.set(p);
-            }
-            read += self.geometry.piece_size(p) as usize;
-            c.next += 1;
+    /// The next piece to check, or `None` once every piece was handed out
+    /// (then [`Torrent::finish_check`]).
+    pub fn next_check(&mut self) -> Option<u32> {
+        let c = self.checking.as_mut()?;
+        if c.next >= self.geometry.num_pieces {
+            return None;
         }
-        if c.next < self.geometry.num_pieces {
-            return false;
+        c.next += 1;
+        Some(c.next - 1)
+    }
+
+    /// The shell checked `piece`: its data is there and its hash matches.
+    pub fn checked(&mut self, piece: u32, ok: bool) {
+        if let Some(c) = &mut self.checking
+            && ok
+            && piece < self.geometry.num_pieces
+        {
+            c.have.set(piece);
         }
+    }
+
+    /// Every piece was checked: the torrent knows what it has and can take
+    /// peers.
+    pub fn finish_check(&mut self, now: Instant) {
         let Some(c) = self.checking.take() else {
-            return true;
+            return;
         };
         info!(
             "{} of {} pieces already verified on disk (checked in {:.2?})",
@@ -83,6 +80,10 @@ impl Torrent {
         self.picker = picker_for(&self.cache, &c.have, c.seed);
         self.left = left_of(&self.geometry, &c.have);
         self.flushed = c.have;
-        true
+    }
+
+    /// The pieces' SHA-1 hashes (for checking them).
+    pub fn piece_hashes(&self) -> &[[u8; 20]] {
+        self.cache.hashes()
     }
 }

@@ -7,24 +7,42 @@ use super::*;
 
 impl Torrent {
     /// Fill the peer's send buffer from its queued requests, up to the
-    /// watermark. Called after messages and whenever its socket drains.
+    /// watermark. Called after messages and whenever its socket drains. A
+    /// block not in memory queues a read job for the shell
+    /// ([`Torrent::next_read`]); the peer is served again when it is done.
     pub fn serve(&mut self, key: usize) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
         let mut served = false;
         while peer.send.len() < self.cfg.send_watermark && self.up_bucket.available() > 0 {
-            let Some(b) = peer.requests.pop_front() else {
+            let Some(&b) = peer.requests.front() else {
                 break;
             };
-            self.up_bucket.take(b.len as usize);
             let out = peer.send.buf_mut();
+            let mark = out.len();
             wire::encode_piece_header(b.piece, b.begin, b.len, out);
-            if let Err(e) = self.cache.read_block(&self.disk, b, out) {
-                warn!("cannot read piece {} to serve it: {e}", b.piece);
-                self.storage_error = Some(e.to_string());
-                return Err(PeerError::Storage);
+            match self.cache.copy_block(b, out) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.truncate(mark);
+                    if !self.reads.iter().any(|j| j.covers(b)) && self.reads.len() < MAX_READ_JOBS {
+                        self.reads.push(self.cache.read_job(b));
+                    }
+                    if !self.read_waiters.contains(&key) {
+                        self.read_waiters.push(key);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    out.truncate(mark);
+                    warn!("cannot serve piece {}: {e}", b.piece);
+                    self.storage_error = Some(e.to_string());
+                    return Err(PeerError::Storage);
+                }
             }
+            peer.requests.pop_front();
+            self.up_bucket.take(b.len as usize);
             peer.up.add(b.len as u64);
             self.totals.uploaded += b.len as u64;
             served = true;
@@ -33,6 +51,52 @@ impl Torrent {
             self.dirty.push(key);
         }
         Ok(())
+    }
+
+    /// The next read for seeding the shell should do
+    /// ([`jobs::read_pending`] carries it out and hands it back to
+    /// [`Torrent::read_done`]).
+    pub fn next_read(&mut self) -> Option<ReadJob> {
+        self.reads.pop()
+    }
+
+    /// A read job came back. Its bytes join the read cache and the peers
+    /// waiting are served again; a failed read (a file cut short or gone)
+    /// closes the peers waiting for those bytes.
+    pub fn read_done(&mut self, job: ReadJob, result: Result<(), StorageError>) {
+        let mut failed_for = Vec::new();
+        if let Err(e) = &result {
+            warn!("cannot read piece {} to serve it: {e}", job.piece());
+            self.storage_error = Some(e.to_string());
+            for &k in &self.read_waiters {
+                if let Some(p) = self.peers.get(k)
+                    && p.requests.front().is_some_and(|&b| job.covers(b))
+                {
+                    failed_for.push((k, p.token));
+                }
+            }
+        }
+        self.cache.read_done(job, result.is_ok());
+        let waiting = std::mem::take(&mut self.read_waiters);
+        for key in waiting {
+            let token = match self.peers.get(key) {
+                Some(p) => p.token,
+                None => continue,
+            };
+            if failed_for.iter().any(|&(k, _)| k == key) {
+                self.to_close.push((token, PeerError::Storage));
+                continue;
+            }
+            if let Err(e) = self.serve(key) {
+                self.to_close.push((token, e));
+            }
+        }
+        self.cache.trim_reads();
+    }
+
+    /// Reads are queued for the shell.
+    pub fn has_read_jobs(&self) -> bool {
+        !self.reads.is_empty()
     }
 
     /// With an upload limit: add this turn's allowance (at most one second's

@@ -1,5 +1,5 @@
 use super::*;
-use crate::storage::{FileSlot, Layout, OpenMode, recheck};
+use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
 use std::path::PathBuf;
 
 fn temp_dir(name: &str) -> PathBuf {
