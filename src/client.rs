@@ -262,19 +262,24 @@ fn any_piece_of(file: &FileSlot, have: &Bitfield, piece_len: u64) -> bool {
     (first..=last).any(|p| u32::try_from(p).is_ok_and(|p| have.get(p)))
 }
 
-/// Open the data folder and check what is there already, drawing the
-/// check's progress. For a download, files in the way are refused
-/// (unless `--overwrite`) before anything is created or resized.
-fn open_and_check(
+/// Open the data folder of a download where files of other sizes are in
+/// the way (`odd`, from [`odd_sized`]): check first without changing
+/// anything (drawing the check's progress), so that a file is resumed only
+/// if some of it is the torrent's data, and refuse the others (unless
+/// `--overwrite`) before anything is created or resized.
+fn open_in_the_way(
     opts: &ClientOptions,
     meta: &Metainfo,
+    odd: &[(usize, u64)],
     progress: &mut Progress,
 ) -> Result<(Disk, Bitfield), Error> {
     let geometry = meta.geometry();
     let layout = layout_of(meta);
-    let mut check = |disk: &Disk| {
+    let have = {
+        let disk =
+            Disk::open(&opts.dir, layout.clone(), OpenMode::ReadOnly).map_err(storage_error)?;
         let total = geometry.total_len;
-        let have = recheck_with(disk, &geometry, &meta.info.pieces, |done| {
+        let have = recheck_with(&disk, &geometry, &meta.info.pieces, |done| {
             let now = Instant::now();
             if progress.due(now) {
                 progress.checking(done, total, geometry.num_pieces, now);
@@ -286,25 +291,7 @@ fn open_and_check(
                 "stopped while checking the data on disk".into(),
             ));
         }
-        Ok(have)
-    };
-    if !opts.download {
-        let disk = Disk::open(&opts.dir, layout, OpenMode::ReadOnly).map_err(storage_error)?;
-        let have = check(&disk)?;
-        return Ok((disk, have));
-    }
-    let odd = odd_sized(&opts.dir, &layout);
-    if odd.is_empty() {
-        let disk = Disk::open(&opts.dir, layout, OpenMode::Create).map_err(storage_error)?;
-        let have = check(&disk)?;
-        return Ok((disk, have));
-    }
-    // Check first without changing anything: a file of another size is
-    // resumed only if some of it is the torrent's data.
-    let have = {
-        let disk =
-            Disk::open(&opts.dir, layout.clone(), OpenMode::ReadOnly).map_err(storage_error)?;
-        check(&disk)?
+        have
     };
     let in_the_way: Vec<(&FileSlot, u64)> = odd
         .iter()
@@ -354,16 +341,30 @@ fn open_and_check(
     Ok((disk, have))
 }
 
-/// Load a torrent and open and check its data (drawing the check's
-/// progress): a core ready to join a session, and its trackers.
-fn load_and_check(
+/// A torrent ready to join a session: its core (which checks its data in
+/// the loop, a slice at a time), its files, trackers, and for a seed the
+/// message that drops it when none of its data is there.
+struct Loaded {
+    name: String,
+    t: Torrent,
+    disk: Disk,
+    tiers: Vec<Vec<String>>,
+    nothing_to_seed: Option<String>,
+}
+
+/// Load a torrent and open its data. The data is checked by the session,
+/// between loop turns, so the torrents of a run start one by one as their
+/// checks end instead of all waiting for the last; only a download with
+/// files of other sizes in the way is checked first (here, drawing the
+/// check's progress), to decide whether they may be resized.
+fn load(
     path: &Path,
     opts: &ClientOptions,
     config: Config,
     our_id: [u8; 20],
     seed: u64,
     progress: &mut Progress,
-) -> Result<(Torrent, Disk, Vec<Vec<String>>), Error> {
+) -> Result<Loaded, Error> {
     let meta = load_torrent(path)?;
     if !opts.download && !opts.dir.exists() {
         return Err(Error::Input(format!(
@@ -373,39 +374,51 @@ fn load_and_check(
         )));
     }
     let geometry = meta.geometry();
-    let t0 = Instant::now();
-    let (disk, have) = open_and_check(opts, &meta, progress)?;
-    info!(
-        "{}: {} of {} pieces already verified on disk (checked in {:.2?})",
-        meta.info.name,
-        have.count(),
-        geometry.num_pieces,
-        t0.elapsed()
-    );
-    if !opts.download && have.count() == 0 && geometry.num_pieces > 0 {
-        return Err(Error::Input(format!(
+    let layout = layout_of(&meta);
+    let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
+    let odd = if opts.download {
+        odd_sized(&opts.dir, &layout)
+    } else {
+        Vec::new()
+    };
+    let now = Instant::now();
+    let t = if odd.is_empty() {
+        let mode = if opts.download {
+            OpenMode::Create
+        } else {
+            OpenMode::ReadOnly
+        };
+        let disk = Disk::open(&opts.dir, layout, mode).map_err(storage_error)?;
+        let parts = parts_of(&meta, Bitfield::new(geometry.num_pieces), our_id);
+        (Torrent::new_checking(parts, config, seed, now), disk)
+    } else {
+        let (disk, have) = open_in_the_way(opts, &meta, &odd, progress)?;
+        info!(
+            "{}: {} of {} pieces already verified on disk (checked in {:.2?})",
+            meta.info.name,
+            have.count(),
+            geometry.num_pieces,
+            now.elapsed()
+        );
+        let parts = parts_of(&meta, have, our_id);
+        (Torrent::new(parts, config, seed, now), disk)
+    };
+    let nothing_to_seed = (!opts.download).then(|| {
+        format!(
             "nothing to seed: none of {}'s data is in {} (0 of {} pieces verified); give the \
              folder that holds it with -o",
             meta.info.name,
             opts.dir.display(),
             geometry.num_pieces
-        )));
-    }
-    if !opts.download && !have.is_full() {
-        log::warn!(
-            "seeding {} with {} of {} pieces present in {}",
-            meta.info.name,
-            have.count(),
-            geometry.num_pieces,
-            opts.dir.display()
-        );
-    }
-    let parts = parts_of(&meta, have, our_id);
-    Ok((
-        Torrent::new(parts, config, seed, Instant::now()),
-        disk,
-        meta.tracker_tiers(),
-    ))
+        )
+    });
+    Ok(Loaded {
+        name: meta.info.name.clone(),
+        t: t.0,
+        disk: t.1,
+        tiers: meta.tracker_tiers(),
+        nothing_to_seed,
+    })
 }
 
 /// What a torrent core is made of, from its metainfo and opened data.
@@ -454,7 +467,7 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let config = torrent_config(opts);
     let mut torrents = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
-        torrents.push(load_and_check(
+        torrents.push(load(
             path,
             opts,
             config.clone(),
@@ -478,8 +491,9 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     let mut session = Session::with_listeners(sopts, listeners)
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;
     session.set_progress(progress);
-    for (t, disk, tiers) in torrents {
-        if let Err(t) = session.add_torrent(t, disk, torrent_options(opts, tiers)) {
+    for l in torrents {
+        let topts = torrent_options(opts, l.name, l.tiers, l.nothing_to_seed);
+        if let Err(t) = session.add_torrent(l.t, l.disk, topts) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
                 crate::metainfo::hex(&t.info_hash)
@@ -490,8 +504,15 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
 }
 
 /// How a torrent of these options runs in the session.
-fn torrent_options(opts: &ClientOptions, tiers: Vec<Vec<String>>) -> TorrentOptions {
+fn torrent_options(
+    opts: &ClientOptions,
+    name: String,
+    tiers: Vec<Vec<String>>,
+    nothing_to_seed: Option<String>,
+) -> TorrentOptions {
     TorrentOptions {
+        name,
+        nothing_to_seed,
         peers: opts.peers.clone(),
         tracker_tiers: if opts.no_tracker { Vec::new() } else { tiers },
         exit_when_done: opts.download && !opts.keep_seeding && opts.watch.is_none(),
@@ -518,7 +539,19 @@ pub fn run(opts: &ClientOptions) -> Result<Outcome, Error> {
         stop.store(true, Ordering::SeqCst);
         let _ = join.join();
     }
-    outcome
+    // Every torrent dropped (nothing to seed): the run failed.
+    let outcome = outcome?;
+    let errors: Vec<&String> = outcome
+        .torrents
+        .iter()
+        .filter_map(|o| o.error.as_ref())
+        .collect();
+    if errors.len() == outcome.torrents.len()
+        && let Some(e) = errors.first()
+    {
+        return Err(Error::Input((*e).clone()));
+    }
+    Ok(outcome)
 }
 
 /// How often a watched folder is listed.
@@ -535,6 +568,9 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
     let mut running: HashMap<PathBuf, [u8; 20]> = HashMap::new();
     let mut broken: HashMap<PathBuf, Option<std::time::SystemTime>> = HashMap::new();
     let seed = seed_from_clock();
+    // A check this thread runs (a download with files of other sizes in
+    // the way) draws nothing: the session's status line is the loop's.
+    let mut quiet = Progress::new(crate::progress::ProgressMode::Off);
     while !stop.load(Ordering::SeqCst) {
         let mut seen = HashSet::new();
         let entries = match std::fs::read_dir(dir) {
@@ -562,12 +598,20 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
             if broken.get(&path) == Some(&mtime) {
                 continue;
             }
-            match load_for_session(&path, opts, seed) {
-                Ok((t, disk, tiers)) => {
+            match load(
+                &path,
+                opts,
+                torrent_config(opts),
+                make_peer_id(seed),
+                seed,
+                &mut quiet,
+            ) {
+                Ok(l) => {
                     info!("watch: adding {}", path.display());
-                    running.insert(path.clone(), t.info_hash);
+                    running.insert(path.clone(), l.t.info_hash);
                     broken.remove(&path);
-                    handle.add(t, disk, torrent_options(opts, tiers));
+                    let topts = torrent_options(opts, l.name, l.tiers, l.nothing_to_seed);
+                    handle.add(l.t, l.disk, topts);
                 }
                 Err(e) => {
                     log::warn!("watch: skipping {}: {e}", path.display());
@@ -594,34 +638,6 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     while !stop.load(Ordering::SeqCst) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Load a torrent and open its data for a running session: the data is
-/// checked by the session, in slices.
-fn load_for_session(
-    path: &Path,
-    opts: &ClientOptions,
-    seed: u64,
-) -> Result<(Torrent, Disk, Vec<Vec<String>>), Error> {
-    let meta = load_torrent(path)?;
-    let mode = if opts.download {
-        OpenMode::Create
-    } else {
-        OpenMode::ReadOnly
-    };
-    let disk = Disk::open(&opts.dir, layout_of(&meta), mode).map_err(storage_error)?;
-    let geometry = meta.geometry();
-    let parts = parts_of(
-        &meta,
-        Bitfield::new(geometry.num_pieces),
-        make_peer_id(seed),
-    );
-    let seed = seed ^ u64::from_le_bytes(meta.info_hash[..8].try_into().unwrap_or([0; 8]));
-    Ok((
-        Torrent::new_checking(parts, torrent_config(opts), seed, Instant::now()),
-        disk,
-        meta.tracker_tiers(),
-    ))
 }
 
 /// Options of the stand-alone tracker.

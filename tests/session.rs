@@ -94,6 +94,37 @@ fn one_seeder_process_serves_three_torrents_on_one_port() {
 }
 
 #[test]
+fn a_seed_with_none_of_its_data_is_dropped_and_the_others_go_on() {
+    // Each torrent checks its data in the loop; one whose data is not in
+    // the folder is dropped with the reason, the other is seeded.
+    let tmp = TempDir::new("session-nothing");
+    let (seed_dir, t) = three_torrents(&tmp);
+    let elsewhere = tmp.join("elsewhere");
+    write_files(&elsewhere, &[("d.bin", 300_000)]);
+    let d = make_torrent(&elsewhere.join("d.bin"), &tmp.join("d.torrent"), &[], 32768);
+    let d = d.to_str().unwrap();
+    let (mut seeder, sp) = start_seeder(&tmp, &seed_dir, d, &[&t[0], "--verbose"]);
+    let out = tmp.join("out");
+    let mut l = Proc::start(
+        "leech",
+        tmp.path(),
+        &download_args(&t[0], &out, &sp),
+        tmp.path(),
+    );
+    assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
+    assert_same_files(&seed_dir, &out, &FILES[..1]);
+    let log = seeder.log_text();
+    assert!(
+        log.contains("nothing to seed: none of d.bin's data") && log.contains("the others go on"),
+        "{log}"
+    );
+    // Its handshakes are closed; the process still runs.
+    assert!(!answered(&sp, &info_hash(d)));
+    assert!(seeder.child.try_wait().unwrap().is_none());
+    assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);
+}
+
+#[test]
 fn one_leecher_process_downloads_two_torrents_from_two_seeders() {
     let tmp = TempDir::new("session-two");
     let (seed_dir, t) = three_torrents(&tmp);

@@ -114,6 +114,8 @@ impl Default for SessionOptions {
 /// How one torrent of a session runs.
 #[derive(Clone, Debug, Default)]
 pub struct TorrentOptions {
+    /// The torrent's name, for log lines (empty: its info-hash).
+    pub name: String,
     /// Peers to connect to directly.
     pub peers: Vec<SocketAddr>,
     /// Trackers, by tier (BEP 12).
@@ -124,16 +126,21 @@ pub struct TorrentOptions {
     pub seed_ratio: Option<f64>,
     /// While seeding, finished after this long.
     pub seed_time: Option<Duration>,
+    /// A seed: when the check of its data finds none of it, the torrent
+    /// is dropped with this message (in [`TorrentOutcome::error`]).
+    pub nothing_to_seed: Option<String>,
 }
 
 /// How one torrent ended.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct TorrentOutcome {
     pub info_hash: [u8; 20],
     pub status: Status,
     pub banned: usize,
     /// All pieces verified and written at the end.
     pub complete: bool,
+    /// Why the torrent was dropped (nothing to seed).
+    pub error: Option<String>,
 }
 
 /// How a session ended.
@@ -269,6 +276,10 @@ pub struct Session {
     own_addrs: HashSet<SocketAddr>,
     /// Tokens with unread data left (read budget hit).
     carry: Vec<usize>,
+    /// Incoming connections for a torrent still checking its data, routed
+    /// when a check ends (at most the connection cap; the handshake
+    /// time-out closes those that wait too long).
+    parked: Vec<usize>,
     /// Peers not read because a download limit ran out of tokens: read
     /// again when the buckets refill.
     throttled: Vec<usize>,
@@ -402,6 +413,7 @@ impl Session {
             tracker_addr,
             own_addrs: HashSet::new(),
             carry: Vec::new(),
+            parked: Vec::new(),
             throttled: Vec::new(),
             down: TokenBucket::new(opts.limits.download_limit, now),
             up_limit: opts.limits.upload_limit.filter(|&r| r > 0),
@@ -848,14 +860,23 @@ impl Session {
             self.checking = false;
             return;
         };
+        let others = self.torrents.len() > 1;
         let Some(s) = self.torrents.get_mut(id) else {
             return;
         };
         if s.check_slice(Instant::now() + CHECK_SLICE, now) {
-            s.was_done = s.t.is_done();
-            if s.was_done {
-                s.seeding_since = Some(now);
+            s.checked(now);
+            // Alone, the run ends and the client reports it; beside
+            // others, it is said now.
+            if let Some(msg) = &s.error
+                && (others || self.opts.keep_running)
+            {
+                warn!("{msg} (dropped; the others go on)");
             }
+            // Its peers are dialed now, not at the next tick, and those
+            // that called while it checked are routed.
+            self.connect_more(now);
+            self.carry.append(&mut self.parked);
         }
     }
 
@@ -1073,6 +1094,7 @@ fn outcome_of(s: &Slot) -> TorrentOutcome {
         status: s.t.status(),
         banned: s.t.banned_count(),
         complete: s.t.is_done(),
+        error: s.error.clone(),
     }
 }
 

@@ -162,6 +162,19 @@ impl Session {
             return;
         }
         let info_hash = wire::Handshake::info_hash_of(buf).unwrap_or([0; 20]);
+        // A torrent still checking its data: the connection waits (within
+        // the handshake time-out) and is routed once the check ends.
+        if self
+            .by_hash
+            .get(&info_hash)
+            .and_then(|&id| self.torrents.get(id))
+            .is_some_and(|s| !s.paused && s.t.is_checking())
+        {
+            if !self.parked.contains(&token) {
+                self.parked.push(token);
+            }
+            return;
+        }
         let target = self.by_hash.get(&info_hash).copied().filter(|&id| {
             self.torrents
                 .get(id)

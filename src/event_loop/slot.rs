@@ -38,6 +38,8 @@ pub(super) struct Slot {
     pub(super) finished: bool,
     /// Being removed: its `stopped` announce is on the way.
     pub(super) removing: Option<Instant>,
+    /// Dropped: why (nothing to seed).
+    pub(super) error: Option<String>,
     /// This torrent's own upload limit (its bucket gets the lower of this
     /// and its share of the session's).
     pub(super) up_limit: Option<u64>,
@@ -77,6 +79,7 @@ impl Slot {
             paused: false,
             finished: false,
             removing: None,
+            error: None,
             up_limit: t_up_limit,
         }
     }
@@ -136,6 +139,47 @@ impl Slot {
                 self.flush_retry_at = Some(now + self.flush_backoff);
                 self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
             }
+        }
+    }
+
+    /// The check of the data on disk has ended: a seed with none of its
+    /// data is dropped; one with part of it says so.
+    pub(super) fn checked(&mut self, now: Instant) {
+        let st = self.t.status();
+        info!(
+            "{}: {} of {} pieces already verified on disk",
+            self.name(),
+            st.have,
+            st.num_pieces
+        );
+        if let Some(msg) = &self.opts.nothing_to_seed {
+            if st.have == 0 && st.num_pieces > 0 {
+                self.error = Some(msg.clone());
+                self.finished = true;
+                self.paused = true;
+                return;
+            }
+            if st.have < st.num_pieces {
+                log::warn!(
+                    "seeding {} with {} of {} pieces present",
+                    self.name(),
+                    st.have,
+                    st.num_pieces
+                );
+            }
+        }
+        self.was_done = self.t.is_done();
+        if self.was_done {
+            self.seeding_since = Some(now);
+        }
+    }
+
+    /// The torrent's name for log lines (its info-hash when it has none).
+    pub(super) fn name(&self) -> String {
+        if self.opts.name.is_empty() {
+            crate::metainfo::hex(&self.t.info_hash)
+        } else {
+            self.opts.name.clone()
         }
     }
 

@@ -71,8 +71,8 @@ impl Torrent {
         let Some(c) = self.checking.take() else {
             return;
         };
-        info!(
-            "{} of {} pieces already verified on disk (checked in {:.2?})",
+        debug!(
+            "{} of {} pieces verified (checked in {:.2?})",
             c.have.count(),
             self.geometry.num_pieces,
             now.duration_since(c.started)
