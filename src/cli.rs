@@ -98,6 +98,9 @@ pub struct Common {
     /// rlimits, MemAvailable), at most 16M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache: Option<u64>,
+    /// Peers uploaded to at once per torrent, besides the optimistic unchoke [default: 4].
+    #[arg(long, value_name = "N")]
+    pub upload_slots: Option<usize>,
     /// Stop seeding once uploaded/size reaches this ratio.
     #[arg(long, value_name = "RATIO")]
     pub seed_ratio: Option<f64>,

@@ -129,6 +129,9 @@ fn client_options(
     if let Some(n) = c.max_peers {
         o.config.max_peers = n.max(1);
     }
+    if let Some(n) = c.upload_slots {
+        o.config.upload_slots = n.max(1);
+    }
     match fit {
         Some(plan) => log::info!("{}", plan.describe(&o.config)),
         None => log::info!(
