@@ -62,6 +62,8 @@ pub struct ClientOptions {
     pub seed_time: Option<Duration>,
     pub progress: crate::progress::ProgressMode,
     pub config: Config,
+    /// How tracker host names are resolved (None: the system resolver).
+    pub lookup: Option<crate::event_loop::LookupFn>,
 }
 
 impl ClientOptions {
@@ -89,6 +91,7 @@ impl ClientOptions {
             seed_time: None,
             progress: crate::progress::ProgressMode::Off,
             config: Config::default(),
+            lookup: None,
         }
     }
 }
@@ -474,6 +477,7 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         progress: opts.progress,
         limits: opts.config.clone(),
         keep_running: opts.watch.is_some(),
+        lookup: opts.lookup.clone(),
     };
     let mut session = Session::with_listeners(sopts, listeners)
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;

@@ -47,7 +47,7 @@ fn scrape_one(
     let deadline = Instant::now() + timeout;
     match parse_tracker_url(url)? {
         TrackerUrl::Udp(u) => {
-            let addr = resolve(&u.host, u.port)?;
+            let addr = resolve(&u.host, u.port, deadline)?;
             udp_scrape(addr, info_hash, bind, deadline)
         }
         TrackerUrl::Http(h) => {
@@ -56,19 +56,40 @@ fn scrape_one(
                     "no scrape URL (the path does not end in announce)".into(),
                 )
             })?;
-            let addr = resolve(&s.host, s.port)?;
+            let addr = resolve(&s.host, s.port, deadline)?;
             let body = http_get(addr, &build_scrape_request(&s, &info_hash), deadline)?;
             parse_scrape_body(&body, &info_hash)
         }
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, TrackerError> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| TrackerError::Io(format!("cannot resolve {host}: {e}")))?
-        .next()
-        .ok_or_else(|| TrackerError::Io(format!("no address for {host}")))
+/// The first address of `host`, within `deadline`: the lookup runs on a
+/// thread of its own, so a resolver that hangs costs the time-out, not
+/// the command.
+fn resolve(host: &str, port: u16, deadline: Instant) -> Result<SocketAddr, TrackerError> {
+    if let Some(ip) = crate::dns::ip_literal(host) {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("resolver".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next()),
+            );
+        })
+        .map_err(|e| TrackerError::Io(format!("cannot resolve {host}: {e}")))?;
+    match rx.recv_timeout(left(deadline)?) {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err(TrackerError::Io(format!(
+            "cannot resolve {host}: no address"
+        ))),
+        Ok(Err(e)) => Err(TrackerError::Io(format!("cannot resolve {host}: {e}"))),
+        Err(_) => Err(TrackerError::Timeout),
+    }
 }
 
 fn io_err(what: &str, e: io::Error) -> TrackerError {

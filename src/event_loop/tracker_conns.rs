@@ -2,9 +2,11 @@
 //! `udp.rs`) and, when the built-in tracker runs, its incoming HTTP
 //! connections.
 
+use super::Lookup;
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
+use crate::dns::{Answer, Ticket};
 use crate::tracker::{
-    AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl,
+    AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl, UdpUrl,
     build_announce_request, parse_announce_body, parse_tracker_url,
 };
 use crate::tracker::{HeadStatus, frame_request};
@@ -14,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::collections::HashSet;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Give up on an announce after this long.
@@ -45,6 +47,22 @@ pub(super) struct AnnounceConn {
     more: bool,
 }
 
+/// An announce waiting for its tracker's address (the announce time-out
+/// runs from `started`).
+pub(super) struct Resolving {
+    tid: usize,
+    url: String,
+    target: Target,
+    started: Instant,
+}
+
+/// Where an announce goes once its host name is resolved.
+enum Target {
+    /// The request, ready to send.
+    Http(Vec<u8>, Event),
+    Udp(UdpUrl, AnnounceParams),
+}
+
 /// One client of the built-in tracker.
 pub(super) struct ServerConn {
     pub sock: TcpStream,
@@ -67,6 +85,7 @@ impl Session {
             })
             .collect();
         busy.extend(self.udp.busy());
+        busy.extend(self.resolving.values().map(|r| r.tid));
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         for id in ids {
             if busy.contains(&id) {
@@ -124,20 +143,82 @@ impl Session {
                 .as_ref()
                 .and_then(|a| a.tracker_id().map(|t| t.to_vec())),
         };
-        let parsed = match parsed {
-            TrackerUrl::Udp(u) => return self.start_udp_announce(tid, url, &u, params, now),
-            TrackerUrl::Http(h) => h,
+        let (host, port, target) = match parsed {
+            TrackerUrl::Udp(u) => (u.host.clone(), u.port, Target::Udp(u, params)),
+            TrackerUrl::Http(h) => (
+                h.host.clone(),
+                h.port,
+                Target::Http(build_announce_request(&h, &params), event),
+            ),
         };
-        // Resolution is blocking; tracker hosts are usually IP literals or in
-        // /etc/hosts here, and it happens once per announce (minutes apart).
-        let addr = (parsed.host.as_str(), parsed.port)
-            .to_socket_addrs()
-            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
-            .next()
-            .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
+        match self.resolver.resolve(&host, port, now) {
+            Lookup::Ready(addrs) => self.announce_to(tid, url, target, addrs, now),
+            Lookup::Pending(ticket) => {
+                debug!("announce to {url} waits for {host} to resolve");
+                self.resolving.insert(
+                    ticket,
+                    Resolving {
+                        tid,
+                        url: url.to_string(),
+                        target,
+                        started: now,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers from the resolver: the announces that waited for them go
+    /// on (or fail, as any announce does).
+    pub(super) fn resolved(&mut self, now: Instant) {
+        for (ticket, addrs) in self.resolver.drain(now) {
+            let Some(r) = self.resolving.remove(&ticket) else {
+                continue;
+            };
+            if let Err(e) = self.announce_to(r.tid, &r.url, r.target, addrs, now) {
+                self.on_announce_response(r.tid, &r.url, Err(e), now);
+            }
+        }
+    }
+
+    /// Forget the announces of torrent `tid` that wait for an address;
+    /// their URLs, for the announcer.
+    pub(super) fn resolving_forget(&mut self, tid: usize) -> Vec<String> {
+        let mut urls = Vec::new();
+        self.resolving.retain(|_, r| {
+            if r.tid == tid {
+                urls.push(std::mem::take(&mut r.url));
+            }
+            r.tid != tid
+        });
+        urls
+    }
+
+    /// Send an announce to its tracker, now that its addresses are known.
+    fn announce_to(
+        &mut self,
+        tid: usize,
+        url: &str,
+        target: Target,
+        addrs: Answer,
+        now: Instant,
+    ) -> Result<(), TrackerError> {
+        if !self.torrents.contains(tid) {
+            return Ok(());
+        }
+        let addrs = addrs.map_err(TrackerError::Io)?;
+        let (request, event) = match target {
+            Target::Udp(u, params) => {
+                return self.start_udp_announce(tid, url, &u, &addrs, params, now);
+            }
+            Target::Http(request, event) => (request, event),
+        };
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| TrackerError::Io("no address".into()))?;
         let mut out = SendBuf::new();
-        out.buf_mut()
-            .extend_from_slice(&build_announce_request(&parsed, &params));
+        out.buf_mut().extend_from_slice(&request);
         let mut sock = connect_from(self.opts.bind_ip, addr)
             .map_err(|e| TrackerError::Io(format!("connect {addr}: {e}")))?;
         let entry = self.conns.vacant_entry();
@@ -397,6 +478,23 @@ impl Session {
                 _ => {}
             }
         }
+        let late: Vec<Ticket> = self
+            .resolving
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.started) > ANNOUNCE_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(r) = self.resolving.remove(&t)
+                && let Some(a) = self
+                    .torrents
+                    .get_mut(r.tid)
+                    .and_then(|s| s.announcer.as_mut())
+            {
+                warn!("tracker {}: no address in {ANNOUNCE_TIMEOUT:?}", r.url);
+                a.on_failure(now, &r.url, &TrackerError::Timeout);
+            }
+        }
         for (tok, who) in expired {
             let _ = self.close_silently(tok);
             if let Some((tid, url)) = who
@@ -428,6 +526,7 @@ impl Session {
             let _ = self.close_silently(tok);
         }
         self.udp_forget_all();
+        self.resolving.clear();
         let now = Instant::now();
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         let mut any = false;
@@ -451,6 +550,7 @@ impl Session {
         let mut events = mio::Events::with_capacity(16);
         while Instant::now() < deadline
             && (!self.udp.pending.is_empty()
+                || !self.resolving.is_empty()
                 || self
                     .conns
                     .iter()
@@ -466,6 +566,10 @@ impl Session {
             let now = Instant::now();
             let toks: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for tok in toks {
+                if Token(tok) == super::WAKER {
+                    self.resolved(now);
+                    continue;
+                }
                 match self.conns.get(tok) {
                     Some(Conn::Announce(_)) => self.announce_event(tok, now),
                     Some(Conn::Udp(_)) => self.udp_readable(tok, now),
