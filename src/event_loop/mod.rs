@@ -22,6 +22,7 @@ mod peer_conns;
 mod resolver;
 mod scrape;
 mod slot;
+mod tls;
 mod tracker_conns;
 mod udp;
 mod warnings;
@@ -29,6 +30,7 @@ mod warnings;
 pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
 pub use resolver::{Lookup, LookupFn, Resolver};
 pub use scrape::scrape_trackers;
+pub use tls::{client_config as tls_client_config, tls_error_text};
 
 use crate::config::Config;
 use crate::peer::PeerError;
@@ -100,6 +102,9 @@ pub struct SessionOptions {
     /// How the resolver thread turns host names into addresses (None:
     /// the system resolver).
     pub lookup: Option<LookupFn>,
+    /// TLS for `https://` trackers (None: the system's CAs, set up on
+    /// first use; see [`tls_client_config`] for `--ca-file`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for SessionOptions {
@@ -112,6 +117,7 @@ impl Default for SessionOptions {
             limits: Config::default(),
             keep_running: false,
             lookup: None,
+            tls: None,
         }
     }
 }
@@ -1134,7 +1140,7 @@ fn write_out(sock: &mut TcpStream, out: &mut SendBuf) -> bool {
 
 /// Why [`read_into`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadStop {
+pub(super) enum ReadStop {
     WouldBlock,
     Eof,
     /// `buf` reached the cap; more may be waiting.

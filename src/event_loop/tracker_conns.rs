@@ -45,6 +45,8 @@ pub(super) struct AnnounceConn {
     connecting: bool,
     /// The last read stopped at its budget with bytes still waiting.
     more: bool,
+    /// `https://`: the TLS session over `sock` (`out` is its plaintext).
+    tls: Option<Box<super::tls::Tls>>,
 }
 
 /// An announce waiting for its tracker's address (the announce time-out
@@ -58,8 +60,8 @@ pub(super) struct Resolving {
 
 /// Where an announce goes once its host name is resolved.
 enum Target {
-    /// The request, ready to send.
-    Http(Vec<u8>, Event),
+    /// The request, ready to send; the TLS server name for `https://`.
+    Http(Vec<u8>, Event, Option<String>),
     Udp(UdpUrl, AnnounceParams),
 }
 
@@ -148,7 +150,11 @@ impl Session {
             TrackerUrl::Http(h) => (
                 h.host.clone(),
                 h.port,
-                Target::Http(build_announce_request(&h, &params), event),
+                Target::Http(
+                    build_announce_request(&h, &params),
+                    event,
+                    h.tls.then(|| h.host.clone()),
+                ),
             ),
         };
         match self.resolver.resolve(&host, port, now) {
@@ -208,11 +214,18 @@ impl Session {
             return Ok(());
         }
         let addrs = addrs.map_err(TrackerError::Io)?;
-        let (request, event) = match target {
+        let (request, event, tls_name) = match target {
             Target::Udp(u, params) => {
                 return self.start_udp_announce(tid, url, &u, &addrs, params, now);
             }
-            Target::Http(request, event) => (request, event),
+            Target::Http(request, event, tls_name) => (request, event, tls_name),
+        };
+        let tls = match tls_name {
+            Some(name) => {
+                let config = self.tls_config()?;
+                Some(Box::new(super::tls::Tls::new(config, &name)?))
+            }
+            None => None,
         };
         let addr = *addrs
             .first()
@@ -240,8 +253,20 @@ impl Session {
             started: now,
             connecting: true,
             more: false,
+            tls,
         }));
         Ok(())
+    }
+
+    /// The TLS set-up: the session's, or the system's CAs (loaded once,
+    /// on the first `https://` announce).
+    fn tls_config(&mut self) -> Result<std::sync::Arc<rustls::ClientConfig>, TrackerError> {
+        if let Some(c) = &self.opts.tls {
+            return Ok(c.clone());
+        }
+        let c = super::tls::client_config(&[]).map_err(TrackerError::Tls)?;
+        self.opts.tls = Some(c.clone());
+        Ok(c)
     }
 
     pub(super) fn announce_event(&mut self, token: usize, now: Instant) {
@@ -593,15 +618,24 @@ fn drive_announce(c: &mut AnnounceConn) -> Result<Option<Vec<u8>>, TrackerError>
             Err(e) => return Err(TrackerError::Io(format!("connect: {e}"))),
         }
     }
-    if !c.out.is_empty() && !write_out(&mut c.sock, &mut c.out) {
+    if let Some(tls) = &mut c.tls {
+        if !c.out.is_empty() {
+            tls.send(c.out.pending())?;
+            c.out = SendBuf::new();
+        }
+        tls.flush(&mut c.sock)?;
+    } else if !c.out.is_empty() && !write_out(&mut c.sock, &mut c.out) {
         return Err(TrackerError::Io("write failed".into()));
     }
     let mut buf = Vec::new();
     let mut total = 0;
     loop {
         buf.clear();
-        let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
-            .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
+        let stop = match &mut c.tls {
+            Some(tls) => tls.read(&mut c.sock, &mut buf, 64 * 1024)?,
+            None => read_into(&mut c.sock, &mut buf, 64 * 1024)
+                .map_err(|e| TrackerError::Io(format!("read: {e}")))?,
+        };
         total += buf.len();
         if !buf.is_empty()
             && let Some(body) = c.reader.feed(&buf)?
