@@ -316,6 +316,8 @@ pub struct Session {
     resolver: Resolver,
     /// Announces waiting for their tracker's address, by ticket.
     resolving: HashMap<crate::dns::Ticket, tracker_conns::Resolving>,
+    /// Tracker messages shown to the user already.
+    tracker_notes: warnings::TrackerNotes,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -427,6 +429,7 @@ impl Session {
                 waker.clone(),
             ),
             resolving: HashMap::new(),
+            tracker_notes: warnings::TrackerNotes::default(),
             handle: SessionHandle {
                 stop: Arc::new(AtomicBool::new(false)),
                 commands: Arc::new(Mutex::new(Vec::new())),

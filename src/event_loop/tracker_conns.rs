@@ -314,6 +314,31 @@ impl Session {
         result: Result<AnnounceResponse, TrackerError>,
         now: Instant,
     ) {
+        if !self.torrents.contains(tid) {
+            return;
+        }
+        // The tracker's own words reach the user once per (tracker,
+        // text), whatever the log level; repeats go to the debug log.
+        let said = match &result {
+            Ok(resp) => resp.warning.as_ref().map(|w| (w, "warns: ")),
+            Err(TrackerError::Failure(reason)) => Some((reason, "")),
+            Err(_) => None,
+        };
+        let told = said.is_some();
+        if let Some((text, how)) = said {
+            if self.tracker_notes.first_time(url, text) {
+                let shown = match &result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => text.clone(),
+                };
+                crate::errln!(
+                    "{}",
+                    crate::output::escape_controls(&format!("tracker {url}: {how}{shown}"))
+                );
+            } else {
+                debug!("tracker {url}: {how}{text} (again)");
+            }
+        }
         let Some(slot) = self.torrents.get_mut(tid) else {
             return;
         };
@@ -322,9 +347,6 @@ impl Session {
         };
         match result {
             Ok(resp) => {
-                if let Some(w) = &resp.warning {
-                    warn!("tracker {url} warns: {w}");
-                }
                 info!(
                     "tracker {url}: {} peers, next announce in {} s",
                     resp.peers.len(),
@@ -337,7 +359,9 @@ impl Session {
                 self.connect_more(now);
             }
             Err(e) => {
-                warn!("tracker {url}: {e}");
+                if !told {
+                    warn!("tracker {url}: {e}");
+                }
                 a.on_failure(now, url, &e);
             }
         }
