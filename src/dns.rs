@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const MAX_PENDING: usize = 64;
 /// Most answers kept.
 pub const CACHE_CAP: usize = 256;
+/// Most requests waiting for one pending name (a lookup that never
+/// returns would otherwise gather one per retry for ever).
+pub const MAX_WAITERS: usize = 256;
 /// How long a successful answer is used.
 pub const OK_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long a failed lookup is remembered (and not asked again).
@@ -101,6 +104,11 @@ impl Dns {
         }
         let ticket = Ticket(self.next);
         if let Some(waiting) = self.pending.get_mut(&key) {
+            if waiting.len() >= MAX_WAITERS {
+                return Step::Answer(Err(format!(
+                    "cannot resolve {host}: still waiting for an earlier lookup"
+                )));
+            }
             self.next += 1;
             waiting.push((ticket, port));
             return Step::Wait(ticket);
@@ -177,7 +185,11 @@ impl Dns {
     pub fn check_invariants(&self) {
         assert!(self.pending.len() <= MAX_PENDING);
         assert!(self.cache.len() <= CACHE_CAP);
-        assert!(self.pending.values().all(|w| !w.is_empty()));
+        assert!(
+            self.pending
+                .values()
+                .all(|w| !w.is_empty() && w.len() <= MAX_WAITERS)
+        );
     }
 }
 
@@ -308,6 +320,26 @@ mod tests {
             Step::Ask(..)
         ));
         d.check_invariants();
+    }
+
+    #[test]
+    fn a_name_that_never_answers_gathers_at_most_256_waiters() {
+        let mut d = Dns::new();
+        let now = Instant::now();
+        ask(&mut d, "hung.test", 1, now);
+        for _ in 1..MAX_WAITERS {
+            assert!(matches!(d.lookup("hung.test", 1, now), Step::Wait(_)));
+        }
+        match d.lookup("hung.test", 1, now) {
+            Step::Answer(Err(e)) => assert!(e.contains("still waiting"), "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        d.check_invariants();
+        assert_eq!(
+            d.on_answer("hung.test", Ok(vec![ip("192.0.2.9")]), now)
+                .len(),
+            MAX_WAITERS
+        );
     }
 
     #[test]

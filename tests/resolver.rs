@@ -205,3 +205,63 @@ fn a_slow_lookup_does_not_hold_another_torrents_announce_and_download() {
     assert_eq!(seen.names, vec![slow_name.to_string()]);
     drop(seeder);
 }
+
+#[test]
+fn an_announce_waiting_for_a_hung_lookup_times_out_and_the_next_tier_is_tried() {
+    let tmp = TempDir::new("resolver-hung");
+    let (_tracker, tport) = start_tracker(&tmp);
+    let by_ip = format!("http://127.0.0.1:{tport}/announce");
+    let (seed_dir, torrent) = seed_data(
+        &tmp,
+        &[("z.bin", 300_000)],
+        "z.bin",
+        std::slice::from_ref(&by_ip),
+        32 * 1024,
+    );
+    let (seeder, _) = start_seeder(&tmp, &seed_dir, &torrent, &["--verbose"]);
+    let answered = format!("tracker {by_ip}: 0 peers");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !seeder.log_text().contains(&answered) {
+        assert!(
+            Instant::now() < end,
+            "seeder did not announce:\n{}",
+            seeder.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The leecher's copy names a tracker whose lookup never comes back
+    // (in time) first, the working one in the second tier.
+    let hung = "hung.piecemeal.test";
+    let leech_torrent = make_torrent(
+        &seed_dir.join("z.bin"),
+        &tmp.join("hung.torrent"),
+        &[format!("http://{hung}:{tport}/announce"), by_ip],
+        32 * 1024,
+    );
+    let calls = Arc::new(Mutex::new(0usize));
+    let c = calls.clone();
+    let lookup = LookupFn(Arc::new(move |host: &str| {
+        assert_eq!(host, hung);
+        *c.lock().unwrap() += 1;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(vec![IpAddr::from([127, 0, 0, 1])])
+    }));
+    let out = tmp.join("out");
+    let mut o = piecemeal::client::ClientOptions::new(&leech_torrent, &out, true);
+    o.listen = "127.0.0.1:0".parse().unwrap();
+    o.bind_ip = Some(IpAddr::from([127, 0, 0, 1]));
+    o.lookup = Some(lookup);
+    let mut session = piecemeal::client::prepare(&o).unwrap();
+    let started = Instant::now();
+    let outcome = session.run().unwrap();
+    let took = started.elapsed();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_files(&seed_dir, &out, &[("z.bin", 300_000)]);
+    // The 15 s announce time-out ran while the name was pending.
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(40),
+        "took {took:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), 1);
+    drop(seeder);
+}

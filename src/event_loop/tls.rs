@@ -163,12 +163,14 @@ impl Tls {
 
     /// Read records (at most about `cap` bytes of them) and append the
     /// plaintext to `buf`. Handshake answers are written on the way.
+    /// Also gives the bytes read from the socket (records that carry no
+    /// plaintext count against a read budget too).
     pub fn read(
         &mut self,
         sock: &mut (impl Read + Write),
         buf: &mut Vec<u8>,
         cap: usize,
-    ) -> Result<ReadStop, TrackerError> {
+    ) -> Result<(ReadStop, usize), TrackerError> {
         let mut taken = 0;
         let stop = loop {
             if taken >= cap {
@@ -205,7 +207,7 @@ impl Tls {
             }
         };
         self.flush(sock)?;
-        Ok(stop)
+        Ok((stop, taken))
     }
 }
 

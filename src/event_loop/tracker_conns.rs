@@ -227,9 +227,11 @@ impl Session {
             }
             None => None,
         };
+        // With --bind, an address of the same family.
         let addr = *addrs
-            .first()
-            .ok_or_else(|| TrackerError::Io("no address".into()))?;
+            .iter()
+            .find(|a| self.opts.bind_ip.is_none_or(|b| b.is_ipv4() == a.is_ipv4()))
+            .ok_or_else(|| TrackerError::Io("no usable address".into()))?;
         let mut out = SendBuf::new();
         out.buf_mut().extend_from_slice(&request);
         let mut sock = connect_from(self.opts.bind_ip, addr)
@@ -656,11 +658,18 @@ fn drive_announce(c: &mut AnnounceConn) -> Result<Option<Vec<u8>>, TrackerError>
     loop {
         buf.clear();
         let stop = match &mut c.tls {
-            Some(tls) => tls.read(&mut c.sock, &mut buf, 64 * 1024)?,
-            None => read_into(&mut c.sock, &mut buf, 64 * 1024)
-                .map_err(|e| TrackerError::Io(format!("read: {e}")))?,
+            Some(tls) => {
+                let (stop, raw) = tls.read(&mut c.sock, &mut buf, 64 * 1024)?;
+                total += raw;
+                stop
+            }
+            None => {
+                let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
+                    .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
+                total += buf.len();
+                stop
+            }
         };
-        total += buf.len();
         if !buf.is_empty()
             && let Some(body) = c.reader.feed(&buf)?
         {
