@@ -252,4 +252,132 @@ mod tests {
         // Without extra files the system's (or the built-in) roots do.
         assert!(client_config(&[]).is_ok());
     }
+
+    /// A socket that hands over at most `chunk` bytes per read, then
+    /// `WouldBlock` when empty; takes all writes.
+    struct Pipe {
+        inbox: std::collections::VecDeque<u8>,
+        outbox: Vec<u8>,
+        chunk: usize,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.inbox.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.chunk).min(self.inbox.len());
+            for (i, b) in self.inbox.drain(..n).enumerate() {
+                buf[i] = b;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.outbox.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client config trusting a fresh CA, and a server for `names`
+    /// signed by it.
+    fn pair(names: &[&str]) -> (Arc<ClientConfig>, rustls::ServerConnection) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            Arc::new(client),
+            rustls::ServerConnection::new(Arc::new(server)).unwrap(),
+        )
+    }
+
+    /// Drive a request and its answer through `Tls` over a `Pipe` giving
+    /// `chunk` bytes per read: the plaintext the client got, or its error.
+    fn exchange(host: &str, names: &[&str], chunk: usize) -> Result<Vec<u8>, TrackerError> {
+        let (client, mut server) = pair(names);
+        let mut tls = Tls::new(client, host)?;
+        let request = b"GET /announce HTTP/1.1\r\n\r\n";
+        let answer = vec![b'x'; 40_000];
+        tls.send(request)?;
+        let mut pipe = Pipe {
+            inbox: Default::default(),
+            outbox: Vec::new(),
+            chunk,
+        };
+        let (mut got, mut asked, mut answered) = (Vec::new(), Vec::new(), false);
+        for _ in 0..200_000 {
+            tls.flush(&mut pipe)?;
+            let mut from_client = &pipe.outbox[..];
+            while !from_client.is_empty() {
+                server.read_tls(&mut from_client).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            pipe.outbox.clear();
+            let _ = server.reader().read_to_end(&mut asked);
+            if asked == request && !answered {
+                server.writer().write_all(&answer).unwrap();
+                answered = true;
+            }
+            let mut to_client = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut to_client).unwrap();
+            }
+            pipe.inbox.extend(to_client);
+            let (stop, _) = tls.read(&mut pipe, &mut got, 1 << 20)?;
+            assert_ne!(stop, ReadStop::Cap);
+            if got.len() == answer.len() {
+                assert_eq!(got, answer);
+                return Ok(got);
+            }
+        }
+        panic!("no answer: {} of {} bytes", got.len(), answer.len());
+    }
+
+    #[test]
+    fn a_tls_exchange_completes_whole_or_one_byte_at_a_time() {
+        for chunk in [1, 7, 1 << 16] {
+            exchange("tracker.test", &["tracker.test"], chunk).unwrap();
+        }
+        exchange("127.0.0.1", &["127.0.0.1"], 1 << 16).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_fails_in_the_handshake() {
+        match exchange("tracker.test", &["other.test"], 1 << 16) {
+            Err(TrackerError::Tls(e)) => assert_eq!(
+                e,
+                "certificate not valid for name \"tracker.test\" (it is for other.test)"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }
