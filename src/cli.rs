@@ -123,6 +123,10 @@ pub struct Common {
     /// Also run the built-in tracker on this port, in the same loop.
     #[arg(long, value_name = "PORT")]
     pub tracker_port: Option<u16>,
+    /// Trust the CA certificates in this PEM file too, for https://
+    /// trackers (a private tracker's own CA). Repeatable.
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub ca_files: Vec<PathBuf>,
     /// Print one JSON object per second on stdout, and a last one at the
     /// end, instead of the status line (fields: see the README).
     #[arg(long)]
@@ -200,6 +204,10 @@ pub enum Command {
         /// Local address to send from [default: any].
         #[arg(long, value_name = "ADDR")]
         bind: Option<IpAddr>,
+        /// Trust the CA certificates in this PEM file too, for https://
+        /// trackers. Repeatable.
+        #[arg(long = "ca-file", value_name = "PATH")]
+        ca_files: Vec<PathBuf>,
     },
     /// Run a tracker: HTTP on TCP and BEP 15 on UDP, both on one port.
     Tracker {

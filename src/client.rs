@@ -62,6 +62,11 @@ pub struct ClientOptions {
     pub seed_time: Option<Duration>,
     pub progress: crate::progress::ProgressMode,
     pub config: Config,
+    /// How tracker host names are resolved (None: the system resolver).
+    pub lookup: Option<crate::event_loop::LookupFn>,
+    /// CA certificates (PEM files) trusted for `https://` trackers besides
+    /// the system's (`--ca-file`).
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl ClientOptions {
@@ -89,6 +94,8 @@ impl ClientOptions {
             seed_time: None,
             progress: crate::progress::ProgressMode::Off,
             config: Config::default(),
+            lookup: None,
+            ca_files: Vec::new(),
         }
     }
 }
@@ -480,6 +487,15 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         let ip = opts.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         (SocketAddr::new(ip, port), ServerConfig::default())
     });
+    // A bad --ca-file is an error now, not at the first https:// announce.
+    let tls = if opts.ca_files.is_empty() {
+        None
+    } else {
+        Some(
+            crate::event_loop::tls_client_config(&opts.ca_files)
+                .map_err(|e| Error::Input(format!("--ca-file {e}")))?,
+        )
+    };
     let sopts = SessionOptions {
         listen: None,
         bind_ip: opts.bind_ip,
@@ -487,6 +503,8 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         progress: opts.progress,
         limits: opts.config.clone(),
         keep_running: opts.watch.is_some(),
+        lookup: opts.lookup.clone(),
+        tls,
     };
     let mut session = Session::with_listeners(sopts, listeners)
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;

@@ -99,6 +99,7 @@ fn client_options(
         .map_err(Error::Input)?;
     o.no_tracker = c.no_tracker;
     o.tracker_port = c.tracker_port;
+    o.ca_files = c.ca_files.clone();
     o.seed_ratio = c.seed_ratio;
     o.seed_time = c.seed_time.map(Duration::from_secs);
     o.progress = if log.machine {
@@ -378,6 +379,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             torrent,
             timeout,
             bind,
+            ca_files,
         }) => {
             let m = client::load_torrent(&torrent)?;
             let urls: Vec<String> = m.tracker_tiers().into_iter().flatten().collect();
@@ -392,7 +394,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 m.info_hash,
                 bind,
                 std::time::Duration::from_secs(timeout),
-            );
+                &ca_files,
+            )
+            .map_err(Error::Input)?;
             let mut answered = 0;
             for (url, r) in results {
                 match r {

@@ -90,9 +90,70 @@ pub struct Warnings {
     pub more_unreachable: usize,
     /// Every tracker failed in its last round: how many trackers there are.
     pub trackers_failing: Option<usize>,
+    /// Why the last of them failed (empty when unknown).
+    pub last_tracker_error: Note,
     /// For a while now, no connected peer has had a piece we still need
     /// (the only seeder left, or nobody is there).
     pub stalled: bool,
+}
+
+/// A short text that keeps [`Warnings`] `Copy`: at most [`Note::CAP`]
+/// bytes, cut at a character boundary (with `…`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Note {
+    len: u8,
+    buf: [u8; Note::CAP],
+}
+
+impl Note {
+    pub const CAP: usize = 96;
+
+    pub fn new(s: &str) -> Note {
+        let mut n = Note::default();
+        let mut end = s.len();
+        if end > Note::CAP {
+            // Room for the ellipsis (3 bytes).
+            end = Note::CAP - 3;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+        }
+        let text = s.get(..end).unwrap_or_default().as_bytes();
+        let ell = if end < s.len() { "…".as_bytes() } else { &[] };
+        let mut len = 0;
+        for &b in text.iter().chain(ell) {
+            if let Some(slot) = n.buf.get_mut(len) {
+                *slot = b;
+                len += 1;
+            }
+        }
+        n.len = len as u8;
+        n
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.buf.get(..usize::from(self.len)).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for Note {
+    fn default() -> Note {
+        Note {
+            len: 0,
+            buf: [0; Note::CAP],
+        }
+    }
+}
+
+impl std::fmt::Debug for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// The kinds of warning, for logging each kind once.
@@ -127,14 +188,16 @@ impl Warnings {
             out.push((0, m));
         }
         if let Some(n) = self.trackers_failing {
-            out.push((
-                1,
-                if n == 1 {
-                    "the tracker fails (see the log); retrying".to_string()
-                } else {
-                    format!("all {n} trackers fail (see the log); retrying")
-                },
-            ));
+            let mut m = if n == 1 {
+                "tracker failing".to_string()
+            } else {
+                format!("trackers: all {n} failing")
+            };
+            if !self.last_tracker_error.is_empty() {
+                let _ = write!(m, " (last: {})", self.last_tracker_error.as_str());
+            }
+            m.push_str("; retrying");
+            out.push((1, m));
         }
         if self.no_peer_source && downloading {
             out.push((

@@ -494,7 +494,7 @@ fn waiting_for_a_peer_that_refuses_or_a_tracker_that_fails_is_shown() {
         "tracker",
         &["download", &t, "-o", o, "--port", "0", "--json"],
     );
-    dl.wait_line("the tracker fails", 10);
+    dl.wait_line("tracker failing (last: ", 10);
     assert_eq!(dl.stop(), Some(3));
     assert!(!dl.log_text().contains("os error"), "{}", dl.log_text());
 }

@@ -19,14 +19,18 @@
 
 mod net;
 mod peer_conns;
+mod resolver;
 mod scrape;
 mod slot;
+mod tls;
 mod tracker_conns;
 mod udp;
 mod warnings;
 
 pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
+pub use resolver::{Lookup, LookupFn, Resolver};
 pub use scrape::scrape_trackers;
+pub use tls::{client_config as tls_client_config, tls_error_text};
 
 use crate::config::Config;
 use crate::peer::PeerError;
@@ -96,6 +100,12 @@ pub struct SessionOptions {
     /// Keep running when every torrent has finished (or none is left):
     /// for sessions that take torrents at run time.
     pub keep_running: bool,
+    /// How the resolver thread turns host names into addresses (None:
+    /// the system resolver).
+    pub lookup: Option<LookupFn>,
+    /// TLS for `https://` trackers (None: the system's CAs, set up on
+    /// first use; see [`tls_client_config`] for `--ca-file`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for SessionOptions {
@@ -107,6 +117,8 @@ impl Default for SessionOptions {
             progress: crate::progress::ProgressMode::Off,
             limits: Config::default(),
             keep_running: false,
+            lookup: None,
+            tls: None,
         }
     }
 }
@@ -311,6 +323,13 @@ pub struct Session {
     /// UDP trackers: the client (its socket bound on first use) and the
     /// built-in tracker's BEP 15 side.
     udp: udp::UdpState,
+    /// Host names to addresses, off the loop (its thread wakes the poll
+    /// through the session's waker).
+    resolver: Resolver,
+    /// Announces waiting for their tracker's address, by ticket.
+    resolving: HashMap<crate::dns::Ticket, tracker_conns::Resolving>,
+    /// Tracker messages shown to the user already.
+    tracker_notes: warnings::TrackerNotes,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -418,6 +437,12 @@ impl Session {
             down: TokenBucket::new(opts.limits.download_limit, now),
             up_limit: opts.limits.upload_limit.filter(|&r| r > 0),
             close: Vec::new(),
+            resolver: Resolver::new(
+                opts.lookup.clone().unwrap_or_else(LookupFn::system),
+                waker.clone(),
+            ),
+            resolving: HashMap::new(),
+            tracker_notes: warnings::TrackerNotes::default(),
             handle: SessionHandle {
                 stop: Arc::new(AtomicBool::new(false)),
                 commands: Arc::new(Mutex::new(Vec::new())),
@@ -538,7 +563,9 @@ impl Session {
             let now = Instant::now();
             for ev in events.iter() {
                 if ev.token() == WAKER {
+                    // Commands from the handle, answers from the resolver.
                     self.run_commands(now);
+                    self.resolved(now);
                     continue;
                 }
                 self.on_event(
@@ -594,7 +621,7 @@ impl Session {
             Conn::Peer { connecting, .. } => *connecting,
             _ => true,
         });
-        if busy_conns || self.accept_paused_until.is_some() {
+        if busy_conns || self.accept_paused_until.is_some() || !self.resolving.is_empty() {
             at = at.min(tick);
         }
         for (_, s) in &self.torrents {
@@ -779,7 +806,9 @@ impl Session {
                 self.close_conn(tok, &PeerError::Shutdown);
             }
         }
-        for url in self.udp_forget(id) {
+        let mut urls = self.udp_forget(id);
+        urls.extend(self.resolving_forget(id));
+        for url in urls {
             if let Some(an) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut()) {
                 an.abandon(&url);
             }
@@ -1031,6 +1060,7 @@ impl Session {
         let mut rebalance = false;
         for id in done_removing {
             self.udp_forget(id);
+            self.resolving_forget(id);
             if let Some(s) = self.torrents.try_remove(id) {
                 info!("torrent {}: removed", hex_short(&s.t.info_hash));
                 if let Err(e) = s.disk.sync() {
@@ -1138,7 +1168,7 @@ fn write_out(sock: &mut TcpStream, out: &mut SendBuf) -> bool {
 
 /// Why [`read_into`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadStop {
+pub(super) enum ReadStop {
     WouldBlock,
     Eof,
     /// `buf` reached the cap; more may be waiting.

@@ -2,9 +2,11 @@
 //! `udp.rs`) and, when the built-in tracker runs, its incoming HTTP
 //! connections.
 
+use super::Lookup;
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
+use crate::dns::{Answer, Ticket};
 use crate::tracker::{
-    AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl,
+    AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl, UdpUrl,
     build_announce_request, parse_announce_body, parse_tracker_url,
 };
 use crate::tracker::{HeadStatus, frame_request};
@@ -14,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::collections::HashSet;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Give up on an announce after this long.
@@ -43,6 +45,24 @@ pub(super) struct AnnounceConn {
     connecting: bool,
     /// The last read stopped at its budget with bytes still waiting.
     more: bool,
+    /// `https://`: the TLS session over `sock` (`out` is its plaintext).
+    tls: Option<Box<super::tls::Tls>>,
+}
+
+/// An announce waiting for its tracker's address (the announce time-out
+/// runs from `started`).
+pub(super) struct Resolving {
+    tid: usize,
+    url: String,
+    target: Target,
+    started: Instant,
+}
+
+/// Where an announce goes once its host name is resolved.
+enum Target {
+    /// The request, ready to send; the TLS server name for `https://`.
+    Http(Vec<u8>, Event, Option<String>),
+    Udp(UdpUrl, AnnounceParams),
 }
 
 /// One client of the built-in tracker.
@@ -67,6 +87,7 @@ impl Session {
             })
             .collect();
         busy.extend(self.udp.busy());
+        busy.extend(self.resolving.values().map(|r| r.tid));
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         for id in ids {
             if busy.contains(&id) {
@@ -124,20 +145,95 @@ impl Session {
                 .as_ref()
                 .and_then(|a| a.tracker_id().map(|t| t.to_vec())),
         };
-        let parsed = match parsed {
-            TrackerUrl::Udp(u) => return self.start_udp_announce(tid, url, &u, params, now),
-            TrackerUrl::Http(h) => h,
+        let (host, port, target) = match parsed {
+            TrackerUrl::Udp(u) => (u.host.clone(), u.port, Target::Udp(u, params)),
+            TrackerUrl::Http(h) => (
+                h.host.clone(),
+                h.port,
+                Target::Http(
+                    build_announce_request(&h, &params),
+                    event,
+                    h.tls.then(|| h.host.clone()),
+                ),
+            ),
         };
-        // Resolution is blocking; tracker hosts are usually IP literals or in
-        // /etc/hosts here, and it happens once per announce (minutes apart).
-        let addr = (parsed.host.as_str(), parsed.port)
-            .to_socket_addrs()
-            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
-            .next()
-            .ok_or_else(|| TrackerError::Io(format!("no address for {}", parsed.host)))?;
+        match self.resolver.resolve(&host, port, now) {
+            Lookup::Ready(addrs) => self.announce_to(tid, url, target, addrs, now),
+            Lookup::Pending(ticket) => {
+                debug!("announce to {url} waits for {host} to resolve");
+                self.resolving.insert(
+                    ticket,
+                    Resolving {
+                        tid,
+                        url: url.to_string(),
+                        target,
+                        started: now,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers from the resolver: the announces that waited for them go
+    /// on (or fail, as any announce does).
+    pub(super) fn resolved(&mut self, now: Instant) {
+        for (ticket, addrs) in self.resolver.drain(now) {
+            let Some(r) = self.resolving.remove(&ticket) else {
+                continue;
+            };
+            if let Err(e) = self.announce_to(r.tid, &r.url, r.target, addrs, now) {
+                self.on_announce_response(r.tid, &r.url, Err(e), now);
+            }
+        }
+    }
+
+    /// Forget the announces of torrent `tid` that wait for an address;
+    /// their URLs, for the announcer.
+    pub(super) fn resolving_forget(&mut self, tid: usize) -> Vec<String> {
+        let mut urls = Vec::new();
+        self.resolving.retain(|_, r| {
+            if r.tid == tid {
+                urls.push(std::mem::take(&mut r.url));
+            }
+            r.tid != tid
+        });
+        urls
+    }
+
+    /// Send an announce to its tracker, now that its addresses are known.
+    fn announce_to(
+        &mut self,
+        tid: usize,
+        url: &str,
+        target: Target,
+        addrs: Answer,
+        now: Instant,
+    ) -> Result<(), TrackerError> {
+        if !self.torrents.contains(tid) {
+            return Ok(());
+        }
+        let addrs = addrs.map_err(TrackerError::Io)?;
+        let (request, event, tls_name) = match target {
+            Target::Udp(u, params) => {
+                return self.start_udp_announce(tid, url, &u, &addrs, params, now);
+            }
+            Target::Http(request, event, tls_name) => (request, event, tls_name),
+        };
+        let tls = match tls_name {
+            Some(name) => {
+                let config = self.tls_config()?;
+                Some(Box::new(super::tls::Tls::new(config, &name)?))
+            }
+            None => None,
+        };
+        // With --bind, an address of the same family.
+        let addr = *addrs
+            .iter()
+            .find(|a| self.opts.bind_ip.is_none_or(|b| b.is_ipv4() == a.is_ipv4()))
+            .ok_or_else(|| TrackerError::Io("no usable address".into()))?;
         let mut out = SendBuf::new();
-        out.buf_mut()
-            .extend_from_slice(&build_announce_request(&parsed, &params));
+        out.buf_mut().extend_from_slice(&request);
         let mut sock = connect_from(self.opts.bind_ip, addr)
             .map_err(|e| TrackerError::Io(format!("connect {addr}: {e}")))?;
         let entry = self.conns.vacant_entry();
@@ -159,8 +255,20 @@ impl Session {
             started: now,
             connecting: true,
             more: false,
+            tls,
         }));
         Ok(())
+    }
+
+    /// The TLS set-up: the session's, or the system's CAs (loaded once,
+    /// on the first `https://` announce).
+    fn tls_config(&mut self) -> Result<std::sync::Arc<rustls::ClientConfig>, TrackerError> {
+        if let Some(c) = &self.opts.tls {
+            return Ok(c.clone());
+        }
+        let c = super::tls::client_config(&[]).map_err(TrackerError::Tls)?;
+        self.opts.tls = Some(c.clone());
+        Ok(c)
     }
 
     pub(super) fn announce_event(&mut self, token: usize, now: Instant) {
@@ -208,6 +316,31 @@ impl Session {
         result: Result<AnnounceResponse, TrackerError>,
         now: Instant,
     ) {
+        if !self.torrents.contains(tid) {
+            return;
+        }
+        // The tracker's own words reach the user once per (tracker,
+        // text), whatever the log level; repeats go to the debug log.
+        let said = match &result {
+            Ok(resp) => resp.warning.as_ref().map(|w| (w, "warns: ")),
+            Err(TrackerError::Failure(reason)) => Some((reason, "")),
+            Err(_) => None,
+        };
+        let told = said.is_some();
+        if let Some((text, how)) = said {
+            if self.tracker_notes.first_time(url, text) {
+                let shown = match &result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => text.clone(),
+                };
+                crate::errln!(
+                    "{}",
+                    crate::output::escape_controls(&format!("tracker {url}: {how}{shown}"))
+                );
+            } else {
+                debug!("tracker {url}: {how}{text} (again)");
+            }
+        }
         let Some(slot) = self.torrents.get_mut(tid) else {
             return;
         };
@@ -216,9 +349,6 @@ impl Session {
         };
         match result {
             Ok(resp) => {
-                if let Some(w) = &resp.warning {
-                    warn!("tracker {url} warns: {w}");
-                }
                 info!(
                     "tracker {url}: {} peers, next announce in {} s",
                     resp.peers.len(),
@@ -231,7 +361,9 @@ impl Session {
                 self.connect_more(now);
             }
             Err(e) => {
-                warn!("tracker {url}: {e}");
+                if !told {
+                    warn!("tracker {url}: {e}");
+                }
                 a.on_failure(now, url, &e);
             }
         }
@@ -397,6 +529,23 @@ impl Session {
                 _ => {}
             }
         }
+        let late: Vec<Ticket> = self
+            .resolving
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.started) > ANNOUNCE_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(r) = self.resolving.remove(&t)
+                && let Some(a) = self
+                    .torrents
+                    .get_mut(r.tid)
+                    .and_then(|s| s.announcer.as_mut())
+            {
+                warn!("tracker {}: no address in {ANNOUNCE_TIMEOUT:?}", r.url);
+                a.on_failure(now, &r.url, &TrackerError::Timeout);
+            }
+        }
         for (tok, who) in expired {
             let _ = self.close_silently(tok);
             if let Some((tid, url)) = who
@@ -428,6 +577,7 @@ impl Session {
             let _ = self.close_silently(tok);
         }
         self.udp_forget_all();
+        self.resolving.clear();
         let now = Instant::now();
         let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
         let mut any = false;
@@ -451,6 +601,7 @@ impl Session {
         let mut events = mio::Events::with_capacity(16);
         while Instant::now() < deadline
             && (!self.udp.pending.is_empty()
+                || !self.resolving.is_empty()
                 || self
                     .conns
                     .iter()
@@ -466,6 +617,10 @@ impl Session {
             let now = Instant::now();
             let toks: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for tok in toks {
+                if Token(tok) == super::WAKER {
+                    self.resolved(now);
+                    continue;
+                }
                 match self.conns.get(tok) {
                     Some(Conn::Announce(_)) => self.announce_event(tok, now),
                     Some(Conn::Udp(_)) => self.udp_readable(tok, now),
@@ -489,16 +644,32 @@ fn drive_announce(c: &mut AnnounceConn) -> Result<Option<Vec<u8>>, TrackerError>
             Err(e) => return Err(TrackerError::Io(format!("connect: {e}"))),
         }
     }
-    if !c.out.is_empty() && !write_out(&mut c.sock, &mut c.out) {
+    if let Some(tls) = &mut c.tls {
+        if !c.out.is_empty() {
+            tls.send(c.out.pending())?;
+            c.out = SendBuf::new();
+        }
+        tls.flush(&mut c.sock)?;
+    } else if !c.out.is_empty() && !write_out(&mut c.sock, &mut c.out) {
         return Err(TrackerError::Io("write failed".into()));
     }
     let mut buf = Vec::new();
     let mut total = 0;
     loop {
         buf.clear();
-        let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
-            .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
-        total += buf.len();
+        let stop = match &mut c.tls {
+            Some(tls) => {
+                let (stop, raw) = tls.read(&mut c.sock, &mut buf, 64 * 1024)?;
+                total += raw;
+                stop
+            }
+            None => {
+                let stop = read_into(&mut c.sock, &mut buf, 64 * 1024)
+                    .map_err(|e| TrackerError::Io(format!("read: {e}")))?;
+                total += buf.len();
+                stop
+            }
+        };
         if !buf.is_empty()
             && let Some(body) = c.reader.feed(&buf)?
         {

@@ -19,7 +19,7 @@ use crate::tracker::{
 use log::{debug, trace};
 use mio::{Interest, Token};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Most datagrams read from the client socket per turn.
@@ -109,22 +109,22 @@ impl Session {
         Ok(token)
     }
 
-    /// Start a UDP announce for torrent `tid` (host names resolved here,
-    /// blocking, as for HTTP).
+    /// Start a UDP announce for torrent `tid` to the first of `addrs` (the
+    /// tracker's, resolved) the socket can reach.
     pub(super) fn start_udp_announce(
         &mut self,
         tid: usize,
         url: &str,
         parsed: &UdpUrl,
+        addrs: &[SocketAddr],
         params: AnnounceParams,
         now: Instant,
     ) -> Result<(), TrackerError> {
         self.udp_socket()
             .map_err(|e| TrackerError::Io(format!("UDP socket: {e}")))?;
         let v6 = self.udp.v6;
-        let addr = (parsed.host.as_str(), parsed.port)
-            .to_socket_addrs()
-            .map_err(|e| TrackerError::Io(format!("cannot resolve {}: {e}", parsed.host)))?
+        let addr = *addrs
+            .iter()
             .find(|a| v6 || a.is_ipv4())
             .ok_or_else(|| TrackerError::Io(format!("no usable address for {}", parsed.host)))?;
         let others = self

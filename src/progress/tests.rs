@@ -286,15 +286,15 @@ fn warnings_say_why_nothing_happens() {
         trackers_failing: Some(1),
         ..Warnings::default()
     };
-    assert!(one.messages(false, 0)[0].1.starts_with("the tracker fails"));
+    assert_eq!(one.messages(false, 0)[0].1, "tracker failing; retrying");
     let three = Warnings {
         trackers_failing: Some(3),
+        last_tracker_error: Note::new("certificate expired"),
         ..Warnings::default()
     };
-    assert!(
-        three.messages(true, 0)[0]
-            .1
-            .starts_with("all 3 trackers fail")
+    assert_eq!(
+        three.messages(true, 0)[0].1,
+        "trackers: all 3 failing (last: certificate expired); retrying"
     );
     let alone = Warnings {
         no_peer_source: true,
@@ -334,6 +334,19 @@ fn warnings_say_why_nothing_happens() {
     assert!(flowing.messages(true, 2).is_empty());
     assert!(flowing.messages(false, 2).is_empty());
     assert_eq!(flowing.messages(false, 0).len(), 2);
+}
+
+#[test]
+fn a_note_keeps_short_text_and_cuts_long_text_at_a_character() {
+    assert_eq!(Note::new("go away").as_str(), "go away");
+    assert!(Note::default().is_empty());
+    let long = "é".repeat(100);
+    let n = Note::new(&long);
+    assert!(n.as_str().len() <= Note::CAP, "{}", n.as_str().len());
+    assert!(n.as_str().ends_with('…'));
+    assert!(n.as_str().starts_with("ééé"));
+    let exact = "x".repeat(Note::CAP);
+    assert_eq!(Note::new(&exact).as_str(), exact);
 }
 
 #[test]

@@ -70,6 +70,8 @@ pub struct Announcer {
     /// The `stopped` announce has been answered, failed, or is not needed.
     stop_done: bool,
     tracker_id: Option<Vec<u8>>,
+    /// Why the last announce failed (cleared by a success).
+    last_error: Option<String>,
     /// xorshift state for back-off jitter; 0 = no jitter.
     rng: u64,
 }
@@ -104,6 +106,7 @@ impl Announcer {
             stop_sent: false,
             stop_done: false,
             tracker_id: None,
+            last_error: None,
             rng: 0,
         }
     }
@@ -215,6 +218,7 @@ impl Announcer {
         }
         self.cursor = (0, 0);
         self.failed_rounds = 0;
+        self.last_error = None;
         self.last_success = Some(now);
         self.min_interval = resp.min_interval.map(|s| Duration::from_secs(s.into()));
         let wait = resp.interval.max(resp.min_interval.unwrap_or(0));
@@ -230,6 +234,7 @@ impl Announcer {
             return;
         };
         log::debug!("announce to {url} failed: {err}");
+        self.last_error = Some(err.to_string());
         if done.event == Event::Stopped {
             self.stop_done = true;
             return;
@@ -248,6 +253,11 @@ impl Announcer {
             log::info!("no tracker answered; backing off for {} s", delay.as_secs());
             self.next_at = now + delay;
         }
+    }
+
+    /// Why the last announce failed, unless one succeeded since.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// Rounds in a row in which every tracker failed (0: the last round

@@ -257,3 +257,20 @@ fn no_trackers_means_nothing_to_do() {
     a.stop();
     assert!(a.is_finished());
 }
+
+#[test]
+fn the_last_error_is_kept_until_a_success() {
+    let t0 = Instant::now();
+    let mut a = Announcer::new(tiers(&[&["http://a/"], &["http://b/"]]), t0);
+    assert_eq!(a.last_error(), None);
+    let (url, _) = a.poll_announce(t0).unwrap();
+    a.on_failure(t0, &url, &TrackerError::Failure("go away".into()));
+    assert_eq!(a.last_error(), Some("tracker failure: go away"));
+    let (url, _) = a.poll_announce(t0).unwrap();
+    a.on_failure(t0, &url, &TrackerError::Timeout);
+    assert_eq!(a.last_error(), Some("tracker timed out"));
+    assert_eq!(a.failed_rounds(), 1);
+    let (url, _) = a.poll_announce(t0 + secs(3600)).unwrap();
+    a.on_success(t0 + secs(3600), &url, &ok(60));
+    assert_eq!(a.last_error(), None);
+}

@@ -36,13 +36,16 @@ impl Event {
     }
 }
 
-/// A parsed `http://` announce URL.
+/// A parsed `http://` or `https://` announce URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: the request goes over TLS (the shell's business; the
+    /// request bytes are the same).
+    pub tls: bool,
     /// Host name or IP literal; an IPv6 literal is stored without brackets
     /// (`::1`), ready for `str::parse::<IpAddr>` or a resolver.
     pub host: String,
-    /// Port, 80 when the URL names none.
+    /// Port, 80 (443 for `https://`) when the URL names none.
     pub port: u16,
     /// Path starting with `/`, including any existing `?query`; never
     /// contains spaces or control characters.
@@ -65,8 +68,8 @@ fn bad_url(msg: &str) -> TrackerError {
     TrackerError::BadUrl(msg.to_string())
 }
 
-/// Parse an announce URL. Only `http://` is supported: `https://` and
-/// `udp://` give [`TrackerError::Unsupported`]. The port defaults to 80; an
+/// Parse an `http://` or `https://` announce URL; other schemes give
+/// [`TrackerError::Unsupported`]. The port defaults to 80 (443); an
 /// IPv6 literal is written `[::1]:6969`. A `#fragment` is dropped, non-ASCII
 /// path bytes are %-encoded, and user info (`user@host`) is refused.
 pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
@@ -75,7 +78,8 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
         return Err(bad_url("no scheme"));
     };
     let scheme = &s[..colon];
-    if !scheme.eq_ignore_ascii_case("http") {
+    let tls = scheme.eq_ignore_ascii_case("https");
+    if !tls && !scheme.eq_ignore_ascii_case("http") {
         return Err(TrackerError::Unsupported(format!(
             "tracker scheme {}",
             printable(scheme.as_bytes(), 16)
@@ -88,7 +92,7 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
     if authority.contains('@') {
         return Err(bad_url("user info in URL"));
     }
-    let (host, port) = split_host_port(authority)?;
+    let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })?;
 
     let mut path = String::with_capacity(path_and_query.len() + 1);
     if !path_and_query.starts_with('/') {
@@ -103,7 +107,12 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, TrackerError> {
             path.push(char::from(b));
         }
     }
-    Ok(HttpUrl { host, port, path })
+    Ok(HttpUrl {
+        tls,
+        host,
+        port,
+        path,
+    })
 }
 
 /// A parsed `udp://` announce URL (BEP 15). Its path (BEP 41 URL data)
@@ -125,7 +134,7 @@ pub enum TrackerUrl {
 
 /// Parse an announce URL of any scheme we speak: `http://` (see
 /// [`parse_http_url`]) or `udp://host:port[/path]` (BEP 15; the port is
-/// required). `https://` gives [`TrackerError::Unsupported`].
+/// required); `https://` is an [`HttpUrl`] with `tls` set.
 pub fn parse_tracker_url(s: &str) -> Result<TrackerUrl, TrackerError> {
     let t = s.trim();
     let scheme = t.split_once("://").map(|(s, _)| s).unwrap_or("");
@@ -146,11 +155,11 @@ pub fn parse_tracker_url(s: &str) -> Result<TrackerUrl, TrackerError> {
     if !has_port {
         return Err(bad_url("a udp tracker URL needs a port"));
     }
-    let (host, port) = split_host_port(authority)?;
+    let (host, port) = split_host_port(authority, 80)?;
     Ok(TrackerUrl::Udp(UdpUrl { host, port }))
 }
 
-fn split_host_port(authority: &str) -> Result<(String, u16), TrackerError> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), TrackerError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let close = rest.find(']').ok_or_else(|| bad_url("unclosed '['"))?;
         let literal = &rest[..close];
@@ -181,7 +190,7 @@ fn split_host_port(authority: &str) -> Result<(String, u16), TrackerError> {
         (host.to_ascii_lowercase(), port)
     };
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(port) if port != 0 && p.bytes().all(|b| b.is_ascii_digit()) => port,
             _ => return Err(bad_url("bad port")),
@@ -278,6 +287,7 @@ pub fn scrape_url(announce: &HttpUrl) -> Option<HttpUrl> {
         new.push_str(q);
     }
     Some(HttpUrl {
+        tls: announce.tls,
         host: announce.host.clone(),
         port: announce.port,
         path: new,

@@ -3,6 +3,7 @@ use crate::bencode::Writer;
 
 fn url(host: &str, port: u16, path: &str) -> HttpUrl {
     HttpUrl {
+        tls: false,
         host: host.into(),
         port,
         path: path.into(),
@@ -42,7 +43,7 @@ fn parses_ipv6_literals() {
 fn rejects_other_schemes_as_unsupported() {
     for s in [
         "udp://tracker.example:80/announce",
-        "https://t.example/announce",
+        "ftp://t.example/announce",
     ] {
         assert!(
             matches!(parse_http_url(s), Err(TrackerError::Unsupported(_))),
@@ -408,9 +409,30 @@ fn tracker_urls_are_routed_by_scheme() {
         Ok(TrackerUrl::Http(HttpUrl { port: 8, .. }))
     ));
     assert!(matches!(
-        parse_tracker_url("https://h/announce"),
+        parse_tracker_url("ftp://h/announce"),
         Err(TrackerError::Unsupported(_))
     ));
+}
+
+#[test]
+fn https_urls_default_to_port_443_and_keep_tls_for_scrape() {
+    let Ok(TrackerUrl::Http(u)) = parse_tracker_url("HTTPS://T.example/announce?x=1") else {
+        panic!("https is an HTTP URL with tls");
+    };
+    assert_eq!(
+        u,
+        HttpUrl {
+            tls: true,
+            ..url("t.example", 443, "/announce?x=1")
+        }
+    );
+    let u = parse_http_url("https://t.example:8443/a/announce").unwrap();
+    assert_eq!((u.tls, u.port), (true, 8443));
+    let s = scrape_url(&u).unwrap();
+    assert_eq!((s.tls, s.port, s.path.as_str()), (true, 8443, "/a/scrape"));
+    // Plain http stays plain, on port 80.
+    let u = parse_http_url("http://t.example/announce").unwrap();
+    assert_eq!((u.tls, u.port), (false, 80));
 }
 
 #[test]

@@ -89,6 +89,10 @@ pub enum TrackerError {
     Io(String),
     /// The shell gave up waiting for the tracker.
     Timeout,
+    /// The TLS session failed (`https://`): a certificate that is not
+    /// valid for the name, expired or from an unknown issuer, or a
+    /// handshake error. The text is one line.
+    Tls(String),
 }
 
 impl fmt::Display for TrackerError {
@@ -104,6 +108,7 @@ impl fmt::Display for TrackerError {
             TrackerError::BadResponse(s) => write!(f, "bad tracker response: {s}"),
             TrackerError::Io(s) => write!(f, "tracker I/O error: {s}"),
             TrackerError::Timeout => f.write_str("tracker timed out"),
+            TrackerError::Tls(s) => f.write_str(s),
         }
     }
 }
