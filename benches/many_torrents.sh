@@ -79,9 +79,10 @@ status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 RESULTS="$W/results.txt"
 : > "$RESULTS"
 
-# measure NAME RUN PID READY_SECONDS: the idle window, then one result line.
+# measure NAME RUN PID READY_SECONDS [NOTE]: the idle window, then one
+# result line.
 measure() {
-  local name=$1 run=$2 pid=$3 ready=$4
+  local name=$1 run=$2 pid=$3 ready=$4 note=${5:-}
   sleep "$SETTLE"
   local trace="$W/strace-$name-$run.txt"
   local c0 c1
@@ -101,7 +102,7 @@ measure() {
   printf '%-12s run %d: ready %6.2f s, peak RSS %6.1f MiB, RSS %6.1f MiB, %7.1f wake-ups/min, %6.3f CPU s/min, %s thread(s); wake-up calls:' \
     "$name" "$run" "$ready" "$(echo "$hwm / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$wpm" "$cpm" "$threads"
   awk -v re="$WAKE_RE" '$NF ~ re && $4 ~ /^[0-9]+$/ {printf " %s %s", $NF, $4}' "$trace"
-  echo
+  echo "${note:+; $note}"
   echo "$name $ready $hwm $rss $wpm $cpm" >> "$RESULTS"
 }
 
@@ -184,6 +185,7 @@ EOF
     for t in "${TORRENTS[@]:i:100}"; do args+=(-a "$t"); done
     "${R[@]}" "${args[@]}" >/dev/null
   done
+  local ta; ta=$(now)
   # Every torrent at 100 % and seeding ("Idle" when no peer is connected).
   seeding() { "${R[@]}" -l | awk '$2 == "100%" && / (Idle|Seeding) / {n++} END {print n + 0}'; }
   until [ "$(seeding)" -ge "$N" ]; do
@@ -193,7 +195,8 @@ EOF
   done
   t1=$(now)
   "${R[@]}" -l > "$W/transmission-$1.list"
-  measure transmission "$1" "$pid" "$(echo "$t1 - $t0" | bc)"
+  measure transmission "$1" "$pid" "$(echo "$t1 - $t0" | bc)" \
+    "all added $(printf %.1f "$(echo "$ta - $t0" | bc)") s after start"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
