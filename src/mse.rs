@@ -685,5 +685,13 @@ fn to_key_bytes(n: &BigUint) -> [u8; KEY_LEN] {
     out
 }
 
+/// A matching (encrypting, decrypting) pair of ciphers, for the buffers'
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_ciphers() -> (Option<Cipher>, Option<Cipher>) {
+    let key = hash(&[b"test"]);
+    (Some(Cipher::new(&key)), Some(Cipher::new(&key)))
+}
+
 #[cfg(test)]
 mod tests;
