@@ -39,25 +39,39 @@ pub(super) struct Settled {
     pub dec: Cipher,
 }
 
-/// How each dialed address was last reached: RC4 or plaintext. At most
-/// [`MAX_DIAL_METHODS`] entries; when full, an arbitrary one is dropped
-/// (forgetting costs one failed MSE attempt at worst).
+/// How to dial an address next time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dial {
+    /// An MSE exchange worked (whatever method it chose).
+    Mse,
+    /// An MSE exchange failed once connected; a plaintext one is tried.
+    Plaintext,
+}
+
+/// How each dialed address should be dialed, as learnt: MSE or plaintext.
+/// At most [`MAX_DIAL_METHODS`] entries; when full, an arbitrary one is
+/// dropped (forgetting costs one failed MSE attempt at worst).
 #[derive(Default)]
-pub(super) struct DialMethods(HashMap<SocketAddr, Method>);
+pub(super) struct DialMethods(HashMap<SocketAddr, Dial>);
 
 impl DialMethods {
-    pub fn note(&mut self, addr: SocketAddr, method: Method) {
+    pub fn note(&mut self, addr: SocketAddr, how: Dial) {
         if self.0.len() >= MAX_DIAL_METHODS
             && !self.0.contains_key(&addr)
             && let Some(&old) = self.0.keys().next()
         {
             self.0.remove(&old);
         }
-        self.0.insert(addr, method);
+        self.0.insert(addr, how);
     }
 
-    pub fn get(&self, addr: &SocketAddr) -> Option<Method> {
+    pub fn get(&self, addr: &SocketAddr) -> Option<Dial> {
         self.0.get(addr).copied()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -305,7 +319,7 @@ impl Session {
                 return Ok(true);
             };
             debug!("peer#{token} {}: MSE done, {}", p.addr, done.method);
-            self.dial_methods.note(p.addr, done.method);
+            self.dial_methods.note(p.addr, Dial::Mse);
             if done.method == Method::Rc4 {
                 p.recv.set_cipher(done.dec);
                 p.send.set_cipher(done.enc);
@@ -316,5 +330,26 @@ impl Session {
             s.t.dirty.push(*key);
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_methods_stay_within_their_cap() {
+        let mut m = DialMethods::default();
+        for i in 0..(MAX_DIAL_METHODS as u32 + 500) {
+            let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881));
+            m.note(addr, Dial::Plaintext);
+            assert_eq!(m.get(&addr), Some(Dial::Plaintext));
+        }
+        assert_eq!(m.len(), MAX_DIAL_METHODS);
+        let a = SocketAddr::from(([10, 0, 0, 1], 6881));
+        m.note(a, Dial::Mse);
+        m.note(a, Dial::Mse);
+        assert_eq!(m.get(&a), Some(Dial::Mse));
+        assert_eq!(m.len(), MAX_DIAL_METHODS);
     }
 }

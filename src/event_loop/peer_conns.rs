@@ -2,7 +2,7 @@
 //! reading (within the download limits) and writing, eviction, closing and
 //! retries.
 
-use super::encryption::{self, Crypt, Incoming};
+use super::encryption::{self, Crypt, Dial, Incoming};
 use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, write_out};
 use crate::mse::{Method, Policy};
 use crate::peer::PeerError;
@@ -531,7 +531,7 @@ impl Session {
                 let use_mse = match policy {
                     Policy::Off => false,
                     Policy::Require => true,
-                    Policy::Prefer => self.dial_methods.get(&addr) != Some(Method::Plain),
+                    Policy::Prefer => self.dial_methods.get(&addr) != Some(Dial::Plaintext),
                 };
                 let mut mse = use_mse.then(|| encryption::dial(s.t.info_hash, policy, now));
                 let pre = mse
@@ -608,7 +608,7 @@ impl Session {
                 match gone {
                     Some((addr, true, _)) if fallback => {
                         debug!("peer#{token} {addr}: MSE failed; trying plaintext");
-                        self.dial_methods.note(addr, Method::Plain);
+                        self.dial_methods.note(addr, Dial::Plaintext);
                         if let Some(s) = self.torrents.get_mut(tid) {
                             s.retry.push((Instant::now(), addr));
                         }
