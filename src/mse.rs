@@ -63,6 +63,8 @@ pub const CRYPTO_RC4: u32 = 0x02;
 
 /// Verification constant: eight zero bytes, encrypted.
 const VC: [u8; 8] = [0; 8];
+/// The start of a plaintext BitTorrent handshake.
+const PSTR: &[u8] = b"\x13BitTorrent protocol";
 /// Keystream bytes thrown away after keying RC4.
 const DISCARD: usize = 1024;
 
@@ -187,6 +189,9 @@ pub enum MseError {
     PadTooLong,
     /// The exchange did not finish within [`TIMEOUT`].
     Timeout,
+    /// The peer we dialed answered our key with a plaintext BitTorrent
+    /// handshake: it does not speak MSE.
+    PlaintextAnswer,
 }
 
 impl fmt::Display for MseError {
@@ -200,6 +205,7 @@ impl fmt::Display for MseError {
             MseError::BadSelect => "MSE: peer selected a method we did not offer",
             MseError::PadTooLong => "MSE: padding longer than 512 bytes",
             MseError::Timeout => "MSE: handshake timed out",
+            MseError::PlaintextAnswer => "MSE: peer answered with a plaintext handshake",
         })
     }
 }
@@ -429,6 +435,10 @@ impl Handshake {
         lookup: &mut impl FnMut(&[u8; 20]) -> Option<[u8; 20]>,
     ) -> Result<bool, MseError> {
         match self.state {
+            // A key never starts like this (2^-160): a plaintext peer.
+            State::AwaitYb if self.buf.get(..PSTR.len()) == Some(PSTR) => {
+                return Err(MseError::PlaintextAnswer);
+            }
             State::SyncVc { marker } => return self.sync(&marker, State::AwaitSelect),
             State::SyncReq1 { marker } => return self.sync(&marker, State::AwaitSkey),
             _ => {}
@@ -636,7 +646,6 @@ pub fn req2_hash(info_hash: &[u8; 20]) -> [u8; 20] {
 /// True when `prefix` could still be the start of a plaintext BitTorrent
 /// handshake (`\x13BitTorrent protocol`); anything else is taken for MSE.
 pub fn could_be_plaintext(prefix: &[u8]) -> bool {
-    const PSTR: &[u8] = b"\x13BitTorrent protocol";
     let n = prefix.len().min(PSTR.len());
     prefix.get(..n) == PSTR.get(..n)
 }

@@ -189,3 +189,57 @@ fn an_exchange_without_sync_marker_is_cut_off_at_the_padding_limit() {
         Duration::from_secs(5),
     );
 }
+
+/// A plaintext-only peer that answers whatever arrives with a plaintext
+/// handshake (as some do, instead of closing): the dialing side, with
+/// `prefer`, gives up on MSE at once and redials in plaintext, and the
+/// second connection starts with a plaintext handshake.
+#[test]
+fn a_plaintext_answer_to_our_key_makes_prefer_redial_in_plaintext() {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    let tmp = TempDir::new("mse-plain-answer");
+    let (_seed_dir, torrent) = seed_data(&tmp, FILES, "file.bin", &[], 65536);
+    let info_hash = piecemeal::metainfo::Metainfo::load(std::path::Path::new(&torrent))
+        .unwrap()
+        .info_hash;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(2) {
+            let Ok(mut s) = conn else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut first = [0u8; 20];
+            if s.read_exact(&mut first).is_err() {
+                return;
+            }
+            let _ = tx.send(first);
+            let mut hs = vec![19u8];
+            hs.extend_from_slice(b"BitTorrent protocol");
+            hs.extend_from_slice(&[0; 8]);
+            hs.extend_from_slice(&info_hash);
+            hs.extend_from_slice(b"-XX0001-plainanswer!");
+            let _ = s.write_all(&hs);
+            // Hold the connection open until the other side closes it.
+            let mut sink = [0u8; 4096];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    });
+    let dl = leecher(&tmp, &torrent, &port, "prefer");
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(
+        &first[..],
+        b"\x13BitTorrent protocol",
+        "first dial was not MSE"
+    );
+    // Well within MSE's 10 s time-out: the answer itself gave it away.
+    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(&second[..], b"\x13BitTorrent protocol");
+    let log = dl.log_text();
+    assert!(
+        log.contains("MSE: peer answered with a plaintext handshake"),
+        "{log}"
+    );
+    assert!(log.contains("MSE failed; trying plaintext"), "{log}");
+}

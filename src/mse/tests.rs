@@ -328,3 +328,17 @@ fn plaintext_prefix_detection() {
     assert!(!could_be_plaintext(b"\x13Bat"));
     assert!(!could_be_plaintext(&[0x8f]));
 }
+
+#[test]
+fn a_plaintext_answer_to_our_key_fails_at_once() {
+    let now = Instant::now();
+    let mut a = Handshake::initiator(HASH, Policy::Prefer, secret(1), &[], now);
+    let mut hs = b"\x13BitTorrent protocol".to_vec();
+    hs.extend_from_slice(&[0; 48]);
+    // Nothing decided on 19 bytes; the 20th tells.
+    assert_eq!(a.handle_input(&hs[..19], |_| None), Ok(19));
+    assert_eq!(
+        a.handle_input(&hs[19..], |_| None),
+        Err(MseError::PlaintextAnswer)
+    );
+}
