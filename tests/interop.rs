@@ -1274,3 +1274,53 @@ fn libtorrent_forcing_rc4_gives_piecemeal_without_encryption_nothing() {
         lab.fail("piecemeal never dialed");
     }
 }
+
+/// Transmission requiring encryption dials piecemeal (found through
+/// piecemeal's tracker): the incoming exchange, Transmission as initiator.
+#[test]
+fn transmission_requiring_encryption_dials_piecemeal_seeder() {
+    let lab = Lab::new("6td", 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = piecemeal_tracker(&lab, &h3);
+    let pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--encryption",
+            "require",
+            "--verbose",
+        ],
+    );
+    lab.wait_until(STARTUP, "piecemeal's seeder is on the tracker", || {
+        Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut tr = Transmission::start_with(&lab, &h2, "tr-leech", &dl, None, 2);
+    tr.add(&lab, &data.torrent);
+    let took = tr.wait_complete(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(Kind::Tr));
+    let log = pm.log_text();
+    if log.contains("connecting (") {
+        lab.fail("piecemeal dialed: this scenario is about being dialed");
+    }
+    if !log.contains(&format!("{}:", h2.ip)) || !log.contains("connected to us") {
+        lab.fail("Transmission never dialed piecemeal");
+    }
+    assert_rc4(&lab, &pm);
+    eprintln!("transmission (encryption required) dials piecemeal: {took:?}");
+}
