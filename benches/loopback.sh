@@ -6,6 +6,7 @@
 # Prints one line per run and the medians. Only 127.0.0.1 is ever used.
 #
 #   benches/loopback.sh [SIZE_MiB=1024] [RUNS=3] [WORKDIR=/tmp/pm-loopback]
+# (TPORT and SPORT move the tracker and seeder ports off 46969 / 46881.)
 #
 # With ENCRYPTION=1 the leechers are instead piecemeal --encryption off
 # (plaintext) and piecemeal --encryption require (RC4 both ways: the seeder
@@ -19,8 +20,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --manifest-path "$ROOT/Cargo.toml" >/dev/null 2>&1
 B="${CARGO_TARGET_DIR:-$ROOT/target}/release/piecemeal"
 mkdir -p "$W/seed"
-TPORT=46969
-SPORT=46881
+TPORT=${TPORT:-46969}
+SPORT=${SPORT:-46881}
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
   head -c $((SIZE << 20)) /dev/urandom > "$W/seed/data.bin"
 fi

@@ -145,8 +145,9 @@ impl fmt::Display for Method {
 pub struct Cipher(Box<Rc4>);
 
 impl Cipher {
-    /// RC4 keyed with `key`, the first [`DISCARD`] keystream bytes dropped.
-    fn new(key: &[u8; 20]) -> Cipher {
+    /// RC4 keyed with `key`, the first [`DISCARD`] keystream bytes dropped
+    /// (public for benches; connections get theirs from [`Done`]).
+    pub fn new(key: &[u8; 20]) -> Cipher {
         // A 20-byte key is within RC4's 1..=256 byte range.
         let mut rc4 = match Rc4::new_from_slice(key) {
             Ok(r) => r,
