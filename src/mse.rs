@@ -411,8 +411,8 @@ impl Handshake {
         }
     }
 
-    /// Bytes the current state wants in `buf` (the sync states: the whole
-    /// window that may hold the marker).
+    /// Bytes the current state wants in `buf` (the sync states: up to the
+    /// end of the marker at the next offset not yet ruled out).
     fn want(&self) -> usize {
         match self.state {
             State::AwaitYb | State::AwaitYa => KEY_LEN,
