@@ -6,6 +6,12 @@
 # Prints one line per run and the medians. Only 127.0.0.1 is ever used.
 #
 #   benches/loopback.sh [SIZE_MiB=1024] [RUNS=3] [WORKDIR=/tmp/pm-loopback]
+# (TPORT and SPORT move the tracker and seeder ports off 46969 / 46881.)
+#
+# With ENCRYPTION=1 the leechers are instead piecemeal --encryption off
+# (plaintext) and piecemeal --encryption require (RC4 both ways: the seeder
+# runs the default, prefer), alternating within each run so that both see
+# the same machine.
 set -euo pipefail
 SIZE=${1:-1024}
 RUNS=${2:-3}
@@ -14,8 +20,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --manifest-path "$ROOT/Cargo.toml" >/dev/null 2>&1
 B="${CARGO_TARGET_DIR:-$ROOT/target}/release/piecemeal"
 mkdir -p "$W/seed"
-TPORT=46969
-SPORT=46881
+TPORT=${TPORT:-46969}
+SPORT=${SPORT:-46881}
 if [ ! -f "$W/seed/data.bin" ] || [ "$(stat -c %s "$W/seed/data.bin")" != $((SIZE << 20)) ]; then
   head -c $((SIZE << 20)) /dev/urandom > "$W/seed/data.bin"
 fi
@@ -26,18 +32,31 @@ trap 'kill $SP $TP 2>/dev/null; wait 2>/dev/null' EXIT
 until (exec 3<>/dev/tcp/127.0.0.1/$SPORT) 2>/dev/null; do sleep 0.1; done
 sleep 1 # the seeder's first announce
 
+seeder_ticks() { # user + system CPU ticks of the seeder so far
+  awk '{print $14 + $15}' "/proc/$SP/stat"
+}
+
 measure() { # name, command...
   local name=$1; shift
   rm -rf "$W/leech"; mkdir -p "$W/leech"
   sync; sleep 3 # start each run with the previous file written back and freed
+  local before; before=$(seeder_ticks)
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" >/dev/null 2>"$W/$name.err" || { echo "$name failed"; cat "$W/$name.err"; return 1; }
+  local after; after=$(seeder_ticks)
   cmp -s "$W/seed/data.bin" "$W/leech/data.bin" || { echo "$name: data differs"; return 1; }
   read -r wall user sys rss < "$W/time.txt"
-  echo "$name wall=${wall}s MiB/s=$(echo "$SIZE / $wall" | bc) cpu=$(echo "$user + $sys" | bc)s rss=$((rss / 1024))MiB"
+  local seed_cpu; seed_cpu=$(echo "scale=2; ($after - $before) / $(getconf CLK_TCK)" | bc)
+  echo "$name wall=${wall}s MiB/s=$(echo "$SIZE / $wall" | bc) cpu=$(echo "$user + $sys" | bc)s rss=$((rss / 1024))MiB seeder_cpu=${seed_cpu}s"
 }
 
 run_all() {
   for i in $(seq "$RUNS"); do
+    if [ -n "${ENCRYPTION:-}" ]; then
+      for mode in off require; do
+        measure "piecemeal-enc-$mode" "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT --encryption $mode -q
+      done
+      continue
+    fi
     measure piecemeal-cache0 "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT --cache 0 -q
     measure piecemeal "$B" download "$W/data.torrent" -o "$W/leech" --bind 127.0.0.1 --port 0 --no-tracker --peer 127.0.0.1:$SPORT -q
     if command -v aria2c >/dev/null; then
@@ -50,9 +69,9 @@ run_all() {
 
 run_all | tee "$W/results.txt"
 echo "--- medians over $RUNS runs"
-for name in piecemeal piecemeal-cache0 aria2c; do
+for name in piecemeal piecemeal-cache0 aria2c piecemeal-enc-off piecemeal-enc-require; do
   grep "^$name " "$W/results.txt" >/dev/null || continue
-  for field in wall MiB/s cpu rss; do
+  for field in wall MiB/s cpu rss seeder_cpu; do
     printf '%s %s=%s  ' "$name" "$field" "$(grep "^$name " "$W/results.txt" | sed -E "s|.* $field=([0-9.]+).*|\1|" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
   done
   echo

@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("extension", extension),
     ("udp_tracker_response", udp_tracker_response),
     ("udp_tracker_request", udp_tracker_request),
+    ("mse", mse),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -1141,4 +1142,90 @@ pub fn udp_tracker_request(data: &[u8]) {
         }
     }
     t.expire(now + Duration::from_secs(3600));
+}
+
+/// The MSE responder fed arbitrary bytes in arbitrary chunks. The first
+/// byte picks the policy, the chunking and the mode: raw input (a key and
+/// whatever follows), or, with its top bit set, a real initiator's steps 1
+/// and 3 with the rest of the input XORed into step 3 from the SKEY hash
+/// on (so the fuzzer steers the decrypted VC, crypto_provide, padding and
+/// IA lengths). Properties: no byte past what was offered is taken, at
+/// most the sync window (or an IA) is buffered, an error stays, and a
+/// finished exchange names the one torrent the lookup knows.
+pub fn mse(data: &[u8]) {
+    use piecemeal::mse::{self, Handshake, KEY_LEN, MAX_PAD, Policy};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let hash = [7u8; 20];
+    let known = mse::req2_hash(&hash);
+    let lookup = |h: &[u8; 20]| (*h == known).then_some(hash);
+    let now = Instant::now();
+    let policy = match mode % 3 {
+        0 => Policy::Prefer,
+        1 => Policy::Require,
+        _ => Policy::Off,
+    };
+    let secret_b = [3u8; 20];
+    let input: Vec<u8> = if mode & 0x80 == 0 {
+        rest.to_vec()
+    } else {
+        let mut a = Handshake::initiator(hash, Policy::Prefer, [1; 20], &[], now);
+        let step1 = a.poll_transmit().unwrap_or_default();
+        let mut peer = Handshake::responder(policy, secret_b, &[], now);
+        peer.handle_input(&step1, lookup).unwrap();
+        let yb = peer.poll_transmit().unwrap_or_default();
+        a.handle_input(&yb, |_| None).unwrap();
+        let mut step3 = a.poll_transmit().unwrap_or_default();
+        for (i, &x) in rest.iter().enumerate() {
+            match step3.get_mut(20 + i) {
+                Some(b) => *b ^= x,
+                None => step3.push(x),
+            }
+        }
+        let mut v = step1;
+        v.extend(step3);
+        v
+    };
+    let mut b = Handshake::responder(policy, secret_b, &[], now);
+    let mut chunks = Chunks(u32::from(mode) | 0x100);
+    let mut at = 0;
+    while at < input.len() {
+        let n = chunks.next(700).min(input.len() - at);
+        let chunk = &input[at..at + n];
+        match b.handle_input(chunk, lookup) {
+            Ok(k) => {
+                assert!(k <= n, "took {k} of {n}");
+                at += k;
+                assert!(
+                    b.buffered() <= (MAX_PAD + 20).max(usize::from(u16::MAX)),
+                    "buffered {}",
+                    b.buffered()
+                );
+                let _ = b.poll_transmit();
+                if b.is_done() {
+                    break;
+                }
+                if k == 0 {
+                    // Only a finished exchange refuses bytes.
+                    panic!("stalled at {at} of {}", input.len());
+                }
+            }
+            Err(e) => {
+                assert_eq!(b.handle_input(b"more", lookup), Err(e));
+                // Raw input (no real key exchange) never gets past the
+                // sync search: it fails within a key, the padding limit
+                // and the marker.
+                if mode & 0x80 == 0 {
+                    assert!(at <= KEY_LEN + MAX_PAD + 20, "failed only after {at}");
+                }
+                return;
+            }
+        }
+    }
+    if b.is_done() {
+        let d = b.finish().unwrap();
+        assert_eq!(d.info_hash, hash);
+        assert!(d.initial.len() <= usize::from(u16::MAX));
+    }
 }

@@ -4,7 +4,7 @@
 //! completions and the man page are generated from these definitions
 //! (`piecemeal completions SHELL`, `piecemeal manpage`).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -71,6 +71,25 @@ pub struct DownloadOpts {
     pub overwrite: bool,
 }
 
+/// `--encryption`: see [`crate::mse::Policy`].
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encryption {
+    #[default]
+    Prefer,
+    Require,
+    Off,
+}
+
+impl From<Encryption> for crate::mse::Policy {
+    fn from(e: Encryption) -> crate::mse::Policy {
+        match e {
+            Encryption::Prefer => crate::mse::Policy::Prefer,
+            Encryption::Require => crate::mse::Policy::Require,
+            Encryption::Off => crate::mse::Policy::Off,
+        }
+    }
+}
+
 /// Options shared by download and seed.
 #[derive(Args, Debug, Clone, Default)]
 pub struct Common {
@@ -131,6 +150,11 @@ pub struct Common {
     /// end, instead of the status line (fields: see the README).
     #[arg(long)]
     pub json: bool,
+    /// Message Stream Encryption (RC4) with peers: prefer dials encrypted
+    /// and falls back to plaintext, accepting both; require refuses
+    /// plaintext peers; off neither offers nor accepts encryption.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Encryption::Prefer)]
+    pub encryption: Encryption,
     /// Close a peer that has not completed its handshake after this many
     /// seconds (default 20; hidden: for tests of hostile peers).
     #[arg(long, value_name = "SECS", hide = true)]

@@ -48,6 +48,9 @@ pub struct Config {
     pub download_limit: Option<u64>,
     /// Bytes of verified pieces written per loop turn (keeps the loop responsive).
     pub flush_per_turn: usize,
+    /// Message Stream Encryption: prefer (dial encrypted, fall back to
+    /// plaintext; accept both), require (RC4 only) or off (plaintext only).
+    pub encryption: crate::mse::Policy,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             upload_limit: None,
             download_limit: None,
             flush_per_turn: 8 << 20,
+            encryption: crate::mse::Policy::Prefer,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod extension;
 pub mod geometry;
 pub mod memory;
 pub mod metainfo;
+pub mod mse;
 pub mod output;
 pub mod peer;
 pub mod picker;

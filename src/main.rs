@@ -141,6 +141,7 @@ fn client_options(
             o.config.max_peers
         ),
     }
+    o.config.encryption = c.encryption.into();
     if let Some(s) = c.handshake_timeout {
         o.config.handshake_timeout = Duration::from_secs(s.max(1));
     }

@@ -62,6 +62,12 @@ pub enum PeerError {
     PerAddressLimit,
     /// The engine is shutting down.
     Shutdown,
+    /// The Message Stream Encryption handshake failed.
+    Mse(crate::mse::MseError),
+    /// A plaintext handshake while we require encryption.
+    PlaintextRefused,
+    /// An encrypted (MSE) handshake while encryption is off.
+    EncryptedRefused,
 }
 
 impl std::fmt::Display for PeerError {
@@ -86,6 +92,13 @@ impl std::fmt::Display for PeerError {
             PeerError::Evicted => write!(f, "idle and useless; closed to make room"),
             PeerError::PerAddressLimit => write!(f, "too many connections from its address"),
             PeerError::Shutdown => write!(f, "shutting down"),
+            PeerError::Mse(e) => write!(f, "{e}"),
+            PeerError::PlaintextRefused => {
+                write!(f, "plaintext handshake refused (--encryption require)")
+            }
+            PeerError::EncryptedRefused => {
+                write!(f, "encrypted handshake refused (--encryption off)")
+            }
         }
     }
 }

@@ -576,6 +576,9 @@ fn download_beside_bad_peer(
     let bad_port = bad.local_addr().unwrap().port().to_string();
     std::thread::spawn(move || script(bad));
     let sport = sport.to_string();
+    // The scripted peers speak plaintext only: dialing them with MSE first
+    // (the default) would spend the first connection on the fallback
+    // (tests/encryption.rs) while the honest seeder delivers.
     let (mut l, out) = start_download(
         fx,
         "out",
@@ -586,6 +589,8 @@ fn download_beside_bad_peer(
             &sport,
             "--port",
             "0",
+            "--encryption",
+            "off",
             "--verbose",
         ],
     );

@@ -106,7 +106,8 @@ fn every_target_has_a_replay_test() {
             "peer_session",
             "extension",
             "udp_tracker_response",
-            "udp_tracker_request"
+            "udp_tracker_request",
+            "mse"
         ]
     );
 }
@@ -114,4 +115,9 @@ fn every_target_has_a_replay_test() {
 #[test]
 fn extension_corpus() {
     replay("extension");
+}
+
+#[test]
+fn mse_corpus() {
+    replay("mse");
 }

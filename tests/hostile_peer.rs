@@ -98,6 +98,9 @@ fn corrupt_peer_is_caught_refetched_elsewhere_and_banned() {
             &sp,
             "--port",
             "0",
+            // The corrupt peer speaks plaintext only (no MSE first try).
+            "--encryption",
+            "off",
         ],
         tmp.path(),
     );

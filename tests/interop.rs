@@ -1067,3 +1067,260 @@ fn piecemeal_seeds_libtorrent_made_hybrid_torrent_with_pad_files() {
     verify(&lab, &data, &dl, Empty::Required);
     assert_no_pad_files(&lab, &data.seed_root);
 }
+
+// ---------------------------------------------------------------------------
+// 6. Encryption required on their side: libtorrent with pe_forced and RC4
+//    only, Transmission with "encryption": 2. Neither accepts plaintext, so
+//    a finished transfer went over MSE; piecemeal's log must say RC4.
+
+/// Start `kind` seeding `data` with encryption required.
+fn seed_encrypted(kind: Kind, lab: &Lab, host: &Host, data: &Data) -> Other {
+    match kind {
+        Kind::Lt => {
+            let mut lt = Lt::start(
+                lab,
+                host,
+                "lt-seed",
+                "seed",
+                &data.torrent,
+                &data.seed_root,
+                &["--encryption", "forced"],
+            );
+            lt.wait_seeding(lab, STARTUP);
+            Other::Lt(lt)
+        }
+        Kind::Tr => {
+            let mut tr = Transmission::start_with(lab, host, "tr-seed", &data.seed_root, None, 2);
+            tr.add(lab, &data.torrent);
+            tr.wait_complete(lab, STARTUP);
+            Other::Tr(tr)
+        }
+        Kind::Aria2 => unreachable!("aria2 is not run with encryption"),
+    }
+}
+
+/// piecemeal's `--verbose` log names an RC4 connection.
+fn assert_rc4(lab: &Lab, pm: &common::Proc) {
+    if !pm.log_text().contains("MSE done, RC4") {
+        lab.fail(&format!("{}: no RC4 connection in its log", pm.name));
+    }
+}
+
+/// They seed with encryption required; piecemeal (`--encryption
+/// pm_mode`) dials them and downloads.
+fn encrypted_they_seed_piecemeal_downloads(kind: Kind, pm_mode: &str, tag: &str) {
+    let lab = Lab::new(tag, 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let _seeder = seed_encrypted(kind, &lab, &h1, &data);
+    let dl = lab.dir("dl");
+    let peer = Other::addr(kind, &h1);
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &peer,
+            "--no-tracker",
+            "--encryption",
+            pm_mode,
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    assert_rc4(&lab, &pm);
+    eprintln!(
+        "{} seeds requiring encryption, piecemeal ({pm_mode}) downloads: {took:?}",
+        name(kind)
+    );
+}
+
+/// piecemeal (`--encryption pm_mode`) seeds; they download with
+/// encryption required (libtorrent dials piecemeal: the incoming exchange;
+/// piecemeal dials Transmission).
+fn piecemeal_seeds_they_download_encrypted(kind: Kind, pm_mode: &str, tag: &str) {
+    let lab = Lab::new(tag, 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let dl = lab.dir("dl");
+    let pm_addr = h1.addr(PM_PORT);
+    let mut other = match kind {
+        Kind::Lt => Other::Lt(Lt::start(
+            &lab,
+            &h2,
+            "lt-leech",
+            "download",
+            &data.torrent,
+            &dl,
+            &["--seed", "--peer", &pm_addr, "--encryption", "forced"],
+        )),
+        Kind::Tr => {
+            let tr = Transmission::start_with(&lab, &h2, "tr-leech", &dl, None, 2);
+            tr.add(&lab, &data.torrent);
+            Other::Tr(tr)
+        }
+        Kind::Aria2 => unreachable!("aria2 is not run with encryption"),
+    };
+    let other_addr = Other::addr(kind, &h2);
+    let ip = h1.ip.to_string();
+    let port = PM_PORT.to_string();
+    let mut args = vec![
+        "seed",
+        data.torrent.to_str().unwrap(),
+        "-o",
+        data.seed_root.to_str().unwrap(),
+        "--bind",
+        &ip,
+        "--port",
+        &port,
+        "--no-tracker",
+        "--encryption",
+        pm_mode,
+        "--verbose",
+    ];
+    if !Other::dials_given_peers(kind) {
+        args.extend(["--peer", &other_addr]);
+    }
+    let pm = piecemeal(&lab, &h1, "pm-seed", &args);
+    let took = other.wait_done(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(kind));
+    assert_rc4(&lab, &pm);
+    eprintln!(
+        "piecemeal ({pm_mode}) seeds, {} downloads requiring encryption: {took:?}",
+        name(kind)
+    );
+}
+
+#[test]
+fn libtorrent_forcing_rc4_seeds_piecemeal_requiring_it_downloads() {
+    encrypted_they_seed_piecemeal_downloads(Kind::Lt, "require", "6lr");
+}
+
+#[test]
+fn libtorrent_forcing_rc4_seeds_piecemeal_preferring_it_downloads() {
+    encrypted_they_seed_piecemeal_downloads(Kind::Lt, "prefer", "6lp");
+}
+
+#[test]
+fn piecemeal_requiring_rc4_seeds_libtorrent_forcing_it_downloads() {
+    piecemeal_seeds_they_download_encrypted(Kind::Lt, "require", "6sl");
+}
+
+#[test]
+fn piecemeal_preferring_rc4_seeds_libtorrent_forcing_it_downloads() {
+    piecemeal_seeds_they_download_encrypted(Kind::Lt, "prefer", "6sp");
+}
+
+#[test]
+fn transmission_requiring_encryption_seeds_piecemeal_downloads() {
+    encrypted_they_seed_piecemeal_downloads(Kind::Tr, "require", "6tr");
+}
+
+#[test]
+fn piecemeal_seeds_transmission_requiring_encryption_downloads() {
+    piecemeal_seeds_they_download_encrypted(Kind::Tr, "require", "6st");
+}
+
+/// The check on the scenarios above: libtorrent set up this way really
+/// refuses plaintext, so piecemeal with encryption off gets nothing.
+#[test]
+fn libtorrent_forcing_rc4_gives_piecemeal_without_encryption_nothing() {
+    let lab = Lab::new("6lo", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let seeder = seed_encrypted(Kind::Lt, &lab, &h1, &data);
+    let dl = lab.dir("dl");
+    let peer = Other::addr(Kind::Lt, &h1);
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &peer,
+            "--no-tracker",
+            "--encryption",
+            "off",
+            "--verbose",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    if let Some(st) = pm.child.try_wait().unwrap() {
+        lab.fail(&format!("pm-leech exited with {st}"));
+    }
+    let st = pm.status();
+    if st.have != 0 || st.downloaded != 0 || seeder.uploaded(&lab) != 0 {
+        lab.fail(&format!("data moved in plaintext: {st:?}"));
+    }
+    if !pm.log_text().contains("connecting (plaintext)") {
+        lab.fail("piecemeal never dialed");
+    }
+}
+
+/// Transmission requiring encryption dials piecemeal (found through
+/// piecemeal's tracker): the incoming exchange, Transmission as initiator.
+#[test]
+fn transmission_requiring_encryption_dials_piecemeal_seeder() {
+    let lab = Lab::new("6td", 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let data = make_data(&lab, Set::Medium, &[announce_url(&h3)]);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = piecemeal_tracker(&lab, &h3);
+    let pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--encryption",
+            "require",
+            "--verbose",
+        ],
+    );
+    lab.wait_until(STARTUP, "piecemeal's seeder is on the tracker", || {
+        Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut tr = Transmission::start_with(&lab, &h2, "tr-leech", &dl, None, 2);
+    tr.add(&lab, &data.torrent);
+    let took = tr.wait_complete(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(Kind::Tr));
+    let log = pm.log_text();
+    if log.contains("connecting (") {
+        lab.fail("piecemeal dialed: this scenario is about being dialed");
+    }
+    if !log.contains(&format!("{}:", h2.ip)) || !log.contains("connected to us") {
+        lab.fail("Transmission never dialed piecemeal");
+    }
+    assert_rc4(&lab, &pm);
+    eprintln!("transmission (encryption required) dials piecemeal: {took:?}");
+}

@@ -17,6 +17,7 @@
 //! (time-outs, keep-alives, choking, connects, re-announces); close what
 //! must close after the batch.
 
+mod encryption;
 mod net;
 mod peer_conns;
 mod resolver;
@@ -175,12 +176,18 @@ pub struct Outcome {
 
 enum Conn {
     PeerListener(TcpListener),
-    /// Accepted; its handshake will say which torrent it is for.
+    /// Accepted; its handshake will say which torrent it is for (after
+    /// an MSE exchange, when its first bytes are not a plaintext one).
     Incoming {
         sock: TcpStream,
         addr: SocketAddr,
+        /// The handshake so far, plaintext (decrypted after MSE).
         buf: Vec<u8>,
         since: Instant,
+        crypt: encryption::Crypt,
+        /// MSE bytes to send (at most a key, padding and step 4).
+        out: Vec<u8>,
+        writable: bool,
     },
     Peer {
         sock: TcpStream,
@@ -188,6 +195,10 @@ enum Conn {
         key: usize,
         connecting: bool,
         writable: bool,
+        /// The MSE exchange of a connection we dial, until it is done.
+        mse: Option<Box<crate::mse::Handshake>>,
+        /// MSE bytes written before anything of the send buffer.
+        pre: Vec<u8>,
     },
     TrackerListener(TcpListener),
     TrackerServer(ServerConn),
@@ -277,6 +288,12 @@ pub struct Session {
     conns: Slab<Conn>,
     torrents: Slab<Slot>,
     by_hash: HashMap<[u8; 20], usize>,
+    /// `HASH('req2', info_hash)` of each torrent, to its info-hash: how an
+    /// incoming MSE exchange names its torrent.
+    by_req2: HashMap<[u8; 20], [u8; 20]>,
+    /// How dialed peers were last reached (MSE with `--encryption prefer`
+    /// falls back to plaintext for those that need it); capped.
+    dial_methods: encryption::DialMethods,
     /// Torrents in the order they were added (for outcomes and status).
     order: Vec<usize>,
     tracker: Option<Tracker>,
@@ -426,6 +443,8 @@ impl Session {
             conns,
             torrents: Slab::new(),
             by_hash: HashMap::new(),
+            by_req2: HashMap::new(),
+            dial_methods: encryption::DialMethods::default(),
             order: Vec::new(),
             tracker,
             listen_addr,
@@ -482,6 +501,7 @@ impl Session {
             .torrents
             .insert(Slot::new(t, disk, opts, Instant::now()));
         self.by_hash.insert(hash, id);
+        self.by_req2.insert(crate::mse::req2_hash(&hash), hash);
         self.order.push(id);
         self.share_upload();
         self.share_cache();
@@ -853,7 +873,7 @@ impl Session {
             Conn::PeerListener(_) => self.accept_peers(token, now),
             Conn::TrackerListener(_) => self.accept_tracker_clients(token, now),
             Conn::Incoming { .. } => {
-                if readable {
+                if readable || writable {
                     self.incoming_readable(token, now);
                 }
             }
@@ -992,11 +1012,23 @@ impl Session {
             }
         }
         let limits = self.opts.limits.clone();
-        for (tok, c) in &self.conns {
-            if let Conn::Incoming { since, .. } = c
-                && now.duration_since(*since) > limits.handshake_timeout
-            {
-                self.close.push((tok, PeerError::Timeout("handshake")));
+        for (tok, c) in &mut self.conns {
+            match c {
+                Conn::Incoming { since, .. }
+                    if now.duration_since(*since) > limits.handshake_timeout =>
+                {
+                    self.close.push((tok, PeerError::Timeout("handshake")));
+                }
+                Conn::Incoming {
+                    crypt: encryption::Crypt::Mse(hs),
+                    ..
+                }
+                | Conn::Peer { mse: Some(hs), .. } => {
+                    if let Err(e) = hs.handle_timeout(now) {
+                        self.close.push((tok, PeerError::Mse(e)));
+                    }
+                }
+                _ => {}
             }
         }
         let mut done_removing = Vec::new();
@@ -1067,6 +1099,7 @@ impl Session {
                     warn!("sync failed: {e}");
                 }
                 self.by_hash.remove(&s.t.info_hash);
+                self.by_req2.remove(&crate::mse::req2_hash(&s.t.info_hash));
                 self.order.retain(|&x| x != id);
                 self.removed.push(outcome_of(&s));
                 rebalance = true;

@@ -2,7 +2,9 @@
 //! reading (within the download limits) and writing, eviction, closing and
 //! retries.
 
-use super::{Conn, READ_BUDGET, ROUTE_LEN, Session, connect_from, hex_short, write_out};
+use super::encryption::{self, Crypt, Dial, Incoming};
+use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, write_out};
+use crate::mse::{Method, Policy};
 use crate::peer::PeerError;
 use crate::wire;
 use log::{debug, info, warn};
@@ -75,6 +77,9 @@ impl Session {
                         addr,
                         buf: Vec::with_capacity(wire::HANDSHAKE_LEN),
                         since: now,
+                        crypt: Crypt::Undecided,
+                        out: Vec::new(),
+                        writable: false,
                     });
                     // Data may already be waiting.
                     self.carry.push(tok);
@@ -128,40 +133,36 @@ impl Session {
             .find_map(|(_, s)| s.t.evict_one(now))
     }
 
-    /// Read an incoming connection's handshake far enough to know its
-    /// torrent, then hand it over to that torrent (or close it).
+    /// Read an incoming connection's handshake (after an MSE exchange, if
+    /// it starts with one) far enough to know its torrent, then hand it
+    /// over to that torrent (or close it).
     pub(super) fn incoming_readable(&mut self, token: usize, now: Instant) {
-        let Some(Conn::Incoming { sock, buf, .. }) = self.conns.get_mut(token) else {
-            return;
-        };
-        // Read no further than the routing prefix: the rest is the peer's
-        // (its handshake and messages), read into its own buffer.
-        let mut chunk = [0u8; ROUTE_LEN];
-        let eof = loop {
-            let room = ROUTE_LEN.saturating_sub(buf.len());
-            if room == 0 {
-                break false;
+        match self.read_incoming(token, now) {
+            Incoming::Wait => {
+                self.incoming_interest(token);
+                return;
             }
-            match sock.read(chunk.get_mut(..room).unwrap_or_default()) {
-                Ok(0) => break true,
-                Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.close.push((token, PeerError::Io("read", e.kind())));
-                    return;
-                }
+            Incoming::Close(e) => {
+                self.close.push((token, e));
+                return;
             }
-        };
-        if eof {
-            self.close.push((token, PeerError::Eof));
-            return;
+            Incoming::Route => {}
         }
+        let Some(Conn::Incoming { buf, crypt, .. }) = self.conns.get(token) else {
+            return;
+        };
         if let Err(e) = wire::Handshake::check_prefix(buf) {
             self.close.push((token, PeerError::Decode(e)));
             return;
         }
         let info_hash = wire::Handshake::info_hash_of(buf).unwrap_or([0; 20]);
+        if let Crypt::Done(d) = crypt
+            && d.info_hash != info_hash
+        {
+            debug!("peer#{token}: handshake for another torrent than its MSE exchange");
+            self.close.push((token, PeerError::WrongInfoHash));
+            return;
+        }
         // A torrent still checking its data: the connection waits (within
         // the handshake time-out) and is routed once the check ends.
         if self
@@ -189,7 +190,11 @@ impl Session {
             return;
         };
         let Some(Conn::Incoming {
-            sock, addr, buf, ..
+            sock,
+            addr,
+            buf,
+            crypt,
+            ..
         }) = self.conns.try_remove(token)
         else {
             return;
@@ -202,18 +207,28 @@ impl Session {
         let entry = self.conns.vacant_entry();
         let tok = entry.key();
         let mut sock = sock;
-        if tok != token
-            && self
-                .poll
-                .registry()
-                .reregister(&mut sock, Token(tok), Interest::READABLE)
-                .is_err()
+        // (Re-registered in any case: MSE output may have left WRITABLE on.)
+        if self
+            .poll
+            .registry()
+            .reregister(&mut sock, Token(tok), Interest::READABLE)
+            .is_err()
         {
             return;
         }
         let key = s.t.add_peer(tok, addr, false, now);
         if let Some(p) = s.t.peers.get_mut(key) {
-            let _ = p.recv.read_from(&mut &buf[..]);
+            encryption::feed_recv(&mut p.recv, &buf);
+            match crypt {
+                Crypt::Done(d) => {
+                    if d.method == Method::Rc4 {
+                        p.recv.set_cipher(d.dec);
+                        p.send.set_cipher(d.enc);
+                    }
+                    debug!("peer#{tok} {addr}: MSE done, {}", d.method);
+                }
+                _ => debug!("peer#{tok} {addr}: plaintext handshake"),
+            }
         }
         entry.insert(Conn::Peer {
             sock,
@@ -221,11 +236,31 @@ impl Session {
             key,
             connecting: false,
             writable: false,
+            mse: None,
+            pre: Vec::new(),
         });
         self.peer_readable(tok, now);
     }
 
     pub(super) fn peer_readable(&mut self, token: usize, now: Instant) {
+        if let Some(Conn::Peer {
+            mse: Some(_),
+            connecting: false,
+            ..
+        }) = self.conns.get(token)
+        {
+            match self.dial_readable(token) {
+                Ok(true) => self.write_peer(token, now),
+                Ok(false) => {
+                    self.write_peer(token, now);
+                    return;
+                }
+                Err(e) => {
+                    self.close.push((token, e));
+                    return;
+                }
+            }
+        }
         let Some(Conn::Peer {
             sock,
             tid,
@@ -340,11 +375,37 @@ impl Session {
             key,
             connecting,
             writable,
+            mse,
+            pre,
         }) = self.conns.get_mut(token)
         else {
             return;
         };
         if *connecting {
+            return;
+        }
+        // MSE bytes go first; the send buffer waits for the exchange.
+        if let Err(e) = encryption::write_raw(sock, pre) {
+            self.close.push((token, PeerError::Io("write", e.kind())));
+            return;
+        }
+        if !pre.is_empty() || mse.is_some() {
+            let pending = !pre.is_empty();
+            if pending != *writable {
+                let interest = if pending {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if self
+                    .poll
+                    .registry()
+                    .reregister(sock, Token(token), interest)
+                    .is_ok()
+                {
+                    *writable = pending;
+                }
+            }
             return;
         }
         let key = *key;
@@ -479,13 +540,29 @@ impl Session {
                     continue;
                 }
                 let key = s.t.add_peer(tok, addr, true, now);
-                debug!("peer#{tok} {addr} connecting");
+                let policy = self.opts.limits.encryption;
+                let use_mse = match policy {
+                    Policy::Off => false,
+                    Policy::Require => true,
+                    Policy::Prefer => self.dial_methods.get(&addr) != Some(Dial::Plaintext),
+                };
+                let mut mse = use_mse.then(|| encryption::dial(s.t.info_hash, policy, now));
+                let pre = mse
+                    .as_mut()
+                    .and_then(|hs| hs.poll_transmit())
+                    .unwrap_or_default();
+                debug!(
+                    "peer#{tok} {addr} connecting ({})",
+                    if use_mse { "MSE" } else { "plaintext" }
+                );
                 entry.insert(Conn::Peer {
                     sock,
                     tid: id,
                     key,
                     connecting: true,
                     writable: true,
+                    mse,
+                    pre,
                 });
                 half_open += 1;
                 open += 1;
@@ -503,8 +580,19 @@ impl Session {
                 let _ = self.poll.registry().deregister(&mut sock);
             }
             Conn::Peer {
-                mut sock, tid, key, ..
+                mut sock,
+                tid,
+                key,
+                connecting,
+                mse,
+                ..
             } => {
+                // A dialed MSE exchange that failed once connected: with
+                // `prefer`, the same peer is dialed again in plaintext.
+                let fallback = mse.is_some()
+                    && !connecting
+                    && self.opts.limits.encryption == Policy::Prefer
+                    && !matches!(why, PeerError::Shutdown);
                 if matches!(why, PeerError::OwnPeerId) {
                     // Our handshake is queued (see `Torrent::on_handshake`):
                     // the dialing side learns it reached itself and stops.
@@ -530,8 +618,16 @@ impl Session {
                     .torrents
                     .get_mut(tid)
                     .and_then(|s| s.t.remove_peer(key, why));
-                if let Some((addr, true, active)) = gone {
-                    self.schedule_retry(tid, addr, active, why);
+                match gone {
+                    Some((addr, true, _)) if fallback => {
+                        debug!("peer#{token} {addr}: MSE failed; trying plaintext");
+                        self.dial_methods.note(addr, Dial::Plaintext);
+                        if let Some(s) = self.torrents.get_mut(tid) {
+                            s.retry.push((Instant::now(), addr));
+                        }
+                    }
+                    Some((addr, true, active)) => self.schedule_retry(tid, addr, active, why),
+                    _ => {}
                 }
             }
             Conn::TrackerServer(mut c) => {

@@ -4,6 +4,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::mse::Cipher;
 use std::io;
 
 use super::MAX_FRAME;
@@ -37,6 +38,8 @@ pub struct RecvBuf {
     start: usize,
     /// One past the last unread byte.
     end: usize,
+    /// Decrypts each read's new bytes in place (an MSE connection).
+    cipher: Option<Cipher>,
 }
 
 impl RecvBuf {
@@ -47,6 +50,7 @@ impl RecvBuf {
             buf: vec![0; clamp_cap(cap)],
             start: 0,
             end: 0,
+            cipher: None,
         }
     }
 
@@ -57,6 +61,7 @@ impl RecvBuf {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            cipher: None,
         }
     }
 
@@ -105,6 +110,17 @@ impl RecvBuf {
         }
     }
 
+    /// Decrypt every byte read from now on (in place, as it arrives); the
+    /// bytes already in the buffer stay as they are.
+    pub fn set_cipher(&mut self, cipher: Cipher) {
+        self.cipher = Some(cipher);
+    }
+
+    /// True when reads are decrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
     /// Do one `read()` into the free tail, compacting first if the tail is
     /// small. Returns the number of bytes read; `Ok(0)` means EOF. `WouldBlock`
     /// and other errors pass through (`Interrupted` is retried).
@@ -126,6 +142,9 @@ impl RecvBuf {
                 Ok(n) => {
                     // A conforming reader never reports more than it was given.
                     let n = n.min(free.len());
+                    if let Some(c) = self.cipher.as_mut() {
+                        c.apply(free.get_mut(..n).unwrap_or_default());
+                    }
                     self.end += n;
                     return Ok(n);
                 }
@@ -269,6 +288,31 @@ mod tests {
         assert_eq!(got, src);
         assert!(would_blocks > 100);
         assert_eq!(rb.capacity(), 200);
+    }
+
+    #[test]
+    fn a_cipher_decrypts_each_read_in_place_once() {
+        let (mut enc, dec) = crate::mse::test_ciphers();
+        let plain = pattern(5000);
+        let mut wire_bytes = plain.clone();
+        let mut rb = RecvBuf::new(256);
+        // The first bytes arrive before the cipher is set (plaintext).
+        rb.read_from(&mut &b"abc"[..]).unwrap();
+        rb.set_cipher(dec.unwrap());
+        assert!(rb.is_encrypted());
+        enc.as_mut().unwrap().apply(&mut wire_bytes);
+        let mut src = &wire_bytes[..];
+        let mut got = Vec::new();
+        while got.len() < plain.len() + 3 {
+            let mut chunk = &src[..src.len().min(77)];
+            let n = rb.read_from(&mut chunk).unwrap();
+            src = &src[n..];
+            got.extend_from_slice(rb.data());
+            rb.consume(rb.len());
+            rb.check_invariants();
+        }
+        assert_eq!(&got[..3], b"abc");
+        assert_eq!(&got[3..], &plain[..]);
     }
 
     #[test]

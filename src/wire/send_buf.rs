@@ -2,6 +2,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::mse::Cipher;
 use std::io;
 
 /// A byte queue with a write cursor: messages are appended at the back,
@@ -11,12 +12,20 @@ use std::io;
 /// go back to zero (keeping the allocation); when the written prefix is at
 /// least as long as what is still queued, the rest is moved to the front, so
 /// each byte is moved at most about once on average.
+///
+/// With a [`Cipher`] set (an MSE connection), bytes are encrypted in place
+/// just before they are written: `[pos, sealed)` is ciphertext,
+/// `[sealed, buf.len())` still plaintext that callers may append to.
 #[derive(Debug, Default)]
 pub struct SendBuf {
     /// Encoded bytes; the first `pos` have been written already.
     buf: Vec<u8>,
     /// Write cursor.
     pos: usize,
+    /// Encrypts what is written, when set.
+    cipher: Option<Cipher>,
+    /// End of the bytes already encrypted (only meaningful with `cipher`).
+    sealed: usize,
 }
 
 impl SendBuf {
@@ -52,12 +61,28 @@ impl SendBuf {
         self.len() == 0
     }
 
+    /// Encrypt everything not yet written, and all that is queued later,
+    /// with `cipher`.
+    pub fn set_cipher(&mut self, cipher: Cipher) {
+        self.sealed = self.pos;
+        self.cipher = Some(cipher);
+    }
+
+    /// True when the bytes are encrypted on their way out.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
     /// Write queued bytes until the queue is empty or the writer says
     /// `WouldBlock`. Returns the bytes written by this call; `WouldBlock` is
     /// not an error. `Interrupted` is retried; a writer that accepts 0 bytes
     /// is `WriteZero`; other errors pass through (the connection is dead, so
     /// the count of bytes written before it does not matter).
     pub fn write_to<W: io::Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        if let Some(c) = self.cipher.as_mut() {
+            c.apply(self.buf.get_mut(self.sealed..).unwrap_or_default());
+            self.sealed = self.buf.len();
+        }
         let mut written = 0;
         let result = loop {
             let pending = self.pending();
@@ -86,6 +111,7 @@ impl SendBuf {
         if self.is_empty() && self.buf.capacity() > cap {
             self.buf.clear();
             self.pos = 0;
+            self.sealed = 0;
             self.buf.shrink_to(cap);
         }
     }
@@ -102,6 +128,15 @@ impl SendBuf {
             self.pos == 0 || self.pos < self.buf.len(),
             "drained queue not reset"
         );
+        if self.cipher.is_some() {
+            assert!(
+                self.pos <= self.sealed && self.sealed <= self.buf.len(),
+                "encrypted up to {} outside [{}, {}]",
+                self.sealed,
+                self.pos,
+                self.buf.len()
+            );
+        }
     }
 
     /// Reset when drained; move the tail to the front once the written prefix
@@ -111,9 +146,11 @@ impl SendBuf {
         if queued == 0 {
             self.buf.clear();
             self.pos = 0;
+            self.sealed = 0;
         } else if self.pos >= queued {
             self.buf.copy_within(self.pos.., 0);
             self.buf.truncate(queued);
+            self.sealed -= self.pos.min(self.sealed);
             self.pos = 0;
         }
     }
@@ -227,6 +264,39 @@ mod tests {
             sb.write_to(&mut Reset).unwrap_err().kind(),
             io::ErrorKind::ConnectionReset
         );
+    }
+
+    #[test]
+    fn a_cipher_encrypts_queued_and_later_bytes_exactly_once() {
+        let (mut enc, mut dec) = crate::mse::test_ciphers();
+        let mut w = Stingy {
+            out: Vec::new(),
+            chunk: 5,
+            block_every: 3,
+            calls: 0,
+        };
+        let mut sb = SendBuf::new();
+        let mut expect = Vec::new();
+        sb.buf_mut().extend_from_slice(b"queued before the cipher");
+        expect.extend_from_slice(b"queued before the cipher");
+        sb.set_cipher(enc.take().unwrap());
+        assert!(sb.is_encrypted());
+        for i in 0..300u32 {
+            let m = Message::Have { piece: i };
+            m.encode(sb.buf_mut());
+            m.encode(&mut expect);
+            if i % 3 == 0 {
+                sb.write_to(&mut w).unwrap();
+                sb.check_invariants();
+            }
+        }
+        while !sb.is_empty() {
+            sb.write_to(&mut w).unwrap();
+            sb.check_invariants();
+        }
+        assert_ne!(w.out, expect);
+        dec.as_mut().unwrap().apply(&mut w.out);
+        assert_eq!(w.out, expect);
     }
 
     #[test]

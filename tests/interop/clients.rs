@@ -200,6 +200,19 @@ impl Transmission {
         download_dir: &Path,
         up_limit_kib: Option<u32>,
     ) -> Transmission {
+        Transmission::start_with(lab, host, name, download_dir, up_limit_kib, 1)
+    }
+
+    /// [`Transmission::start`] with its `encryption` setting: 0 prefer
+    /// plaintext, 1 prefer encryption (the default), 2 require it.
+    pub fn start_with(
+        lab: &Lab,
+        host: &Host,
+        name: &str,
+        download_dir: &Path,
+        up_limit_kib: Option<u32>,
+        encryption: u8,
+    ) -> Transmission {
         let cfg = lab.dir(&format!("{name}-config"));
         let settings = TR_SETTINGS
             .replace("@BIND@", &host.ip.to_string())
@@ -207,7 +220,8 @@ impl Transmission {
             .replace("@DOWNLOAD_DIR@", download_dir.to_str().unwrap())
             .replace("@CACHE_MB@", "4")
             .replace("@UP_KBPS@", &up_limit_kib.unwrap_or(0).to_string())
-            .replace("@UP_LIMITED@", &up_limit_kib.is_some().to_string());
+            .replace("@UP_LIMITED@", &up_limit_kib.is_some().to_string())
+            .replace("@ENCRYPTION@", &encryption.to_string());
         std::fs::write(cfg.join("settings.json"), settings).unwrap();
         let mut cmd = host.command("transmission-daemon");
         cmd.arg("-f").arg("-g").arg(&cfg);

@@ -4,8 +4,8 @@ interop tests: seed, download or create one torrent, with DHT, LSD, UPnP,
 NAT-PMP and uTP off, so the only peers are the ones the test names (--peer)
 or the torrent's tracker hands out.
 
-    lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES]
-    lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed]
+    lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES] [--encryption forced]
+    lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed] [--encryption forced]
     lt_driver.py create   PATH OUT.torrent [--tracker URL] [--piece-length BYTES] [--v1-only]
     lt_driver.py infohash TORRENT [--v2]
 
@@ -13,6 +13,10 @@ Status lines on stdout every 500 ms, like piecemeal's --machine:
     @status STATE PROGRESS_PPM DOWNLOADED UPLOADED PEERS
 and `@done` once every piece is verified (download exits 0 then, unless
 --seed). Alerts go to stderr.
+
+--encryption forced: MSE with RC4 only, both ways (in_enc_policy and
+out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
+refused. Default: libtorrent's own (pe_enabled, both levels).
 """
 import argparse
 import os
@@ -23,8 +27,8 @@ import time
 import libtorrent as lt
 
 
-def settings(listen, upload_limit, download_limit):
-    return {
+def settings(listen, upload_limit, download_limit, encryption="enabled"):
+    s = {
         "listen_interfaces": listen,
         "outgoing_interfaces": listen.rsplit(":", 1)[0],
         "enable_dht": False,
@@ -47,6 +51,12 @@ def settings(listen, upload_limit, download_limit):
         | lt.alert.category_t.tracker_notification,
         "user_agent": "lt_driver/" + lt.__version__,
     }
+    if encryption == "forced":
+        s["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["allowed_enc_level"] = int(lt.enc_level.pe_rc4)
+        s["prefer_rc4"] = True
+    return s
 
 
 def v1_hash(info):
@@ -56,7 +66,9 @@ def v1_hash(info):
 
 
 def run(args):
-    ses = lt.session(settings(args.listen, args.upload_limit, args.download_limit))
+    ses = lt.session(
+        settings(args.listen, args.upload_limit, args.download_limit, args.encryption)
+    )
     info = lt.torrent_info(args.torrent)
     params = lt.add_torrent_params()
     params.ti = info
@@ -133,6 +145,7 @@ def main():
         p.add_argument("--upload-limit", type=int, default=0)
         p.add_argument("--download-limit", type=int, default=0)
         p.add_argument("--seed", action="store_true")
+        p.add_argument("--encryption", choices=["enabled", "forced"], default="enabled")
     p = sub.add_parser("create")
     p.add_argument("path")
     p.add_argument("out")
