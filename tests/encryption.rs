@@ -79,14 +79,23 @@ fn prefer_falls_back_to_plaintext_for_a_peer_with_encryption_off() {
 }
 
 #[test]
-fn prefer_uses_rc4_with_a_peer_that_prefers_it_too() {
+fn prefer_on_both_sides_obfuscates_the_handshake_and_sends_the_payload_in_the_clear() {
     let tmp = TempDir::new("mse-prefer");
     let (seeder, port, torrent) = seeder(&tmp, "prefer");
     let mut dl = leecher(&tmp, &torrent, &port, "prefer");
     assert_eq!(dl.wait(Duration::from_secs(60)), 0, "{}", dl.log_text());
     assert_same_files(&tmp.join("seed"), &tmp.join("dl"), FILES);
-    assert!(dl.log_text().contains("MSE done, RC4"), "{}", dl.log_text());
-    assert!(seeder.log_text().contains("MSE done, RC4"));
+    assert!(
+        dl.log_text().contains("connecting (MSE)"),
+        "{}",
+        dl.log_text()
+    );
+    assert!(
+        dl.log_text().contains("MSE done, plaintext"),
+        "{}",
+        dl.log_text()
+    );
+    assert!(seeder.log_text().contains("MSE done, plaintext"));
 }
 
 /// A plaintext handshake (as a raw socket sends it): closed without a

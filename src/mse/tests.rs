@@ -101,9 +101,16 @@ fn check_done(a: Handshake, b: Handshake, method: Method, ia: &[u8]) {
 #[test]
 fn both_sides_agree_byte_by_byte_at_the_padding_extremes() {
     for (pad_a, pad_b) in [(0, 0), (512, 512), (0, 512), (512, 0), (17, 300)] {
-        let (mut a, mut b) = pair(pad_a, pad_b, Policy::Prefer, Policy::Prefer);
-        assert_eq!(run(&mut a, &mut b, 1), (Ok(()), Ok(())));
-        check_done(a, b, Method::Rc4, b"");
+        // Both allow plaintext: the payload goes in the clear (the
+        // handshake was obfuscated all the same); RC4 when required.
+        for (policy, method) in [
+            (Policy::Prefer, Method::Plain),
+            (Policy::Require, Method::Rc4),
+        ] {
+            let (mut a, mut b) = pair(pad_a, pad_b, policy, policy);
+            assert_eq!(run(&mut a, &mut b, 1), (Ok(()), Ok(())));
+            check_done(a, b, method, b"");
+        }
     }
 }
 
@@ -152,9 +159,14 @@ fn unknown_info_hash_is_a_clear_error() {
 }
 
 #[test]
-fn plaintext_is_chosen_only_when_rc4_is_not_offered_and_allowed() {
+fn prefer_chooses_plaintext_when_offered_and_require_only_rc4() {
     assert_eq!(
         Policy::Prefer.select(CRYPTO_RC4 | CRYPTO_PLAIN),
+        Some(Method::Plain)
+    );
+    assert_eq!(Policy::Prefer.select(CRYPTO_RC4), Some(Method::Rc4));
+    assert_eq!(
+        Policy::Require.select(CRYPTO_RC4 | CRYPTO_PLAIN),
         Some(Method::Rc4)
     );
     assert_eq!(Policy::Prefer.select(CRYPTO_PLAIN), Some(Method::Plain));
