@@ -357,6 +357,10 @@ impl Torrent {
             self.picker.peer_gone(&peer.has);
         }
         self.choker.on_peer_gone(key);
+        if !peer.am_choking && peer.peer_interested {
+            // Its slot is free: give it to a peer that waits.
+            self.choker.round_now();
+        }
         Some((peer.addr, peer.outgoing, active))
     }
 
@@ -442,7 +446,13 @@ impl Torrent {
                     self.choker.round_now();
                 }
             }
-            Message::NotInterested => peer.peer_interested = false,
+            Message::NotInterested => {
+                peer.peer_interested = false;
+                // Its slot is free: give it to a peer that waits.
+                if !peer.am_choking {
+                    self.choker.round_now();
+                }
+            }
             Message::Have { piece } => {
                 if piece >= self.geometry.num_pieces {
                     return Err(PeerError::BadHave(piece));

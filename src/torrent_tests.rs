@@ -1003,3 +1003,53 @@ fn a_dialed_peer_gets_our_bitfield_only_after_its_handshake() {
     assert!(frames[1].starts_with("Unknown { id: 20"), "{frames:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_slot_freed_by_a_peer_that_loses_interest_or_leaves_goes_to_a_waiting_peer_at_once() {
+    // A seed with seven interested peers: four slots and the optimistic
+    // unchoke leave two waiting. When an unchoked peer no longer wants
+    // anything (it completed), or disconnects, a waiting one gets its slot
+    // without waiting for the next 10 s round.
+    let f = fixture(50_000, 16384);
+    let dir = temp_dir("slot-freed");
+    let now = Instant::now();
+    let mut t = torrent(&f, &dir, true, 5, now);
+    let keys: Vec<usize> = (0..7u8)
+        .map(|i| {
+            let k = t.add_peer(
+                10 + i as usize,
+                format!("127.0.0.{}:5", i + 2).parse().unwrap(),
+                false,
+                now,
+            );
+            let mut bytes = handshake([9; 20], [0x40 + i; 20], false);
+            Message::Interested.encode(&mut bytes);
+            feed(&mut t, k, &bytes, now).unwrap();
+            k
+        })
+        .collect();
+    t.choke_round(now);
+    let unchoked = |t: &Torrent| {
+        keys.iter()
+            .filter(|&&k| t.peers.get(k).is_some_and(|p| !p.am_choking))
+            .count()
+    };
+    assert_eq!(unchoked(&t), 5);
+    // One of the unchoked loses interest: same instant, one more round.
+    let done = *keys.iter().find(|&&k| !t.peers[k].am_choking).unwrap();
+    let mut m = Vec::new();
+    Message::NotInterested.encode(&mut m);
+    feed(&mut t, done, &m, now).unwrap();
+    t.choke_round(now);
+    assert!(
+        t.peers[done].am_choking,
+        "the peer that wants nothing gave its slot back"
+    );
+    assert_eq!(unchoked(&t), 5, "a waiting peer took it");
+    // An unchoked peer leaves: its slot is given at once too.
+    let gone = *keys.iter().find(|&&k| !t.peers[k].am_choking).unwrap();
+    t.remove_peer(gone, &PeerError::Eof);
+    t.choke_round(now);
+    assert_eq!(unchoked(&t), 5);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -115,6 +115,9 @@ impl Torrent {
         }
         if self.picker.is_complete() {
             info!("all {} pieces verified", self.geometry.num_pieces);
+            // Now a seed: slots go by upload rate, and peers that were
+            // giving to us may no longer want anything.
+            self.choker.round_now();
         }
     }
 
