@@ -922,8 +922,9 @@ impl Session {
             {
                 warn!("{msg} (dropped; the others go on)");
             }
-            // Its peers are dialed now, not at the next tick, and those
-            // that called while it checked are routed.
+            // It announces and dials its peers now, not at the next tick,
+            // and those that called while it checked are routed.
+            self.maybe_announce(now);
             self.connect_more(now);
             self.carry.append(&mut self.parked);
         }
