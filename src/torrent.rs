@@ -36,6 +36,11 @@ pub const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(100)
 /// unit); peers beyond wait for one of them to complete.
 pub const MAX_READ_JOBS: usize = 16;
 
+/// Receive-buffer bytes a new or idle peer holds: it grows to
+/// `cfg.recv_buf` once a read fills it, and shrinks back after a quiet
+/// second, so a thousand mostly idle peers cost little.
+pub const RECV_IDLE_CAP: usize = 4096;
+
 /// Send-queue bytes an idle peer keeps allocated.
 pub const SEND_IDLE_CAP: usize = 4096;
 
@@ -293,7 +298,7 @@ impl Torrent {
             addr,
             outgoing,
             self.geometry.num_pieces,
-            self.cfg.recv_buf,
+            self.cfg.recv_buf.min(RECV_IDLE_CAP),
             self.cfg.pipeline_start,
             now,
         );
@@ -374,10 +379,15 @@ impl Torrent {
         // time is idle.
         // Take the receive buffer out so that a decoded message can borrow
         // it while the rest of the torrent is updated; put it back after.
+        // A read that filled the buffer: data flows, give it full size.
+        let grow = peer.recv.is_full();
         let mut recv = std::mem::replace(&mut peer.recv, crate::wire::RecvBuf::placeholder());
         let result = self.drain_frames(key, &mut recv, now);
         // A large frame (a big bitfield) may have grown the buffer.
         recv.shrink_if_empty(self.cfg.recv_buf);
+        if grow {
+            recv.grow_to(self.cfg.recv_buf);
+        }
         if let Some(peer) = self.peers.get_mut(key) {
             peer.recv = recv;
         }

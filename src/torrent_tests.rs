@@ -152,10 +152,17 @@ fn handshake(info_hash: [u8; 20], peer_id: [u8; 20], ext: bool) -> Vec<u8> {
     out
 }
 
-/// Hand `bytes` from the peer `k` to `t` (all of it fits its buffer).
+/// Hand `bytes` from the peer `k` to `t`, a bufferful at a time.
 fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
-    t.on_readable(k, now)
+    // As the loop does: read what fits, hand it over, until all is in.
+    let mut src = bytes;
+    loop {
+        t.peers[k].recv.read_from(&mut src).unwrap();
+        t.on_readable(k, now)?;
+        if src.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.

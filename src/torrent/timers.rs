@@ -92,6 +92,11 @@ impl Torrent {
             if peer.requests.is_empty() {
                 peer.send.shrink_if_empty(SEND_IDLE_CAP);
             }
+            // A receive buffer that saw nothing for a second goes back to
+            // its idle size.
+            if peer.down.last() == 0 && peer.inflight.is_empty() {
+                peer.recv.shrink_if_empty(RECV_IDLE_CAP);
+            }
             if now.duration_since(peer.last_sent) > self.cfg.keepalive_interval {
                 Message::KeepAlive.encode(peer.send.buf_mut());
                 self.dirty.push(key);

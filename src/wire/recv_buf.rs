@@ -170,6 +170,15 @@ impl RecvBuf {
         }
     }
 
+    /// Grow to `cap` (clamped like [`new`](RecvBuf::new)) if smaller: a
+    /// connection starts small and grows once data flows.
+    pub fn grow_to(&mut self, cap: usize) {
+        let cap = clamp_cap(cap);
+        if self.buf.len() < cap {
+            self.buf.resize(cap, 0);
+        }
+    }
+
     /// If no bytes are unread and the capacity has grown past `cap`
     /// (clamped like [`new`](RecvBuf::new)), shrink back to it.
     pub fn shrink_if_empty(&mut self, cap: usize) {
@@ -389,6 +398,23 @@ mod tests {
         assert_eq!(rb.data(), &src[200..256]);
         rb.read_from(&mut r).unwrap();
         assert_eq!(rb.data(), &src[200..300]);
+        rb.check_invariants();
+    }
+
+    #[test]
+    fn a_small_buffer_grows_without_losing_unread_bytes() {
+        let src = pattern(1000);
+        let mut r = &src[..];
+        let mut rb = RecvBuf::new(256);
+        rb.read_from(&mut r).unwrap();
+        rb.consume(100);
+        assert!(!rb.is_full());
+        rb.grow_to(1024);
+        assert_eq!(rb.capacity(), 1024);
+        rb.read_from(&mut r).unwrap();
+        assert_eq!(rb.data(), &src[100..1000]);
+        rb.grow_to(512); // never shrinks
+        assert_eq!(rb.capacity(), 1024);
         rb.check_invariants();
     }
 
