@@ -102,23 +102,6 @@ fn assert_alive(p: &mut Proc) {
     }
 }
 
-/// Wait until the log contains `needle`.
-fn wait_log(p: &Proc, needle: &str, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    loop {
-        let log = p.log_text();
-        if log.contains(needle) {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "{}: no {needle:?} in the log within {timeout:?}:\n{log}",
-            p.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Resident memory of a process, in bytes (Linux).
 fn vm_rss(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -277,11 +260,7 @@ fn bad_requests_are_ignored_and_the_seeder_keeps_serving() {
         piece[9..] == fx.data[((n - 1) * PIECE) as usize..],
         "wrong data"
     );
-    wait_log(
-        &seeder,
-        "asked for a block we cannot serve",
-        Duration::from_secs(5),
-    );
+    seeder.wait_log("asked for a block we cannot serve", Duration::from_secs(5));
     assert_alive(&mut seeder);
     honest_download(&fx, port, "honest");
 }
@@ -304,7 +283,7 @@ fn request_flood_is_cut_off_and_memory_stays_flat() {
     }
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || w.write_all(&out).is_ok());
-    wait_log(&seeder, "too many requests queued", Duration::from_secs(20));
+    seeder.wait_log("too many requests queued", Duration::from_secs(20));
     let peak = vm_rss(seeder.child.id());
     expect_closed(&mut s, Duration::from_secs(20));
     let _ = writer.join();
@@ -342,7 +321,7 @@ fn requests_while_choked_are_not_served_and_a_flood_closes() {
     }
     assert!(!got_piece, "a choked peer was served");
     let _ = writer.join();
-    wait_log(&seeder, "too many requests queued", Duration::from_secs(5));
+    seeder.wait_log("too many requests queued", Duration::from_secs(5));
     assert_alive(&mut seeder);
     honest_download(&fx, port, "honest");
 }
@@ -368,7 +347,7 @@ fn slowloris_in_the_handshake_times_out() {
         took >= Duration::from_millis(1500),
         "closed too early: {took:?}"
     );
-    wait_log(&seeder, "handshake timed out", Duration::from_secs(2));
+    seeder.wait_log("handshake timed out", Duration::from_secs(2));
     assert_alive(&mut seeder);
     honest_download(&fx, port, "honest");
 }
@@ -406,7 +385,7 @@ fn slowloris_inside_a_frame_times_out_but_keep_alives_do_not() {
     });
     let took = expect_closed(&mut slow, Duration::from_secs(10));
     assert!(took >= Duration::from_secs(2), "closed too early: {took:?}");
-    wait_log(&seeder, "idle connection timed out", Duration::from_secs(2));
+    seeder.wait_log("idle connection timed out", Duration::from_secs(2));
     // The peer that sends whole messages is still connected, a second later.
     std::thread::sleep(Duration::from_secs(2));
     get_unchoked(&mut live);
@@ -435,16 +414,8 @@ fn huge_length_prefixes_close_before_the_body_arrives() {
         let rss = vm_rss(seeder.child.id());
         assert!(rss < 64 << 20, "seeder VmRSS {rss}");
     }
-    wait_log(
-        &seeder,
-        &format!("{}", 0xFFFF_FFFFu32),
-        Duration::from_secs(2),
-    );
-    wait_log(
-        &seeder,
-        &format!("{}", (1u32 << 20) + 1),
-        Duration::from_secs(2),
-    );
+    seeder.wait_log(&format!("{}", 0xFFFF_FFFFu32), Duration::from_secs(2));
+    seeder.wait_log(&format!("{}", (1u32 << 20) + 1), Duration::from_secs(2));
     assert!(seeder.log_text().contains("malformed message"));
     assert_alive(&mut seeder);
     honest_download(&fx, port, "honest");
@@ -470,8 +441,8 @@ fn bad_bitfields_close_the_connection() {
         s.write_all(bytes).unwrap();
         expect_closed(&mut s, Duration::from_secs(5));
     }
-    wait_log(&seeder, "bad bitfield", Duration::from_secs(2));
-    wait_log(&seeder, "spare bits", Duration::from_secs(2));
+    seeder.wait_log("bad bitfield", Duration::from_secs(2));
+    seeder.wait_log("spare bits", Duration::from_secs(2));
     // A correct one is fine.
     let (mut s, _) = connect_seeder(port, &fx, &test_id("goodbf"));
     s.write_all(&frame(5, &vec![0u8; right])).unwrap();
@@ -708,9 +679,8 @@ fn dialing_ourselves_through_a_relay_is_noticed_and_not_repeated() {
     );
     // Both ends see their own id: the accepting side answers with its
     // handshake before closing, so the dialing side knows too.
-    wait_log(&l, "connected to ourselves", Duration::from_secs(10));
-    wait_log(
-        &l,
+    l.wait_log("connected to ourselves", Duration::from_secs(10));
+    l.wait_log(
         &format!("127.0.0.1:{relay_port} is ourselves; not dialing it again"),
         Duration::from_secs(5),
     );
@@ -750,7 +720,7 @@ fn a_file_truncated_while_seeding_fails_reads_and_never_sends_zeros() {
             Some(f) => assert_ne!(f.first(), Some(&7), "a block was sent from a cut file"),
         }
     }
-    wait_log(&seeder, "cannot read piece 61", Duration::from_secs(5));
+    seeder.wait_log("cannot read piece 61", Duration::from_secs(5));
     // What is still on disk is still served, on a new connection.
     let (mut s2, _) = connect_seeder(port, &fx, &test_id("trunc2"));
     get_unchoked(&mut s2);
@@ -826,6 +796,6 @@ fn idle_connections_filling_every_slot_make_room_for_an_honest_leecher() {
     // gets a slot (it used to be refused: "connection limit reached").
     std::thread::sleep(Duration::from_secs(6));
     honest_download(&fx, port, "honest");
-    wait_log(&seeder, "closed to make room", Duration::from_secs(2));
+    seeder.wait_log("closed to make room", Duration::from_secs(2));
     assert_alive(&mut seeder);
 }

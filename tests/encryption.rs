@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FILES: &[(&str, usize)] = &[("file.bin", 3_000_000)];
 
@@ -31,20 +31,6 @@ fn leecher(tmp: &TempDir, torrent: &str, port: &str, mode: &str) -> Proc {
     let mut args = download_args(torrent, &out, port);
     args.extend(["--encryption", mode, "--no-tracker"]);
     Proc::start("leecher", tmp.path(), &args, tmp.path())
-}
-
-/// Wait until `proc`'s log has `text`.
-fn wait_log(proc: &Proc, text: &str, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    while !proc.log_text().contains(text) {
-        assert!(
-            Instant::now() < end,
-            "{}: no \"{text}\" in the log within {timeout:?}:\n{}",
-            proc.name,
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -125,8 +111,7 @@ fn require_refuses_plaintext_peers_and_sends_them_nothing() {
         .unwrap()
         .info_hash;
     plaintext_is_closed_unanswered(&port, info_hash);
-    wait_log(
-        &seeder,
+    seeder.wait_log(
         "plaintext handshake refused (--encryption require)",
         Duration::from_secs(5),
     );
@@ -152,8 +137,7 @@ fn off_refuses_encrypted_peers() {
     let tmp = TempDir::new("mse-off");
     let (seeder, port, torrent) = seeder(&tmp, "off");
     let mut dl = leecher(&tmp, &torrent, &port, "require");
-    wait_log(
-        &seeder,
+    seeder.wait_log(
         "encrypted handshake refused (--encryption off)",
         Duration::from_secs(10),
     );
@@ -192,8 +176,7 @@ fn an_exchange_without_sync_marker_is_cut_off_at_the_padding_limit() {
         Err(e) => panic!("connection not closed: {e}"),
     }
     assert!(rest.len() <= 512, "{} bytes of padding", rest.len());
-    wait_log(
-        &seeder,
+    seeder.wait_log(
         "MSE: no sync marker within the padding limit",
         Duration::from_secs(5),
     );

@@ -88,14 +88,6 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn wait_for_log(p: &mut Proc, what: &str, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    while !p.log_text().contains(what) {
-        assert!(Instant::now() < end, "no {what:?} in:\n{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A leecher of an honest seeder (`--peer`) whose torrent names only the
 /// hostile tracker, still running (`extra` decides for how long).
 fn leecher(tmp: &TempDir, port: u16, extra: &[&str]) -> (Proc, Proc, String) {
@@ -118,11 +110,7 @@ fn dropped(mode: Mode, name: &str) {
     let tmp = TempDir::new(name);
     let (_sock, port, seen) = hostile_udp_tracker(mode);
     let (mut leech, _seeder, url) = leecher(&tmp, port, &["--seed"]);
-    wait_for_log(
-        &mut leech,
-        "udp trackers: dropped ",
-        Duration::from_secs(10),
-    );
+    leech.wait_log("udp trackers: dropped ", Duration::from_secs(10));
     assert_eq!(leech.terminate(Duration::from_secs(10)), 0);
     let log = leech.log_text();
     assert!(!log.contains("panicked"), "{log}");
@@ -155,8 +143,7 @@ fn an_error_answer_to_connect_is_reported_and_backed_off() {
     let tmp = TempDir::new("udp-error");
     let (_sock, port, seen) = hostile_udp_tracker(Mode::ConnectError);
     let (mut leech, _seeder, url) = leecher(&tmp, port, &["--seed"]);
-    wait_for_log(
-        &mut leech,
+    leech.wait_log(
         "no tracker answered; backing off for ",
         Duration::from_secs(10),
     );

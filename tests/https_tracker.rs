@@ -164,15 +164,7 @@ fn setup(name: &str) -> Setup {
     );
     let (seeder, _) = start_seeder(&tmp, &seed_dir, &torrent, &["--verbose"]);
     let answered = format!("tracker {plain}: 0 peers");
-    let end = Instant::now() + Duration::from_secs(20);
-    while !seeder.log_text().contains(&answered) {
-        assert!(
-            Instant::now() < end,
-            "seeder did not announce:\n{}",
-            seeder.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    seeder.wait_log(&answered, Duration::from_secs(20));
     let mut urls = urls.into_iter().map(|(_, u)| u);
     Setup {
         tracker_port,

@@ -224,15 +224,7 @@ fn an_announce_waiting_for_a_hung_lookup_times_out_and_the_next_tier_is_tried() 
     );
     let (seeder, _) = start_seeder(&tmp, &seed_dir, &torrent, &["--verbose"]);
     let answered = format!("tracker {by_ip}: 0 peers");
-    let end = Instant::now() + Duration::from_secs(20);
-    while !seeder.log_text().contains(&answered) {
-        assert!(
-            Instant::now() < end,
-            "seeder did not announce:\n{}",
-            seeder.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    seeder.wait_log(&answered, Duration::from_secs(20));
     // The leecher's copy names a tracker whose lookup never comes back
     // (in time) first, the working one in the second tier.
     let hung = "hung.piecemeal.test";

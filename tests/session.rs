@@ -292,17 +292,10 @@ fn a_watched_folder_adds_and_removes_torrents_and_skips_garbage() {
         ],
         tmp.path(),
     );
-    let wait_log = |p: &Proc, what: &str| {
-        let end = Instant::now() + Duration::from_secs(15);
-        while !p.log_text().contains(what) {
-            assert!(Instant::now() < end, "no '{what}':\n{}", p.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     // A torrent dropped into the folder starts; a leecher gets it.
     std::fs::copy(&t[0], watch.join("a.torrent")).unwrap();
     std::fs::write(watch.join("junk.torrent"), b"this is not bencode").unwrap();
-    wait_log(&seeder, "pieces already verified on disk");
+    seeder.wait_log("pieces already verified on disk", Duration::from_secs(15));
     let out = tmp.join("out");
     let mut l = Proc::start(
         "leech",
@@ -313,11 +306,11 @@ fn a_watched_folder_adds_and_removes_torrents_and_skips_garbage() {
     assert_eq!(l.wait(Duration::from_secs(60)), 0, "{}", l.log_text());
     assert_same_files(&seed_dir, &out, &FILES[..1]);
     // The garbage is reported, once, and skipped.
-    wait_log(&seeder, "watch: skipping");
+    seeder.wait_log("watch: skipping", Duration::from_secs(15));
     assert_eq!(seeder.log_text().matches("watch: skipping").count(), 1);
     // One removed stops.
     std::fs::remove_file(watch.join("a.torrent")).unwrap();
-    wait_log(&seeder, "removed");
+    seeder.wait_log("removed", Duration::from_secs(15));
     assert!(!answered(&port, &info_hash(&t[0])));
     assert_eq!(seeder.terminate(Duration::from_secs(10)), 0);
 }

@@ -231,6 +231,21 @@ impl Proc {
     }
 
     /// SIGTERM, then wait.
+    /// Wait until the log holds `needle`; fails the test with the log
+    /// after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "{}: no {needle:?} in the log within {timeout:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn terminate(&mut self, timeout: Duration) -> i32 {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
