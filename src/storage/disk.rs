@@ -85,7 +85,19 @@ pub struct Disk {
     /// Which files had data before we opened them (worth re-checking).
     existed: Vec<bool>,
     pool: RefCell<FilePool>,
+    /// Ranges written lately, `(file, offset, len)`, oldest first: once
+    /// [`DROP_BEHIND`] bytes were written after one, its pages (written
+    /// back by then, or on their way) leave the page cache.
+    written: RefCell<(std::collections::VecDeque<(usize, u64, u64)>, u64)>,
 }
+
+/// How far behind the newest write the page cache is asked to let go of
+/// what we wrote (see [`Disk::write_at`]).
+pub const DROP_BEHIND: u64 = 32 << 20;
+
+/// Most ranges remembered for [`DROP_BEHIND`] (tiny files make tiny
+/// ranges): beyond, the oldest is let go early.
+const DROP_BEHIND_RANGES: usize = 4096;
 
 /// Open files, least recently used first out.
 struct FilePool {
@@ -159,6 +171,7 @@ impl Disk {
                 open: Vec::new(),
                 clock: 0,
             }),
+            written: RefCell::new((std::collections::VecDeque::new(), 0)),
         };
         let n = disk.layout.files.len();
         let mut existed = Vec::with_capacity(n);
@@ -423,11 +436,14 @@ impl Disk {
                     source: io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"),
                 });
             }
+            let start = at_in_file;
             self.with_file(file_index, |file| {
                 for part in chunk.chunks(WRITE_CHUNK) {
                     file.write_all_at(part, at_in_file)?;
                     at_in_file += part.len() as u64;
                 }
+                // Start writing it back now (the pages stay until clean).
+                advise_dontneed(file, start, chunk.len() as u64);
                 Ok(())
             })
             .map_err(|source| StorageError {
@@ -435,8 +451,41 @@ impl Disk {
                 path: self.path(file_index),
                 source,
             })?;
+            self.drop_behind(file_index, start, chunk.len() as u64);
         }
         Ok(())
+    }
+
+    /// Remember a range just written; ask the kernel to drop the pages of
+    /// ranges written [`DROP_BEHIND`] bytes ago. A download then reuses
+    /// page-cache pages instead of taking fresh ones for every byte (on a
+    /// virtual machine, first-touched memory is what the write path spends
+    /// most of its time on), and leaves the page cache as it found it.
+    fn drop_behind(&self, file: usize, offset: u64, len: u64) {
+        let mut w = self.written.borrow_mut();
+        w.0.push_back((file, offset, len));
+        w.1 += len;
+        while w.1 > DROP_BEHIND || w.0.len() > DROP_BEHIND_RANGES {
+            let Some((f, o, l)) = w.0.pop_front() else {
+                break;
+            };
+            w.1 -= l;
+            let _ = self.with_open_file(f, |file| advise_dontneed(file, o, l));
+        }
+    }
+
+    /// Ranges remembered for dropping, and their bytes (for tests).
+    pub fn drop_behind_backlog(&self) -> (usize, u64) {
+        let w = self.written.borrow();
+        (w.0.len(), w.1)
+    }
+
+    /// Run `op` on file `index` if it is open now (never opens it).
+    fn with_open_file(&self, index: usize, op: impl FnOnce(&File)) -> Option<()> {
+        let pool = self.pool.borrow();
+        let e = pool.open.iter().find(|e| e.0 == index)?;
+        op(&e.1);
+        Some(())
     }
 
     /// Fill `buf` from torrent offset `offset`. Padding reads as zeros. A
@@ -505,5 +554,18 @@ impl Drop for Disk {
     fn drop(&mut self) {
         let n = self.pool.borrow().open.len();
         OPEN_FILES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` on a file range: starts writing
+/// back dirty pages and drops clean ones. Advice only: errors are ignored.
+fn advise_dontneed(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED);
     }
 }

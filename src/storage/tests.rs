@@ -242,3 +242,44 @@ fn many_files_are_served_through_a_bounded_pool_of_open_files() {
     assert!(again == data);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn what_was_written_long_ago_is_let_go_and_the_backlog_stays_bounded() {
+    // 40 MiB in 1 MiB writes: the backlog of ranges to drop holds at most
+    // DROP_BEHIND bytes; 5,000 one-byte files make 5,000 tiny ranges, of
+    // which at most 4,096 are remembered.
+    let dir = temp_dir("drop-behind");
+    let big = Layout::new(vec![FileSlot {
+        path: "big".into(),
+        offset: 0,
+        len: 40 << 20,
+        executable: false,
+    }]);
+    let disk = Disk::open(&dir, big, OpenMode::Create).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..40u64 {
+        disk.write_at(i << 20, &chunk).unwrap();
+        assert!(disk.drop_behind_backlog().1 <= crate::storage::disk::DROP_BEHIND);
+    }
+    assert_eq!(disk.drop_behind_backlog(), (32, 32 << 20));
+    // Dropping is advice: every byte reads back.
+    let mut back = vec![0u8; 1 << 20];
+    disk.read_at(0, &mut back).unwrap();
+    assert!(back == chunk);
+    let tiny = Layout::new(
+        (0..5000u64)
+            .map(|i| FileSlot {
+                path: format!("t/{i}").into(),
+                offset: i,
+                len: 1,
+                executable: false,
+            })
+            .collect(),
+    );
+    let disk = Disk::open(&dir, tiny, OpenMode::Create).unwrap();
+    disk.write_at(0, &vec![1u8; 5000]).unwrap();
+    let (ranges, bytes) = disk.drop_behind_backlog();
+    assert_eq!(ranges, 4096);
+    assert_eq!(bytes, 4096);
+    std::fs::remove_dir_all(dir).unwrap();
+}
