@@ -33,7 +33,10 @@
 //! on Linux), for trackers that limit by address.
 //!
 //! After `--warmup` seconds the counters run for `--duration` seconds;
-//! one line of `key=value` results is printed at the end.
+//! one line of `key=value` results is printed at the end. Without
+//! `--target` it does nothing and exits 0, so that `cargo test
+//! --all-targets` (which runs benches once, with no arguments) passes at
+//! once.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -90,8 +93,10 @@ impl Default for Settings {
     }
 }
 
-fn parse_args() -> Result<Settings, String> {
+/// The settings; `None` without `--target` (nothing to do).
+fn parse_args() -> Result<Option<Settings>, String> {
     let mut s = Settings::default();
+    let mut has_target = false;
     let mut args = std::env::args().skip(1);
     let secs = |v: &str| -> Result<Duration, String> {
         v.parse::<f64>()
@@ -112,7 +117,10 @@ fn parse_args() -> Result<Settings, String> {
         }
         let v = args.next().ok_or_else(|| format!("{k} needs a value"))?;
         match k.as_str() {
-            "--target" => s.target = num(&k, &v)?,
+            "--target" => {
+                s.target = num(&k, &v)?;
+                has_target = true;
+            }
             "--sockets" => s.sockets = num(&k, &v)?,
             "--sources" => s.sources = num(&k, &v)?,
             "--window" => s.window = num(&k, &v)?,
@@ -132,10 +140,10 @@ fn parse_args() -> Result<Settings, String> {
         return Err("--sockets, --window, --hashes, --sources and --threads must be > 0".into());
     }
     s.threads = s.threads.min(s.sockets);
-    Ok(s)
+    Ok(has_target.then_some(s))
 }
 
-const USAGE: &str = "usage: udp_load [--target 127.0.0.1:6969] [--sockets 64] [--sources 1] \
+const USAGE: &str = "usage: udp_load --target 127.0.0.1:6969 [--sockets 64] [--sources 1] \
 [--window 2] [--hashes 500] [--new 0.1] [--seeders 0.25] [--scrape 0] [--numwant 50] \
 [--warmup 2] [--duration 10] [--timeout-ms 1000] [--threads 1]";
 
@@ -544,12 +552,17 @@ fn own_cpu_secs() -> Option<f64> {
 
 fn main() -> ExitCode {
     let s = match parse_args() {
-        Ok(s) => s,
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!("udp_load: no --target, nothing to do (see benches/udp_tracker_load.sh)");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("udp_load: {e}");
+            if e.is_empty() {
+                println!("{USAGE}"); // --help
+                return ExitCode::SUCCESS;
             }
-            eprintln!("{USAGE}");
+            eprintln!("udp_load: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
