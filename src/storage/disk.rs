@@ -88,7 +88,14 @@ pub struct Disk {
     /// Ranges written lately, `(file, offset, len)`, oldest first: once
     /// [`DROP_BEHIND`] bytes were written after one, its pages (written
     /// back by then, or on their way) leave the page cache.
-    written: RefCell<(std::collections::VecDeque<(usize, u64, u64)>, u64)>,
+    written: RefCell<DropBehind>,
+}
+
+/// The ranges [`Disk::drop_behind`] remembers, and their bytes.
+#[derive(Default)]
+struct DropBehind {
+    ranges: std::collections::VecDeque<(usize, u64, u64)>,
+    bytes: u64,
 }
 
 /// How far behind the newest write the page cache is asked to let go of
@@ -171,7 +178,7 @@ impl Disk {
                 open: Vec::new(),
                 clock: 0,
             }),
-            written: RefCell::new((std::collections::VecDeque::new(), 0)),
+            written: RefCell::new(DropBehind::default()),
         };
         let n = disk.layout.files.len();
         let mut existed = Vec::with_capacity(n);
@@ -463,13 +470,13 @@ impl Disk {
     /// most of its time on), and leaves the page cache as it found it.
     fn drop_behind(&self, file: usize, offset: u64, len: u64) {
         let mut w = self.written.borrow_mut();
-        w.0.push_back((file, offset, len));
-        w.1 += len;
-        while w.1 > DROP_BEHIND || w.0.len() > DROP_BEHIND_RANGES {
-            let Some((f, o, l)) = w.0.pop_front() else {
+        w.ranges.push_back((file, offset, len));
+        w.bytes += len;
+        while w.bytes > DROP_BEHIND || w.ranges.len() > DROP_BEHIND_RANGES {
+            let Some((f, o, l)) = w.ranges.pop_front() else {
                 break;
             };
-            w.1 -= l;
+            w.bytes -= l;
             let _ = self.with_open_file(f, |file| advise_dontneed(file, o, l));
         }
     }
@@ -477,7 +484,7 @@ impl Disk {
     /// Ranges remembered for dropping, and their bytes (for tests).
     pub fn drop_behind_backlog(&self) -> (usize, u64) {
         let w = self.written.borrow();
-        (w.0.len(), w.1)
+        (w.ranges.len(), w.bytes)
     }
 
     /// Run `op` on file `index` if it is open now (never opens it).
