@@ -820,6 +820,18 @@ impl Tracker {
             .get(&a.info_hash)
             .is_some_and(|sw| sw.index.contains_key(&a.peer_id));
         if !present {
+            // An address present in `max_torrents_per_ip` torrents joins
+            // no other, new or existing.
+            if let Some(k) = key
+                && self
+                    .swarms
+                    .get(&a.info_hash)
+                    .is_some_and(|sw| !sw.per_ip.contains_key(&k))
+                && self.presence.get(&k).copied().unwrap_or(0) as usize
+                    >= self.cfg.max_torrents_per_ip
+            {
+                return Err("too many torrents from your address");
+            }
             self.make_room(&a.info_hash, key, now);
             let swarm = self.swarms.entry(a.info_hash).or_default();
             if a.event == Event::Completed {

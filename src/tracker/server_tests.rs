@@ -606,3 +606,32 @@ fn announce_query_is_read_without_allocating_like_split_query() {
         "malformed query string"
     );
 }
+
+#[test]
+fn an_address_in_its_quota_of_torrents_joins_no_other_existing_one_either() {
+    // Another address made 70 swarms; one address joins them one by one:
+    // it is present in at most 64, whether the swarm is new or not.
+    let mut t = Tracker::new(ServerConfig::default());
+    let now = Instant::now();
+    let hash = |i: u32| {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        h
+    };
+    for i in 0..70u32 {
+        announce_for(&mut t, hash(i), pid(1), &format!("10.0.{}.1:1", i + 1), now);
+    }
+    let mut refused = 0;
+    for i in 0..70u32 {
+        let resp = announce_for(&mut t, hash(i), pid(2), "10.9.9.9:6881", now);
+        let d = dict(&split(&resp).1);
+        if d.contains_key(&b"failure reason"[..]) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6);
+    assert_eq!(t.num_peers(), 70 + 64);
+    // Already present, it may re-announce in the ones it is in.
+    let resp = announce_for(&mut t, hash(0), pid(2), "10.9.9.9:6881", now);
+    assert!(!dict(&split(&resp).1).contains_key(&b"failure reason"[..]));
+}
