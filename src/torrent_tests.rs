@@ -80,7 +80,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Serve a peer and do the reads that takes, as the loop does.
-    fn serve(&mut self, key: usize) -> Result<(), PeerError> {
+    fn serve(&mut self, key: PeerKey) -> Result<(), PeerError> {
         let token = self.t.peers.get(key).map(|p| p.token);
         self.t.serve(key)?;
         jobs::read_pending(&mut self.t, &self.store, 64);
@@ -153,7 +153,7 @@ fn handshake(info_hash: [u8; 20], peer_id: [u8; 20], ext: bool) -> Vec<u8> {
 }
 
 /// Hand `bytes` from the peer `k` to `t` (all of it fits its buffer).
-fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
+fn feed(t: &mut Torrent, k: PeerKey, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
     t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
     t.on_readable(k, now)
 }
@@ -161,9 +161,9 @@ fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), Pee
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
 fn pump<A: Storage, B: Storage>(
     from: &mut Node<A>,
-    fk: usize,
+    fk: PeerKey,
     to: &mut Node<B>,
-    tk: usize,
+    tk: PeerKey,
     now: Instant,
 ) -> usize {
     let mut wire = Vec::new();
@@ -539,7 +539,7 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
 
 /// A leecher torrent of 64 pieces of 32 KiB whose peer `k` has everything
 /// and has unchoked us; our first requests are queued in its send buffer.
-fn unchoked_leecher(name: &str, now: Instant) -> (Node, usize, PathBuf) {
+fn unchoked_leecher(name: &str, now: Instant) -> (Node, PeerKey, PathBuf) {
     let f = fixture(64 * 32768, 32768);
     let dir = temp_dir(name);
     // Room for every piece at once: the window, not the cache, limits.
@@ -553,7 +553,7 @@ fn unchoked_leecher(name: &str, now: Instant) -> (Node, usize, PathBuf) {
 }
 
 /// Every frame after the handshake in the peer's send buffer.
-fn sent_frames(t: &Torrent, k: usize) -> Vec<String> {
+fn sent_frames(t: &Torrent, k: PeerKey) -> Vec<String> {
     let mut buf = &t.peers[k].send.pending()[wire::HANDSHAKE_LEN..];
     let mut out = Vec::new();
     while let Some((m, n)) = wire::decode_frame(buf, wire::MAX_FRAME).unwrap() {
@@ -1014,7 +1014,7 @@ fn a_slot_freed_by_a_peer_that_loses_interest_or_leaves_goes_to_a_waiting_peer_a
     let dir = temp_dir("slot-freed");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let keys: Vec<usize> = (0..7u8)
+    let keys: Vec<PeerKey> = (0..7u8)
         .map(|i| {
             let k = t.add_peer(
                 10 + i as usize,

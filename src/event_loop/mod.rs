@@ -34,6 +34,7 @@ pub use scrape::scrape_trackers;
 pub use tls::{client_config as tls_client_config, tls_error_text};
 
 use crate::config::Config;
+use crate::ids::PeerKey;
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::rate::TokenBucket;
@@ -192,7 +193,7 @@ enum Conn {
     Peer {
         sock: TcpStream,
         tid: usize,
-        key: usize,
+        key: PeerKey,
         connecting: bool,
         writable: bool,
         /// The MSE exchange of a connection we dial, until it is done.

@@ -98,7 +98,7 @@ impl Torrent {
             }
         }
         self.choke_round(now);
-        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.request_more(key, now);
         }
@@ -113,7 +113,7 @@ impl Torrent {
         let soon = |at: &mut Option<Instant>, t: Instant| {
             *at = Some(at.map_or(t, |a| a.min(t)));
         };
-        for (_, p) in &self.peers {
+        for (_, p) in self.peers.iter() {
             let moving = p.phase == Phase::Handshaking
                 || !p.inflight.is_empty()
                 || !p.requests.is_empty()
