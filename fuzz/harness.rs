@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use piecemeal::bencode::{self, Limits};
+use piecemeal::ids::ConnToken;
 use piecemeal::metainfo::Metainfo;
 use piecemeal::tracker::{
     AnnounceParams, Event, HeadStatus, ResponseReader, ServerConfig, Tracker, TrackerError,
@@ -702,7 +703,7 @@ pub fn peer_session(data: &[u8]) {
         u64::from(mode),
         now,
     );
-    let token = 7;
+    let token = ConnToken(7);
     let outgoing = mode & 8 != 0;
     let key = t.add_peer(token, "127.0.0.1:6881".parse().unwrap(), outgoing, now);
     let mut sent = SentChecker {

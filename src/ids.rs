@@ -31,3 +31,15 @@ impl fmt::Display for PeerKey {
         self.0.fmt(f)
     }
 }
+
+/// A connection in the event loop: the key of the session's connection slab,
+/// which is also its `mio::Token`. The core keeps it on each peer only to
+/// name connections to close; the shell alone turns it into a `mio::Token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnToken(pub usize);
+
+impl fmt::Display for ConnToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -6,7 +6,7 @@
 
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::BlockRef;
-use crate::ids::PeerKey;
+use crate::ids::{ConnToken, PeerKey};
 use crate::wire::{DecodeError, RecvBuf, SendBuf};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -176,7 +176,7 @@ pub const DEFAULT_REQQ: usize = 250;
 /// One peer connection's state. The socket lives in the event loop.
 pub struct Peer {
     /// The event loop's token for this connection.
-    pub token: usize,
+    pub token: ConnToken,
     pub addr: SocketAddr,
     pub outgoing: bool,
     pub phase: Phase,
@@ -220,7 +220,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(
-        token: usize,
+        token: ConnToken,
         addr: SocketAddr,
         outgoing: bool,
         num_pieces: u32,

@@ -10,6 +10,7 @@ use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
 use crate::extension::{Extended, Registry};
 use crate::geometry::{BlockRef, Geometry};
+use crate::ids::ConnToken;
 use crate::peer::{Inflight, Peer, PeerError, Peers, Phase};
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::rate::TokenBucket;
@@ -116,7 +117,7 @@ pub struct Torrent {
     pub dirty: Vec<PeerKey>,
     /// Connections (event-loop tokens) to close, with the reason, found
     /// outside `tick` (a ban). The loop drains it every turn.
-    pub to_close: Vec<(usize, PeerError)>,
+    pub to_close: Vec<(ConnToken, PeerError)>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
     /// When the oldest piece waiting to be written verified.
@@ -253,7 +254,7 @@ impl Torrent {
     /// longest-connected first. Marks it, so it is chosen once; returns its
     /// event-loop token. (Slots held by idle connections from one address
     /// otherwise lock out every honest newcomer.)
-    pub fn evict_one(&mut self, now: Instant) -> Option<usize> {
+    pub fn evict_one(&mut self, now: Instant) -> Option<ConnToken> {
         let min_age = self.cfg.evict_after;
         let (_, victim) = self
             .peers
@@ -282,7 +283,7 @@ impl Torrent {
     /// until the peer's handshake arrives (see `send_handshake`).
     pub fn add_peer(
         &mut self,
-        token: usize,
+        token: ConnToken,
         addr: SocketAddr,
         outgoing: bool,
         now: Instant,

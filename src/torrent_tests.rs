@@ -244,8 +244,8 @@ fn a_torrent_core_runs_on_storage_jobs_with_no_files() {
     let mut now = Instant::now();
     let mut seeder = mem_torrent(&f, true, 1, 0, now);
     let mut leecher = mem_torrent(&f, false, 2, 0, now);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !leecher.is_done() {
         turns += 1;
@@ -279,7 +279,7 @@ fn a_read_that_fails_closes_the_peers_waiting_for_it() {
     let mut seeder = mem_torrent(&f, true, 1, 0, now);
     // The data goes away after the check (a file cut short under us).
     seeder.store.bytes.borrow_mut().truncate(32768);
-    let k = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let k = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut seeder, k, &bytes, now).unwrap();
@@ -312,8 +312,8 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     let mut now = Instant::now();
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut leecher = torrent(&f, &ld, false, 2, now);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !leecher.is_done() {
         turns += 1;
@@ -341,7 +341,7 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     assert!(
         close
             .iter()
-            .any(|(tok, why)| *tok == 1 && *why == PeerError::BothSeeds),
+            .any(|(tok, why)| *tok == ConnToken(1) && *why == PeerError::BothSeeds),
         "{close:?}"
     );
     std::fs::remove_dir_all(sd).unwrap();
@@ -354,12 +354,12 @@ fn wrong_info_hash_and_own_id_are_refused() {
     let dir = temp_dir("refuse");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 3, now);
-    let k = t.add_peer(7, "127.0.0.1:3".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(7), "127.0.0.1:3".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([8; 20], [4; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::WrongInfoHash));
-    let k = t.add_peer(8, "127.0.0.1:4".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(8), "127.0.0.1:4".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([9; 20], [3; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
@@ -373,7 +373,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     let dir = temp_dir("flood");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [6; 20], false));
     Message::Interested.encode(&mut bytes);
@@ -416,7 +416,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     let dir = temp_dir("ltep");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
-    let k = t.add_peer(1, "127.0.0.1:7".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:7".parse().unwrap(), false, now);
     // Transmission's order: handshake, extension handshake, bitfield.
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], true));
@@ -463,7 +463,7 @@ fn peers_without_the_extension_bit_get_no_extension_handshake() {
     let dir = temp_dir("no-ltep");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 9, now);
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], false));
     feed(&mut t, k, &bytes, now).unwrap();
@@ -486,7 +486,7 @@ fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
     // 2^30 * 4 wrapped to 0 in `u32` before: the first request while
     // choked closed the connection as a flood.
     t.cfg.max_peer_requests = 1 << 30;
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], false));
     for _ in 0..3 {
@@ -544,7 +544,7 @@ fn unchoked_leecher(name: &str, now: Instant) -> (Node, PeerKey, PathBuf) {
     let dir = temp_dir(name);
     // Room for every piece at once: the window, not the cache, limits.
     let mut t = torrent_with_cache(&f, &dir, false, 5, now, 64 * 32768);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
@@ -622,7 +622,7 @@ fn thousands_of_stray_cancels_a_second_close_the_connection() {
     let dir = temp_dir("cancels");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 9, now);
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [8; 20], false);
     feed(&mut t, k, &bytes, now).unwrap();
     let limit = 4 * t.cfg.max_peer_requests;
@@ -689,7 +689,7 @@ fn a_late_or_repeated_bitfield_is_merged_not_refused() {
     let dir = temp_dir("late-bitfield");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], true);
     Message::Unknown {
         id: wire::EXTENDED_ID,
@@ -731,8 +731,8 @@ fn exchange_with_held_back_flushes(
     let mut now = Instant::now();
     let mut seeder = torrent(f, &sd, true, 1, now);
     let mut leecher = torrent_with_cache(f, &ld, false, 2, now, cache_bytes);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut peak = 0;
     let mut turn = 0;
     while !leecher.is_done() {
@@ -797,11 +797,11 @@ fn pieces_verified_while_a_dialed_peer_handshakes_are_in_its_bitfield() {
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut leecher = torrent(&f, &ld, false, 2, now);
     // We dial a third peer; it has not answered yet.
-    let dialed = leecher.add_peer(9, "127.0.0.1:9".parse().unwrap(), true, now);
+    let dialed = leecher.add_peer(ConnToken(9), "127.0.0.1:9".parse().unwrap(), true, now);
     assert_eq!(leecher.peers[dialed].send.len(), wire::HANDSHAKE_LEN);
     // Meanwhile pieces verify from the seeder.
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     for _ in 0..3 {
         pump(&mut leecher, lk, &mut seeder, sk, now);
         seeder.choke_round(now);
@@ -828,7 +828,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
     let dir = temp_dir("choke-cycles");
     let mut now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
@@ -873,7 +873,7 @@ fn an_idle_peers_send_queue_shrinks_after_a_burst() {
     let dir = temp_dir("shrink-send");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
@@ -909,7 +909,7 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut t = torrent_with_cache(&f, &ld, false, 2, now, 64 * 32768);
     let liar_id = [0x66; 20];
-    let li = t.add_peer(7, "127.0.0.1:7".parse().unwrap(), false, now);
+    let li = t.add_peer(ConnToken(7), "127.0.0.1:7".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], liar_id, false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
@@ -930,8 +930,8 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     Message::Choke.encode(&mut lies);
     feed(&mut t, li, &lies, now).unwrap();
     // The honest seeder does the rest.
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let hk = t.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let hk = t.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !t.is_done() {
         turns += 1;
@@ -959,7 +959,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     let now = Instant::now();
     let (mut t, k, dir) = unchoked_leecher("dup-useful", now);
     // Peer `k` ([6; 20]) has not delivered anything: the same id is let in.
-    let k2 = t.add_peer(2, "127.0.0.1:6".parse().unwrap(), false, now);
+    let k2 = t.add_peer(ConnToken(2), "127.0.0.1:6".parse().unwrap(), false, now);
     let hs = handshake([9; 20], [6; 20], false);
     t.peers[k2].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k2, now), Ok(()));
@@ -975,7 +975,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     }
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
-    let k3 = t.add_peer(3, "127.0.0.1:7".parse().unwrap(), false, now);
+    let k3 = t.add_peer(ConnToken(3), "127.0.0.1:7".parse().unwrap(), false, now);
     t.peers[k3].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
     std::fs::remove_dir_all(dir).unwrap();
@@ -989,7 +989,7 @@ fn a_dialed_peer_gets_our_bitfield_only_after_its_handshake() {
     let dir = temp_dir("dial-order");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), true, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), true, now);
     assert_eq!(
         t.peers[k].send.pending().len(),
         wire::HANDSHAKE_LEN,
@@ -1017,7 +1017,7 @@ fn a_slot_freed_by_a_peer_that_loses_interest_or_leaves_goes_to_a_waiting_peer_a
     let keys: Vec<PeerKey> = (0..7u8)
         .map(|i| {
             let k = t.add_peer(
-                10 + i as usize,
+                ConnToken(10 + i as usize),
                 format!("127.0.0.{}:5", i + 2).parse().unwrap(),
                 false,
                 now,

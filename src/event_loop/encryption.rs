@@ -5,6 +5,7 @@
 //! `RecvBuf` / `SendBuf` and works in place.
 
 use super::{Conn, Session, random_bytes};
+use crate::ids::ConnToken;
 use crate::mse::{self, Cipher, Handshake, MAX_PAD, Method, Policy, SECRET_LEN};
 use crate::peer::PeerError;
 use crate::wire::RecvBuf;
@@ -135,7 +136,7 @@ impl Session {
     /// Read an incoming connection: tell a plaintext handshake from MSE,
     /// run the exchange, and gather the first [`super::ROUTE_LEN`]
     /// plaintext bytes of the BitTorrent handshake.
-    pub(super) fn read_incoming(&mut self, token: usize, now: Instant) -> Incoming {
+    pub(super) fn read_incoming(&mut self, token: ConnToken, now: Instant) -> Incoming {
         let policy = self.opts.limits.encryption;
         let by_req2 = &self.by_req2;
         let Some(Conn::Incoming {
@@ -144,7 +145,7 @@ impl Session {
             crypt,
             out,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return Incoming::Wait;
         };
@@ -244,13 +245,13 @@ impl Session {
 
     /// Keep an incoming connection's `WRITABLE` interest exactly while MSE
     /// output waits.
-    pub(super) fn incoming_interest(&mut self, token: usize) {
+    pub(super) fn incoming_interest(&mut self, token: ConnToken) {
         let Some(Conn::Incoming {
             sock,
             out,
             writable,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return;
         };
@@ -266,7 +267,7 @@ impl Session {
         if self
             .poll
             .registry()
-            .reregister(sock, Token(token), interest)
+            .reregister(sock, Token(token.0), interest)
             .is_ok()
         {
             *writable = pending;
@@ -277,7 +278,7 @@ impl Session {
     /// sent, queue our answer, and once it is done set up the ciphers and
     /// hand the bytes that followed to the peer's receive buffer. True when
     /// the exchange is over (the connection goes on as a normal peer).
-    pub(super) fn dial_readable(&mut self, token: usize) -> Result<bool, PeerError> {
+    pub(super) fn dial_readable(&mut self, token: ConnToken) -> Result<bool, PeerError> {
         let Some(Conn::Peer {
             sock,
             tid,
@@ -285,7 +286,7 @@ impl Session {
             mse: mse_slot,
             pre,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return Ok(false);
         };

@@ -13,7 +13,7 @@ impl Torrent {
         &mut self,
         now: Instant,
         dt: std::time::Duration,
-        close: &mut Vec<(usize, PeerError)>,
+        close: &mut Vec<(ConnToken, PeerError)>,
     ) {
         let complete = self.picker.is_complete();
         for (key, peer) in self.peers.iter_mut() {
