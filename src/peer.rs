@@ -270,6 +270,16 @@ impl Peer {
         }
     }
 
+    /// Output is queued for the socket.
+    pub fn has_output(&self) -> bool {
+        !self.send.is_empty()
+    }
+
+    /// The receive buffer is full: decode before reading more.
+    pub fn recv_is_full(&self) -> bool {
+        self.recv.is_full()
+    }
+
     /// A short label for log lines: `peer#KEY ADDR`.
     pub fn label(&self) -> String {
         format!("peer#{} {}", self.token, self.addr)

@@ -17,6 +17,7 @@ use crate::rate::TokenBucket;
 use crate::storage::{Cache, Insert, ReadJob, StorageError, WriteJob};
 use crate::wire::{self, Handshake, Message};
 
+mod buffers;
 mod check;
 pub mod jobs;
 mod pieces;
@@ -98,7 +99,7 @@ pub struct Torrent {
     read_waiters: Vec<PeerKey>,
     /// A write finished since the last [`Torrent::after_writes`].
     wrote: bool,
-    pub peers: Peers,
+    peers: Peers,
     /// Pieces written to disk.
     pub flushed: Bitfield,
     /// Who sent which block, and the failed pieces under comparison.

@@ -8,7 +8,6 @@ use super::{Conn, Session, random_bytes};
 use crate::ids::ConnToken;
 use crate::mse::{self, Cipher, Handshake, MAX_PAD, Method, Policy, SECRET_LEN};
 use crate::peer::PeerError;
-use crate::wire::RecvBuf;
 use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -91,20 +90,6 @@ fn randomness() -> ([u8; SECRET_LEN], Vec<u8>) {
 pub(super) fn dial(info_hash: [u8; 20], policy: Policy, now: Instant) -> Box<Handshake> {
     let (secret, pad) = randomness();
     Box::new(Handshake::initiator(info_hash, policy, secret, &pad, now))
-}
-
-/// Put bytes that were read already into a peer's receive buffer (through
-/// its cipher, if it has one), growing it if they do not fit.
-pub(super) fn feed_recv(recv: &mut RecvBuf, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        if recv.is_full() {
-            recv.reserve_frame(recv.len() + bytes.len());
-        }
-        match recv.read_from(&mut bytes) {
-            Ok(n) if n > 0 => {}
-            _ => return,
-        }
-    }
 }
 
 /// Write `out` until it is empty or the socket would block.
@@ -316,18 +301,17 @@ impl Session {
             let Some(s) = self.torrents.get_mut(*tid) else {
                 return Ok(true);
             };
-            let Some(p) = s.t.peers.get_mut(*key) else {
+            let Some(addr) = s.t.peer(*key).map(|p| p.addr) else {
                 return Ok(true);
             };
-            debug!("peer#{token} {}: MSE done, {}", p.addr, done.method);
-            self.dial_methods.note(p.addr, Dial::Mse);
+            debug!("peer#{token} {addr}: MSE done, {}", done.method);
+            self.dial_methods.note(addr, Dial::Mse);
             if done.method == Method::Rc4 {
-                p.recv.set_cipher(done.dec);
-                p.send.set_cipher(done.enc);
+                s.t.set_peer_ciphers(*key, done.dec, done.enc);
             }
             // What followed step 4 is the payload stream: into the buffer
             // (decrypted there when RC4).
-            feed_recv(&mut p.recv, data.get(taken..).unwrap_or_default());
+            s.t.feed_peer(*key, data.get(taken..).unwrap_or_default());
             s.t.dirty.push(*key);
             return Ok(true);
         }

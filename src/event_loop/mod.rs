@@ -853,7 +853,7 @@ impl Session {
         let active = self
             .torrents
             .iter()
-            .filter(|(_, s)| !s.t.peers.is_empty())
+            .filter(|(_, s)| s.t.peer_count() > 0)
             .count()
             .max(1) as u64;
         let share = self.up_limit.map(|r| (r / active).max(1));
@@ -959,11 +959,7 @@ impl Session {
             let mut dirty = std::mem::take(&mut s.t.dirty);
             dirty.sort_unstable();
             dirty.dedup();
-            tokens.extend(
-                dirty
-                    .iter()
-                    .filter_map(|&k| s.t.peers.get(k).map(|p| p.token)),
-            );
+            tokens.extend(dirty.iter().filter_map(|&k| s.t.peer(k).map(|p| p.token)));
         }
         for token in tokens {
             self.write_peer(token, now);
@@ -1050,7 +1046,7 @@ impl Session {
                     ..
                 } = c
                     && *tid == id
-                    && s.t.peers.get(*key).is_some_and(|p| {
+                    && s.t.peer(*key).is_some_and(|p| {
                         now.duration_since(p.connected_at) > limits.connect_timeout
                     })
                 {
@@ -1081,7 +1077,7 @@ impl Session {
             if let Some(a) = &mut s.announcer
                 && !s.paused
                 && s.candidates.is_empty()
-                && s.t.peers.len() < 5
+                && s.t.peer_count() < 5
                 && !s.t.is_complete()
             {
                 a.want_peers_now(now);

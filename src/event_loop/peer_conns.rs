@@ -3,7 +3,7 @@
 //! retries.
 
 use super::encryption::{self, Crypt, Dial, Incoming};
-use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, write_out};
+use super::{Conn, READ_BUDGET, Session, connect_from, hex_short};
 use crate::ids::ConnToken;
 use crate::mse::{Method, Policy};
 use crate::peer::PeerError;
@@ -43,7 +43,7 @@ impl Session {
                                 Conn::Peer { tid, key, .. } => self
                                     .torrents
                                     .get(*tid)
-                                    .and_then(|s| s.t.peers.get(*key))
+                                    .and_then(|s| s.t.peer(*key))
                                     .is_some_and(|p| p.addr.ip() == addr.ip()),
                                 _ => false,
                             })
@@ -218,18 +218,17 @@ impl Session {
             return;
         }
         let key = s.t.add_peer(ConnToken(tok), addr, false, now);
-        if let Some(p) = s.t.peers.get_mut(key) {
-            encryption::feed_recv(&mut p.recv, &buf);
-            match crypt {
-                Crypt::Done(d) => {
-                    if d.method == Method::Rc4 {
-                        p.recv.set_cipher(d.dec);
-                        p.send.set_cipher(d.enc);
-                    }
-                    debug!("peer#{tok} {addr}: MSE done, {}", d.method);
+        // What came with the handshake was read (and decrypted) already:
+        // it goes in before the ciphers, which apply to what follows.
+        s.t.feed_peer(key, &buf);
+        match crypt {
+            Crypt::Done(d) => {
+                if d.method == Method::Rc4 {
+                    s.t.set_peer_ciphers(key, d.dec, d.enc);
                 }
-                _ => debug!("peer#{tok} {addr}: plaintext handshake"),
+                debug!("peer#{tok} {addr}: MSE done, {}", d.method);
             }
+            _ => debug!("peer#{tok} {addr}: plaintext handshake"),
         }
         entry.insert(Conn::Peer {
             sock,
@@ -293,10 +292,10 @@ impl Session {
         let budget = READ_BUDGET.min(allowance);
         let mut total = 0;
         let result = loop {
-            let Some(peer) = t.peers.get_mut(key) else {
+            let Some(read) = t.read_peer_from(key, sock) else {
                 return;
             };
-            match peer.recv.read_from(sock) {
+            match read {
                 Ok(0) => {
                     // Handle what is buffered, then close, for the reason
                     // the last bytes gave if they gave one.
@@ -305,7 +304,7 @@ impl Session {
                 }
                 Ok(n) => {
                     total += n;
-                    if peer.recv.is_full() || total >= budget {
+                    if t.peer(key).is_some_and(|p| p.recv_is_full()) || total >= budget {
                         if let Err(e) = t.on_readable(key, now) {
                             break Some(e);
                         }
@@ -415,10 +414,10 @@ impl Session {
         };
         let mut wrote = false;
         loop {
-            let Some(peer) = s.t.peers.get_mut(key) else {
+            let Some(peer) = s.t.peer(key) else {
                 return;
             };
-            if peer.send.is_empty() {
+            if !peer.has_output() {
                 if peer.requests.is_empty() {
                     break;
                 }
@@ -427,21 +426,22 @@ impl Session {
                     return;
                 }
                 self.close.append(&mut s.t.to_close);
-                if s.t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
+                if s.t.peer(key).is_none_or(|p| !p.has_output()) {
                     break; // out of upload allowance
                 }
                 continue;
             }
-            match peer.send.write_to(sock) {
-                Ok(n) => {
+            match s.t.write_peer_to(key, sock) {
+                None => return,
+                Some(Ok(n)) => {
                     if n > 0 {
                         wrote = true;
                     }
-                    if !peer.send.is_empty() {
+                    if s.t.peer(key).is_some_and(|p| p.has_output()) {
                         break; // would block
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     self.close.push((token, PeerError::Io("write", e.kind())));
                     return;
                 }
@@ -450,7 +450,7 @@ impl Session {
         if wrote {
             s.t.on_sent(key, now);
         }
-        let pending = s.t.peers.get(key).is_some_and(|p| !p.send.is_empty());
+        let pending = s.t.peer(key).is_some_and(|p| p.has_output());
         if pending != *writable {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
@@ -505,7 +505,7 @@ impl Session {
                 {
                     continue;
                 }
-                if s.t.peers.len() >= s.t.cfg.max_peers {
+                if s.t.peer_count() >= s.t.cfg.max_peers {
                     continue;
                 }
                 let Some(addr) = s.candidates.pop() else {
@@ -597,12 +597,8 @@ impl Session {
                 if matches!(why, PeerError::OwnPeerId) {
                     // Our handshake is queued (see `Torrent::on_handshake`):
                     // the dialing side learns it reached itself and stops.
-                    if let Some(p) = self
-                        .torrents
-                        .get_mut(tid)
-                        .and_then(|s| s.t.peers.get_mut(key))
-                    {
-                        let _ = write_out(&mut sock, &mut p.send);
+                    if let Some(s) = self.torrents.get_mut(tid) {
+                        let _ = s.t.write_peer_to(key, &mut sock);
                     }
                     // Closing with unread bytes would send a reset, which
                     // can overtake the handshake: read what is waiting (a
