@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use piecemeal::bitfield::Bitfield;
 use piecemeal::geometry::Geometry;
-use piecemeal::picker::Picker;
+use piecemeal::picker::{PeerKey, Picker};
 
 const PIECES: u32 = 10_000;
 const PIECE_LEN: u32 = 256 * 1024;
@@ -70,9 +70,10 @@ fn pick_and_complete(c: &mut Criterion) {
                 while done < iters && picker.have().count() < PIECES * 9 / 10 {
                     let k = done as usize % PEERS;
                     out.clear();
-                    picker.pick(k, &peers[k], 32, &mut out);
+                    let key = PeerKey::from_raw(k);
+                    picker.pick(key, &peers[k], 32, &mut out);
                     for &blk in &out {
-                        black_box(picker.on_block(k, blk, &mut others));
+                        black_box(picker.on_block(key, blk, &mut others));
                         if picker.is_piece_received(blk.piece) {
                             picker.on_piece_verified(blk.piece);
                         }

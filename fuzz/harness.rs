@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use piecemeal::bencode::{self, Limits};
+use piecemeal::ids::ConnToken;
 use piecemeal::metainfo::Metainfo;
 use piecemeal::tracker::{
     AnnounceParams, Event, HeadStatus, ResponseReader, ServerConfig, Tracker, TrackerError,
@@ -702,7 +703,7 @@ pub fn peer_session(data: &[u8]) {
         u64::from(mode),
         now,
     );
-    let token = 7;
+    let token = ConnToken(7);
     let outgoing = mode & 8 != 0;
     let key = t.add_peer(token, "127.0.0.1:6881".parse().unwrap(), outgoing, now);
     let mut sent = SentChecker {
@@ -714,7 +715,7 @@ pub fn peer_session(data: &[u8]) {
     let mut wire_out = Vec::new();
     while alive && !c.is_empty() {
         wire_out.clear();
-        let inflight_before = t.peers.get(key).map_or(0, |p| p.inflight.len());
+        let inflight_before = t.peer(key).map_or(0, |p| p.inflight.len());
         let op = c.byte();
         // A block reference: mostly a real block, sometimes raw numbers.
         let block = |c: &mut Cursor, raw: bool| {
@@ -817,11 +818,12 @@ pub fn peer_session(data: &[u8]) {
             11 => {
                 // The socket takes some of our output.
                 let room = (usize::from(c.byte()) + 1) * 1024;
-                let Some(peer) = t.peers.get_mut(key) else {
-                    break;
-                };
                 let mut sink = Vec::new();
-                let _ = peer.send.write_to(&mut LimitedWriter(&mut sink, room));
+                if t.write_peer_to(key, &mut LimitedWriter(&mut sink, room))
+                    .is_none()
+                {
+                    break;
+                }
                 sent.bytes.extend_from_slice(&sink);
                 t.on_sent(key, now);
                 if t.serve(key).is_err() {
@@ -840,16 +842,16 @@ pub fn peer_session(data: &[u8]) {
         let mut src = &wire_out[..];
         let mut stuck = 0;
         while alive && !src.is_empty() {
-            let Some(peer) = t.peers.get_mut(key) else {
+            let Some(peer) = t.peer(key) else {
                 alive = false;
                 break;
             };
-            if peer.recv.is_full() {
+            if peer.recv_is_full() {
                 stuck += 1;
                 assert!(stuck < 3, "receive buffer full and nothing decodes");
             } else {
                 stuck = 0;
-                peer.recv.read_from(&mut src).unwrap();
+                t.read_peer_from(key, &mut src).unwrap().unwrap();
             }
             if t.on_readable(key, now).is_err() {
                 alive = false;
@@ -860,7 +862,7 @@ pub fn peer_session(data: &[u8]) {
         if t.to_close.iter().any(|(tok, _)| *tok == token) {
             alive = false;
         }
-        if let Some(peer) = t.peers.get(key) {
+        if let Some(peer) = t.peer(key) {
             assert!(
                 peer.requests.len() <= cfg.max_peer_requests,
                 "request queue"
@@ -893,7 +895,7 @@ pub fn peer_session(data: &[u8]) {
         sent.check(w, cfg.max_request_len);
     }
     // Whatever remains queued for the peer is well-formed and true too.
-    if let Some(peer) = t.peers.get(key) {
+    if let Some(peer) = t.peer(key) {
         sent.bytes.extend_from_slice(peer.send.pending());
         sent.check(w, cfg.max_request_len);
     }

@@ -186,13 +186,13 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Choker::new(4, 1, t0);
         // Keys 0..8 with rates 0, 100, ..., 700.
-        let mut peers: Vec<_> = (0..8).map(|k| peer(k, k as u64 * 100)).collect();
+        let mut peers: Vec<_> = (0..8).map(|k| peer(PeerKey(k), k as u64 * 100)).collect();
         round(&mut c, t0, &mut peers);
         let on = unchoked(&peers);
         assert_eq!(on.len(), 5);
-        assert!([4, 5, 6, 7].iter().all(|k| on.contains(k)));
+        assert!([4, 5, 6, 7].iter().all(|&k| on.contains(&PeerKey(k))));
         let opt = c.optimistic().unwrap();
-        assert!(opt < 4 && on.contains(&opt));
+        assert!(opt < PeerKey(4) && on.contains(&opt));
     }
 
     #[test]
@@ -201,10 +201,10 @@ mod tests {
         for seed in 0..20 {
             let t0 = Instant::now();
             let mut c = Choker::new(1, seed, t0);
-            let mut peers: Vec<_> = (0..4).map(|k| peer(k, 50)).collect();
+            let mut peers: Vec<_> = (0..4).map(|k| peer(PeerKey(k), 50)).collect();
             peers.push(ChokeCandidate {
                 is_seed: true,
-                ..peer(9, 1000)
+                ..peer(PeerKey(9), 1000)
             });
             round(&mut c, t0, &mut peers);
             assert!(peers[4].choked, "a seed got a slot");
@@ -219,15 +219,15 @@ mod tests {
     fn uninterested_peers_not_given_slots() {
         let t0 = Instant::now();
         let mut c = Choker::new(4, 2, t0);
-        let mut peers: Vec<_> = (0..6).map(|k| peer(k, 10 + k as u64)).collect();
+        let mut peers: Vec<_> = (0..6).map(|k| peer(PeerKey(k), 10 + k as u64)).collect();
         for p in &mut peers[3..] {
             p.interested = false;
             p.rate = 1_000_000;
         }
         peers[5].choked = false; // unchoked earlier, no longer interested
         let out = round(&mut c, t0, &mut peers);
-        assert_eq!(unchoked(&peers), vec![0, 1, 2]);
-        assert!(out.contains(&(5, true)));
+        assert_eq!(unchoked(&peers), vec![PeerKey(0), PeerKey(1), PeerKey(2)]);
+        assert!(out.contains(&(PeerKey(5), true)));
         assert_eq!(c.optimistic(), None, "nobody left for the optimistic slot");
     }
 
@@ -235,12 +235,15 @@ mod tests {
     fn optimistic_rotates_every_30s_and_is_outside_the_best_four() {
         let t0 = Instant::now();
         let mut c = Choker::new(4, 3, t0);
-        let mut peers: Vec<_> = (0..10).map(|k| peer(k, 1000 - k as u64)).collect();
+        let mut peers: Vec<_> = (0..10).map(|k| peer(PeerKey(k), 1000 - k as u64)).collect();
         let mut history = Vec::new();
         for r in 0..10u64 {
             round(&mut c, t0 + ROUND * r as u32, &mut peers);
             let opt = c.optimistic().unwrap();
-            assert!(opt >= 4, "optimistic {opt} is one of the best four");
+            assert!(
+                opt >= PeerKey(4),
+                "optimistic {opt} is one of the best four"
+            );
             assert_eq!(unchoked(&peers).len(), 5);
             history.push(opt);
         }
@@ -258,7 +261,7 @@ mod tests {
     fn only_changes_emitted() {
         let t0 = Instant::now();
         let mut c = Choker::new(4, 4, t0);
-        let mut peers: Vec<_> = (0..7).map(|k| peer(k, k as u64)).collect();
+        let mut peers: Vec<_> = (0..7).map(|k| peer(PeerKey(k), k as u64)).collect();
         let first = round(&mut c, t0, &mut peers);
         assert_eq!(first.len(), 5);
         assert!(first.iter().all(|&(_, choke)| !choke));
@@ -271,13 +274,13 @@ mod tests {
         peers[0].rate = 100;
         let opt = c.optimistic().unwrap();
         let out = round(&mut c, t0 + ROUND * 2, &mut peers);
-        if opt == 0 {
+        if opt == PeerKey(0) {
             // Peer 0 moves from optimistic to a regular slot; peer 3 drops
             // out of the best four and a new optimistic is chosen.
-            assert!(out.iter().all(|&(k, _)| k != 0));
+            assert!(out.iter().all(|&(k, _)| k != PeerKey(0)));
         } else {
-            assert!(out.contains(&(0, false)));
-            assert!(out.contains(&(3, true)) || c.optimistic() == Some(3));
+            assert!(out.contains(&(PeerKey(0), false)));
+            assert!(out.contains(&(PeerKey(3), true)) || c.optimistic() == Some(PeerKey(3)));
         }
     }
 
@@ -285,7 +288,7 @@ mod tests {
     fn gone_optimistic_replaced() {
         let t0 = Instant::now();
         let mut c = Choker::new(2, 5, t0);
-        let mut peers: Vec<_> = (0..6).map(|k| peer(k, 100 - k as u64)).collect();
+        let mut peers: Vec<_> = (0..6).map(|k| peer(PeerKey(k), 100 - k as u64)).collect();
         round(&mut c, t0, &mut peers);
         let opt = c.optimistic().unwrap();
         c.on_peer_gone(opt);
@@ -293,7 +296,7 @@ mod tests {
         let out = round(&mut c, t0 + ROUND, &mut peers);
         let new = c.optimistic().unwrap();
         assert_ne!(new, opt);
-        assert!(new >= 2);
+        assert!(new >= PeerKey(2));
         assert_eq!(out, vec![(new, false)]);
     }
 
@@ -301,14 +304,14 @@ mod tests {
     fn round_now_runs_the_next_tick_at_once() {
         let t0 = Instant::now();
         let mut c = Choker::new(4, 6, t0);
-        let mut peers = vec![peer(1, 10)];
+        let mut peers = vec![peer(PeerKey(1), 10)];
         round(&mut c, t0, &mut peers);
-        peers.push(peer(2, 20));
+        peers.push(peer(PeerKey(2), 20));
         assert!(round(&mut c, t0 + ROUND / 5, &mut peers).is_empty());
         c.round_now();
         assert!(c.poll_timeout() <= t0 + ROUND / 5);
         let out = round(&mut c, t0 + ROUND / 5, &mut peers);
-        assert_eq!(out, vec![(2, false)]);
+        assert_eq!(out, vec![(PeerKey(2), false)]);
         assert_eq!(c.poll_timeout(), t0 + ROUND / 5 + ROUND);
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod event_loop;
 pub mod extension;
 pub mod geometry;
+pub mod ids;
 pub mod memory;
 pub mod metainfo;
 pub mod mse;

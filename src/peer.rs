@@ -6,6 +6,7 @@
 
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::BlockRef;
+use crate::ids::{ConnToken, PeerKey};
 use crate::wire::{DecodeError, RecvBuf, SendBuf};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -175,7 +176,7 @@ pub const DEFAULT_REQQ: usize = 250;
 /// One peer connection's state. The socket lives in the event loop.
 pub struct Peer {
     /// The event loop's token for this connection.
-    pub token: usize,
+    pub token: ConnToken,
     pub addr: SocketAddr,
     pub outgoing: bool,
     pub phase: Phase,
@@ -219,7 +220,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(
-        token: usize,
+        token: ConnToken,
         addr: SocketAddr,
         outgoing: bool,
         num_pieces: u32,
@@ -269,9 +270,89 @@ impl Peer {
         }
     }
 
+    /// Output is queued for the socket.
+    pub fn has_output(&self) -> bool {
+        !self.send.is_empty()
+    }
+
+    /// The receive buffer is full: decode before reading more.
+    pub fn recv_is_full(&self) -> bool {
+        self.recv.is_full()
+    }
+
     /// A short label for log lines: `peer#KEY ADDR`.
     pub fn label(&self) -> String {
         format!("peer#{} {}", self.token, self.addr)
+    }
+}
+
+/// A torrent's peers, keyed by [`PeerKey`] (a slab underneath: keys are
+/// reused after a peer leaves).
+#[derive(Default)]
+pub struct Peers(slab::Slab<Peer>);
+
+impl Peers {
+    pub fn new() -> Peers {
+        Peers(slab::Slab::new())
+    }
+
+    pub fn insert(&mut self, peer: Peer) -> PeerKey {
+        PeerKey(self.0.insert(peer))
+    }
+
+    pub fn try_remove(&mut self, key: PeerKey) -> Option<Peer> {
+        self.0.try_remove(key.0)
+    }
+
+    pub fn get(&self, key: PeerKey) -> Option<&Peer> {
+        self.0.get(key.0)
+    }
+
+    pub fn get_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
+        self.0.get_mut(key.0)
+    }
+
+    pub fn contains(&self, key: PeerKey) -> bool {
+        self.0.contains(key.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerKey, &Peer)> {
+        self.0.iter().map(|(k, p)| (PeerKey(k), p))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (PeerKey, &mut Peer)> {
+        self.0.iter_mut().map(|(k, p)| (PeerKey(k), p))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.0.iter().map(|(k, _)| PeerKey(k))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+impl std::ops::Index<PeerKey> for Peers {
+    type Output = Peer;
+
+    /// Panics if there is no such peer (tests; the core uses `get`).
+    fn index(&self, key: PeerKey) -> &Peer {
+        &self.0[key.0]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+impl std::ops::IndexMut<PeerKey> for Peers {
+    fn index_mut(&mut self, key: PeerKey) -> &mut Peer {
+        &mut self.0[key.0]
     }
 }
 

@@ -53,8 +53,7 @@ use crate::geometry::{BlockRef, Geometry};
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests;
 
-/// A peer, as the engine's slab key.
-pub type PeerKey = usize;
+pub use crate::ids::PeerKey;
 
 /// Below this many verified pieces, new pieces are picked at random rather
 /// than rarest-first, so the first pieces complete fast and we have

@@ -10,12 +10,14 @@ use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
 use crate::extension::{Extended, Registry};
 use crate::geometry::{BlockRef, Geometry};
-use crate::peer::{Inflight, Peer, PeerError, Phase};
-use crate::picker::{BlockOutcome, Picker};
+use crate::ids::ConnToken;
+use crate::peer::{Inflight, Peer, PeerError, Peers, Phase};
+use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::rate::TokenBucket;
 use crate::storage::{Cache, Insert, ReadJob, StorageError, WriteJob};
 use crate::wire::{self, Handshake, Message};
 
+mod buffers;
 mod check;
 pub mod jobs;
 mod pieces;
@@ -24,7 +26,6 @@ mod upload;
 
 use check::Check;
 use log::{debug, info, trace, warn};
-use slab::Slab;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -100,10 +101,10 @@ pub struct Torrent {
     /// Reads the shell is asked to do for seeding (at most
     /// [`MAX_READ_JOBS`]), and the peers waiting for them.
     reads: Vec<ReadJob>,
-    read_waiters: Vec<usize>,
+    read_waiters: Vec<PeerKey>,
     /// A write finished since the last [`Torrent::after_writes`].
     wrote: bool,
-    pub peers: Slab<Peer>,
+    peers: Peers,
     /// Pieces written to disk.
     pub flushed: Bitfield,
     /// Who sent which block, and the failed pieces under comparison.
@@ -119,10 +120,10 @@ pub struct Torrent {
     /// Bytes of the pieces not verified yet.
     left: u64,
     /// Peers that have bytes queued to send.
-    pub dirty: Vec<usize>,
+    pub dirty: Vec<PeerKey>,
     /// Connections (event-loop tokens) to close, with the reason, found
     /// outside `tick` (a ban). The loop drains it every turn.
-    pub to_close: Vec<(usize, PeerError)>,
+    pub to_close: Vec<(ConnToken, PeerError)>,
     /// The last storage error (disk full...), for the status line.
     pub storage_error: Option<String>,
     /// When the oldest piece waiting to be written verified.
@@ -133,8 +134,8 @@ pub struct Torrent {
     /// while it has tokens.
     pub down_bucket: TokenBucket,
     pick_buf: Vec<BlockRef>,
-    cancel_buf: Vec<usize>,
-    choke_buf: Vec<(usize, bool)>,
+    cancel_buf: Vec<PeerKey>,
+    choke_buf: Vec<(PeerKey, bool)>,
 }
 
 impl Torrent {
@@ -169,7 +170,7 @@ impl Torrent {
             reads: Vec::new(),
             read_waiters: Vec::new(),
             wrote: false,
-            peers: Slab::new(),
+            peers: Peers::new(),
             flushed: have,
             blame: Blame::new(),
             extensions: Registry::default(),
@@ -206,7 +207,7 @@ impl Torrent {
 
     pub fn status(&self) -> Status {
         let (mut down, mut up, mut peers, mut seeds) = (0, 0, 0, 0);
-        for (_, p) in &self.peers {
+        for (_, p) in self.peers.iter() {
             down += p.down.rate();
             up += p.up.rate();
             if p.phase == Phase::Active {
@@ -259,7 +260,7 @@ impl Torrent {
     /// longest-connected first. Marks it, so it is chosen once; returns its
     /// event-loop token. (Slots held by idle connections from one address
     /// otherwise lock out every honest newcomer.)
-    pub fn evict_one(&mut self, now: Instant) -> Option<usize> {
+    pub fn evict_one(&mut self, now: Instant) -> Option<ConnToken> {
         let min_age = self.cfg.evict_after;
         let (_, victim) = self
             .peers
@@ -288,11 +289,11 @@ impl Torrent {
     /// until the peer's handshake arrives (see `send_handshake`).
     pub fn add_peer(
         &mut self,
-        token: usize,
+        token: ConnToken,
         addr: SocketAddr,
         outgoing: bool,
         now: Instant,
-    ) -> usize {
+    ) -> PeerKey {
         let peer = Peer::new(
             token,
             addr,
@@ -314,7 +315,7 @@ impl Torrent {
     /// reads the first bytes to tell a plain handshake from an encrypted
     /// one, and closes the connection when that read holds more than the
     /// 68 handshake bytes.
-    fn send_handshake(&mut self, key: usize) {
+    fn send_handshake(&mut self, key: PeerKey) {
         let hs = Handshake {
             reserved: wire::OUR_RESERVED,
             info_hash: self.info_hash,
@@ -330,7 +331,7 @@ impl Torrent {
     /// Our bitfield, sent as the handshakes complete (not when dialing): a
     /// piece verified while the connection was being set up is in it, and
     /// every later one goes out as a `have` (peers are active by then).
-    fn send_bitfield(&mut self, key: usize) {
+    fn send_bitfield(&mut self, key: PeerKey) {
         let have = self.picker.have();
         if have.count() == 0 {
             return;
@@ -346,7 +347,11 @@ impl Torrent {
     /// the availability counts.
     /// Returns the peer's address, whether we dialed it, and whether the
     /// handshake had completed.
-    pub fn remove_peer(&mut self, key: usize, why: &PeerError) -> Option<(SocketAddr, bool, bool)> {
+    pub fn remove_peer(
+        &mut self,
+        key: PeerKey,
+        why: &PeerError,
+    ) -> Option<(SocketAddr, bool, bool)> {
         let peer = self.peers.try_remove(key)?;
         debug!("{} dropped: {}", peer.label(), why);
         for r in &peer.inflight {
@@ -370,7 +375,7 @@ impl Torrent {
     }
 
     /// Process every complete frame in the peer's receive buffer.
-    pub fn on_readable(&mut self, key: usize, now: Instant) -> Result<(), PeerError> {
+    pub fn on_readable(&mut self, key: PeerKey, now: Instant) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -398,7 +403,7 @@ impl Torrent {
 
     fn drain_frames(
         &mut self,
-        key: usize,
+        key: PeerKey,
         recv: &mut crate::wire::RecvBuf,
         now: Instant,
     ) -> Result<(), PeerError> {
@@ -433,7 +438,12 @@ impl Torrent {
         }
     }
 
-    fn on_message(&mut self, key: usize, msg: Message<'_>, now: Instant) -> Result<(), PeerError> {
+    fn on_message(
+        &mut self,
+        key: PeerKey,
+        msg: Message<'_>,
+        now: Instant,
+    ) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -572,7 +582,7 @@ impl Torrent {
         Ok(())
     }
 
-    fn on_handshake(&mut self, key: usize, hs: Handshake) -> Result<(), PeerError> {
+    fn on_handshake(&mut self, key: PeerKey, hs: Handshake) -> Result<(), PeerError> {
         if hs.info_hash != self.info_hash {
             return Err(PeerError::WrongInfoHash);
         }
@@ -628,7 +638,7 @@ impl Torrent {
     }
 
     /// Ask the peer for more blocks, up to its pipeline depth.
-    pub fn request_more(&mut self, key: usize, now: Instant) {
+    pub fn request_more(&mut self, key: PeerKey, now: Instant) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
@@ -669,7 +679,7 @@ impl Torrent {
     }
 
     /// Recompute whether we are interested in `key`, telling it on change.
-    fn update_interest(&mut self, key: usize) {
+    fn update_interest(&mut self, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
@@ -719,7 +729,7 @@ impl Torrent {
     /// requests get some.
     pub fn after_writes(&mut self, now: Instant) {
         if std::mem::take(&mut self.wrote) {
-            let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+            let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
             for key in keys {
                 self.request_more(key, now);
             }
@@ -758,7 +768,7 @@ impl Torrent {
     }
 
     /// Note that bytes were written to the peer's socket.
-    pub fn on_sent(&mut self, key: usize, now: Instant) {
+    pub fn on_sent(&mut self, key: PeerKey, now: Instant) {
         if let Some(p) = self.peers.get_mut(key) {
             p.last_sent = now;
         }

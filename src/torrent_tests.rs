@@ -80,7 +80,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Serve a peer and do the reads that takes, as the loop does.
-    fn serve(&mut self, key: usize) -> Result<(), PeerError> {
+    fn serve(&mut self, key: PeerKey) -> Result<(), PeerError> {
         let token = self.t.peers.get(key).map(|p| p.token);
         self.t.serve(key)?;
         jobs::read_pending(&mut self.t, &self.store, 64);
@@ -153,7 +153,7 @@ fn handshake(info_hash: [u8; 20], peer_id: [u8; 20], ext: bool) -> Vec<u8> {
 }
 
 /// Hand `bytes` from the peer `k` to `t`, a bufferful at a time.
-fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
+fn feed(t: &mut Torrent, k: PeerKey, bytes: &[u8], now: Instant) -> Result<(), PeerError> {
     // As the loop does: read what fits, hand it over, until all is in.
     let mut src = bytes;
     loop {
@@ -168,9 +168,9 @@ fn feed(t: &mut Torrent, k: usize, bytes: &[u8], now: Instant) -> Result<(), Pee
 /// Move every queued byte from `from`'s peer `fk` into `to`'s peer `tk`.
 fn pump<A: Storage, B: Storage>(
     from: &mut Node<A>,
-    fk: usize,
+    fk: PeerKey,
     to: &mut Node<B>,
-    tk: usize,
+    tk: PeerKey,
     now: Instant,
 ) -> usize {
     let mut wire = Vec::new();
@@ -251,8 +251,8 @@ fn a_torrent_core_runs_on_storage_jobs_with_no_files() {
     let mut now = Instant::now();
     let mut seeder = mem_torrent(&f, true, 1, 0, now);
     let mut leecher = mem_torrent(&f, false, 2, 0, now);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !leecher.is_done() {
         turns += 1;
@@ -286,7 +286,7 @@ fn a_read_that_fails_closes_the_peers_waiting_for_it() {
     let mut seeder = mem_torrent(&f, true, 1, 0, now);
     // The data goes away after the check (a file cut short under us).
     seeder.store.bytes.borrow_mut().truncate(32768);
-    let k = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
+    let k = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut seeder, k, &bytes, now).unwrap();
@@ -319,8 +319,8 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     let mut now = Instant::now();
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut leecher = torrent(&f, &ld, false, 2, now);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !leecher.is_done() {
         turns += 1;
@@ -348,7 +348,7 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     assert!(
         close
             .iter()
-            .any(|(tok, why)| *tok == 1 && *why == PeerError::BothSeeds),
+            .any(|(tok, why)| *tok == ConnToken(1) && *why == PeerError::BothSeeds),
         "{close:?}"
     );
     std::fs::remove_dir_all(sd).unwrap();
@@ -361,12 +361,12 @@ fn wrong_info_hash_and_own_id_are_refused() {
     let dir = temp_dir("refuse");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 3, now);
-    let k = t.add_peer(7, "127.0.0.1:3".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(7), "127.0.0.1:3".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([8; 20], [4; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::WrongInfoHash));
-    let k = t.add_peer(8, "127.0.0.1:4".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(8), "127.0.0.1:4".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([9; 20], [3; 20], false));
     t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
@@ -380,7 +380,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     let dir = temp_dir("flood");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [6; 20], false));
     Message::Interested.encode(&mut bytes);
@@ -423,7 +423,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
     let dir = temp_dir("ltep");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 7, now);
-    let k = t.add_peer(1, "127.0.0.1:7".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:7".parse().unwrap(), false, now);
     // Transmission's order: handshake, extension handshake, bitfield.
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], true));
@@ -470,7 +470,7 @@ fn peers_without_the_extension_bit_get_no_extension_handshake() {
     let dir = temp_dir("no-ltep");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 9, now);
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], false));
     feed(&mut t, k, &bytes, now).unwrap();
@@ -493,7 +493,7 @@ fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
     // 2^30 * 4 wrapped to 0 in `u32` before: the first request while
     // choked closed the connection as a flood.
     t.cfg.max_peer_requests = 1 << 30;
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = Vec::new();
     bytes.extend(handshake([9; 20], [8; 20], false));
     for _ in 0..3 {
@@ -546,12 +546,12 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
 
 /// A leecher torrent of 64 pieces of 32 KiB whose peer `k` has everything
 /// and has unchoked us; our first requests are queued in its send buffer.
-fn unchoked_leecher(name: &str, now: Instant) -> (Node, usize, PathBuf) {
+fn unchoked_leecher(name: &str, now: Instant) -> (Node, PeerKey, PathBuf) {
     let f = fixture(64 * 32768, 32768);
     let dir = temp_dir(name);
     // Room for every piece at once: the window, not the cache, limits.
     let mut t = torrent_with_cache(&f, &dir, false, 5, now, 64 * 32768);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
@@ -560,7 +560,7 @@ fn unchoked_leecher(name: &str, now: Instant) -> (Node, usize, PathBuf) {
 }
 
 /// Every frame after the handshake in the peer's send buffer.
-fn sent_frames(t: &Torrent, k: usize) -> Vec<String> {
+fn sent_frames(t: &Torrent, k: PeerKey) -> Vec<String> {
     let mut buf = &t.peers[k].send.pending()[wire::HANDSHAKE_LEN..];
     let mut out = Vec::new();
     while let Some((m, n)) = wire::decode_frame(buf, wire::MAX_FRAME).unwrap() {
@@ -629,7 +629,7 @@ fn thousands_of_stray_cancels_a_second_close_the_connection() {
     let dir = temp_dir("cancels");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 9, now);
-    let k = t.add_peer(1, "127.0.0.1:9".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [8; 20], false);
     feed(&mut t, k, &bytes, now).unwrap();
     let limit = 4 * t.cfg.max_peer_requests;
@@ -696,7 +696,7 @@ fn a_late_or_repeated_bitfield_is_merged_not_refused() {
     let dir = temp_dir("late-bitfield");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, false, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], true);
     Message::Unknown {
         id: wire::EXTENDED_ID,
@@ -738,8 +738,8 @@ fn exchange_with_held_back_flushes(
     let mut now = Instant::now();
     let mut seeder = torrent(f, &sd, true, 1, now);
     let mut leecher = torrent_with_cache(f, &ld, false, 2, now, cache_bytes);
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut peak = 0;
     let mut turn = 0;
     while !leecher.is_done() {
@@ -804,11 +804,11 @@ fn pieces_verified_while_a_dialed_peer_handshakes_are_in_its_bitfield() {
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut leecher = torrent(&f, &ld, false, 2, now);
     // We dial a third peer; it has not answered yet.
-    let dialed = leecher.add_peer(9, "127.0.0.1:9".parse().unwrap(), true, now);
+    let dialed = leecher.add_peer(ConnToken(9), "127.0.0.1:9".parse().unwrap(), true, now);
     assert_eq!(leecher.peers[dialed].send.len(), wire::HANDSHAKE_LEN);
     // Meanwhile pieces verify from the seeder.
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let lk = leecher.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     for _ in 0..3 {
         pump(&mut leecher, lk, &mut seeder, sk, now);
         seeder.choke_round(now);
@@ -835,7 +835,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
     let dir = temp_dir("choke-cycles");
     let mut now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
@@ -880,7 +880,7 @@ fn an_idle_peers_send_queue_shrinks_after_a_burst() {
     let dir = temp_dir("shrink-send");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), false, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], [6; 20], false);
     Message::Interested.encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
@@ -916,7 +916,7 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut t = torrent_with_cache(&f, &ld, false, 2, now, 64 * 32768);
     let liar_id = [0x66; 20];
-    let li = t.add_peer(7, "127.0.0.1:7".parse().unwrap(), false, now);
+    let li = t.add_peer(ConnToken(7), "127.0.0.1:7".parse().unwrap(), false, now);
     let mut bytes = handshake([9; 20], liar_id, false);
     Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
     Message::Unchoke.encode(&mut bytes);
@@ -937,8 +937,8 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     Message::Choke.encode(&mut lies);
     feed(&mut t, li, &lies, now).unwrap();
     // The honest seeder does the rest.
-    let sk = seeder.add_peer(1, "127.0.0.1:1".parse().unwrap(), false, now);
-    let hk = t.add_peer(1, "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let hk = t.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
     let mut turns = 0;
     while !t.is_done() {
         turns += 1;
@@ -966,7 +966,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     let now = Instant::now();
     let (mut t, k, dir) = unchoked_leecher("dup-useful", now);
     // Peer `k` ([6; 20]) has not delivered anything: the same id is let in.
-    let k2 = t.add_peer(2, "127.0.0.1:6".parse().unwrap(), false, now);
+    let k2 = t.add_peer(ConnToken(2), "127.0.0.1:6".parse().unwrap(), false, now);
     let hs = handshake([9; 20], [6; 20], false);
     t.peers[k2].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k2, now), Ok(()));
@@ -982,7 +982,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     }
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
-    let k3 = t.add_peer(3, "127.0.0.1:7".parse().unwrap(), false, now);
+    let k3 = t.add_peer(ConnToken(3), "127.0.0.1:7".parse().unwrap(), false, now);
     t.peers[k3].recv.read_from(&mut &hs[..]).unwrap();
     assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
     std::fs::remove_dir_all(dir).unwrap();
@@ -996,7 +996,7 @@ fn a_dialed_peer_gets_our_bitfield_only_after_its_handshake() {
     let dir = temp_dir("dial-order");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let k = t.add_peer(1, "127.0.0.1:5".parse().unwrap(), true, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:5".parse().unwrap(), true, now);
     assert_eq!(
         t.peers[k].send.pending().len(),
         wire::HANDSHAKE_LEN,
@@ -1021,10 +1021,10 @@ fn a_slot_freed_by_a_peer_that_loses_interest_or_leaves_goes_to_a_waiting_peer_a
     let dir = temp_dir("slot-freed");
     let now = Instant::now();
     let mut t = torrent(&f, &dir, true, 5, now);
-    let keys: Vec<usize> = (0..7u8)
+    let keys: Vec<PeerKey> = (0..7u8)
         .map(|i| {
             let k = t.add_peer(
-                10 + i as usize,
+                ConnToken(10 + i as usize),
                 format!("127.0.0.{}:5", i + 2).parse().unwrap(),
                 false,
                 now,

@@ -5,9 +5,9 @@
 //! `RecvBuf` / `SendBuf` and works in place.
 
 use super::{Conn, Session, random_bytes};
+use crate::ids::ConnToken;
 use crate::mse::{self, Cipher, Handshake, MAX_PAD, Method, Policy, SECRET_LEN};
 use crate::peer::PeerError;
-use crate::wire::RecvBuf;
 use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -92,20 +92,6 @@ pub(super) fn dial(info_hash: [u8; 20], policy: Policy, now: Instant) -> Box<Han
     Box::new(Handshake::initiator(info_hash, policy, secret, &pad, now))
 }
 
-/// Put bytes that were read already into a peer's receive buffer (through
-/// its cipher, if it has one), growing it if they do not fit.
-pub(super) fn feed_recv(recv: &mut RecvBuf, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        if recv.is_full() {
-            recv.reserve_frame(recv.len() + bytes.len());
-        }
-        match recv.read_from(&mut bytes) {
-            Ok(n) if n > 0 => {}
-            _ => return,
-        }
-    }
-}
-
 /// Write `out` until it is empty or the socket would block.
 pub(super) fn write_raw(sock: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     while !out.is_empty() {
@@ -135,7 +121,7 @@ impl Session {
     /// Read an incoming connection: tell a plaintext handshake from MSE,
     /// run the exchange, and gather the first [`super::ROUTE_LEN`]
     /// plaintext bytes of the BitTorrent handshake.
-    pub(super) fn read_incoming(&mut self, token: usize, now: Instant) -> Incoming {
+    pub(super) fn read_incoming(&mut self, token: ConnToken, now: Instant) -> Incoming {
         let policy = self.opts.limits.encryption;
         let by_req2 = &self.by_req2;
         let Some(Conn::Incoming {
@@ -144,7 +130,7 @@ impl Session {
             crypt,
             out,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return Incoming::Wait;
         };
@@ -244,13 +230,13 @@ impl Session {
 
     /// Keep an incoming connection's `WRITABLE` interest exactly while MSE
     /// output waits.
-    pub(super) fn incoming_interest(&mut self, token: usize) {
+    pub(super) fn incoming_interest(&mut self, token: ConnToken) {
         let Some(Conn::Incoming {
             sock,
             out,
             writable,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return;
         };
@@ -266,7 +252,7 @@ impl Session {
         if self
             .poll
             .registry()
-            .reregister(sock, Token(token), interest)
+            .reregister(sock, Token(token.0), interest)
             .is_ok()
         {
             *writable = pending;
@@ -277,7 +263,7 @@ impl Session {
     /// sent, queue our answer, and once it is done set up the ciphers and
     /// hand the bytes that followed to the peer's receive buffer. True when
     /// the exchange is over (the connection goes on as a normal peer).
-    pub(super) fn dial_readable(&mut self, token: usize) -> Result<bool, PeerError> {
+    pub(super) fn dial_readable(&mut self, token: ConnToken) -> Result<bool, PeerError> {
         let Some(Conn::Peer {
             sock,
             tid,
@@ -285,7 +271,7 @@ impl Session {
             mse: mse_slot,
             pre,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return Ok(false);
         };
@@ -315,18 +301,17 @@ impl Session {
             let Some(s) = self.torrents.get_mut(*tid) else {
                 return Ok(true);
             };
-            let Some(p) = s.t.peers.get_mut(*key) else {
+            let Some(addr) = s.t.peer(*key).map(|p| p.addr) else {
                 return Ok(true);
             };
-            debug!("peer#{token} {}: MSE done, {}", p.addr, done.method);
-            self.dial_methods.note(p.addr, Dial::Mse);
+            debug!("peer#{token} {addr}: MSE done, {}", done.method);
+            self.dial_methods.note(addr, Dial::Mse);
             if done.method == Method::Rc4 {
-                p.recv.set_cipher(done.dec);
-                p.send.set_cipher(done.enc);
+                s.t.set_peer_ciphers(*key, done.dec, done.enc);
             }
             // What followed step 4 is the payload stream: into the buffer
             // (decrypted there when RC4).
-            feed_recv(&mut p.recv, data.get(taken..).unwrap_or_default());
+            s.t.feed_peer(*key, data.get(taken..).unwrap_or_default());
             s.t.dirty.push(*key);
             return Ok(true);
         }

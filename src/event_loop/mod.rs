@@ -34,6 +34,7 @@ pub use scrape::scrape_trackers;
 pub use tls::{client_config as tls_client_config, tls_error_text};
 
 use crate::config::Config;
+use crate::ids::{ConnToken, PeerKey};
 use crate::peer::PeerError;
 use crate::progress::Progress;
 use crate::rate::TokenBucket;
@@ -192,7 +193,7 @@ enum Conn {
     Peer {
         sock: TcpStream,
         tid: usize,
-        key: usize,
+        key: PeerKey,
         connecting: bool,
         writable: bool,
         /// The MSE exchange of a connection we dial, until it is done.
@@ -304,19 +305,19 @@ pub struct Session {
     /// or another local address): never dialed again.
     own_addrs: HashSet<SocketAddr>,
     /// Tokens with unread data left (read budget hit).
-    carry: Vec<usize>,
+    carry: Vec<ConnToken>,
     /// Incoming connections for a torrent still checking its data, routed
     /// when a check ends (at most the connection cap; the handshake
     /// time-out closes those that wait too long).
-    parked: Vec<usize>,
+    parked: Vec<ConnToken>,
     /// Peers not read because a download limit ran out of tokens: read
     /// again when the buckets refill.
-    throttled: Vec<usize>,
+    throttled: Vec<ConnToken>,
     /// The session's download limit (all torrents together).
     down: TokenBucket,
     /// The session's upload limit, shared out to the torrents' buckets.
     up_limit: Option<u64>,
-    close: Vec<(usize, PeerError)>,
+    close: Vec<(ConnToken, PeerError)>,
     handle: SessionHandle,
     started: Instant,
     progress: Progress,
@@ -589,7 +590,7 @@ impl Session {
                     continue;
                 }
                 self.on_event(
-                    ev.token().0,
+                    ConnToken(ev.token().0),
                     ev.is_readable() || ev.is_read_closed(),
                     ev.is_writable() || ev.is_error(),
                     now,
@@ -818,12 +819,12 @@ impl Session {
         for tok in toks {
             if let Some(Conn::Announce(a)) = self.conns.get(tok) {
                 let url = a.url.clone();
-                let _ = self.close_silently(tok);
+                let _ = self.close_silently(ConnToken(tok));
                 if let Some(an) = self.torrents.get_mut(id).and_then(|s| s.announcer.as_mut()) {
                     an.abandon(&url);
                 }
             } else {
-                self.close_conn(tok, &PeerError::Shutdown);
+                self.close_conn(ConnToken(tok), &PeerError::Shutdown);
             }
         }
         let mut urls = self.udp_forget(id);
@@ -852,7 +853,7 @@ impl Session {
         let active = self
             .torrents
             .iter()
-            .filter(|(_, s)| !s.t.peers.is_empty())
+            .filter(|(_, s)| s.t.peer_count() > 0)
             .count()
             .max(1) as u64;
         let share = self.up_limit.map(|r| (r / active).max(1));
@@ -865,8 +866,8 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, token: usize, readable: bool, writable: bool, now: Instant) {
-        let Some(conn) = self.conns.get_mut(token) else {
+    fn on_event(&mut self, token: ConnToken, readable: bool, writable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
             return;
         };
         match conn {
@@ -958,11 +959,7 @@ impl Session {
             let mut dirty = std::mem::take(&mut s.t.dirty);
             dirty.sort_unstable();
             dirty.dedup();
-            tokens.extend(
-                dirty
-                    .iter()
-                    .filter_map(|&k| s.t.peers.get(k).map(|p| p.token)),
-            );
+            tokens.extend(dirty.iter().filter_map(|&k| s.t.peer(k).map(|p| p.token)));
         }
         for token in tokens {
             self.write_peer(token, now);
@@ -977,7 +974,7 @@ impl Session {
         if !self.throttled.is_empty() && self.down.available() > 0 {
             let held = std::mem::take(&mut self.throttled);
             for tok in held {
-                let ready = match self.conns.get(tok) {
+                let ready = match self.conns.get(tok.0) {
                     Some(Conn::Peer { tid, .. }) => self
                         .torrents
                         .get(*tid)
@@ -1009,7 +1006,7 @@ impl Session {
                 .map(|(k, _)| k)
                 .collect();
             for l in listeners {
-                self.accept_peers(l, now);
+                self.accept_peers(ConnToken(l), now);
             }
         }
         let limits = self.opts.limits.clone();
@@ -1018,7 +1015,8 @@ impl Session {
                 Conn::Incoming { since, .. }
                     if now.duration_since(*since) > limits.handshake_timeout =>
                 {
-                    self.close.push((tok, PeerError::Timeout("handshake")));
+                    self.close
+                        .push((ConnToken(tok), PeerError::Timeout("handshake")));
                 }
                 Conn::Incoming {
                     crypt: encryption::Crypt::Mse(hs),
@@ -1026,7 +1024,7 @@ impl Session {
                 }
                 | Conn::Peer { mse: Some(hs), .. } => {
                     if let Err(e) = hs.handle_timeout(now) {
-                        self.close.push((tok, PeerError::Mse(e)));
+                        self.close.push((ConnToken(tok), PeerError::Mse(e)));
                     }
                 }
                 _ => {}
@@ -1048,11 +1046,12 @@ impl Session {
                     ..
                 } = c
                     && *tid == id
-                    && s.t.peers.get(*key).is_some_and(|p| {
+                    && s.t.peer(*key).is_some_and(|p| {
                         now.duration_since(p.connected_at) > limits.connect_timeout
                     })
                 {
-                    self.close.push((tok, PeerError::Timeout("connect")));
+                    self.close
+                        .push((ConnToken(tok), PeerError::Timeout("connect")));
                 }
             }
             let mut i = 0;
@@ -1078,7 +1077,7 @@ impl Session {
             if let Some(a) = &mut s.announcer
                 && !s.paused
                 && s.candidates.is_empty()
-                && s.t.peers.len() < 5
+                && s.t.peer_count() < 5
                 && !s.t.is_complete()
             {
                 a.want_peers_now(now);
@@ -1144,7 +1143,7 @@ impl Session {
             .map(|(k, _)| k)
             .collect();
         for tok in peers {
-            self.close_conn(tok, &PeerError::Shutdown);
+            self.close_conn(ConnToken(tok), &PeerError::Shutdown);
         }
         self.announce_stopped();
         self.udp_log_drops(Instant::now(), true);

@@ -3,7 +3,8 @@
 //! retries.
 
 use super::encryption::{self, Crypt, Dial, Incoming};
-use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, write_out};
+use super::{Conn, READ_BUDGET, Session, connect_from, hex_short};
+use crate::ids::ConnToken;
 use crate::mse::{Method, Policy};
 use crate::peer::PeerError;
 use crate::wire;
@@ -22,12 +23,12 @@ impl Session {
             .count()
     }
 
-    pub(super) fn accept_peers(&mut self, token: usize, now: Instant) {
+    pub(super) fn accept_peers(&mut self, token: ConnToken, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| now < t) {
             return;
         }
         loop {
-            let Some(Conn::PeerListener(l)) = self.conns.get(token) else {
+            let Some(Conn::PeerListener(l)) = self.conns.get(token.0) else {
                 return;
             };
             match l.accept() {
@@ -42,7 +43,7 @@ impl Session {
                                 Conn::Peer { tid, key, .. } => self
                                     .torrents
                                     .get(*tid)
-                                    .and_then(|s| s.t.peers.get(*key))
+                                    .and_then(|s| s.t.peer(*key))
                                     .is_some_and(|p| p.addr.ip() == addr.ip()),
                                 _ => false,
                             })
@@ -82,7 +83,7 @@ impl Session {
                         writable: false,
                     });
                     // Data may already be waiting.
-                    self.carry.push(tok);
+                    self.carry.push(ConnToken(tok));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -94,7 +95,7 @@ impl Session {
                     // pause accepting for a moment rather than spin.
                     warn!("accept failed: {e}; refusing new peers for 500 ms");
                     if self.spare_fd.take().is_some() {
-                        if let Some(Conn::PeerListener(l)) = self.conns.get(token) {
+                        if let Some(Conn::PeerListener(l)) = self.conns.get(token.0) {
                             while let Ok((sock, addr)) = l.accept() {
                                 debug!("refused {addr}: out of file descriptors");
                                 drop(sock);
@@ -112,14 +113,14 @@ impl Session {
     /// A connection to close for a newcomer when every slot is taken: one
     /// still waiting for its handshake past `evict_after`, or a torrent's
     /// idle and useless peer (see [`Torrent::evict_one`]).
-    pub(super) fn evict_one(&mut self, now: Instant) -> Option<usize> {
+    pub(super) fn evict_one(&mut self, now: Instant) -> Option<ConnToken> {
         let after = self.opts.limits.evict_after;
         let stale_incoming = self
             .conns
             .iter()
             .filter_map(|(tok, c)| match c {
                 Conn::Incoming { since, .. } if now.duration_since(*since) >= after => {
-                    Some((*since, tok))
+                    Some((*since, ConnToken(tok)))
                 }
                 _ => None,
             })
@@ -136,7 +137,7 @@ impl Session {
     /// Read an incoming connection's handshake (after an MSE exchange, if
     /// it starts with one) far enough to know its torrent, then hand it
     /// over to that torrent (or close it).
-    pub(super) fn incoming_readable(&mut self, token: usize, now: Instant) {
+    pub(super) fn incoming_readable(&mut self, token: ConnToken, now: Instant) {
         match self.read_incoming(token, now) {
             Incoming::Wait => {
                 self.incoming_interest(token);
@@ -148,7 +149,7 @@ impl Session {
             }
             Incoming::Route => {}
         }
-        let Some(Conn::Incoming { buf, crypt, .. }) = self.conns.get(token) else {
+        let Some(Conn::Incoming { buf, crypt, .. }) = self.conns.get(token.0) else {
             return;
         };
         if let Err(e) = wire::Handshake::check_prefix(buf) {
@@ -195,7 +196,7 @@ impl Session {
             buf,
             crypt,
             ..
-        }) = self.conns.try_remove(token)
+        }) = self.conns.try_remove(token.0)
         else {
             return;
         };
@@ -216,19 +217,18 @@ impl Session {
         {
             return;
         }
-        let key = s.t.add_peer(tok, addr, false, now);
-        if let Some(p) = s.t.peers.get_mut(key) {
-            encryption::feed_recv(&mut p.recv, &buf);
-            match crypt {
-                Crypt::Done(d) => {
-                    if d.method == Method::Rc4 {
-                        p.recv.set_cipher(d.dec);
-                        p.send.set_cipher(d.enc);
-                    }
-                    debug!("peer#{tok} {addr}: MSE done, {}", d.method);
+        let key = s.t.add_peer(ConnToken(tok), addr, false, now);
+        // What came with the handshake was read (and decrypted) already:
+        // it goes in before the ciphers, which apply to what follows.
+        s.t.feed_peer(key, &buf);
+        match crypt {
+            Crypt::Done(d) => {
+                if d.method == Method::Rc4 {
+                    s.t.set_peer_ciphers(key, d.dec, d.enc);
                 }
-                _ => debug!("peer#{tok} {addr}: plaintext handshake"),
+                debug!("peer#{tok} {addr}: MSE done, {}", d.method);
             }
+            _ => debug!("peer#{tok} {addr}: plaintext handshake"),
         }
         entry.insert(Conn::Peer {
             sock,
@@ -239,15 +239,15 @@ impl Session {
             mse: None,
             pre: Vec::new(),
         });
-        self.peer_readable(tok, now);
+        self.peer_readable(ConnToken(tok), now);
     }
 
-    pub(super) fn peer_readable(&mut self, token: usize, now: Instant) {
+    pub(super) fn peer_readable(&mut self, token: ConnToken, now: Instant) {
         if let Some(Conn::Peer {
             mse: Some(_),
             connecting: false,
             ..
-        }) = self.conns.get(token)
+        }) = self.conns.get(token.0)
         {
             match self.dial_readable(token) {
                 Ok(true) => self.write_peer(token, now),
@@ -267,7 +267,7 @@ impl Session {
             key,
             connecting,
             ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return;
         };
@@ -292,10 +292,10 @@ impl Session {
         let budget = READ_BUDGET.min(allowance);
         let mut total = 0;
         let result = loop {
-            let Some(peer) = t.peers.get_mut(key) else {
+            let Some(read) = t.read_peer_from(key, sock) else {
                 return;
             };
-            match peer.recv.read_from(sock) {
+            match read {
                 Ok(0) => {
                     // Handle what is buffered, then close, for the reason
                     // the last bytes gave if they gave one.
@@ -304,7 +304,7 @@ impl Session {
                 }
                 Ok(n) => {
                     total += n;
-                    if peer.recv.is_full() || total >= budget {
+                    if t.peer(key).is_some_and(|p| p.recv_is_full()) || total >= budget {
                         if let Err(e) = t.on_readable(key, now) {
                             break Some(e);
                         }
@@ -333,10 +333,10 @@ impl Session {
         }
     }
 
-    pub(super) fn peer_writable(&mut self, token: usize, now: Instant) {
+    pub(super) fn peer_writable(&mut self, token: ConnToken, now: Instant) {
         let Some(Conn::Peer {
             sock, connecting, ..
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return;
         };
@@ -368,7 +368,7 @@ impl Session {
     /// Write queued output (refilling from queued requests) until the socket
     /// would block or nothing is left; keep `WRITABLE` interest exactly while
     /// output is pending.
-    pub(super) fn write_peer(&mut self, token: usize, now: Instant) {
+    pub(super) fn write_peer(&mut self, token: ConnToken, now: Instant) {
         let Some(Conn::Peer {
             sock,
             tid,
@@ -377,7 +377,7 @@ impl Session {
             writable,
             mse,
             pre,
-        }) = self.conns.get_mut(token)
+        }) = self.conns.get_mut(token.0)
         else {
             return;
         };
@@ -400,7 +400,7 @@ impl Session {
                 if self
                     .poll
                     .registry()
-                    .reregister(sock, Token(token), interest)
+                    .reregister(sock, Token(token.0), interest)
                     .is_ok()
                 {
                     *writable = pending;
@@ -414,10 +414,10 @@ impl Session {
         };
         let mut wrote = false;
         loop {
-            let Some(peer) = s.t.peers.get_mut(key) else {
+            let Some(peer) = s.t.peer(key) else {
                 return;
             };
-            if peer.send.is_empty() {
+            if !peer.has_output() {
                 if peer.requests.is_empty() {
                     break;
                 }
@@ -426,21 +426,22 @@ impl Session {
                     return;
                 }
                 self.close.append(&mut s.t.to_close);
-                if s.t.peers.get(key).is_none_or(|p| p.send.is_empty()) {
+                if s.t.peer(key).is_none_or(|p| !p.has_output()) {
                     break; // out of upload allowance
                 }
                 continue;
             }
-            match peer.send.write_to(sock) {
-                Ok(n) => {
+            match s.t.write_peer_to(key, sock) {
+                None => return,
+                Some(Ok(n)) => {
                     if n > 0 {
                         wrote = true;
                     }
-                    if !peer.send.is_empty() {
+                    if s.t.peer(key).is_some_and(|p| p.has_output()) {
                         break; // would block
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     self.close.push((token, PeerError::Io("write", e.kind())));
                     return;
                 }
@@ -449,7 +450,7 @@ impl Session {
         if wrote {
             s.t.on_sent(key, now);
         }
-        let pending = s.t.peers.get(key).is_some_and(|p| !p.send.is_empty());
+        let pending = s.t.peer(key).is_some_and(|p| p.has_output());
         if pending != *writable {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
@@ -459,7 +460,7 @@ impl Session {
             if self
                 .poll
                 .registry()
-                .reregister(sock, Token(token), interest)
+                .reregister(sock, Token(token.0), interest)
                 .is_ok()
             {
                 *writable = pending;
@@ -504,7 +505,7 @@ impl Session {
                 {
                     continue;
                 }
-                if s.t.peers.len() >= s.t.cfg.max_peers {
+                if s.t.peer_count() >= s.t.cfg.max_peers {
                     continue;
                 }
                 let Some(addr) = s.candidates.pop() else {
@@ -539,7 +540,7 @@ impl Session {
                     warn!("cannot register socket: {e}");
                     continue;
                 }
-                let key = s.t.add_peer(tok, addr, true, now);
+                let key = s.t.add_peer(ConnToken(tok), addr, true, now);
                 let policy = self.opts.limits.encryption;
                 let use_mse = match policy {
                     Policy::Off => false,
@@ -570,8 +571,8 @@ impl Session {
         }
     }
 
-    pub(super) fn close_conn(&mut self, token: usize, why: &PeerError) {
-        let Some(conn) = self.conns.try_remove(token) else {
+    pub(super) fn close_conn(&mut self, token: ConnToken, why: &PeerError) {
+        let Some(conn) = self.conns.try_remove(token.0) else {
             return;
         };
         match conn {
@@ -596,12 +597,8 @@ impl Session {
                 if matches!(why, PeerError::OwnPeerId) {
                     // Our handshake is queued (see `Torrent::on_handshake`):
                     // the dialing side learns it reached itself and stops.
-                    if let Some(p) = self
-                        .torrents
-                        .get_mut(tid)
-                        .and_then(|s| s.t.peers.get_mut(key))
-                    {
-                        let _ = write_out(&mut sock, &mut p.send);
+                    if let Some(s) = self.torrents.get_mut(tid) {
+                        let _ = s.t.write_peer_to(key, &mut sock);
                     }
                     // Closing with unread bytes would send a reset, which
                     // can overtake the handshake: read what is waiting (a

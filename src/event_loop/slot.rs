@@ -200,7 +200,7 @@ impl Slot {
     }
 
     /// Serve a peer whose socket drained, doing the reads it needs.
-    pub(super) fn serve(&mut self, key: usize) -> Result<(), crate::peer::PeerError> {
+    pub(super) fn serve(&mut self, key: crate::ids::PeerKey) -> Result<(), crate::peer::PeerError> {
         self.t.serve(key)?;
         self.read_pending();
         Ok(())

@@ -5,6 +5,7 @@
 use super::Lookup;
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
 use crate::dns::{Answer, Ticket};
+use crate::ids::ConnToken;
 use crate::tracker::{
     AnnounceParams, AnnounceResponse, Event, ResponseReader, TrackerError, TrackerUrl, UdpUrl,
     build_announce_request, parse_announce_body, parse_tracker_url,
@@ -271,8 +272,8 @@ impl Session {
         Ok(c)
     }
 
-    pub(super) fn announce_event(&mut self, token: usize, now: Instant) {
-        let Some(Conn::Announce(c)) = self.conns.get_mut(token) else {
+    pub(super) fn announce_event(&mut self, token: ConnToken, now: Instant) {
+        let Some(Conn::Announce(c)) = self.conns.get_mut(token.0) else {
             return;
         };
         c.more = false;
@@ -370,14 +371,14 @@ impl Session {
     }
 
     /// Close a tracker connection (announce or built-in tracker client).
-    pub(super) fn close_silently(&mut self, token: usize) -> Option<()> {
+    pub(super) fn close_silently(&mut self, token: ConnToken) -> Option<()> {
         if !matches!(
-            self.conns.get(token)?,
+            self.conns.get(token.0)?,
             Conn::Announce(_) | Conn::TrackerServer(_)
         ) {
             return None;
         }
-        match self.conns.remove(token) {
+        match self.conns.remove(token.0) {
             Conn::Announce(mut c) => {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
@@ -391,9 +392,9 @@ impl Session {
         Some(())
     }
 
-    pub(super) fn accept_tracker_clients(&mut self, token: usize, now: Instant) {
+    pub(super) fn accept_tracker_clients(&mut self, token: ConnToken, now: Instant) {
         loop {
-            let Some(Conn::TrackerListener(l)) = self.conns.get(token) else {
+            let Some(Conn::TrackerListener(l)) = self.conns.get(token.0) else {
                 return;
             };
             match l.accept() {
@@ -426,7 +427,7 @@ impl Session {
                     if open >= MAX_SERVER_CONNS {
                         match oldest {
                             Some((_, tok)) => {
-                                let _ = self.close_silently(tok);
+                                let _ = self.close_silently(ConnToken(tok));
                             }
                             None => {
                                 debug!("tracker: refusing {remote}, too many connections");
@@ -456,7 +457,7 @@ impl Session {
                         started: now,
                         answered: false,
                     }));
-                    self.carry.push(tok);
+                    self.carry.push(ConnToken(tok));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -468,8 +469,8 @@ impl Session {
         }
     }
 
-    pub(super) fn server_conn_event(&mut self, token: usize, now: Instant) {
-        let Some(Conn::TrackerServer(c)) = self.conns.get_mut(token) else {
+    pub(super) fn server_conn_event(&mut self, token: ConnToken, now: Instant) {
+        let Some(Conn::TrackerServer(c)) = self.conns.get_mut(token.0) else {
             return;
         };
         let mut done = false;
@@ -547,7 +548,7 @@ impl Session {
             }
         }
         for (tok, who) in expired {
-            let _ = self.close_silently(tok);
+            let _ = self.close_silently(ConnToken(tok));
             if let Some((tid, url)) = who
                 && let Some(a) = self
                     .torrents
@@ -574,7 +575,7 @@ impl Session {
             .map(|(k, _)| k)
             .collect();
         for tok in inflight {
-            let _ = self.close_silently(tok);
+            let _ = self.close_silently(ConnToken(tok));
         }
         self.udp_forget_all();
         self.resolving.clear();
@@ -622,8 +623,8 @@ impl Session {
                     continue;
                 }
                 match self.conns.get(tok) {
-                    Some(Conn::Announce(_)) => self.announce_event(tok, now),
-                    Some(Conn::Udp(_)) => self.udp_readable(tok, now),
+                    Some(Conn::Announce(_)) => self.announce_event(ConnToken(tok), now),
+                    Some(Conn::Udp(_)) => self.udp_readable(ConnToken(tok), now),
                     _ => {}
                 }
             }

@@ -13,6 +13,7 @@
 //! retransmission (or the remote client's) covers it.
 
 use super::{Conn, Session, net};
+use crate::ids::ConnToken;
 use crate::tracker::{
     AnnounceParams, BEP15_MAX_N, ExchangeId, TrackerError, UdpAnswer, UdpClientStats, UdpUrl,
 };
@@ -189,11 +190,11 @@ impl Session {
     }
 
     /// Read the client socket (bounded), feed the datagrams to the client.
-    pub(super) fn udp_readable(&mut self, token: usize, now: Instant) {
+    pub(super) fn udp_readable(&mut self, token: ConnToken, now: Instant) {
         let mut buf = std::mem::take(&mut self.udp.buf);
         let mut more = false;
         for i in 0.. {
-            let Some(Conn::Udp(sock)) = self.conns.get(token) else {
+            let Some(Conn::Udp(sock)) = self.conns.get(token.0) else {
                 break;
             };
             if i == CLIENT_READS_PER_TURN {
@@ -275,14 +276,14 @@ impl Session {
     }
 
     /// The built-in tracker's socket: answer what arrived (bounded).
-    pub(super) fn tracker_udp_readable(&mut self, token: usize, now: Instant) {
+    pub(super) fn tracker_udp_readable(&mut self, token: ConnToken, now: Instant) {
         if self.udp.buf.len() < RECV_BUF {
             self.udp.buf = vec![0; RECV_BUF];
         }
         let (Some(server), Some(tracker)) = (&mut self.udp.server, &mut self.tracker) else {
             return;
         };
-        let Some(Conn::TrackerUdp(sock)) = self.conns.get(token) else {
+        let Some(Conn::TrackerUdp(sock)) = self.conns.get(token.0) else {
             return;
         };
         for _ in 0..SERVER_READS_PER_TURN {

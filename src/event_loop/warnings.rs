@@ -58,8 +58,7 @@ impl Session {
         let mut s = aggregate(&statuses)?;
         let useful = slots.iter().any(|slot| {
             let t = &slot.t;
-            t.peers
-                .iter()
+            t.peers()
                 .any(|(_, p)| p.phase == Phase::Active && t.picker.is_interesting(&p.has))
         });
         if useful || s.left == 0 || s.checking.is_some() {

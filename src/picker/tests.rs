@@ -72,22 +72,22 @@ fn prefers_rarer_pieces() {
     // Pieces 0..4 are verified, so rarest-first applies.
     let (mut p, peers) = setup("4444333312", "1111", 1);
     let all = &peers[0];
-    let got = pick(&mut p, 7, all, 2);
+    let got = pick(&mut p, PeerKey(7), all, 2);
     assert_eq!(pieces(&got), vec![8], "availability 1 first");
-    let got = pick(&mut p, 7, all, 2);
+    let got = pick(&mut p, PeerKey(7), all, 2);
     assert_eq!(pieces(&got), vec![9], "then availability 2");
-    let got = pick(&mut p, 7, all, 8);
+    let got = pick(&mut p, PeerKey(7), all, 8);
     let mut ps = pieces(&got);
     ps.sort();
     assert_eq!(ps, vec![4, 5, 6, 7], "then availability 3");
-    assert!(pick(&mut p, 7, all, 8).is_empty());
+    assert!(pick(&mut p, PeerKey(7), all, 8).is_empty());
 }
 
 #[test]
 fn rarest_first_only_among_pieces_the_peer_has() {
     let (mut p, peers) = setup("4444333312", "1111", 1);
     // Peer 2 lacks pieces 8 and 9 (availability 1 and 2).
-    let got = pick(&mut p, 2, &peers[2], 2);
+    let got = pick(&mut p, PeerKey(2), &peers[2], 2);
     assert!((4..8).contains(&got[0].piece));
 }
 
@@ -96,7 +96,7 @@ fn ties_are_broken_randomly() {
     let mut first = HashSet::new();
     for seed in 0..40 {
         let (mut p, peers) = setup("11112222222222", "1111", seed);
-        let got = pick(&mut p, 0, &peers[0], 1);
+        let got = pick(&mut p, PeerKey(0), &peers[0], 1);
         first.insert(got[0].piece);
     }
     assert!(first.iter().all(|&x| (4..14).contains(&x)));
@@ -107,10 +107,10 @@ fn ties_are_broken_randomly() {
 fn continues_partial_pieces_first() {
     let (mut p, peers) = setup("9999999991", "1111", 3);
     // Peer 1 starts the rarest piece (9) and gets only one of its blocks.
-    let got = pick(&mut p, 1, &peers[0], 1);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 1);
     assert_eq!(got[0].piece, 9);
     // Peer 2 continues piece 9 before starting anything else.
-    let got = pick(&mut p, 2, &peers[0], 3);
+    let got = pick(&mut p, PeerKey(2), &peers[0], 3);
     assert_eq!(
         got[0],
         BlockRef {
@@ -126,19 +126,22 @@ fn continues_partial_pieces_first() {
 fn most_advanced_partial_piece_is_continued_first() {
     let g = Geometry::new(8 * 4 * BLOCK_LEN as u64, 4 * BLOCK_LEN).unwrap();
     let (mut p, peers) = setup_with(g, "33333333", "1111", 5);
-    let a = pick(&mut p, 1, &peers[0], 1); // one block of piece A requested
-    let b = pick(&mut p, 1, &peers[0], 4); // the rest of A, then B starts
+    let a = pick(&mut p, PeerKey(1), &peers[0], 1); // one block of piece A requested
+    let b = pick(&mut p, PeerKey(1), &peers[0], 4); // the rest of A, then B starts
     assert_eq!(b.iter().filter(|x| x.piece == a[0].piece).count(), 3);
     let piece_b = b[3].piece;
     // Drop A's last three requests; A has 1 block out, B has 1 block out.
     for x in &b[..3] {
-        p.on_block_dropped(1, *x);
+        p.on_block_dropped(PeerKey(1), *x);
     }
     // Receive another block of B from peer 9 (unrequested but welcome).
     let mut others = Vec::new();
     let extra = g.block(piece_b, 3);
-    assert_eq!(p.on_block(9, extra, &mut others), BlockOutcome::New);
-    let got = pick(&mut p, 2, &peers[0], 2);
+    assert_eq!(
+        p.on_block(PeerKey(9), extra, &mut others),
+        BlockOutcome::New
+    );
+    let got = pick(&mut p, PeerKey(2), &peers[0], 2);
     assert_eq!(pieces(&got), vec![piece_b], "B has fewer missing blocks");
 }
 
@@ -148,23 +151,23 @@ fn random_first_pieces() {
     let mut first = HashSet::new();
     for seed in 0..40 {
         let (mut p, peers) = setup("1999999999", "", seed);
-        first.insert(pick(&mut p, 0, &peers[0], 1)[0].piece);
+        first.insert(pick(&mut p, PeerKey(0), &peers[0], 1)[0].piece);
     }
     assert!(first.len() >= 4, "only {first:?} ever picked first");
     // Once four pieces are verified, rarest-first takes over.
     for seed in 0..10 {
         let (mut p, peers) = setup("1999999999", "", seed);
         while p.have().count() < RANDOM_FIRST_PIECES {
-            let got = pick(&mut p, 0, &peers[0], 2);
+            let got = pick(&mut p, PeerKey(0), &peers[0], 2);
             if got[0].piece == 0 {
                 // The random pick happened to find the rare piece: fine,
                 // but then this seed tells us nothing.
                 break;
             }
-            complete(&mut p, 0, &got);
+            complete(&mut p, PeerKey(0), &got);
         }
         if p.have().count() == RANDOM_FIRST_PIECES {
-            assert_eq!(pick(&mut p, 0, &peers[0], 1)[0].piece, 0);
+            assert_eq!(pick(&mut p, PeerKey(0), &peers[0], 1)[0].piece, 0);
         }
     }
 }
@@ -173,15 +176,15 @@ fn random_first_pieces() {
 fn respects_max_partial() {
     let (mut p, peers) = setup("3333333333", "1111", 2);
     p.set_max_partial(2);
-    let got = pick(&mut p, 0, &peers[0], 100);
+    let got = pick(&mut p, PeerKey(0), &peers[0], 100);
     assert_eq!(got.len(), 4, "two pieces of two blocks");
     assert_eq!(p.num_partial(), 2);
-    assert!(pick(&mut p, 1, &peers[0], 100).is_empty());
+    assert!(pick(&mut p, PeerKey(1), &peers[0], 100).is_empty());
     assert!(!p.in_endgame(), "unstarted pieces remain");
     // Finishing one piece frees a slot.
-    complete(&mut p, 0, &got[..2]);
+    complete(&mut p, PeerKey(0), &got[..2]);
     assert_eq!(p.num_partial(), 1);
-    let more = pick(&mut p, 1, &peers[0], 100);
+    let more = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(more.len(), 2);
     assert_eq!(p.num_partial(), 2);
     // A late block for an unstarted piece is refused while the budget is full.
@@ -190,7 +193,10 @@ fn respects_max_partial() {
         .find(|&x| p.blocks_of(x).iter().all(|s| *s == BlockState::Missing))
         .unwrap();
     let b = p.geometry.block(unstarted, 0);
-    assert_eq!(p.on_block(3, b, &mut others), BlockOutcome::Unexpected);
+    assert_eq!(
+        p.on_block(PeerKey(3), b, &mut others),
+        BlockOutcome::Unexpected
+    );
 }
 
 #[test]
@@ -201,7 +207,7 @@ fn never_requests_same_block_twice_outside_endgame() {
     while !p.in_endgame() {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
         let k = (rng >> 33) as usize % peers.len();
-        let got = pick(&mut p, k, &peers[k], 1 + (rng >> 40) as usize % 5);
+        let got = pick(&mut p, PeerKey(k), &peers[k], 1 + (rng >> 40) as usize % 5);
         if got.is_empty() {
             continue;
         }
@@ -219,30 +225,36 @@ fn never_requests_same_block_twice_outside_endgame() {
 fn endgame_duplicates_and_reports_cancels() {
     let (mut p, peers) = setup("3333", "", 4);
     let all = &peers[0];
-    let a = pick(&mut p, 1, all, 100);
+    let a = pick(&mut p, PeerKey(1), all, 100);
     assert_eq!(a.len(), 8);
     assert!(p.in_endgame());
     // Peer 2 takes two duplicates, peer 3 then prefers the untouched ones.
-    let b = pick(&mut p, 2, all, 2);
+    let b = pick(&mut p, PeerKey(2), all, 2);
     assert_eq!(b.len(), 2);
-    let c = pick(&mut p, 3, all, 6);
+    let c = pick(&mut p, PeerKey(3), all, 6);
     assert_eq!(c.len(), 6);
     assert!(b.iter().all(|x| !c.contains(x)), "fewest requesters first");
     // Peer 2 never gets the same block twice.
-    let b2 = pick(&mut p, 2, all, 100);
+    let b2 = pick(&mut p, PeerKey(2), all, 100);
     assert_eq!(b2.len(), 6);
     assert!(b2.iter().all(|x| !b.contains(x)));
-    assert!(pick(&mut p, 2, all, 100).is_empty());
+    assert!(pick(&mut p, PeerKey(2), all, 100).is_empty());
     assert_eq!(
         p.blocks_of(b[0].piece)[b[0].index() as usize],
         BlockState::Requested { requesters: 2 }
     );
     // Peer 3 delivers a block that 1 and 2 also requested: cancel theirs.
     let mut others = Vec::new();
-    assert_eq!(p.on_block(3, b2[0], &mut others), BlockOutcome::New);
+    assert_eq!(
+        p.on_block(PeerKey(3), b2[0], &mut others),
+        BlockOutcome::New
+    );
     others.sort();
-    assert_eq!(others, vec![1, 2]);
-    assert_eq!(p.on_block(1, b2[0], &mut others), BlockOutcome::Duplicate);
+    assert_eq!(others, vec![PeerKey(1), PeerKey(2)]);
+    assert_eq!(
+        p.on_block(PeerKey(1), b2[0], &mut others),
+        BlockOutcome::Duplicate
+    );
     assert!(others.is_empty());
     p.check_invariants();
 }
@@ -250,31 +262,31 @@ fn endgame_duplicates_and_reports_cancels() {
 #[test]
 fn endgame_ignores_pieces_nobody_has() {
     let (mut p, peers) = setup("1110", "", 4);
-    let got = pick(&mut p, 1, &peers[0], 100);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(got.len(), 6);
     assert!(
         p.in_endgame(),
         "piece 3 has no source, the rest is requested"
     );
-    assert_eq!(pick(&mut p, 2, &peers[0], 100).len(), 6);
+    assert_eq!(pick(&mut p, PeerKey(2), &peers[0], 100).len(), 6);
 }
 
 #[test]
 fn dropped_requests_return_to_pool() {
     let (mut p, peers) = setup("2222", "1100", 4);
-    let a = pick(&mut p, 1, &peers[0], 1);
-    p.on_block_dropped(1, a[0]);
+    let a = pick(&mut p, PeerKey(1), &peers[0], 1);
+    p.on_block_dropped(PeerKey(1), a[0]);
     p.check_invariants();
     assert_eq!(
         p.num_partial(),
         0,
         "an untouched piece gives up its block state"
     );
-    let again = pick(&mut p, 2, &peers[0], 100);
+    let again = pick(&mut p, PeerKey(2), &peers[0], 100);
     assert!(again.contains(&a[0]));
     assert_eq!(again.len(), 4);
     // Dropping a request the peer never made changes nothing.
-    p.on_block_dropped(1, again[0]);
+    p.on_block_dropped(PeerKey(1), again[0]);
     assert_eq!(
         p.blocks_of(again[0].piece)[0],
         BlockState::Requested { requesters: 1 }
@@ -283,50 +295,50 @@ fn dropped_requests_return_to_pool() {
     let mut others = Vec::new();
     let (x, y) = (again[0], again[1]);
     assert_eq!(x.piece, y.piece);
-    assert_eq!(p.on_block(2, x, &mut others), BlockOutcome::New);
-    p.on_block_dropped(2, y);
+    assert_eq!(p.on_block(PeerKey(2), x, &mut others), BlockOutcome::New);
+    p.on_block_dropped(PeerKey(2), y);
     p.check_invariants();
     assert_eq!(
         p.blocks_of(y.piece),
         vec![BlockState::Received, BlockState::Missing]
     );
-    assert_eq!(pick(&mut p, 3, &peers[0], 1), vec![y]);
+    assert_eq!(pick(&mut p, PeerKey(3), &peers[0], 1), vec![y]);
 }
 
 #[test]
 fn dropping_first_endgame_requester_keeps_the_others() {
     let (mut p, peers) = setup("22", "", 4);
-    let a = pick(&mut p, 1, &peers[0], 100);
-    let b = pick(&mut p, 2, &peers[0], 100);
+    let a = pick(&mut p, PeerKey(1), &peers[0], 100);
+    let b = pick(&mut p, PeerKey(2), &peers[0], 100);
     assert_eq!(a.len(), 4);
     assert_eq!(b.len(), 4);
-    p.on_block_dropped(1, a[0]);
+    p.on_block_dropped(PeerKey(1), a[0]);
     p.check_invariants();
     assert_eq!(
         p.blocks_of(a[0].piece)[0],
         BlockState::Requested { requesters: 1 }
     );
     let mut others = Vec::new();
-    assert_eq!(p.on_block(2, a[0], &mut others), BlockOutcome::New);
+    assert_eq!(p.on_block(PeerKey(2), a[0], &mut others), BlockOutcome::New);
     assert!(others.is_empty(), "peer 1 no longer has it requested");
 }
 
 #[test]
 fn failed_piece_is_rerequested() {
     let (mut p, peers) = setup("22222", "1111", 4);
-    let got = pick(&mut p, 1, &peers[0], 100);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(pieces(&got), vec![4]);
     let mut others = Vec::new();
     for &b in &got {
-        assert_eq!(p.on_block(1, b, &mut others), BlockOutcome::New);
+        assert_eq!(p.on_block(PeerKey(1), b, &mut others), BlockOutcome::New);
     }
     assert!(p.is_piece_received(4));
     p.on_piece_failed(4);
     p.check_invariants();
     assert_eq!(p.blocks_of(4), vec![BlockState::Missing; 2]);
     assert!(!p.have().get(4));
-    assert_eq!(pick(&mut p, 2, &peers[0], 100), got);
-    complete(&mut p, 2, &got);
+    assert_eq!(pick(&mut p, PeerKey(2), &peers[0], 100), got);
+    complete(&mut p, PeerKey(2), &got);
     assert!(p.is_complete());
 }
 
@@ -337,7 +349,7 @@ fn unexpected_and_duplicate_blocks() {
     let g = p.geometry;
     // A piece we have.
     assert_eq!(
-        p.on_block(1, g.block(0, 0), &mut others),
+        p.on_block(PeerKey(1), g.block(0, 0), &mut others),
         BlockOutcome::Unexpected
     );
     // Not a block of ours: misaligned, wrong length, out of range.
@@ -358,16 +370,25 @@ fn unexpected_and_duplicate_blocks() {
     ];
     for x in bad {
         assert_eq!(
-            p.on_block(1, x, &mut others),
+            p.on_block(PeerKey(1), x, &mut others),
             BlockOutcome::Unexpected,
             "{x:?}"
         );
-        p.on_block_dropped(1, x);
+        p.on_block_dropped(PeerKey(1), x);
     }
-    let got = pick(&mut p, 1, &peers[0], 1);
-    assert_eq!(p.on_block(1, got[0], &mut others), BlockOutcome::New);
-    assert_eq!(p.on_block(1, got[0], &mut others), BlockOutcome::Duplicate);
-    assert_eq!(p.on_block(2, got[0], &mut others), BlockOutcome::Duplicate);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 1);
+    assert_eq!(
+        p.on_block(PeerKey(1), got[0], &mut others),
+        BlockOutcome::New
+    );
+    assert_eq!(
+        p.on_block(PeerKey(1), got[0], &mut others),
+        BlockOutcome::Duplicate
+    );
+    assert_eq!(
+        p.on_block(PeerKey(2), got[0], &mut others),
+        BlockOutcome::Duplicate
+    );
     // Out-of-range piece numbers elsewhere are ignored too.
     p.on_piece_verified(99);
     p.on_piece_failed(99);
@@ -381,7 +402,7 @@ fn short_last_piece_blocks_correct() {
     let total = 2 * 3 * BLOCK_LEN as u64 + BLOCK_LEN as u64 + 100;
     let g = Geometry::new(total, 3 * BLOCK_LEN).unwrap();
     let (mut p, peers) = setup_with(g, "111", "", 9);
-    let got = pick(&mut p, 1, &peers[0], 100);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(got.len(), 3 + 3 + 2);
     let last: Vec<_> = got.iter().filter(|b| b.piece == 2).copied().collect();
     assert_eq!(
@@ -400,7 +421,7 @@ fn short_last_piece_blocks_correct() {
         ]
     );
     assert_eq!(got.iter().map(|b| b.len as u64).sum::<u64>(), total);
-    complete(&mut p, 1, &got);
+    complete(&mut p, PeerKey(1), &got);
     assert!(p.is_complete());
 }
 
@@ -472,7 +493,7 @@ fn empty_torrent_is_complete() {
     let g = Geometry::new(0, PIECE_LEN).unwrap();
     let mut p = Picker::new(g, &Bitfield::new(0), 1);
     assert!(p.is_complete());
-    assert!(pick(&mut p, 1, &Bitfield::new(0), 10).is_empty());
+    assert!(pick(&mut p, PeerKey(1), &Bitfield::new(0), 10).is_empty());
     p.peer_has_all(&Bitfield::new(0));
     p.peer_gone(&Bitfield::new(0));
     p.check_invariants();
@@ -524,7 +545,7 @@ fn random_operation_sequences_keep_invariants() {
                         }
                     }
                     p.peer_has_all(&bf);
-                    peers.insert(next_key, bf);
+                    peers.insert(PeerKey(next_key), bf);
                     next_key += 1;
                 }
                 1 if !peers.is_empty() => {
@@ -621,7 +642,7 @@ fn segment_budget_bounds_the_buffers_partial_pieces_hold() {
     let (mut p, peers) = setup_with(g, "1111", "", 7);
     p.set_segment_blocks(2);
     p.set_segment_budget(3);
-    let got = pick(&mut p, 1, &peers[0], 100);
+    let got = pick(&mut p, PeerKey(1), &peers[0], 100);
     // One piece, its first three segments: six blocks, not more.
     assert_eq!(got.len(), 6);
     assert!(got.iter().all(|b| b.piece == got[0].piece && b.index() < 6));
@@ -630,23 +651,26 @@ fn segment_budget_bounds_the_buffers_partial_pieces_hold() {
     // free, and the next pick takes the piece's fourth segment.
     let mut others = Vec::new();
     for b in &got[..2] {
-        assert_eq!(p.on_block(1, *b, &mut others), BlockOutcome::New);
+        assert_eq!(p.on_block(PeerKey(1), *b, &mut others), BlockOutcome::New);
     }
     assert_eq!(p.open_segments(), 2);
-    let more = pick(&mut p, 1, &peers[0], 100);
+    let more = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(more.len(), 2);
     assert!(
         more.iter()
             .all(|b| b.piece == got[0].piece && b.index() >= 6)
     );
     // A block out of order holds its segment until the cursor passes it.
-    assert_eq!(p.on_block(1, got[4], &mut others), BlockOutcome::New);
+    assert_eq!(
+        p.on_block(PeerKey(1), got[4], &mut others),
+        BlockOutcome::New
+    );
     assert_eq!(p.open_segments(), 3);
     // A block that could not be stored is Missing again and picked anew.
     p.on_block_lost(got[4]);
     p.check_invariants();
     assert_eq!(p.blocks_of(got[0].piece)[4], BlockState::Missing);
-    let again = pick(&mut p, 1, &peers[0], 100);
+    let again = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(again, vec![got[4]]);
     p.check_invariants();
 }

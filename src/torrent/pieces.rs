@@ -9,7 +9,7 @@ impl Torrent {
     /// A block arrived from `key`.
     pub(super) fn on_block(
         &mut self,
-        key: usize,
+        key: PeerKey,
         b: BlockRef,
         data: &[u8],
         now: Instant,
@@ -99,7 +99,7 @@ impl Torrent {
         self.totals.downloaded += size;
         self.left = self.left.saturating_sub(size);
         trace!("piece {piece} verified");
-        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;

@@ -13,7 +13,7 @@ impl Torrent {
         &mut self,
         now: Instant,
         dt: std::time::Duration,
-        close: &mut Vec<(usize, PeerError)>,
+        close: &mut Vec<(ConnToken, PeerError)>,
     ) {
         let complete = self.picker.is_complete();
         for (key, peer) in self.peers.iter_mut() {
@@ -103,7 +103,7 @@ impl Torrent {
             }
         }
         self.choke_round(now);
-        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.request_more(key, now);
         }
@@ -118,7 +118,7 @@ impl Torrent {
         let soon = |at: &mut Option<Instant>, t: Instant| {
             *at = Some(at.map_or(t, |a| a.min(t)));
         };
-        for (_, p) in &self.peers {
+        for (_, p) in self.peers.iter() {
             let moving = p.phase == Phase::Handshaking
                 || !p.inflight.is_empty()
                 || !p.requests.is_empty()

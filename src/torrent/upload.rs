@@ -10,7 +10,7 @@ impl Torrent {
     /// watermark. Called after messages and whenever its socket drains. A
     /// block not in memory queues a read job for the shell
     /// ([`Torrent::next_read`]); the peer is served again when it is done.
-    pub fn serve(&mut self, key: usize) -> Result<(), PeerError> {
+    pub fn serve(&mut self, key: PeerKey) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -110,7 +110,7 @@ impl Torrent {
         if self.up_bucket.available() == 0 {
             return;
         }
-        let waiting: Vec<usize> = self
+        let waiting: Vec<PeerKey> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.requests.is_empty() && p.send.len() < self.cfg.send_watermark)
