@@ -10,7 +10,6 @@ use crate::mse::{self, Cipher, Handshake, MAX_PAD, Method, Policy, SECRET_LEN};
 use crate::peer::PeerError;
 use log::debug;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -240,23 +239,7 @@ impl Session {
         else {
             return;
         };
-        let pending = !out.is_empty();
-        if pending == *writable {
-            return;
-        }
-        let interest = if pending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if self
-            .poll
-            .registry()
-            .reregister(sock, Token(token.0), interest)
-            .is_ok()
-        {
-            *writable = pending;
-        }
+        super::want_writable(&self.poll, sock, token, !out.is_empty(), writable);
     }
 
     /// Move a dialed connection's MSE exchange along: read what the peer

@@ -1193,6 +1193,32 @@ fn hex_short(h: &[u8; 20]) -> String {
     crate::metainfo::hex(h.get(..6).unwrap_or(h))
 }
 
+/// Keep a connection's `WRITABLE` interest exactly while output waits
+/// (`pending`); `writable` is what is registered now.
+fn want_writable(
+    poll: &Poll,
+    sock: &mut TcpStream,
+    token: ConnToken,
+    pending: bool,
+    writable: &mut bool,
+) {
+    if pending == *writable {
+        return;
+    }
+    let interest = if pending {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if poll
+        .registry()
+        .reregister(sock, Token(token.0), interest)
+        .is_ok()
+    {
+        *writable = pending;
+    }
+}
+
 /// A connection's queued output, written until `WouldBlock`. Returns false
 /// on a socket error.
 fn write_out(sock: &mut TcpStream, out: &mut SendBuf) -> bool {

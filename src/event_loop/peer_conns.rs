@@ -3,7 +3,7 @@
 //! retries.
 
 use super::encryption::{self, Crypt, Dial, Incoming};
-use super::{Conn, READ_BUDGET, Session, connect_from, hex_short};
+use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, want_writable};
 use crate::ids::ConnToken;
 use crate::mse::{Method, Policy};
 use crate::peer::PeerError;
@@ -390,22 +390,7 @@ impl Session {
             return;
         }
         if !pre.is_empty() || mse.is_some() {
-            let pending = !pre.is_empty();
-            if pending != *writable {
-                let interest = if pending {
-                    Interest::READABLE | Interest::WRITABLE
-                } else {
-                    Interest::READABLE
-                };
-                if self
-                    .poll
-                    .registry()
-                    .reregister(sock, Token(token.0), interest)
-                    .is_ok()
-                {
-                    *writable = pending;
-                }
-            }
+            want_writable(&self.poll, sock, token, !pre.is_empty(), writable);
             return;
         }
         let key = *key;
@@ -451,21 +436,7 @@ impl Session {
             s.t.on_sent(key, now);
         }
         let pending = s.t.peer(key).is_some_and(|p| p.has_output());
-        if pending != *writable {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(sock, Token(token.0), interest)
-                .is_ok()
-            {
-                *writable = pending;
-            }
-        }
+        want_writable(&self.poll, sock, token, pending, writable);
     }
 
     /// Open outgoing connections to candidates, within the limits (the
