@@ -24,6 +24,7 @@ pub mod error;
 pub mod event_loop;
 pub mod extension;
 pub mod geometry;
+pub mod magnet;
 pub mod memory;
 pub mod metainfo;
 pub mod mse;
