@@ -698,6 +698,8 @@ pub fn peer_session(data: &[u8]) {
             geometry: g,
             hashes: w.hashes.clone(),
             have,
+            // Three `ut_metadata` pieces to serve (extended id 1).
+            metadata: Some(vec![b'd'; 40_000].into()),
         },
         cfg.clone(),
         u64::from(mode),
@@ -964,6 +966,7 @@ pub fn extension(data: &[u8]) {
     r.encode_handshake(
         u32::from(data.first().copied().unwrap_or(1)).max(1),
         &client,
+        None,
         &mut out,
     );
     let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();

@@ -37,4 +37,5 @@ pub mod rng;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;
+pub mod ut_metadata;
 pub mod wire;
