@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("udp_tracker_response", udp_tracker_response),
     ("udp_tracker_request", udp_tracker_request),
     ("mse", mse),
+    ("magnet", magnet),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -698,6 +699,8 @@ pub fn peer_session(data: &[u8]) {
             geometry: g,
             hashes: w.hashes.clone(),
             have,
+            // Three `ut_metadata` pieces to serve (extended id 1).
+            metadata: Some(vec![b'd'; 40_000].into()),
         },
         cfg.clone(),
         u64::from(mode),
@@ -965,6 +968,7 @@ pub fn extension(data: &[u8]) {
     r.encode_handshake(
         u32::from(data.first().copied().unwrap_or(1)).max(1),
         &client,
+        None,
         &mut out,
     );
     let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
@@ -1229,5 +1233,23 @@ pub fn mse(data: &[u8]) {
         let d = b.finish().unwrap();
         assert_eq!(d.info_hash, hash);
         assert!(d.initial.len() <= usize::from(u16::MAX));
+    }
+}
+
+/// A magnet link from arbitrary bytes (as UTF-8, lossily): it parses or
+/// is refused, never panics; what parses keeps within the caps, and its
+/// peers carry a port.
+pub fn magnet(data: &[u8]) {
+    use piecemeal::magnet::{MAX_MAGNET_LEN, MAX_PEERS, MAX_TRACKERS, Magnet};
+    let text = String::from_utf8_lossy(data);
+    // Also as a link's query, so the fuzzer need not find the prefix.
+    for link in [text.to_string(), format!("magnet:?{text}")] {
+        let Ok(m) = Magnet::parse(&link) else {
+            continue;
+        };
+        assert!(link.len() <= MAX_MAGNET_LEN);
+        assert!(m.trackers.len() <= MAX_TRACKERS && m.peers.len() <= MAX_PEERS);
+        assert!(m.peers.iter().all(|p| p.port > 0 && !p.host.is_empty()));
+        assert!(m.trackers.iter().all(|t| !t.is_empty()));
     }
 }

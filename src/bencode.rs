@@ -472,6 +472,13 @@ fn skip_value(bytes: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// Length of the one value at the start of `bytes` (whatever follows it
+/// is not looked at), or `None` if it is not well-formed. Never panics;
+/// a caller that trusts nothing still validates the span it gets.
+pub fn value_len(bytes: &[u8]) -> Option<usize> {
+    skip_value(bytes, 0)
+}
+
 /// For a validated dictionary `bytes`, the byte range of the value stored
 /// under `key` — e.g. the raw `info` dictionary, whose SHA-1 is the
 /// info-hash. `None` if the key is absent or `bytes` is not a dictionary.

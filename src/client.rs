@@ -436,6 +436,7 @@ fn parts_of(meta: &Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
         geometry: meta.geometry(),
         hashes: meta.info.pieces.clone(),
         have,
+        metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
     }
 }
 

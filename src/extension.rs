@@ -51,6 +51,9 @@ pub struct PeerExtensions {
     pub client: Option<String>,
     /// The port it listens on (`p`), when stated.
     pub listen_port: Option<u16>,
+    /// The size of the metadata it offers (`metadata_size`, BEP 9), when
+    /// stated and positive; whoever fetches checks it against a limit.
+    pub metadata_size: Option<u64>,
 }
 
 impl PeerExtensions {
@@ -77,8 +80,15 @@ impl Registry {
     }
 
     /// Append our extension handshake: every registered extension in `m`,
-    /// how many requests we queue (`reqq`), our client name (`v`).
-    pub fn encode_handshake(&self, reqq: u32, client: &str, out: &mut Vec<u8>) {
+    /// the size of the metadata we serve (`metadata_size`, BEP 9), how many
+    /// requests we queue (`reqq`), our client name (`v`).
+    pub fn encode_handshake(
+        &self,
+        reqq: u32,
+        client: &str,
+        metadata_size: Option<usize>,
+        out: &mut Vec<u8>,
+    ) {
         let mut w = crate::bencode::Writer::new();
         // Keys in sorted order, as bencode wants.
         let mut sorted: Vec<(&str, u8)> = self
@@ -92,6 +102,10 @@ impl Registry {
             w.str(name).int(i64::from(id));
         }
         w.end();
+        if let Some(n) = metadata_size {
+            w.str("metadata_size")
+                .int(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         w.str("reqq")
             .int(i64::from(reqq))
             .str("v")
@@ -130,6 +144,7 @@ impl Registry {
             reqq: Option<i64>,
             v: Option<serde_bencode::value::Value>,
             p: Option<i64>,
+            metadata_size: Option<i64>,
         }
         let Ok(raw) = crate::bencode::decode::<Raw>(dict, &crate::bencode::Limits::TRACKER) else {
             return PeerExtensions::default();
@@ -164,6 +179,10 @@ impl Registry {
                 .filter(|&n| n > 0),
             client,
             listen_port: raw.p.and_then(|p| u16::try_from(p).ok()).filter(|&p| p > 0),
+            metadata_size: raw
+                .metadata_size
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|&n| n > 0),
         }
     }
 }
@@ -188,6 +207,7 @@ mod tests {
         assert_eq!(p.reqq, Some(2000));
         assert_eq!(p.client.as_deref(), Some("libtorrent 2.0.8.0"));
         assert_eq!(p.listen_port, Some(6881));
+        assert_eq!(p.metadata_size, Some(1234));
     }
 
     #[test]
@@ -216,7 +236,7 @@ mod tests {
     fn our_handshake_advertises_every_registered_extension() {
         let r = Registry::new(&["ut_pex", "ut_metadata"]);
         let mut out = Vec::new();
-        r.encode_handshake(2048, "piecemeal/x", &mut out);
+        r.encode_handshake(2048, "piecemeal/x", None, &mut out);
         let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
         assert_eq!(n, out.len());
         let Message::Unknown { id: 20, payload } = msg else {
@@ -233,6 +253,18 @@ mod tests {
         let back = r.parse_handshake(dict);
         assert_eq!(back.id_of("ut_pex"), r.local_id("ut_pex"));
         assert_eq!(back.id_of("ut_metadata"), r.local_id("ut_metadata"));
+        // With metadata to serve, its size goes in too (keys in order).
+        let mut out = Vec::new();
+        r.encode_handshake(2048, "p", Some(31235), &mut out);
+        assert!(
+            out.ends_with(b"ee13:metadata_sizei31235e4:reqqi2048e1:v1:pe"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let Some(Extended::Handshake(dict)) = r.dispatch(&out[5..]) else {
+            panic!()
+        };
+        assert_eq!(r.parse_handshake(dict).metadata_size, Some(31235));
     }
 
     #[test]

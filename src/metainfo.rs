@@ -99,6 +99,9 @@ pub struct Metainfo {
     pub v2_info_hash: Option<[u8; 32]>,
     /// The `info` dictionary.
     pub info: Info,
+    /// The raw bytes of the `info` dictionary (what `info_hash` hashes),
+    /// served to peers that fetch the metadata (BEP 9); shared, not copied.
+    pub info_bytes: std::sync::Arc<[u8]>,
     /// The `announce` URL, if present and UTF-8.
     pub announce: Option<String>,
     /// The BEP 12 `announce-list` tiers (empty tiers and non-string entries dropped).
@@ -326,6 +329,7 @@ impl Metainfo {
             info_hash,
             v2_info_hash,
             info,
+            info_bytes: info_bytes.into(),
             announce,
             announce_list,
             comment: top.comment.as_ref().and_then(lossy),

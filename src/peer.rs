@@ -204,6 +204,8 @@ pub struct Peer {
     pub choked_requests: u32,
     /// Cancels this second that matched no queued request.
     pub stray_cancels: u32,
+    /// `ut_metadata` requests it made (BEP 9), answered or not.
+    pub metadata_requests: u32,
     pub down: RateMeter,
     pub up: RateMeter,
     pub connected_at: Instant,
@@ -247,6 +249,7 @@ impl Peer {
             requests: VecDeque::new(),
             choked_requests: 0,
             stray_cancels: 0,
+            metadata_requests: 0,
             down: RateMeter::default(),
             up: RateMeter::default(),
             connected_at: now,

@@ -20,6 +20,7 @@ use crate::wire::{self, Handshake, Message};
 mod buffers;
 mod check;
 pub mod jobs;
+mod metadata;
 mod pieces;
 mod timers;
 mod upload;
@@ -87,6 +88,10 @@ pub struct TorrentParts {
     pub geometry: Geometry,
     pub hashes: Vec<[u8; 20]>,
     pub have: Bitfield,
+    /// The raw `info` dictionary, served to peers over `ut_metadata` (BEP
+    /// 9); `None` offers no metadata (a private torrent: like libtorrent,
+    /// we do not hand out a BEP 27 torrent's metadata).
+    pub metadata: Option<std::sync::Arc<[u8]>>,
 }
 
 /// One torrent and its peers.
@@ -111,6 +116,8 @@ pub struct Torrent {
     blame: Blame,
     /// The BEP 10 extensions we speak.
     extensions: Registry,
+    /// The raw `info` dictionary we serve (see [`TorrentParts::metadata`]).
+    metadata: Option<std::sync::Arc<[u8]>>,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
@@ -146,7 +153,15 @@ impl Torrent {
             geometry,
             hashes,
             have,
+            metadata,
         } = parts;
+        // Metadata beyond the `.torrent` limit (never from a file we
+        // parsed) is not offered.
+        let metadata = metadata.filter(|m| m.len() <= crate::ut_metadata::MAX_METADATA_LEN);
+        let extensions = match metadata {
+            Some(_) => Registry::new(&[crate::ut_metadata::NAME]),
+            None => Registry::default(),
+        };
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let up_bucket = TokenBucket::new(cfg.upload_limit, now);
         let down_bucket = TokenBucket::new(cfg.download_limit, now);
@@ -173,7 +188,8 @@ impl Torrent {
             peers: Peers::new(),
             flushed: have,
             blame: Blame::new(),
-            extensions: Registry::default(),
+            extensions,
+            metadata,
             checking: None,
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
@@ -567,8 +583,11 @@ impl Torrent {
                     }
                     peer.extensions = ext;
                 }
-                // No extension is registered yet (`ut_metadata` and
-                // `ut_pex` plug in here).
+                Some(Extended::Message {
+                    name: crate::ut_metadata::NAME,
+                    payload,
+                }) => self.on_ut_metadata(key, payload)?,
+                // `ut_pex` plugs in here.
                 Some(Extended::Message { name, .. }) => {
                     trace!("{}: {name} message ignored", peer.label());
                 }
@@ -630,8 +649,9 @@ impl Torrent {
         {
             let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
             let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
+            let metadata_size = self.metadata.as_ref().map(|m| m.len());
             self.extensions
-                .encode_handshake(reqq, client, peer.send.buf_mut());
+                .encode_handshake(reqq, client, metadata_size, peer.send.buf_mut());
             self.dirty.push(key);
         }
         Ok(())

@@ -123,6 +123,7 @@ fn torrent_with_cache(
         geometry: f.geometry,
         hashes: f.hashes.clone(),
         have,
+        metadata: None,
     };
     let t = Torrent::new(
         parts,
@@ -216,6 +217,7 @@ fn mem_torrent(
             geometry: f.geometry,
             hashes: f.hashes.clone(),
             have: Bitfield::new(f.geometry.num_pieces),
+            metadata: None,
         },
         Config {
             cache_bytes,
@@ -1059,4 +1061,174 @@ fn a_slot_freed_by_a_peer_that_loses_interest_or_leaves_goes_to_a_waiting_peer_a
     t.choke_round(now);
     assert_eq!(unchoked(&t), 5);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A core serving `metadata` (nothing on disk: only `ut_metadata` is used).
+fn metadata_server(f: &Fixture, metadata: Option<&[u8]>, now: Instant) -> Torrent {
+    Torrent::new(
+        TorrentParts {
+            info_hash: [9; 20],
+            our_id: [1; 20],
+            geometry: f.geometry,
+            hashes: f.hashes.clone(),
+            have: Bitfield::new(f.geometry.num_pieces),
+            metadata: metadata.map(Into::into),
+        },
+        Config::default(),
+        1,
+        now,
+    )
+}
+
+/// The extended frames queued to peer `k` (after our handshake, if it is
+/// still queued), as (id, payload).
+fn extended_sent(t: &mut Torrent, k: PeerKey) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    t.peers[k].send.write_to(&mut out).unwrap();
+    let mut rest = match out.first() {
+        Some(19) => &out[wire::HANDSHAKE_LEN..],
+        _ => &out[..],
+    };
+    let mut frames = Vec::new();
+    while let Some((msg, n)) = wire::decode_frame(rest, wire::MAX_FRAME).unwrap() {
+        if let Message::Unknown { id, payload } = msg {
+            frames.push((id, payload.to_vec()));
+        }
+        rest = &rest[n..];
+    }
+    assert!(rest.is_empty());
+    frames
+}
+
+fn metadata_request(their_id_for_us: u8, piece: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::ut_metadata::Msg::Request { piece }.encode(their_id_for_us, &mut out);
+    out
+}
+
+#[test]
+fn metadata_is_served_in_16_kib_pieces_and_out_of_range_pieces_are_rejected() {
+    use crate::ut_metadata::Msg;
+    let f = fixture(50_000, 16384);
+    let now = Instant::now();
+    let meta: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut t = metadata_server(&f, Some(&meta), now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:7".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [8; 20], true);
+    // It wants `ut_metadata` sent with id 3.
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: b"\x00d1:md11:ut_metadatai3eee",
+    }
+    .encode(&mut bytes);
+    feed(&mut t, k, &bytes, now).unwrap();
+    // Our extension handshake names `ut_metadata` and the metadata's size.
+    let frames = extended_sent(&mut t, k);
+    assert_eq!(frames.len(), 1);
+    let hs = &frames[0].1;
+    let ours = t.extensions.local_id("ut_metadata").unwrap();
+    assert!(
+        hs.starts_with(
+            format!("\x00d1:md11:ut_metadatai{ours}ee13:metadata_sizei20000e").as_bytes()
+        ),
+        "{}",
+        String::from_utf8_lossy(hs)
+    );
+    // Pieces 0 and 1 (the last, short), then 2, which does not exist.
+    let mut reqs = Vec::new();
+    for piece in [0, 1, 2] {
+        reqs.extend(metadata_request(ours, piece));
+    }
+    feed(&mut t, k, &reqs, now).unwrap();
+    let frames = extended_sent(&mut t, k);
+    assert_eq!(frames.len(), 3);
+    for (id, payload) in &frames {
+        assert_eq!(
+            (*id, payload[0]),
+            (wire::EXTENDED_ID, 3),
+            "sent with its id"
+        );
+    }
+    let got: Vec<Msg> = frames
+        .iter()
+        .map(|(_, p)| Msg::parse(&p[1..]).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Msg::Data {
+                piece: 0,
+                total_size: 20_000,
+                data: &meta[..16384]
+            },
+            Msg::Data {
+                piece: 1,
+                total_size: 20_000,
+                data: &meta[16384..]
+            },
+            Msg::Reject { piece: 2 }
+        ]
+    );
+}
+
+#[test]
+fn a_peer_asking_for_metadata_far_too_often_is_rejected_then_dropped() {
+    use crate::ut_metadata::Msg;
+    use metadata::REQUESTS_PER_PIECE;
+    let f = fixture(50_000, 16384);
+    let now = Instant::now();
+    let meta = vec![b'x'; 100];
+    let mut t = metadata_server(&f, Some(&meta), now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:7".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [8; 20], true);
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: b"\x00d1:md11:ut_metadatai2eee",
+    }
+    .encode(&mut bytes);
+    feed(&mut t, k, &bytes, now).unwrap();
+    extended_sent(&mut t, k);
+    let ours = t.extensions.local_id("ut_metadata").unwrap();
+    // One piece: its budget is REQUESTS_PER_PIECE × 1 + REQUESTS_PER_PIECE.
+    let budget = 2 * REQUESTS_PER_PIECE;
+    let mut answers = Vec::new();
+    for _ in 0..budget + 1 {
+        feed(&mut t, k, &metadata_request(ours, 0), now).unwrap();
+        for (_, p) in extended_sent(&mut t, k) {
+            answers.push(matches!(Msg::parse(&p[1..]), Some(Msg::Data { .. })));
+        }
+    }
+    assert_eq!(answers.len(), budget + 1);
+    assert!(
+        answers[..budget].iter().all(|&d| d),
+        "answered within budget"
+    );
+    assert!(!answers[budget], "rejected beyond it");
+    // Asking on regardless closes the connection.
+    let mut rest = Vec::new();
+    for _ in 0..budget {
+        rest.extend(metadata_request(ours, 0));
+    }
+    assert_eq!(feed(&mut t, k, &rest, now), Err(PeerError::RequestFlood));
+}
+
+#[test]
+fn a_torrent_without_metadata_to_serve_does_not_offer_ut_metadata() {
+    let f = fixture(50_000, 16384);
+    let now = Instant::now();
+    // A private torrent's parts carry no metadata.
+    let mut t = metadata_server(&f, None, now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:7".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [8; 20], true);
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: b"\x00d1:md11:ut_metadatai3eee",
+    }
+    .encode(&mut bytes);
+    // A request for id 1 (which we never gave out) is ignored.
+    bytes.extend(metadata_request(1, 0));
+    feed(&mut t, k, &bytes, now).unwrap();
+    let frames = extended_sent(&mut t, k);
+    assert_eq!(frames.len(), 1, "the extension handshake alone");
+    assert!(frames[0].1.starts_with(b"\x00d1:mde4:reqq"));
 }

@@ -107,7 +107,8 @@ fn every_target_has_a_replay_test() {
             "extension",
             "udp_tracker_response",
             "udp_tracker_request",
-            "mse"
+            "mse",
+            "magnet"
         ]
     );
 }
@@ -120,4 +121,9 @@ fn extension_corpus() {
 #[test]
 fn mse_corpus() {
     replay("mse");
+}
+
+#[test]
+fn magnet_corpus() {
+    replay("magnet");
 }

@@ -443,6 +443,70 @@ fn piecemeal_seeds_awkward_files_aria2_downloads() {
     piecemeal_seeds_they_download(Kind::Aria2, Set::Awkward, "2aa");
 }
 
+/// A libtorrent user with only a magnet link (the info-hash and piecemeal's
+/// address in `x.pe`) fetches the metadata from a piecemeal seeder over
+/// `ut_metadata` (BEP 9), then the data. 16 KiB pieces make the `info`
+/// dictionary about 25 KiB: two metadata pieces, the last one short.
+#[test]
+fn libtorrent_with_a_magnet_link_fetches_metadata_and_data_from_piecemeal() {
+    let lab = Lab::new("2lm", 2);
+    let seed_root = lab.dir("seed");
+    let torrent = lab.path().join("t.torrent");
+    let files = [("magnet.bin", 20 * MIB)];
+    write_files(&seed_root, &files);
+    make_torrent(&seed_root.join("magnet.bin"), &torrent, &[], 16384);
+    let meta = piecemeal::metainfo::Metainfo::load(&torrent).unwrap();
+    let info_len = meta.info_bytes.len();
+    assert!(info_len > 16384, "two metadata pieces: {info_len} bytes");
+    let data = Data {
+        seed_root,
+        files: files.iter().map(|(p, l)| (p.to_string(), *l)).collect(),
+        torrent,
+    };
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let pm_addr = h1.addr(PM_PORT);
+    let (ip, port) = (h1.ip.to_string(), PM_PORT.to_string());
+    let _pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &ip,
+            "--port",
+            &port,
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let link = format!(
+        "magnet:?xt=urn:btih:{}&dn=magnet.bin&x.pe={pm_addr}",
+        meta.info_hash_hex()
+    );
+    let dl = lab.dir("dl");
+    let mut lt = Lt::start(
+        &lab,
+        &h2,
+        "lt-magnet",
+        "download",
+        Path::new(&link),
+        &dl,
+        &["--magnet", "--seed", "--peer", &pm_addr],
+    );
+    let took = lt.wait_done(&lab, TRANSFER);
+    // The metadata it got is the seeder's `info` dictionary, whole.
+    let want = format!("@metadata {info_len}\n");
+    if !lt.proc.log_text().contains(&want) {
+        lab.fail(&format!("libtorrent did not report {want:?}"));
+    }
+    verify(&lab, &data, &dl, Empty::Required);
+    eprintln!("libtorrent from a magnet link, piecemeal seeds: {took:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 3. A mixed swarm: one client seeds (slowly), piecemeal and the other
 //    client leech together, found through piecemeal's tracker, and trade.

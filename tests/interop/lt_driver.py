@@ -6,6 +6,7 @@ or the torrent's tracker hands out.
 
     lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES] [--encryption forced]
     lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed] [--encryption forced]
+    lt_driver.py download MAGNET_URI DIR --magnet --listen IP:PORT [--peer IP:PORT]... [--seed]
     lt_driver.py create   PATH OUT.torrent [--tracker URL] [--piece-length BYTES] [--v1-only]
     lt_driver.py infohash TORRENT [--v2]
 
@@ -13,6 +14,10 @@ Status lines on stdout every 500 ms, like piecemeal's --machine:
     @status STATE PROGRESS_PPM DOWNLOADED UPLOADED PEERS
 and `@done` once every piece is verified (download exits 0 then, unless
 --seed). Alerts go to stderr.
+
+--magnet: TORRENT is a magnet link; the torrent is added by its info-hash
+alone and libtorrent fetches the metadata from its peers (BEP 9). Writes
+`@metadata SIZE_OF_INFO_DICT` to stderr (the log) once it has it.
 
 --encryption forced: MSE with RC4 only, both ways (in_enc_policy and
 out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
@@ -69,9 +74,13 @@ def run(args):
     ses = lt.session(
         settings(args.listen, args.upload_limit, args.download_limit, args.encryption)
     )
-    info = lt.torrent_info(args.torrent)
-    params = lt.add_torrent_params()
-    params.ti = info
+    if args.magnet:
+        params = lt.parse_magnet_uri(args.torrent)
+        info = None
+    else:
+        info = lt.torrent_info(args.torrent)
+        params = lt.add_torrent_params()
+        params.ti = info
     params.save_path = args.dir
     h = ses.add_torrent(params)
     if args.upload_limit or args.download_limit:
@@ -89,13 +98,21 @@ def run(args):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    print(f"@info {v1_hash(info)} {lt.__version__}", flush=True)
+    if info is not None:
+        print(f"@info {v1_hash(info)} {lt.__version__}", flush=True)
+    else:
+        print(f"@info {params.info_hashes.v1} {lt.__version__}", flush=True)
+    metadata_printed = info is not None
     done_printed = False
     last_connect = time.monotonic()
     while not stop:
         for a in ses.pop_alerts():
             print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
         s = h.status()
+        if not metadata_printed and s.has_metadata:
+            ti = h.torrent_file()
+            print(f"@metadata {len(ti.info_section())}", file=sys.stderr, flush=True)
+            metadata_printed = True
         print(
             f"@status {s.state} {int(s.progress_ppm)} {s.all_time_download} "
             f"{s.all_time_upload} {s.num_peers}",
@@ -146,6 +163,7 @@ def main():
         p.add_argument("--download-limit", type=int, default=0)
         p.add_argument("--seed", action="store_true")
         p.add_argument("--encryption", choices=["enabled", "forced"], default="enabled")
+        p.add_argument("--magnet", action="store_true", help="TORRENT is a magnet link")
     p = sub.add_parser("create")
     p.add_argument("path")
     p.add_argument("out")
