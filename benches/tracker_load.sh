@@ -46,25 +46,7 @@ for tool in wrk opentracker python3; do
 done
 [ -x "$PIECEMEAL" ] || { echo "build first: cargo build --release ($PIECEMEAL)" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/tracker_load.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# opentracker reads its whitelist after chroot to -d; write it where the
-# path resolves with and without the chroot.
-otdir=$work/ot
-mkdir -p "$otdir$otdir"
-python3 -c "
-for i in range($NHASH): print(('ih%018d' % i).encode().hex())" >"$otdir/whitelist"
-cp "$otdir/whitelist" "$otdir$otdir/whitelist"
-
-tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. "$here/tracker_bench_common.sh"
 
 start_tracker() { # name -> sets pid, port
     case $1 in

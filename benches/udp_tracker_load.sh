@@ -60,25 +60,7 @@ done
 [ -n "$UDP_LOAD" ] && [ -x "$UDP_LOAD" ] ||
     { echo "build first: cargo bench --bench udp_load --no-run" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/udp_tracker_load.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# opentracker reads its whitelist after chroot to -d; write it where the
-# path resolves with and without the chroot (as benches/tracker_load.sh).
-otdir=$work/ot
-mkdir -p "$otdir$otdir"
-python3 -c "
-for i in range($NHASH): print(('ih%018d' % i).encode().hex())" >"$otdir/whitelist"
-cp "$otdir/whitelist" "$otdir$otdir/whitelist"
-
-tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. "$here/tracker_bench_common.sh"
 
 declare -A pid_of port_of
 start_tracker() { # name
