@@ -635,3 +635,43 @@ fn an_address_in_its_quota_of_torrents_joins_no_other_existing_one_either() {
     let resp = announce_for(&mut t, hash(0), pid(2), "10.9.9.9:6881", now);
     assert!(!dict(&split(&resp).1).contains_key(&b"failure reason"[..]));
 }
+
+#[test]
+fn a_full_peer_table_takes_room_from_the_largest_swarm() {
+    // 10 peers in all: a swarm of 8 and one of 2. New peers of the small
+    // swarm take their room from the large one, never from their own, and
+    // the total stays at the cap.
+    let cfg = ServerConfig {
+        max_total_peers: 10,
+        ..ServerConfig::default()
+    };
+    let mut t = Tracker::new(cfg);
+    let now = Instant::now();
+    let (big, small) = ([0x01; 20], [0x02; 20]);
+    for i in 0..8u8 {
+        announce_for(&mut t, big, pid(i), &format!("10.0.0.{}:1", i + 1), now);
+    }
+    for i in 0..2u8 {
+        announce_for(
+            &mut t,
+            small,
+            pid(100 + i),
+            &format!("10.1.0.{}:1", i + 1),
+            now,
+        );
+    }
+    assert_eq!(t.num_peers(), 10);
+    for i in 2..5u8 {
+        let resp = announce_for(
+            &mut t,
+            small,
+            pid(100 + i),
+            &format!("10.1.0.{}:1", i + 1),
+            now,
+        );
+        assert!(!dict(&split(&resp).1).contains_key(&b"failure reason"[..]));
+        assert_eq!(t.num_peers(), 10);
+    }
+    assert_eq!(t.swarms.get(&small).map(|sw| sw.peers.len()), Some(5));
+    assert_eq!(t.swarms.get(&big).map(|sw| sw.peers.len()), Some(5));
+}
