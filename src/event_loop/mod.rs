@@ -192,7 +192,7 @@ enum Conn {
     },
     Peer {
         sock: TcpStream,
-        tid: usize,
+        tid: TorrentId,
         key: PeerKey,
         connecting: bool,
         writable: bool,
@@ -287,8 +287,8 @@ impl SessionHandle {
 pub struct Session {
     poll: Poll,
     conns: Slab<Conn>,
-    torrents: Slab<Slot>,
-    by_hash: HashMap<[u8; 20], usize>,
+    torrents: slot::Torrents,
+    by_hash: HashMap<[u8; 20], TorrentId>,
     /// `HASH('req2', info_hash)` of each torrent, to its info-hash: how an
     /// incoming MSE exchange names its torrent.
     by_req2: HashMap<[u8; 20], [u8; 20]>,
@@ -296,7 +296,7 @@ pub struct Session {
     /// falls back to plaintext for those that need it); capped.
     dial_methods: encryption::DialMethods,
     /// Torrents in the order they were added (for outcomes and status).
-    order: Vec<usize>,
+    order: Vec<TorrentId>,
     tracker: Option<Tracker>,
     opts: SessionOptions,
     listen_addr: Option<SocketAddr>,
@@ -442,7 +442,7 @@ impl Session {
         Ok(Session {
             poll,
             conns,
-            torrents: Slab::new(),
+            torrents: slot::Torrents::default(),
             by_hash: HashMap::new(),
             by_req2: HashMap::new(),
             dial_methods: encryption::DialMethods::default(),
@@ -506,7 +506,7 @@ impl Session {
         self.order.push(id);
         self.share_upload();
         self.share_cache();
-        Ok(TorrentId(id))
+        Ok(id)
     }
 
     /// The address peers can reach us on (after binding port 0, the real port).
@@ -545,7 +545,7 @@ impl Session {
 
     /// A torrent by id.
     pub fn torrent_by_id(&self, id: TorrentId) -> Option<&Torrent> {
-        self.torrents.get(id.0).map(|s| &s.t)
+        self.torrents.get(id).map(|s| &s.t)
     }
 
     /// Loop turns so far.
@@ -645,7 +645,7 @@ impl Session {
         if busy_conns || self.accept_paused_until.is_some() || !self.resolving.is_empty() {
             at = at.min(tick);
         }
-        for (_, s) in &self.torrents {
+        for (_, s) in self.torrents.iter() {
             // Checking, or output or reads left from this turn.
             if s.t.is_checking() || !s.t.dirty.is_empty() || s.t.has_read_jobs() {
                 return now;
@@ -689,7 +689,7 @@ impl Session {
         }
         if !self.throttled.is_empty() {
             let mut ready = self.down.ready_at(now).unwrap_or(now);
-            for (_, s) in &self.torrents {
+            for (_, s) in self.torrents.iter() {
                 if let Some(t) = s.t.down_bucket.ready_at(now) {
                     ready = ready.max(t.min(now + Duration::from_millis(100)));
                 }
@@ -793,7 +793,7 @@ impl Session {
 
     /// Close every connection of torrent `id`, write what is verified, and
     /// stop dialing or announcing it until resumed.
-    fn pause(&mut self, id: usize, now: Instant) {
+    fn pause(&mut self, id: TorrentId, now: Instant) {
         let Some(s) = self.torrents.get_mut(id) else {
             return;
         };
@@ -900,7 +900,7 @@ impl Session {
         if !self.checking {
             return;
         }
-        let checking: Vec<usize> = self
+        let checking: Vec<TorrentId> = self
             .order
             .iter()
             .copied()

@@ -2,6 +2,7 @@
 //! reading (within the download limits) and writing, eviction, closing and
 //! retries.
 
+use super::TorrentId;
 use super::encryption::{self, Crypt, Dial, Incoming};
 use super::{Conn, READ_BUDGET, Session, connect_from, hex_short, want_writable};
 use crate::ids::ConnToken;
@@ -458,7 +459,7 @@ impl Session {
             })
             .count();
         let mut open = self.peer_conns();
-        let ids: Vec<usize> = self.order.clone();
+        let ids: Vec<TorrentId> = self.order.clone();
         let mut progress = true;
         while progress && open < limits.max_peers && half_open < limits.max_half_open {
             progress = false;
@@ -615,7 +616,13 @@ impl Session {
 
     /// Try a dialed peer again later: peers given on the command line until
     /// we are done, tracker peers a few times, with growing back-off.
-    fn schedule_retry(&mut self, tid: usize, addr: SocketAddr, was_active: bool, why: &PeerError) {
+    fn schedule_retry(
+        &mut self,
+        tid: TorrentId,
+        addr: SocketAddr,
+        was_active: bool,
+        why: &PeerError,
+    ) {
         if matches!(why, PeerError::OwnPeerId) {
             info!("{addr} is ourselves; not dialing it again");
             self.own_addrs.insert(addr);

@@ -1,7 +1,7 @@
 //! What the session keeps beside each torrent core: its announcer, the
 //! peers to dial and retry, the flush back-off, and its end conditions.
 
-use super::{COMPLETED_WAIT, TorrentOptions};
+use super::{COMPLETED_WAIT, TorrentId, TorrentOptions};
 use crate::candidates::Candidates;
 use crate::storage::{Disk, StorageError};
 use crate::torrent::{Torrent, jobs};
@@ -223,3 +223,38 @@ impl Slot {
 /// Most reads for seeding one call does: more than the torrent queues at
 /// once ([`crate::torrent::MAX_READ_JOBS`]), fewer than a runaway.
 const READS_PER_CALL: usize = 64;
+
+/// The session's torrents, keyed by [`TorrentId`] (the only place that
+/// makes one from a slab key).
+#[derive(Default)]
+pub(super) struct Torrents(slab::Slab<Slot>);
+
+impl Torrents {
+    pub(super) fn insert(&mut self, s: Slot) -> TorrentId {
+        TorrentId(self.0.insert(s))
+    }
+    pub(super) fn get(&self, id: TorrentId) -> Option<&Slot> {
+        self.0.get(id.0)
+    }
+    pub(super) fn get_mut(&mut self, id: TorrentId) -> Option<&mut Slot> {
+        self.0.get_mut(id.0)
+    }
+    pub(super) fn try_remove(&mut self, id: TorrentId) -> Option<Slot> {
+        self.0.try_remove(id.0)
+    }
+    pub(super) fn contains(&self, id: TorrentId) -> bool {
+        self.0.contains(id.0)
+    }
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub(super) fn iter(&self) -> impl Iterator<Item = (TorrentId, &Slot)> {
+        self.0.iter().map(|(k, s)| (TorrentId(k), s))
+    }
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (TorrentId, &mut Slot)> {
+        self.0.iter_mut().map(|(k, s)| (TorrentId(k), s))
+    }
+}

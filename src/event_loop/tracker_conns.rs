@@ -3,6 +3,7 @@
 //! connections.
 
 use super::Lookup;
+use super::TorrentId;
 use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
 use crate::dns::{Answer, Ticket};
 use crate::ids::ConnToken;
@@ -38,7 +39,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 pub(super) struct AnnounceConn {
     pub sock: TcpStream,
     /// The torrent it announces.
-    pub tid: usize,
+    pub tid: TorrentId,
     pub url: String,
     out: SendBuf,
     reader: ResponseReader,
@@ -53,7 +54,7 @@ pub(super) struct AnnounceConn {
 /// An announce waiting for its tracker's address (the announce time-out
 /// runs from `started`).
 pub(super) struct Resolving {
-    tid: usize,
+    tid: TorrentId,
     url: String,
     target: Target,
     started: Instant,
@@ -79,7 +80,7 @@ pub(super) struct ServerConn {
 impl Session {
     /// Start the announces that are due (one in flight per torrent).
     pub(super) fn maybe_announce(&mut self, now: Instant) {
-        let mut busy: HashSet<usize> = self
+        let mut busy: HashSet<TorrentId> = self
             .conns
             .iter()
             .filter_map(|(_, c)| match c {
@@ -89,7 +90,7 @@ impl Session {
             .collect();
         busy.extend(self.udp.busy());
         busy.extend(self.resolving.values().map(|r| r.tid));
-        let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
+        let ids: Vec<TorrentId> = self.torrents.iter().map(|(id, _)| id).collect();
         for id in ids {
             if busy.contains(&id) {
                 continue;
@@ -119,7 +120,7 @@ impl Session {
 
     fn start_announce(
         &mut self,
-        tid: usize,
+        tid: TorrentId,
         url: &str,
         event: Event,
         now: Instant,
@@ -191,7 +192,7 @@ impl Session {
 
     /// Forget the announces of torrent `tid` that wait for an address;
     /// their URLs, for the announcer.
-    pub(super) fn resolving_forget(&mut self, tid: usize) -> Vec<String> {
+    pub(super) fn resolving_forget(&mut self, tid: TorrentId) -> Vec<String> {
         let mut urls = Vec::new();
         self.resolving.retain(|_, r| {
             if r.tid == tid {
@@ -205,7 +206,7 @@ impl Session {
     /// Send an announce to its tracker, now that its addresses are known.
     fn announce_to(
         &mut self,
-        tid: usize,
+        tid: TorrentId,
         url: &str,
         target: Target,
         addrs: Answer,
@@ -304,7 +305,7 @@ impl Session {
         }
     }
 
-    fn on_announce_body(&mut self, tid: usize, url: &str, body: &[u8], now: Instant) {
+    fn on_announce_body(&mut self, tid: TorrentId, url: &str, body: &[u8], now: Instant) {
         self.on_announce_response(tid, url, parse_announce_body(body), now);
     }
 
@@ -312,7 +313,7 @@ impl Session {
     /// learns it, and the peers become candidates.
     pub(super) fn on_announce_response(
         &mut self,
-        tid: usize,
+        tid: TorrentId,
         url: &str,
         result: Result<AnnounceResponse, TrackerError>,
         now: Instant,
@@ -580,7 +581,7 @@ impl Session {
         self.udp_forget_all();
         self.resolving.clear();
         let now = Instant::now();
-        let ids: Vec<usize> = self.torrents.iter().map(|(id, _)| id).collect();
+        let ids: Vec<TorrentId> = self.torrents.iter().map(|(id, _)| id).collect();
         let mut any = false;
         for id in ids {
             let due = self

@@ -12,6 +12,7 @@
 //! datagram the kernel cannot take now is lost, and the client's
 //! retransmission (or the remote client's) covers it.
 
+use super::TorrentId;
 use super::{Conn, Session, net};
 use crate::ids::ConnToken;
 use crate::tracker::{
@@ -47,7 +48,7 @@ pub(super) struct UdpState {
     /// as `::ffff:a.b.c.d`.
     v6: bool,
     /// Exchange -> (torrent, announce URL).
-    pub(super) pending: std::collections::HashMap<ExchangeId, (usize, String)>,
+    pub(super) pending: std::collections::HashMap<ExchangeId, (TorrentId, String)>,
     /// The built-in tracker's BEP 15 side.
     pub(super) server: Option<crate::tracker::UdpServer>,
     buf: Vec<u8>,
@@ -70,7 +71,7 @@ impl UdpState {
     }
 
     /// Torrents with a UDP announce in flight.
-    pub(super) fn busy(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(super) fn busy(&self) -> impl Iterator<Item = TorrentId> + '_ {
         self.pending.values().map(|(tid, _)| *tid)
     }
 }
@@ -114,7 +115,7 @@ impl Session {
     /// tracker's, resolved) the socket can reach.
     pub(super) fn start_udp_announce(
         &mut self,
-        tid: usize,
+        tid: TorrentId,
         url: &str,
         parsed: &UdpUrl,
         addrs: &[SocketAddr],
@@ -144,7 +145,7 @@ impl Session {
         let id = self
             .udp
             .client
-            .start_announce(tid, addr, params, max_n, now)?;
+            .start_announce(tid.0, addr, params, max_n, now)?;
         self.udp.pending.insert(id, (tid, url.to_string()));
         self.udp_flush(now);
         Ok(())
@@ -251,7 +252,7 @@ impl Session {
 
     /// Forget the UDP announces of torrent `tid` (paused or gone); their
     /// URLs, for the announcer.
-    pub(super) fn udp_forget(&mut self, tid: usize) -> Vec<String> {
+    pub(super) fn udp_forget(&mut self, tid: TorrentId) -> Vec<String> {
         let ids: Vec<ExchangeId> = self
             .udp
             .pending
