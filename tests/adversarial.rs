@@ -110,15 +110,6 @@ fn vm_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-fn handshake_bytes(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
-    let mut out = vec![19];
-    out.extend_from_slice(b"BitTorrent protocol");
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(info_hash);
-    out.extend_from_slice(peer_id);
-    out
-}
-
 fn frame(id: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
     out.extend_from_slice(&(1 + payload.len() as u32).to_be_bytes());

@@ -57,11 +57,7 @@ fn one_block_of_each_of_many_large_pieces_reads_little_more_than_it_serves() {
     let (seeder, port) = start_seeder(&tmp, &seed_dir, t, &[]);
     let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0; 8]);
-    hs.extend_from_slice(&info_hash);
-    hs.extend_from_slice(b"-XX0001-amplifier000");
+    let hs = handshake_bytes(&info_hash, b"-XX0001-amplifier000");
     s.write_all(&hs).unwrap();
     let mut back = [0u8; 68];
     s.read_exact(&mut back).unwrap();

@@ -89,11 +89,7 @@ fn prefer_on_both_sides_obfuscates_the_handshake_and_sends_the_payload_in_the_cl
 fn plaintext_is_closed_unanswered(port: &str, info_hash: [u8; 20]) {
     let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0; 8]);
-    hs.extend_from_slice(&info_hash);
-    hs.extend_from_slice(b"-XX0001-plaintexttst");
+    let hs = handshake_bytes(&info_hash, b"-XX0001-plaintexttst");
     s.write_all(&hs).unwrap();
     let mut buf = [0u8; 256];
     match s.read(&mut buf) {
@@ -207,11 +203,7 @@ fn a_plaintext_answer_to_our_key_makes_prefer_redial_in_plaintext() {
                 return;
             }
             let _ = tx.send(first);
-            let mut hs = vec![19u8];
-            hs.extend_from_slice(b"BitTorrent protocol");
-            hs.extend_from_slice(&[0; 8]);
-            hs.extend_from_slice(&info_hash);
-            hs.extend_from_slice(b"-XX0001-plainanswer!");
+            let hs = handshake_bytes(&info_hash, b"-XX0001-plainanswer!");
             let _ = s.write_all(&hs);
             // Hold the connection open until the other side closes it.
             let mut sink = [0u8; 4096];

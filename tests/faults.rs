@@ -118,11 +118,7 @@ fn handshake_answered(port: u16, info_hash: [u8; 20]) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0; 8]);
-    hs.extend_from_slice(&info_hash);
-    hs.extend_from_slice(b"-XX0001-probeprobe00");
+    let hs = handshake_bytes(&info_hash, b"-XX0001-probeprobe00");
     let mut answer = [0u8; 68];
     s.write_all(&hs).is_ok() && s.read_exact(&mut answer).is_ok() && answer[28..48] == info_hash
 }

@@ -19,12 +19,7 @@ fn corrupt_peer(listener: TcpListener, info_hash: [u8; 20], num_pieces: u32) {
             if s.read_exact(&mut hs).is_err() || hs[28..48] != info_hash {
                 return;
             }
-            let mut out = Vec::new();
-            out.push(19);
-            out.extend_from_slice(b"BitTorrent protocol");
-            out.extend_from_slice(&[0; 8]);
-            out.extend_from_slice(&info_hash);
-            out.extend_from_slice(b"-XX0001-corruptpeer!");
+            let mut out = handshake_bytes(&info_hash, b"-XX0001-corruptpeer!");
             let bf_len = (num_pieces as usize).div_ceil(8);
             let mut bf = vec![0xffu8; bf_len];
             let spare = bf_len * 8 - num_pieces as usize;

@@ -40,12 +40,7 @@ fn info_hash(torrent: &str) -> [u8; 20] {
 }
 
 fn handshake(info_hash: &[u8; 20]) -> Vec<u8> {
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0; 8]);
-    hs.extend_from_slice(info_hash);
-    hs.extend_from_slice(b"-XX0001-sessiontest0");
-    hs
+    handshake_bytes(info_hash, b"-XX0001-sessiontest0")
 }
 
 /// Send a handshake; true if the seeder answers with one for the same

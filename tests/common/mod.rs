@@ -511,3 +511,14 @@ pub fn tree_of(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A plaintext BitTorrent handshake (no extension bits), as a scripted peer
+/// sends it.
+pub fn handshake_bytes(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
+    let mut out = vec![19];
+    out.extend_from_slice(b"BitTorrent protocol");
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(info_hash);
+    out.extend_from_slice(peer_id);
+    out
+}
