@@ -48,31 +48,6 @@ done
 
 . "$here/tracker_bench_common.sh"
 
-start_tracker() { # name -> sets pid, port
-    case $1 in
-    piecemeal)
-        port=$PORT_OURS
-        "$PIECEMEAL" tracker --port "$port" --bind 127.0.0.1 --interval 1800 \
-            >"$work/piecemeal.log" 2>&1 &
-        pid=$!
-        ;;
-    opentracker)
-        port=$PORT_OT
-        opentracker -i 127.0.0.1 -p "$port" -P "$port" -d "$otdir" \
-            -w "$otdir/whitelist" >"$work/opentracker.log" 2>&1 &
-        pid=$!
-        ;;
-    esac
-    pids+=("$pid")
-    for _ in $(seq 50); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "$1 did not start:" >&2
-    cat "$work/$1.log" >&2
-    exit 1
-}
-
 one_run() { # port mode duration -> "req/s bad"
     local close=0
     [ "$2" = close ] && close=1
