@@ -389,7 +389,7 @@ fn load(
         Vec::new()
     };
     let now = Instant::now();
-    let t = if odd.is_empty() {
+    let (t, disk) = if odd.is_empty() {
         let mode = if opts.download {
             OpenMode::Create
         } else {
@@ -421,8 +421,8 @@ fn load(
     });
     Ok(Loaded {
         name: meta.info.name.clone(),
-        t: t.0,
-        disk: t.1,
+        t,
+        disk,
         tiers: meta.tracker_tiers(),
         nothing_to_seed,
     })

@@ -661,10 +661,13 @@ struct ReadEntry {
 
 impl ReadEntry {
     fn covers(&self, b: BlockRef) -> bool {
-        self.piece == b.piece
-            && self.begin <= b.begin
-            && (b.begin + b.len) as usize <= self.begin as usize + self.data.len()
+        span_covers(self.piece, self.begin, self.data.len(), b)
     }
+}
+
+/// Do `len` bytes of `piece` from `begin` hold block `b`?
+fn span_covers(piece: u32, begin: u32, len: usize, b: BlockRef) -> bool {
+    piece == b.piece && begin <= b.begin && (b.begin + b.len) as usize <= begin as usize + len
 }
 
 /// A segment to write: `data` at torrent offset `offset`. See
@@ -698,9 +701,7 @@ impl ReadJob {
 
     /// Does this read bring block `b` into memory?
     pub fn covers(&self, b: BlockRef) -> bool {
-        self.piece == b.piece
-            && self.begin <= b.begin
-            && (b.begin + b.len) as usize <= self.begin as usize + self.data.len()
+        span_covers(self.piece, self.begin, self.data.len(), b)
     }
 }
 
