@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("udp_tracker_request", udp_tracker_request),
     ("mse", mse),
     ("magnet", magnet),
+    ("krpc", krpc),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -1251,5 +1252,63 @@ pub fn magnet(data: &[u8]) {
         assert!(m.trackers.len() <= MAX_TRACKERS && m.peers.len() <= MAX_PEERS);
         assert!(m.peers.iter().all(|p| p.port > 0 && !p.host.is_empty()));
         assert!(m.trackers.iter().all(|t| !t.is_empty()));
+    }
+}
+
+/// KRPC (BEP 5): decoding never panics; what decodes is within the
+/// limits and re-encodes to the same message; a DHT node fed the bytes
+/// answers with at most `max_amplification` times their size.
+pub fn krpc(data: &[u8]) {
+    use piecemeal::dht::krpc::{self, Body, OutQuery, Query};
+    use piecemeal::dht::{DhtConfig, Node, NodeId};
+    let now = Instant::now();
+    let from: SocketAddr = "10.1.2.3:6881".parse().unwrap();
+    let mut node = Node::new(NodeId([7; 20]), DhtConfig::default(), 1, now);
+    node.handle_datagram(from, data, now);
+    while let Some(t) = node.poll_transmit() {
+        assert!(
+            t.data.len() <= (data.len() * 4).max(128),
+            "answer too large"
+        );
+        assert!(krpc::decode(&t.data).is_ok(), "our answer does not decode");
+    }
+    let Ok(m) = krpc::decode(data) else {
+        return;
+    };
+    assert!(data.len() <= krpc::MAX_MESSAGE_LEN && m.tid.len() <= krpc::MAX_TID_LEN);
+    match m.body {
+        Body::Response(r) => {
+            assert_eq!(r.nodes.len() % krpc::COMPACT_NODE_LEN, 0);
+            assert!(r.nodes().count() * krpc::COMPACT_NODE_LEN == r.nodes.len());
+            assert!(r.values().count() <= data.len() / 8);
+        }
+        Body::Query { sender, query } => {
+            let q = match query {
+                Query::Ping => OutQuery::Ping,
+                Query::FindNode { target } => OutQuery::FindNode(target),
+                Query::GetPeers { info_hash } => OutQuery::GetPeers(info_hash),
+                Query::AnnouncePeer {
+                    info_hash,
+                    port,
+                    implied_port,
+                    token,
+                } => OutQuery::AnnouncePeer(info_hash, port, implied_port, token),
+                Query::Other { .. } => return,
+            };
+            let again = krpc::encode_query(m.tid, &sender, &q, m.read_only);
+            let m2 = krpc::decode(&again).expect("our encoding decodes");
+            assert_eq!(m2.tid, m.tid);
+            match m2.body {
+                Body::Query {
+                    sender: s2,
+                    query: q2,
+                } => {
+                    assert_eq!(s2, sender);
+                    assert_eq!(q2, query);
+                }
+                other => panic!("re-encoded query decodes as {other:?}"),
+            }
+        }
+        Body::Error { .. } => {}
     }
 }

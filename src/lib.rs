@@ -19,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod dht;
 pub mod dns;
 pub mod error;
 pub mod event_loop;

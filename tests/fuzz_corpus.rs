@@ -108,7 +108,8 @@ fn every_target_has_a_replay_test() {
             "udp_tracker_response",
             "udp_tracker_request",
             "mse",
-            "magnet"
+            "magnet",
+            "krpc"
         ]
     );
 }
@@ -126,4 +127,9 @@ fn mse_corpus() {
 #[test]
 fn magnet_corpus() {
     replay("magnet");
+}
+
+#[test]
+fn krpc_corpus() {
+    replay("krpc");
 }
