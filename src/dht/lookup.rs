@@ -225,7 +225,10 @@ impl Lookup {
         }
     }
 
-    /// Converged, exhausted or out of queries (and nothing in flight).
+    /// Converged (the `K` closest candidates that have not failed have
+    /// all answered), exhausted, or out of queries; and no answer is
+    /// awaited (a straggler just outside the closest `K` often holds
+    /// peers too).
     pub fn is_done(&self) -> bool {
         if self.in_flight > 0 {
             return false;

@@ -34,7 +34,7 @@ pub mod table;
 pub mod tokens;
 
 pub use id::NodeId;
-pub use node::{DhtConfig, DhtEvent, DhtStats, Node, Transmit};
+pub use node::{DhtConfig, DhtEvent, DhtStats, LookupReport, Node, Transmit};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]

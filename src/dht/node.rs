@@ -35,7 +35,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// Datagrams queued for sending (the shell drains them every turn).
-pub const MAX_OUT: usize = 4096;
+pub const MAX_OUT: usize = 1024;
 /// Events queued for the shell.
 pub const MAX_EVENTS: usize = 1024;
 /// Info-hashes we announce ourselves.
@@ -88,7 +88,7 @@ impl Default for DhtConfig {
             store: StoreCaps::default(),
             max_inflight: 512,
             max_lookups: 64,
-            maintenance_every: Duration::from_secs(10),
+            maintenance_every: Duration::from_secs(20),
             announce_every: (Duration::from_secs(15 * 60), Duration::from_secs(30 * 60)),
             read_only: false,
         }
@@ -214,6 +214,8 @@ pub struct Node {
     announces: HashMap<NodeId, Announce>,
     bootstrap: Vec<SocketAddrV4>,
     bootstrap_lookup: Option<u64>,
+    /// A bootstrap lookup got answers from at least `K` nodes.
+    bootstrapped: bool,
     last_bootstrap: Option<Instant>,
     votes: HashMap<Ipv4Addr, Ipv4Addr>,
     out: VecDeque<Transmit>,
@@ -248,6 +250,7 @@ impl Node {
             announces: HashMap::new(),
             bootstrap: Vec::new(),
             bootstrap_lookup: None,
+            bootstrapped: false,
             last_bootstrap: None,
             votes: HashMap::new(),
             out: VecDeque::new(),
@@ -323,7 +326,9 @@ impl Node {
     }
 
     /// Bootstrap from `addr` (a router, a saved node): it is asked for
-    /// nodes near our id, and remembered for re-bootstrapping.
+    /// nodes near our id at the next [`Node::handle_timeout`] (due at
+    /// once, so addresses added together start one lookup), and
+    /// remembered for re-bootstrapping.
     pub fn add_bootstrap(&mut self, addr: SocketAddrV4, now: Instant) {
         if !self.bootstrap.contains(&addr) {
             if self.bootstrap.len() >= MAX_BOOTSTRAP {
@@ -332,7 +337,7 @@ impl Node {
             self.bootstrap.push(addr);
         }
         self.last_bootstrap = None;
-        self.maybe_bootstrap(now);
+        self.next_maintenance = self.next_maintenance.min(now);
     }
 
     /// Ping `addr` (a peer's BEP 5 `port` message): if it answers, it
@@ -767,7 +772,10 @@ impl Node {
             .into_iter()
             .map(|(id, a)| (Some(id), a))
             .collect();
-        if self.table.len() < K {
+        // The bootstrap addresses join a lookup for our own id (so a node
+        // that only knows a few stragglers still reaches the network) and
+        // any lookup while the table is small.
+        if self.table.len() < K || target == self.id {
             seeds.extend(self.bootstrap.iter().map(|a| (None, *a)));
         }
         let lid = self.next_lookup;
@@ -841,6 +849,21 @@ impl Node {
         }
         if self.bootstrap_lookup == Some(lid) {
             self.bootstrap_lookup = None;
+            // A lookup that reached fewer than K nodes (its first answers
+            // lost, a dead router) is tried again BOOTSTRAP_EVERY later.
+            if l.responses as usize >= K {
+                self.bootstrapped = true;
+                // At most 3: a lookup of our id already passed through the
+                // others; the 15-minute refresh covers the rest.
+                for target in self
+                    .table
+                    .underfull_targets(now, &mut self.rng)
+                    .into_iter()
+                    .take(3)
+                {
+                    self.start_lookup(target, Kind::FindNode, now);
+                }
+            }
         }
         let report = LookupReport {
             target: l.target,
@@ -858,7 +881,7 @@ impl Node {
 
     fn maybe_bootstrap(&mut self, now: Instant) {
         if self.bootstrap_lookup.is_some()
-            || self.table.len() >= K
+            || (self.bootstrapped && self.table.len() >= K)
             || self.bootstrap.is_empty()
             || self
                 .last_bootstrap
@@ -871,12 +894,14 @@ impl Node {
     }
 
     fn start_due_announces(&mut self, now: Instant) {
-        let due: Vec<NodeId> = self
+        let mut due: Vec<NodeId> = self
             .announces
             .iter()
             .filter(|(_, a)| !a.running && a.next <= now)
             .map(|(h, _)| *h)
             .collect();
+        // Sorted, so a seeded simulation replays exactly.
+        due.sort_unstable();
         for h in due {
             let Some(a) = self.announces.get(&h) else {
                 continue;

@@ -7,13 +7,13 @@
 //! which caps answers per second whatever the source.
 //!
 //! # Bound
-//! [`SLOTS`] × 24 bytes (96 KiB), allocated once.
+//! [`SLOTS`] × 24 bytes (24 KiB), allocated once.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 /// Slots in the per-address table.
-pub const SLOTS: usize = 4096;
+pub const SLOTS: usize = 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {

@@ -339,20 +339,43 @@ impl RoutingTable {
 
     /// The `n` closest non-bad nodes to `target`, closest first.
     pub fn closest(&self, target: &NodeId, n: usize, now: Instant) -> Vec<(NodeId, SocketAddrV4)> {
-        let mut all: Vec<(NodeId, SocketAddrV4)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| &b.nodes)
-            .filter(|e| e.state(now) != NodeState::Bad)
-            .map(|e| (e.id, e.addr))
-            .collect();
+        // Distances computed once, as integers (compared without memcmp).
+        let key = |id: &NodeId| {
+            let d = id.distance(target);
+            let hi = u128::from_be_bytes(d[..16].try_into().expect("16 bytes"));
+            let lo = u32::from_be_bytes(d[16..].try_into().expect("4 bytes"));
+            (hi, lo)
+        };
+        let mut all: Vec<((u128, u32), NodeId, SocketAddrV4)> = Vec::with_capacity(self.len());
+        all.extend(
+            self.buckets
+                .iter()
+                .flat_map(|b| &b.nodes)
+                .filter(|e| e.state(now) != NodeState::Bad)
+                .map(|e| (key(&e.id), e.id, e.addr)),
+        );
         if all.len() > n && n > 0 {
-            all.select_nth_unstable_by_key(n - 1, |(id, _)| id.distance(target));
+            all.select_nth_unstable_by_key(n - 1, |e| e.0);
             all.truncate(n);
         }
-        all.sort_unstable_by_key(|(id, _)| id.distance(target));
+        all.sort_unstable_by_key(|e| e.0);
         all.truncate(n);
-        all
+        all.into_iter().map(|(_, id, a)| (id, a)).collect()
+    }
+
+    /// Random targets in every bucket that has fewer than [`K`] nodes
+    /// (looked up once after bootstrap, so far buckets fill at once
+    /// rather than after the first 15-minute refresh).
+    pub fn underfull_targets(&mut self, now: Instant, rng: &mut Rng) -> Vec<NodeId> {
+        let own = self.own;
+        let mut out = Vec::new();
+        for (depth, b) in self.buckets.iter_mut().enumerate() {
+            if b.nodes.len() < K {
+                b.last_changed = now;
+                out.push(own.random_in_bucket(depth, rng));
+            }
+        }
+        out
     }
 
     /// Pings and refreshes due at `now` (bounded: one ping per bucket and

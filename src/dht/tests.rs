@@ -327,6 +327,7 @@ fn run(nodes: &mut [Node], addrs: &[SocketAddrV4], now: Instant) {
     for _ in 0..1000 {
         let mut moved = false;
         for i in 0..nodes.len() {
+            nodes[i].handle_timeout(now);
             while let Some(t) = nodes[i].poll_transmit() {
                 moved = true;
                 if let Some(j) = addrs.iter().position(|a| *a == t.to) {
