@@ -155,6 +155,22 @@ pub struct Common {
     /// plaintext peers; off neither offers nor accepts encryption.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Encryption::Prefer)]
     pub encryption: Encryption,
+    /// Turn the DHT (BEP 5) off: peers then come from trackers and --peer
+    /// only. (Private torrents never use the DHT.)
+    #[arg(long)]
+    pub no_dht: bool,
+    /// A DHT node to bootstrap from (repeatable) [default:
+    /// router.bittorrent.com:6881, dht.transmissionbt.com:6881,
+    /// router.utorrent.com:6881].
+    #[arg(long = "dht-node", value_name = "HOST:PORT")]
+    pub dht_nodes: Vec<String>,
+    /// UDP port of the DHT [default: the peer port].
+    #[arg(long, value_name = "PORT")]
+    pub dht_port: Option<u16>,
+    /// Folder of the DHT's state file (its id and known nodes, so a
+    /// restart bootstraps from them) [default: the output folder].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Close a peer that has not completed its handshake after this many
     /// seconds (default 20; hidden: for tests of hostile peers).
     #[arg(long, value_name = "SECS", hide = true)]
@@ -247,6 +263,26 @@ pub enum Command {
         /// Only track these torrents [default: any torrent].
         #[arg(long, value_name = "FILE.torrent", num_args = 1..)]
         allow: Vec<PathBuf>,
+    },
+    /// Run a stand-alone DHT node (e.g. the bootstrap node of a private
+    /// swarm); it prints its table size and traffic. It bootstraps from
+    /// --dht-node only.
+    Dht {
+        /// UDP port of the node.
+        #[arg(short = 'p', long, default_value_t = 6881, value_name = "PORT")]
+        port: u16,
+        /// Local IPv4 address to bind [default: any].
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<IpAddr>,
+        /// A node to bootstrap from (repeatable).
+        #[arg(long = "dht-node", value_name = "HOST:PORT")]
+        dht_nodes: Vec<String>,
+        /// Keep the node's state (id, known nodes) in this folder.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Print the table size and traffic every this many seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        stats_every: u64,
     },
     /// Run a whole swarm on this machine: tracker, a seeder and leechers.
     Demo {

@@ -67,6 +67,8 @@ pub struct ClientOptions {
     /// CA certificates (PEM files) trusted for `https://` trackers besides
     /// the system's (`--ca-file`).
     pub ca_files: Vec<PathBuf>,
+    /// Run a DHT node for the public torrents (None: no DHT).
+    pub dht: Option<crate::event_loop::DhtOptions>,
 }
 
 impl ClientOptions {
@@ -96,6 +98,7 @@ impl ClientOptions {
             config: Config::default(),
             lookup: None,
             ca_files: Vec::new(),
+            dht: None,
         }
     }
 }
@@ -389,7 +392,7 @@ fn load(
         Vec::new()
     };
     let now = Instant::now();
-    let (t, disk) = if odd.is_empty() {
+    let (mut t, disk) = if odd.is_empty() {
         let mode = if opts.download {
             OpenMode::Create
         } else {
@@ -410,6 +413,7 @@ fn load(
         let parts = parts_of(&meta, have, our_id);
         (Torrent::new(parts, config, seed, now), disk)
     };
+    t.private = meta.info.private;
     let nothing_to_seed = (!opts.download).then(|| {
         format!(
             "nothing to seed: none of {}'s data is in {} (0 of {} pieces verified); give the \
@@ -506,6 +510,7 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         keep_running: opts.watch.is_some(),
         lookup: opts.lookup.clone(),
         tls,
+        dht: opts.dht.clone(),
     };
     let mut session = Session::with_listeners(sopts, listeners)
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;

@@ -9,6 +9,7 @@ use piecemeal::cli::{
 };
 use piecemeal::client::{self, ClientOptions, TrackerOptions};
 use piecemeal::error::{EXIT_INCOMPLETE, Error};
+use piecemeal::event_loop::{DhtOptions, Session, SessionOptions, default_routers, state_file_in};
 use piecemeal::memory;
 use piecemeal::metainfo::{CreateOptions, Metainfo, create};
 use piecemeal::output::{escape_controls, plain_io, strip_os_error};
@@ -148,7 +149,26 @@ fn client_options(
     if let Some(s) = c.idle_timeout {
         o.config.idle_timeout = Duration::from_secs(s.max(1));
     }
+    o.dht = dht_options(c, &o.dir);
     Ok(o)
+}
+
+/// The DHT of a download or seed: on unless `--no-dht`; the state file
+/// beside the data (or in `--state-dir`).
+fn dht_options(c: &Common, data_dir: &std::path::Path) -> Option<DhtOptions> {
+    if c.no_dht {
+        return None;
+    }
+    Some(DhtOptions {
+        port: c.dht_port,
+        bootstrap: if c.dht_nodes.is_empty() {
+            default_routers()
+        } else {
+            c.dht_nodes.clone()
+        },
+        state_file: Some(state_file_in(c.state_dir.as_deref().unwrap_or(data_dir))),
+        ..DhtOptions::default()
+    })
 }
 
 /// Options for one or more torrents in one session.
@@ -483,6 +503,35 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let mut s = client::prepare_tracker(&TrackerOptions {
                 listen: SocketAddr::new(ip, port),
                 config,
+            })?;
+            s.run()
+                .map_err(|e| Error::Runtime(format!("event loop failed: {}", plain_io(&e))))?;
+            Ok(0)
+        }
+        Some(Command::Dht {
+            port,
+            bind,
+            dht_nodes,
+            state_dir,
+            stats_every,
+        }) => {
+            let sopts = SessionOptions {
+                bind_ip: bind,
+                keep_running: true,
+                dht: Some(DhtOptions {
+                    port: Some(port),
+                    bootstrap: dht_nodes,
+                    state_file: state_dir.as_deref().map(state_file_in),
+                    stats_every: Some(Duration::from_secs(stats_every.max(1))),
+                    ..DhtOptions::default()
+                }),
+                ..SessionOptions::default()
+            };
+            let mut s = Session::new(sopts).map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot run the DHT node on port {port}: {}",
+                    plain_io(&e)
+                ))
             })?;
             s.run()
                 .map_err(|e| Error::Runtime(format!("event loop failed: {}", plain_io(&e))))?;

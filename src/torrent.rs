@@ -45,6 +45,8 @@ pub const RECV_IDLE_CAP: usize = 4096;
 
 /// Send-queue bytes an idle peer keeps allocated.
 pub const SEND_IDLE_CAP: usize = 4096;
+/// DHT nodes from `port` messages held for the shell between turns.
+pub const MAX_DHT_NODES: usize = 64;
 
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
@@ -118,6 +120,15 @@ pub struct Torrent {
     extensions: Registry,
     /// The raw `info` dictionary we serve (see [`TorrentParts::metadata`]).
     metadata: Option<std::sync::Arc<[u8]>>,
+    /// A private torrent (BEP 27): never on the DHT, never in PEX.
+    pub private: bool,
+    /// Our DHT port when the DHT runs and the torrent is public (BEP 5):
+    /// the DHT bit goes in our handshake, and a `port` message to peers
+    /// that set theirs.
+    pub dht_port: Option<u16>,
+    /// DHT nodes from peers' `port` messages, for the shell to ping
+    /// (at most [`MAX_DHT_NODES`]; the shell drains it every turn).
+    pub dht_nodes: Vec<SocketAddr>,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
@@ -190,6 +201,9 @@ impl Torrent {
             blame: Blame::new(),
             extensions,
             metadata,
+            private: false,
+            dht_port: None,
+            dht_nodes: Vec::new(),
             checking: None,
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
@@ -332,8 +346,12 @@ impl Torrent {
     /// one, and closes the connection when that read holds more than the
     /// 68 handshake bytes.
     fn send_handshake(&mut self, key: PeerKey) {
+        let mut reserved = wire::OUR_RESERVED;
+        if self.dht_port.is_some() {
+            reserved[7] |= wire::DHT_BIT;
+        }
         let hs = Handshake {
-            reserved: wire::OUR_RESERVED,
+            reserved,
             info_hash: self.info_hash,
             peer_id: self.our_id,
         };
@@ -596,7 +614,12 @@ impl Torrent {
                 }
                 None => {}
             },
-            Message::Port(_) | Message::Unknown { .. } => {}
+            Message::Port(port) => {
+                if self.dht_port.is_some() && port != 0 && self.dht_nodes.len() < MAX_DHT_NODES {
+                    self.dht_nodes.push(SocketAddr::new(peer.addr.ip(), port));
+                }
+            }
+            Message::Unknown { .. } => {}
         }
         Ok(())
     }
@@ -644,6 +667,13 @@ impl Torrent {
             self.send_handshake(key);
         }
         self.send_bitfield(key);
+        if let Some(port) = self.dht_port
+            && hs.reserved[7] & wire::DHT_BIT != 0
+            && let Some(peer) = self.peers.get_mut(key)
+        {
+            Message::Port(port).encode(peer.send.buf_mut());
+            self.dirty.push(key);
+        }
         if hs.supports_extensions()
             && let Some(peer) = self.peers.get_mut(key)
         {

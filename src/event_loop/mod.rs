@@ -17,6 +17,7 @@
 //! (time-outs, keep-alives, choking, connects, re-announces); close what
 //! must close after the batch.
 
+mod dht;
 mod encryption;
 mod net;
 mod peer_conns;
@@ -28,6 +29,7 @@ mod tracker_conns;
 mod udp;
 mod warnings;
 
+pub use dht::{DhtOptions, ROUTERS_ENV, default_routers, state_file_in};
 pub use net::{bind_udp, connect_from, install_stop_handler, random_bytes, stop_requested};
 pub use resolver::{Lookup, LookupFn, Resolver};
 pub use scrape::scrape_trackers;
@@ -108,6 +110,8 @@ pub struct SessionOptions {
     /// TLS for `https://` trackers (None: the system's CAs, set up on
     /// first use; see [`tls_client_config`] for `--ca-file`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Run a DHT node (BEP 5) in the loop (None: no DHT).
+    pub dht: Option<DhtOptions>,
 }
 
 impl Default for SessionOptions {
@@ -121,6 +125,7 @@ impl Default for SessionOptions {
             keep_running: false,
             lookup: None,
             tls: None,
+            dht: None,
         }
     }
 }
@@ -209,6 +214,8 @@ enum Conn {
     Udp(UdpSocket),
     /// The built-in tracker's BEP 15 socket.
     TrackerUdp(UdpSocket),
+    /// The DHT node's socket (BEP 5).
+    Dht(UdpSocket),
 }
 
 /// What another thread asks of a running session.
@@ -348,6 +355,8 @@ pub struct Session {
     resolving: HashMap<crate::dns::Ticket, tracker_conns::Resolving>,
     /// Tracker messages shown to the user already.
     tracker_notes: warnings::TrackerNotes,
+    /// The DHT node, its socket and the torrents it announces.
+    dht: Option<dht::DhtState>,
 }
 
 /// Listening sockets bound before the session is built: the client binds
@@ -439,7 +448,19 @@ impl Session {
             udp.server = Some(UdpServer::new(secret, UdpServerConfig::default(), now));
             info!("tracker listening on http://{addr}/announce and udp://{udp_addr}/announce");
         }
+        let dht = match &opts.dht {
+            Some(d) => Some(dht::DhtState::start(
+                &poll,
+                &mut conns,
+                d,
+                opts.bind_ip,
+                listen_addr,
+                now,
+            )?),
+            None => None,
+        };
         Ok(Session {
+            dht,
             poll,
             conns,
             torrents: slot::Torrents::default(),
@@ -638,7 +659,8 @@ impl Session {
             Conn::PeerListener(_)
             | Conn::TrackerListener(_)
             | Conn::Udp(_)
-            | Conn::TrackerUdp(_) => false,
+            | Conn::TrackerUdp(_)
+            | Conn::Dht(_) => false,
             Conn::Peer { connecting, .. } => *connecting,
             _ => true,
         });
@@ -685,6 +707,9 @@ impl Session {
         }
         // UDP tracker retransmissions and time-outs, to the moment.
         if let Some(t) = self.udp.client.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.dht.as_ref().and_then(dht::DhtState::poll_timeout) {
             at = at.min(t);
         }
         if !self.throttled.is_empty() {
@@ -890,6 +915,7 @@ impl Session {
             Conn::Announce(_) => self.announce_event(token, now),
             Conn::Udp(_) => self.udp_readable(token, now),
             Conn::TrackerUdp(_) => self.tracker_udp_readable(token, now),
+            Conn::Dht(_) => self.dht_readable(now),
         }
     }
 
@@ -934,6 +960,7 @@ impl Session {
     fn after_batch(&mut self, now: Instant) {
         self.down.refill(now);
         self.udp_timers(now);
+        self.dht_turn(now);
         self.check_some(now);
         let mut cache = 0;
         for (_, s) in self.torrents.iter_mut() {
@@ -1147,6 +1174,9 @@ impl Session {
         }
         self.announce_stopped();
         self.udp_log_drops(Instant::now(), true);
+        if let Some(d) = &self.dht {
+            d.save();
+        }
     }
 }
 

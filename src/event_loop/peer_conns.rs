@@ -608,7 +608,7 @@ impl Session {
             Conn::PeerListener(mut l) | Conn::TrackerListener(mut l) => {
                 let _ = self.poll.registry().deregister(&mut l);
             }
-            Conn::Udp(mut u) | Conn::TrackerUdp(mut u) => {
+            Conn::Udp(mut u) | Conn::TrackerUdp(mut u) | Conn::Dht(mut u) => {
                 let _ = self.poll.registry().deregister(&mut u);
             }
         }

@@ -182,6 +182,7 @@ impl Session {
     pub(super) fn resolved(&mut self, now: Instant) {
         for (ticket, addrs) in self.resolver.drain(now) {
             let Some(r) = self.resolving.remove(&ticket) else {
+                self.dht_resolved(ticket, addrs, now);
                 continue;
             };
             if let Err(e) = self.announce_to(r.tid, &r.url, r.target, addrs, now) {

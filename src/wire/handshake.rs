@@ -19,6 +19,8 @@ const _: () = assert!(PEER_ID_AT + 20 == HANDSHAKE_LEN);
 /// Our reserved bytes: the extension protocol (BEP 10), used only to tell
 /// peers how many requests we queue (`reqq`).
 pub const OUR_RESERVED: [u8; 8] = [0, 0, 0, 0, 0, 0x10, 0, 0];
+/// The DHT bit (BEP 5) in the last reserved byte, set when our DHT runs.
+pub const DHT_BIT: u8 = 0x01;
 
 /// A decoded handshake: `19 "BitTorrent protocol" reserved[8] info_hash[20] peer_id[20]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

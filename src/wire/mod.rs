@@ -82,7 +82,7 @@ mod send_buf;
 mod tests;
 
 pub use error::DecodeError;
-pub use handshake::{HANDSHAKE_LEN, Handshake, OUR_RESERVED};
+pub use handshake::{DHT_BIT, HANDSHAKE_LEN, Handshake, OUR_RESERVED};
 pub use message::{
     EXTENDED_ID, MAX_FRAME, Message, decode_frame, encode_piece_header, frame_len_hint,
 };
