@@ -18,10 +18,13 @@
 //! # Memory bound
 //!
 //! Every table has a cap stated where it is declared; with the default
-//! [`DhtConfig`] one node holds at most about 2.6 MiB whatever arrives
-//! ([`DhtConfig::memory_bound`]): routing table 160 buckets × 16 entries,
-//! the peer store ([`store`]), the rate limiter's fixed array, the
-//! in-flight query table, the lookup table and the output queues.
+//! [`DhtConfig`] one node holds at most about 5.1 MiB whatever arrives
+//! ([`DhtConfig::memory_bound`], 5,212 KiB): the routing table (160
+//! buckets × 16 entries), the peer store ([`store`]: 2,000 info-hashes,
+//! 20,000 peers), the rate limiter's fixed array, the in-flight query
+//! table, 64 lookups and the output queue. `tests/dht_hostile.rs` floods
+//! a node with a million announced info-hashes and checks the bound; a
+//! node in the 10,000-node simulation holds about 40 KiB.
 
 pub mod id;
 pub mod krpc;
