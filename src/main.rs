@@ -523,6 +523,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     bootstrap: dht_nodes,
                     state_file: state_dir.as_deref().map(state_file_in),
                     stats_every: Some(Duration::from_secs(stats_every.max(1))),
+                    stats_machine: cli.log.machine,
                     ..DhtOptions::default()
                 }),
                 ..SessionOptions::default()

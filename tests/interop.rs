@@ -1388,3 +1388,143 @@ fn transmission_requiring_encryption_dials_piecemeal_seeder() {
     assert_rc4(&lab, &pm);
     eprintln!("transmission (encryption required) dials piecemeal: {took:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 5. The DHT (BEP 5): no tracker, no named peer. A piecemeal DHT node on
+//    host 1 is everybody's bootstrap node; libtorrent's DHT runs with its
+//    address restrictions relaxed (`lt_driver.py --dht-node`). The torrent
+//    file has no tracker (a magnet link once `download 'magnet:…'` lands).
+
+/// `piecemeal dht` on `host` (the lab's bootstrap node).
+fn piecemeal_dht_node(lab: &Lab, host: &Host) -> common::Proc {
+    piecemeal(
+        lab,
+        host,
+        "pm-dht",
+        &[
+            "dht",
+            "--bind",
+            &host.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--stats-every",
+            "1",
+            "--verbose",
+        ],
+    )
+}
+
+/// Wait until the bootstrap node stores an announced peer.
+fn wait_stored_peer(lab: &Lab, node: &common::Proc) {
+    lab.wait_until(STARTUP, "an announce reaches the DHT node", || {
+        let line = node.last_line();
+        Ok(line.starts_with("@dht ") && !line.contains(" 0 stored peers"))
+    });
+}
+
+#[test]
+fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_and_downloads() {
+    let lab = Lab::new("dht1", 3);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let node = piecemeal_dht_node(&lab, &h1);
+    let boot = h1.addr(PM_PORT);
+    let _lt = Lt::start(
+        &lab,
+        &h2,
+        "lt-seed",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &["--dht-node", &boot],
+    );
+    wait_stored_peer(&lab, &node);
+    let dl = lab.dir("dl");
+    let (ip, port) = (h3.ip.to_string(), PM_PORT.to_string());
+    let start = Instant::now();
+    let mut pm = piecemeal(
+        &lab,
+        &h3,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &ip,
+            "--port",
+            &port,
+            "--dht-node",
+            &boot,
+            "--verbose",
+        ],
+    );
+    let first_byte = lab.wait_until(TRANSFER, "piecemeal's first byte", || {
+        Ok(pm.status().downloaded > 0)
+    });
+    wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    let took = start.elapsed();
+    verify(&lab, &data, &dl, Empty::Required);
+    eprintln!(
+        "DHT: piecemeal found the libtorrent seeder: first byte after {first_byte:?}, done after {took:?}"
+    );
+}
+
+#[test]
+fn libtorrent_finds_a_piecemeal_seeder_through_the_dht_and_downloads() {
+    let lab = Lab::new("dht2", 3);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let node = piecemeal_dht_node(&lab, &h1);
+    let boot = h1.addr(PM_PORT);
+    let (ip, port) = (h2.ip.to_string(), PM_PORT.to_string());
+    let _pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &ip,
+            "--port",
+            &port,
+            "--dht-node",
+            &boot,
+            "--verbose",
+        ],
+    );
+    wait_stored_peer(&lab, &node);
+    let dl = lab.dir("dl");
+    let start = Instant::now();
+    let mut lt = Lt::start(
+        &lab,
+        &h3,
+        "lt-leech",
+        "download",
+        &data.torrent,
+        &dl,
+        &["--dht-node", &boot],
+    );
+    let first_byte = lab.wait_until(TRANSFER, "libtorrent's first byte", || {
+        // After `@done` the driver's last line is no `@status` line.
+        Ok(lt.done() || lt.status().downloaded > 0)
+    });
+    lt.wait_done(&lab, TRANSFER);
+    let took = start.elapsed();
+    verify(&lab, &data, &dl, Empty::Required);
+    eprintln!(
+        "DHT: libtorrent found the piecemeal seeder: first byte after {first_byte:?}, done after {took:?}"
+    );
+}

@@ -60,6 +60,8 @@ pub struct DhtOptions {
     /// Print a line with the table size and traffic this often (the
     /// stand-alone `piecemeal dht`).
     pub stats_every: Option<Duration>,
+    /// The stats lines start with `@dht ` (for `--machine`) instead of `dht: `.
+    pub stats_machine: bool,
     pub config: DhtConfig,
 }
 
@@ -348,7 +350,12 @@ impl Session {
                 d.last_stats = now;
                 let st = d.node.stats();
                 println!(
-                    "dht: {} nodes ({} good, {} buckets), {} stored peers in {} swarms; in {} datagrams / {} bytes, out {} / {}; {} malformed, {} rate-limited",
+                    "{}{} nodes ({} good, {} buckets), {} stored peers in {} swarms; in {} datagrams / {} bytes, out {} / {}; {} malformed, {} rate-limited",
+                    if d.opts.stats_machine {
+                        "@dht "
+                    } else {
+                        "dht: "
+                    },
                     d.node.table().len(),
                     d.node.table().good(now),
                     d.node.table().bucket_count(),

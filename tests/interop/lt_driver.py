@@ -7,6 +7,7 @@ or the torrent's tracker hands out.
     lt_driver.py seed     TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--upload-limit BYTES] [--encryption forced]
     lt_driver.py download TORRENT DIR --listen IP:PORT [--peer IP:PORT]... [--seed] [--encryption forced]
     lt_driver.py download MAGNET_URI DIR --magnet --listen IP:PORT [--peer IP:PORT]... [--seed]
+    lt_driver.py seed|download ... --dht-node IP:PORT...   (the DHT on, bootstrapped from these)
     lt_driver.py create   PATH OUT.torrent [--tracker URL] [--piece-length BYTES] [--v1-only]
     lt_driver.py infohash TORRENT [--v2]
 
@@ -22,6 +23,12 @@ alone and libtorrent fetches the metadata from its peers (BEP 9). Writes
 --encryption forced: MSE with RC4 only, both ways (in_enc_policy and
 out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
 refused. Default: libtorrent's own (pe_enabled, both levels).
+
+--dht-node IP:PORT (repeatable): turn libtorrent's DHT on, bootstrapped
+from these nodes only, with its address restrictions relaxed for a lab
+where every node shares one private /24 (one node per IP, search and
+routing-table IP restrictions, verified node ids, dark-internet filter);
+the torrent is re-announced every 10 s.
 """
 import argparse
 import os
@@ -32,7 +39,7 @@ import time
 import libtorrent as lt
 
 
-def settings(listen, upload_limit, download_limit, encryption="enabled"):
+def settings(listen, upload_limit, download_limit, encryption="enabled", dht_nodes=()):
     s = {
         "listen_interfaces": listen,
         "outgoing_interfaces": listen.rsplit(":", 1)[0],
@@ -56,6 +63,17 @@ def settings(listen, upload_limit, download_limit, encryption="enabled"):
         | lt.alert.category_t.tracker_notification,
         "user_agent": "lt_driver/" + lt.__version__,
     }
+    if dht_nodes:
+        s.update({
+            "enable_dht": True,
+            "dht_bootstrap_nodes": ",".join(dht_nodes),
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+            "dht_prefer_verified_node_ids": False,
+            "dht_ignore_dark_internet": False,
+            "dht_announce_interval": 10,
+        })
+        s["alert_mask"] |= lt.alert.category_t.dht_notification
     if encryption == "forced":
         s["out_enc_policy"] = int(lt.enc_policy.pe_forced)
         s["in_enc_policy"] = int(lt.enc_policy.pe_forced)
@@ -72,7 +90,8 @@ def v1_hash(info):
 
 def run(args):
     ses = lt.session(
-        settings(args.listen, args.upload_limit, args.download_limit, args.encryption)
+        settings(args.listen, args.upload_limit, args.download_limit, args.encryption,
+                 args.dht_node)
     )
     if args.magnet:
         params = lt.parse_magnet_uri(args.torrent)
@@ -164,6 +183,7 @@ def main():
         p.add_argument("--seed", action="store_true")
         p.add_argument("--encryption", choices=["enabled", "forced"], default="enabled")
         p.add_argument("--magnet", action="store_true", help="TORRENT is a magnet link")
+        p.add_argument("--dht-node", action="append", default=[])
     p = sub.add_parser("create")
     p.add_argument("path")
     p.add_argument("out")
