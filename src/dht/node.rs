@@ -228,6 +228,8 @@ pub struct Node {
 
 /// Ask again for a bootstrap at most this often while the table is small.
 const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// An announce lookup that reached fewer than K nodes is retried after this.
+const RETRY_UNREACHED: Duration = Duration::from_secs(15);
 /// Stored peers are expired this often.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -838,14 +840,20 @@ impl Node {
             && matches!(l.kind, Kind::GetPeers { .. })
         {
             a.running = false;
-            let (lo, hi) = self.config.announce_every;
-            let span = hi.saturating_sub(lo).as_millis() as u64;
-            let jitter = if span == 0 {
-                0
+            if (l.responses as usize) < K {
+                // The network was not reached (not bootstrapped yet, the
+                // routers' names still resolving): try again soon.
+                a.next = now + RETRY_UNREACHED;
             } else {
-                self.rng.next_u64() % span
-            };
-            a.next = now + lo + Duration::from_millis(jitter);
+                let (lo, hi) = self.config.announce_every;
+                let span = hi.saturating_sub(lo).as_millis() as u64;
+                let jitter = if span == 0 {
+                    0
+                } else {
+                    self.rng.next_u64() % span
+                };
+                a.next = now + lo + Duration::from_millis(jitter);
+            }
         }
         if self.bootstrap_lookup == Some(lid) {
             self.bootstrap_lookup = None;
@@ -909,12 +917,16 @@ impl Node {
             let kind = Kind::GetPeers {
                 announce: Some((a.port, a.implied)),
             };
-            if self.start_lookup(h, kind, now).is_some() {
-                if let Some(a) = self.announces.get_mut(&h) {
-                    a.running = true;
-                }
-            } else if let Some(a) = self.announces.get_mut(&h) {
+            // Marked running first: a lookup with nobody to ask ends
+            // inside start_lookup and schedules the next one.
+            if let Some(a) = self.announces.get_mut(&h) {
+                a.running = true;
+            }
+            if self.start_lookup(h, kind, now).is_none()
+                && let Some(a) = self.announces.get_mut(&h)
+            {
                 // No lookup slot: try again shortly.
+                a.running = false;
                 a.next = now + Duration::from_secs(5);
             }
         }

@@ -447,3 +447,20 @@ fn state_file_round_trips() {
     assert_eq!(state::SavedState::decode(&s.encode()), Some(s));
     assert_eq!(state::SavedState::decode(b"garbage"), None);
 }
+
+#[test]
+fn an_announce_that_reached_nobody_is_retried_soon() {
+    let now = Instant::now();
+    let mut n = Node::new(NodeId([1; 20]), DhtConfig::default(), 1, now);
+    let h = NodeId([2; 20]);
+    // No node known: the lookup ends at once, having reached nobody.
+    n.announce(h, 6881, false, now);
+    assert!(matches!(n.poll_event(), Some(DhtEvent::LookupDone(_))));
+    let t = n.poll_timeout().unwrap();
+    assert!(t <= now + Duration::from_secs(15), "{:?}", t - now);
+    // A bootstrap node arrives: the next attempt goes to it.
+    n.add_bootstrap(addr(1, 1), now + Duration::from_secs(1));
+    n.handle_timeout(now + Duration::from_secs(16));
+    let sent: Vec<_> = std::iter::from_fn(|| n.poll_transmit()).collect();
+    assert!(sent.iter().any(|t| t.to == addr(1, 1)));
+}
