@@ -251,6 +251,7 @@ fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
                 elapsed: outcome.elapsed,
                 ratio_goal: o.seed_ratio,
                 warnings: Vec::new(),
+                dht_nodes: None,
             };
             piecemeal::outln!(
                 "{}",

@@ -95,6 +95,9 @@ pub struct Warnings {
     /// For a while now, no connected peer has had a piece we still need
     /// (the only seeder left, or nobody is there).
     pub stalled: bool,
+    /// Not a warning: nodes in the DHT's routing table (None: no DHT),
+    /// carried here to the status line.
+    pub dht_nodes: Option<usize>,
 }
 
 /// A short text that keeps [`Warnings`] `Copy`: at most [`Note::CAP`]
@@ -263,6 +266,8 @@ pub struct View {
     /// `--seed-ratio`.
     pub ratio_goal: Option<f64>,
     pub warnings: Vec<String>,
+    /// Nodes in the DHT's routing table (None: no DHT).
+    pub dht_nodes: Option<usize>,
 }
 
 impl View {
@@ -364,6 +369,9 @@ pub fn render(v: &View, width: Option<usize>) -> String {
             parts.push((0, format!("down {}/s", human_bytes(v.down_rate))));
             parts.push((3, format!("up {}/s", human_bytes(v.up_rate))));
             parts.push((1, peers_text(v)));
+            if let Some(n) = v.dht_nodes {
+                parts.push((3, format!("dht {n}")));
+            }
             parts.push((4, elapsed));
             parts.push((
                 0,
@@ -389,6 +397,9 @@ pub fn render(v: &View, width: Option<usize>) -> String {
                 },
             ));
             parts.push((1, count(v.peers, "peer", "peers")));
+            if let Some(n) = v.dht_nodes {
+                parts.push((3, format!("dht {n}")));
+            }
             parts.push((4, elapsed));
         }
     }
@@ -637,6 +648,7 @@ impl Progress {
             elapsed,
             ratio_goal: None,
             warnings: Vec::new(),
+            dht_nodes: None,
         };
         self.show(&view);
     }
@@ -676,6 +688,7 @@ impl Progress {
             elapsed: self.elapsed(now),
             ratio_goal: self.ratio_goal,
             warnings: messages.into_iter().map(|(_, m)| m).collect(),
+            dht_nodes: s.warnings.dht_nodes,
         }
     }
 

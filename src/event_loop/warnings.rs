@@ -65,9 +65,13 @@ impl Session {
             self.last_useful = now;
         }
         let mut w = Warnings {
-            no_peer_source: slots
-                .iter()
-                .all(|slot| slot.announcer.is_none() && slot.opts.peers.is_empty()),
+            // The DHT is a peer source for public torrents once it knows a node.
+            no_peer_source: slots.iter().all(|slot| {
+                slot.announcer.is_none()
+                    && slot.opts.peers.is_empty()
+                    && (self.dht_nodes().is_none_or(|n| n == 0) || slot.t.private)
+            }),
+            dht_nodes: self.dht_nodes(),
             stalled: now.duration_since(self.last_useful) >= STALL_AFTER,
             ..Warnings::default()
         };

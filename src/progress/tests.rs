@@ -19,6 +19,7 @@ fn view(phase: Phase) -> View {
         elapsed: Duration::from_secs(12),
         ratio_goal: None,
         warnings: Vec::new(),
+        dht_nodes: None,
     }
 }
 
@@ -381,4 +382,12 @@ fn json_objects_are_one_line_with_every_field() {
     assert!(done.ends_with(",\"complete\":true}"), "{done}");
     v.down_rate = 0;
     assert!(json_object("status", &v, &[]).contains("\"eta\":null"));
+}
+
+#[test]
+fn the_line_shows_the_dht_node_count_when_wide() {
+    let mut v = view(Phase::Downloading);
+    v.dht_nodes = Some(87);
+    assert!(render(&v, None).contains("dht 87"), "{}", render(&v, None));
+    assert!(!render(&view(Phase::Downloading), None).contains("dht"));
 }
