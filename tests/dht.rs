@@ -209,3 +209,65 @@ fn private_torrents_never_reach_the_dht() {
         seeder.log_text()
     );
 }
+
+#[test]
+fn a_restarted_node_bootstraps_from_its_saved_table() {
+    let tmp = TempDir::new("dht-restart");
+    let port = free_port();
+    let ip = |i: usize| format!("127.79.0.{}", i + 1);
+    let mut nodes = Kill(Vec::new());
+    for i in 0..12 {
+        nodes.0.push(
+            Command::new(common::BIN)
+                .args(["dht", "--bind", &ip(i), "--port", &port.to_string()])
+                .args([
+                    "--dht-node",
+                    &format!("{}:{port}", ip(0)),
+                    "--stats-every",
+                    "1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let state = tmp.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let run = |name: &str, boot: Option<String>| {
+        let out = tmp.join(&format!("{name}.out"));
+        let mut cmd = Command::new(common::BIN);
+        cmd.args(["dht", "--bind", "127.79.1.1", "--port", &port.to_string()])
+            .args(["--state-dir", state.to_str().unwrap(), "--stats-every", "1"]);
+        if let Some(b) = boot {
+            cmd.args(["--dht-node", &b]);
+        }
+        let child = cmd
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(tmp.join(&format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        (child, out)
+    };
+    let wait_table = |out: &std::path::Path, what: &str| {
+        let end = Instant::now() + Duration::from_secs(45);
+        while table_size(out) < 8 {
+            assert!(Instant::now() < end, "{what}: table {}", table_size(out));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // Let the 12 find each other first.
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut first, out1) = run("first", Some(format!("{}:{port}", ip(3))));
+    wait_table(&out1, "first run");
+    // A polite stop (SIGTERM) saves the state file.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let _ = first.wait();
+    assert!(state.join(".piecemeal-dht.state").exists());
+    // No --dht-node this time: the saved nodes are the only way in.
+    let (second, out2) = run("second", None);
+    let mut second = Kill(vec![second]);
+    wait_table(&out2, "restart from the state file");
+    let _ = second.0[0].kill();
+}
