@@ -213,9 +213,22 @@ pub enum Command {
     },
     /// Show what a .torrent contains.
     Info {
-        /// The .torrent file.
-        #[arg(value_name = "FILE.torrent")]
+        /// The .torrent file, or a magnet link (its metadata is fetched
+        /// from peers: the link's trackers and x.pe peers, --peer).
+        #[arg(value_name = "FILE.torrent|MAGNET")]
         torrent: PathBuf,
+        /// Write the torrent (for a magnet link: the fetched metadata and
+        /// the link's trackers) to this .torrent file.
+        #[arg(long, value_name = "FILE.torrent")]
+        save: Option<PathBuf>,
+        /// Replace the --save file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Give up fetching a magnet link's metadata after this long.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        timeout: u64,
+        #[command(flatten)]
+        common: Common,
     },
     /// Ask a torrent's trackers how many seeders and leechers it has (HTTP and UDP).
     Scrape {

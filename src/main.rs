@@ -218,7 +218,7 @@ fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
                 } else {
                     piecemeal::progress::Phase::Seeding
                 },
-                done: s.total_len - s.left,
+                done: s.total_len.saturating_sub(s.left),
                 total: s.total_len,
                 have: s.have,
                 num_pieces: s.num_pieces,
@@ -231,6 +231,7 @@ fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
                 elapsed: outcome.elapsed,
                 ratio_goal: o.seed_ratio,
                 warnings: Vec::new(),
+                metadata: None,
             };
             piecemeal::outln!(
                 "{}",
@@ -418,9 +419,36 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Some(Command::Info { torrent }) => {
-            let m = client::load_torrent(&torrent)?;
+        Some(Command::Info {
+            torrent,
+            save,
+            force,
+            timeout,
+            common,
+        }) => {
+            let is_magnet = torrent.to_str().is_some_and(piecemeal::magnet::is_magnet);
+            let (m, bytes) = if is_magnet {
+                let mut o = client_options(torrent, None, &common, &cli.log)?;
+                o.progress = ProgressMode::Off;
+                let bytes = client::fetch_metadata(&o, Duration::from_secs(timeout.max(1)))?;
+                let m = Metainfo::from_bytes(&bytes).map_err(|e| Error::Runtime(e.to_string()))?;
+                (m, bytes)
+            } else {
+                let m = client::load_torrent(&torrent)?;
+                let bytes = std::fs::read(&torrent).map_err(|e| {
+                    Error::Input(format!(
+                        "cannot read {}: {}",
+                        torrent.display(),
+                        plain_io(&e)
+                    ))
+                })?;
+                (m, bytes)
+            };
             piecemeal::out!("{}", m.describe());
+            if let Some(out) = save {
+                write_torrent(&out, &bytes, force)?;
+                log::info!("wrote {}", out.display());
+            }
             Ok(0)
         }
         Some(Command::Create {

@@ -19,7 +19,9 @@ use crate::wire::{self, Handshake, Message};
 
 mod buffers;
 mod check;
+pub mod fetch;
 pub mod jobs;
+mod magnet;
 mod metadata;
 mod pieces;
 mod timers;
@@ -45,6 +47,9 @@ pub const RECV_IDLE_CAP: usize = 4096;
 
 /// Send-queue bytes an idle peer keeps allocated.
 pub const SEND_IDLE_CAP: usize = 4096;
+
+/// Our client name (`v`) in extension handshakes.
+pub const CLIENT_NAME: &str = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
 
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,6 +80,9 @@ pub struct Status {
     pub totals: Totals,
     /// While data on disk is being checked: pieces checked, of all.
     pub checking: Option<(u32, u32)>,
+    /// While the metadata is fetched (a magnet link): pieces of it
+    /// received, of all, and peers offering it.
+    pub fetching: Option<(u32, u32, usize)>,
     /// Why nothing may be happening; the event loop fills it.
     pub warnings: crate::progress::Warnings,
 }
@@ -92,6 +100,21 @@ pub struct TorrentParts {
     /// 9); `None` offers no metadata (a private torrent: like libtorrent,
     /// we do not hand out a BEP 27 torrent's metadata).
     pub metadata: Option<std::sync::Arc<[u8]>>,
+}
+
+impl TorrentParts {
+    /// The parts of a torrent from its metainfo, with `have` the pieces
+    /// verified in its storage. A private torrent offers no metadata.
+    pub fn of(meta: &crate::metainfo::Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
+        TorrentParts {
+            info_hash: meta.info_hash,
+            our_id,
+            geometry: meta.geometry(),
+            hashes: meta.info.pieces.clone(),
+            have,
+            metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
+        }
+    }
 }
 
 /// One torrent and its peers.
@@ -120,6 +143,10 @@ pub struct Torrent {
     metadata: Option<std::sync::Arc<[u8]>>,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
+    /// The metadata fetch of a torrent started from a magnet link, until
+    /// the metadata is known.
+    fetch: Option<Box<fetch::MetadataFetch>>,
+    fetch_buf: Vec<(PeerKey, u32)>,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
     banned_ids: HashSet<crate::blame::PeerId>,
     banned_addrs: HashSet<SocketAddr>,
@@ -191,6 +218,8 @@ impl Torrent {
             extensions,
             metadata,
             checking: None,
+            fetch: None,
+            fetch_buf: Vec::new(),
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -207,13 +236,14 @@ impl Torrent {
         }
     }
 
+    /// Every piece is verified (never before the metadata is known).
     pub fn is_complete(&self) -> bool {
-        self.picker.is_complete()
+        self.fetch.is_none() && self.picker.is_complete()
     }
 
     /// Every piece is verified and on disk.
     pub fn is_done(&self) -> bool {
-        self.flushed.is_full()
+        self.fetch.is_none() && self.flushed.is_full()
     }
 
     /// Bytes we still need (kept as pieces verify, not counted per call).
@@ -245,6 +275,7 @@ impl Torrent {
                 .checking
                 .as_ref()
                 .map(|c| (c.next, self.geometry.num_pieces)),
+            fetching: self.metadata_progress(),
             warnings: crate::progress::Warnings::default(),
         }
     }
@@ -370,6 +401,9 @@ impl Torrent {
     ) -> Option<(SocketAddr, bool, bool)> {
         let peer = self.peers.try_remove(key)?;
         debug!("{} dropped: {}", peer.label(), why);
+        if let Some(f) = &mut self.fetch {
+            f.remove_peer(key);
+        }
         for r in &peer.inflight {
             self.picker.on_block_dropped(key, r.block);
         }
@@ -460,6 +494,9 @@ impl Torrent {
         msg: Message<'_>,
         now: Instant,
     ) -> Result<(), PeerError> {
+        if self.fetch.is_some() && matches!(msg, Message::Have { .. } | Message::Bitfield(_)) {
+            return self.early_bits(key, &msg);
+        }
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -582,11 +619,12 @@ impl Torrent {
                         debug!("{} takes {n} requests at once", peer.label());
                     }
                     peer.extensions = ext;
+                    self.fetch_source(key, now);
                 }
                 Some(Extended::Message {
                     name: crate::ut_metadata::NAME,
                     payload,
-                }) => self.on_ut_metadata(key, payload)?,
+                }) => self.on_ut_metadata(key, payload, now)?,
                 // `ut_pex` plugs in here.
                 Some(Extended::Message { name, .. }) => {
                     trace!("{}: {name} message ignored", peer.label());
@@ -648,10 +686,10 @@ impl Torrent {
             && let Some(peer) = self.peers.get_mut(key)
         {
             let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
             let metadata_size = self.metadata.as_ref().map(|m| m.len());
             self.extensions
-                .encode_handshake(reqq, client, metadata_size, peer.send.buf_mut());
+                .encode_handshake(reqq, CLIENT_NAME, metadata_size, peer.send.buf_mut());
+            peer.extended = true;
             self.dirty.push(key);
         }
         Ok(())
@@ -662,7 +700,11 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested {
+        if peer.phase != Phase::Active
+            || peer.peer_choking
+            || !peer.am_interested
+            || self.checking.is_some()
+        {
             return;
         }
         let want = peer

@@ -19,6 +19,7 @@ fn view(phase: Phase) -> View {
         elapsed: Duration::from_secs(12),
         ratio_goal: None,
         warnings: Vec::new(),
+        metadata: None,
     }
 }
 
@@ -204,6 +205,7 @@ fn status(left: u64, received: u64, uploaded: u64) -> Status {
         },
         warnings: Warnings::default(),
         checking: None,
+        fetching: None,
     }
 }
 

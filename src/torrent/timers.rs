@@ -15,7 +15,7 @@ impl Torrent {
         dt: std::time::Duration,
         close: &mut Vec<(ConnToken, PeerError)>,
     ) {
-        let complete = self.picker.is_complete();
+        let complete = self.is_complete();
         for (key, peer) in self.peers.iter_mut() {
             peer.down.tick(dt);
             peer.up.tick(dt);
@@ -103,6 +103,7 @@ impl Torrent {
             }
         }
         self.choke_round(now);
+        self.fetch_requests(now);
         let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.request_more(key, now);
@@ -118,6 +119,10 @@ impl Torrent {
         let soon = |at: &mut Option<Instant>, t: Instant| {
             *at = Some(at.map_or(t, |a| a.min(t)));
         };
+        // Metadata requests time out on the one-second tick.
+        if self.fetch.as_ref().is_some_and(|f| f.source_count() > 0) {
+            return Some(now + std::time::Duration::from_secs(1));
+        }
         for (_, p) in self.peers.iter() {
             let moving = p.phase == Phase::Handshaking
                 || !p.inflight.is_empty()
@@ -145,7 +150,7 @@ impl Torrent {
         if now < self.choker.poll_timeout() {
             return;
         }
-        let seeding = self.picker.is_complete();
+        let seeding = self.is_complete();
         let candidates: Vec<ChokeCandidate> = self
             .peers
             .iter()
