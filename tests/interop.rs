@@ -507,6 +507,134 @@ fn libtorrent_with_a_magnet_link_fetches_metadata_and_data_from_piecemeal() {
     eprintln!("libtorrent from a magnet link, piecemeal seeds: {took:?}");
 }
 
+/// A magnet link for `data`: its info-hash and name, plus `extra`
+/// (`&x.pe=…`, `&tr=…`).
+fn magnet_of(data: &Data, extra: &str) -> String {
+    let name = &data.files[0].0;
+    format!(
+        "magnet:?xt=urn:btih:{}&dn={name}{extra}",
+        info_hash_of(&data.torrent)
+    )
+}
+
+/// piecemeal is given only a magnet link: the seeder's address in `x.pe`
+/// (`via_tracker` false), or only a tracker in `tr` (opentracker, which the
+/// seeder announces to). It fetches the metadata from the other client
+/// over `ut_metadata` (BEP 9), then the data from the same peer.
+fn piecemeal_downloads_a_magnet_link(kind: Kind, tag: &str, via_tracker: bool) {
+    let lab = Lab::new(tag, 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let trackers = if via_tracker {
+        vec![announce_url(&h3)]
+    } else {
+        Vec::new()
+    };
+    let data = make_data(&lab, Set::Medium, &trackers);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = via_tracker.then(|| opentracker(&lab, &h3, &[&ih]));
+    let _seed = Other::seed(kind, &lab, &h1, &data, None);
+    let extra = if via_tracker {
+        lab.wait_until(STARTUP, "the seed is on opentracker", || {
+            Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+        });
+        format!("&tr={}", announce_url(&h3))
+    } else {
+        format!("&x.pe={}", Other::addr(kind, &h1))
+    };
+    let link = magnet_of(&data, &extra);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-magnet",
+        &[
+            "download",
+            &link,
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    if !pm.log_text().contains("metadata received") {
+        lab.fail("piecemeal did not say it received the metadata");
+    }
+    eprintln!(
+        "piecemeal from a magnet link ({}), {} seeds: {took:?}",
+        if via_tracker { "tracker" } else { "x.pe" },
+        name(kind)
+    );
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_x_pe_fetches_from_libtorrent() {
+    piecemeal_downloads_a_magnet_link(Kind::Lt, "2ml", false);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_a_tracker_fetches_from_libtorrent() {
+    piecemeal_downloads_a_magnet_link(Kind::Lt, "2mo", true);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_x_pe_fetches_from_transmission() {
+    piecemeal_downloads_a_magnet_link(Kind::Tr, "2mt", false);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_a_tracker_fetches_from_transmission() {
+    piecemeal_downloads_a_magnet_link(Kind::Tr, "2mu", true);
+}
+
+/// Transmission given only a magnet link with piecemeal's built-in
+/// tracker (on the seeder) fetches the metadata and the data from
+/// piecemeal.
+#[test]
+fn transmission_with_a_magnet_link_fetches_metadata_and_data_from_piecemeal() {
+    let lab = Lab::new("2tm", 2);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let url = announce_url(&h1);
+    let data = make_data(&lab, Set::Medium, std::slice::from_ref(&url));
+    let _pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--tracker-port",
+            &TRACKER_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let ih = info_hash_of(&data.torrent);
+    lab.wait_until(STARTUP, "piecemeal's seeder is on its tracker", || {
+        Ok(scrape(&h1, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut tr = Transmission::start(&lab, &h2, "tr-magnet", &dl, None);
+    let link = magnet_of(&data, &format!("&tr={url}"));
+    tr.add(&lab, Path::new(&link));
+    let took = tr.wait_complete(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(Kind::Tr));
+    eprintln!("transmission from a magnet link, piecemeal seeds: {took:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 3. A mixed swarm: one client seeds (slowly), piecemeal and the other
 //    client leech together, found through piecemeal's tracker, and trade.
