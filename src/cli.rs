@@ -232,8 +232,8 @@ pub enum Command {
     },
     /// Ask a torrent's trackers how many seeders and leechers it has (HTTP and UDP).
     Scrape {
-        /// The .torrent file.
-        #[arg(value_name = "FILE.torrent")]
+        /// The .torrent file, or a magnet link (its `tr` trackers).
+        #[arg(value_name = "FILE.torrent|MAGNET")]
         torrent: PathBuf,
         /// Give each tracker this long to answer.
         #[arg(long, default_value_t = 10, value_name = "SECS")]

@@ -132,13 +132,16 @@ fn seed_from_clock() -> u64 {
 }
 
 /// Read a .torrent, with errors that name the file and say what is wrong
-/// in plain words. Magnet links and URLs are refused as not supported yet.
+/// in plain words. Magnet links (which `download`, `info` and `scrape` take
+/// before this) and URLs are refused.
 pub fn load_torrent(path: &Path) -> Result<Metainfo, Error> {
     let shown = path.display();
     let text = path.to_string_lossy();
     if text.starts_with("magnet:") {
         return Err(Error::Input(
-            "magnet links are not supported yet: give the path of a .torrent file".into(),
+            "a magnet link is not a .torrent file: give the path of one (download, info and \
+             scrape take magnet links)"
+                .into(),
         ));
     }
     if let Some((scheme, _)) = text.split_once("://")

@@ -383,8 +383,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
             bind,
             ca_files,
         }) => {
-            let m = client::load_torrent(&torrent)?;
-            let urls: Vec<String> = m.tracker_tiers().into_iter().flatten().collect();
+            // A magnet link names its trackers and info-hash itself.
+            let (info_hash, urls): ([u8; 20], Vec<String>) = match torrent.to_str() {
+                Some(link) if piecemeal::magnet::is_magnet(link) => {
+                    let m = piecemeal::magnet::Magnet::parse(link)
+                        .map_err(|e| Error::Input(e.to_string()))?;
+                    (m.info_hash, m.trackers)
+                }
+                _ => {
+                    let m = client::load_torrent(&torrent)?;
+                    (
+                        m.info_hash,
+                        m.tracker_tiers().into_iter().flatten().collect(),
+                    )
+                }
+            };
             if urls.is_empty() {
                 return Err(Error::Input(format!(
                     "{} names no tracker",
@@ -393,7 +406,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             let results = piecemeal::event_loop::scrape_trackers(
                 &urls,
-                m.info_hash,
+                info_hash,
                 bind,
                 std::time::Duration::from_secs(timeout),
                 &ca_files,

@@ -197,6 +197,28 @@ fn pump<A: Storage, B: Storage>(
     moved
 }
 
+/// Pump both ways (the seeder choking as usual, the leecher writing what
+/// verifies) until the leecher is done, 10 ms a turn; the time then.
+fn exchange_until_done<A: Storage, B: Storage>(
+    leecher: &mut Node<A>,
+    lk: PeerKey,
+    seeder: &mut Node<B>,
+    sk: PeerKey,
+    mut now: Instant,
+) -> Instant {
+    let mut turns = 0;
+    while !leecher.is_done() {
+        turns += 1;
+        assert!(turns < 1000, "no progress: {:?}", leecher.status());
+        pump(leecher, lk, seeder, sk, now);
+        seeder.choke_round(now);
+        pump(seeder, sk, leecher, lk, now);
+        leecher.flush(usize::MAX, now).unwrap();
+        now += Duration::from_millis(10);
+    }
+    now
+}
+
 /// A torrent core on memory: no files at all.
 fn mem_torrent(
     f: &Fixture,
@@ -323,16 +345,7 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     let mut leecher = torrent(&f, &ld, false, 2, now);
     let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
     let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
-    let mut turns = 0;
-    while !leecher.is_done() {
-        turns += 1;
-        assert!(turns < 1000, "no progress: {:?}", leecher.status());
-        pump(&mut leecher, lk, &mut seeder, sk, now);
-        seeder.choke_round(now);
-        pump(&mut seeder, sk, &mut leecher, lk, now);
-        leecher.flush(usize::MAX, now).unwrap();
-        now += Duration::from_millis(10);
-    }
+    now = exchange_until_done(&mut leecher, lk, &mut seeder, sk, now);
     let mut got = std::fs::read(ld.join("x/a")).unwrap();
     got.extend(std::fs::read(ld.join("x/b")).unwrap());
     assert!(got == f.data, "downloaded bytes differ");
@@ -1270,7 +1283,7 @@ fn a_magnet_torrent_fetches_its_metadata_then_the_data_from_the_same_peers() {
     // Three metadata pieces, the last short.
     let metadata: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
     let hash: [u8; 20] = Sha1::digest(&metadata).into();
-    let mut now = Instant::now();
+    let now = Instant::now();
     let mut seeder = mem_metadata_seed(&f, &metadata, now);
     let mut leecher = mem_magnet(hash, now);
     assert!(!leecher.has_metadata());
@@ -1314,16 +1327,7 @@ fn a_magnet_torrent_fetches_its_metadata_then_the_data_from_the_same_peers() {
         "early bits became its bitfield"
     );
     assert_eq!(leecher.left(), f.geometry.total_len);
-    let mut turns = 0;
-    while !leecher.is_done() {
-        turns += 1;
-        assert!(turns < 1000, "no progress: {:?}", leecher.status());
-        pump(&mut leecher, lk, &mut seeder, sk, now);
-        seeder.choke_round(now);
-        pump(&mut seeder, sk, &mut leecher, lk, now);
-        leecher.flush(usize::MAX, now).unwrap();
-        now += Duration::from_millis(10);
-    }
+    exchange_until_done(&mut leecher, lk, &mut seeder, sk, now);
     assert!(
         *leecher.store.bytes.borrow() == f.data,
         "downloaded bytes differ"

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,13 +18,18 @@ fn info_hash_hex(torrent: &str) -> String {
         .info_hash_hex()
 }
 
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+/// `download LINK` into `tmp/out`: it must exit 0 with the seeder's files.
+fn download_ok(tmp: &TempDir, link: &str, seed_dir: &std::path::Path) -> Proc {
+    let out = tmp.join("out");
+    let mut dl = Proc::start(
+        "leecher",
+        tmp.path(),
+        &["download", link, "-o", out.to_str().unwrap(), "--port", "0"],
+        tmp.path(),
+    );
+    assert_eq!(dl.wait(Duration::from_secs(60)), 0, "{}", dl.log_text());
+    assert_same_files(seed_dir, &out, FILES);
+    dl
 }
 
 #[test]
@@ -38,22 +42,7 @@ fn a_magnet_link_with_a_peer_downloads_from_a_piecemeal_seeder() {
         "magnet:?xt=urn:btih:{}&dn=m.bin&x.pe=127.0.0.1:{port}",
         info_hash_hex(&torrent)
     );
-    let out = tmp.join("out");
-    let mut dl = Proc::start(
-        "leecher",
-        tmp.path(),
-        &[
-            "download",
-            &link,
-            "-o",
-            out.to_str().unwrap(),
-            "--port",
-            "0",
-        ],
-        tmp.path(),
-    );
-    assert_eq!(dl.wait(Duration::from_secs(60)), 0, "{}", dl.log_text());
-    assert_same_files(&seed_dir, &out, FILES);
+    let dl = download_ok(&tmp, &link, &seed_dir);
     assert!(dl.log_text().contains("metadata received: m.bin"));
 }
 
@@ -71,22 +60,7 @@ fn a_magnet_link_with_only_a_tracker_finds_the_seeder() {
         info_hash_hex(&torrent),
         url.replace(':', "%3A").replace('/', "%2F")
     );
-    let out = tmp.join("out");
-    let mut dl = Proc::start(
-        "leecher",
-        tmp.path(),
-        &[
-            "download",
-            &link,
-            "-o",
-            out.to_str().unwrap(),
-            "--port",
-            "0",
-        ],
-        tmp.path(),
-    );
-    assert_eq!(dl.wait(Duration::from_secs(60)), 0, "{}", dl.log_text());
-    assert_same_files(&seed_dir, &out, FILES);
+    download_ok(&tmp, &link, &seed_dir);
 }
 
 #[test]
