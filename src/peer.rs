@@ -65,6 +65,9 @@ pub enum PeerError {
     Shutdown,
     /// Metadata (BEP 9) that was wrong.
     BadMetadata(crate::torrent::fetch::FetchError),
+    /// Fast extension (BEP 6) misuse: a fast message from a peer that did
+    /// not set the bit, or a flood of ones it had no cause to send.
+    Fast(&'static str),
     /// The Message Stream Encryption handshake failed.
     Mse(crate::mse::MseError),
     /// A plaintext handshake while we require encryption.
@@ -96,6 +99,7 @@ impl std::fmt::Display for PeerError {
             PeerError::PerAddressLimit => write!(f, "too many connections from its address"),
             PeerError::Shutdown => write!(f, "shutting down"),
             PeerError::BadMetadata(e) => write!(f, "{e}"),
+            PeerError::Fast(what) => write!(f, "fast extension: {what}"),
             PeerError::Mse(e) => write!(f, "{e}"),
             PeerError::PlaintextRefused => {
                 write!(f, "plaintext handshake refused (--encryption require)")
@@ -226,6 +230,9 @@ pub struct Peer {
     /// Its bitfield and `have`s as raw bits, while the piece count is not
     /// known (a magnet link's metadata is being fetched).
     pub early_has: Vec<u8>,
+    /// The fast extension (BEP 6): whether both sides speak it, and what
+    /// its fast messages told us.
+    pub fast: crate::fast::PeerFast,
 }
 
 impl Peer {
@@ -269,6 +276,7 @@ impl Peer {
             extensions: Default::default(),
             extended: false,
             early_has: Vec::new(),
+            fast: Default::default(),
         }
     }
 

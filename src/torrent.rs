@@ -19,6 +19,7 @@ use crate::wire::{self, Handshake, Message};
 
 mod buffers;
 mod check;
+mod fast;
 pub mod fetch;
 pub mod jobs;
 mod magnet;
@@ -378,16 +379,10 @@ impl Torrent {
     /// Our bitfield, sent as the handshakes complete (not when dialing): a
     /// piece verified while the connection was being set up is in it, and
     /// every later one goes out as a `have` (peers are active by then).
+    /// To a fast peer (BEP 6) `have all` / `have none` instead when they
+    /// fit, and always one of the three.
     fn send_bitfield(&mut self, key: PeerKey) {
-        let have = self.picker.have();
-        if have.count() == 0 {
-            return;
-        }
-        let Some(peer) = self.peers.get_mut(key) else {
-            return;
-        };
-        Message::Bitfield(have.as_bytes()).encode(peer.send.buf_mut());
-        self.dirty.push(key);
+        self.send_have_state(key);
     }
 
     /// Remove a peer: its requests go back to the picker, its pieces leave
@@ -505,8 +500,12 @@ impl Torrent {
             Message::Choke => {
                 peer.peer_choking = true;
                 // Our pending requests are void (BEP 3): back to the picker.
-                for r in peer.inflight.drain(..) {
-                    self.picker.on_block_dropped(key, r.block);
+                // With the fast extension they stand until served or
+                // rejected (BEP 6), or until the request time-out.
+                if !peer.fast.enabled {
+                    for r in peer.inflight.drain(..) {
+                        self.picker.on_block_dropped(key, r.block);
+                    }
                 }
             }
             Message::Unchoke => {
@@ -518,6 +517,7 @@ impl Torrent {
                 if peer.am_choking {
                     self.choker.round_now();
                 }
+                self.send_allowed_fast(key);
             }
             Message::NotInterested => {
                 peer.peer_interested = false;
@@ -555,6 +555,7 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {
+                let b = BlockRef { piece, begin, len };
                 if !self
                     .geometry
                     .request_in_range(piece, begin, len, self.cfg.max_request_len)
@@ -564,9 +565,10 @@ impl Torrent {
                         "{} asked for a block we cannot serve ({piece}, {begin}, {len})",
                         peer.label()
                     );
-                    return Ok(());
+                    return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
                 }
-                if peer.am_choking {
+                let blocks = self.geometry.blocks_in_piece(piece);
+                if peer.am_choking && !fast::serve_while_choked(peer, piece, blocks) {
                     // Saturating: a large configured limit must neither wrap
                     // (closing at once) nor overflow the counter.
                     peer.choked_requests = peer.choked_requests.saturating_add(1);
@@ -576,12 +578,17 @@ impl Torrent {
                     if peer.choked_requests > limit {
                         return Err(PeerError::RequestFlood);
                     }
-                    return Ok(());
+                    return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
                 }
                 if peer.requests.len() >= self.cfg.max_peer_requests {
+                    // A fast peer over the limit is told so (and closed
+                    // only when it floods: see `fast::refuse`).
+                    if peer.fast.enabled {
+                        return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
+                    }
                     return Err(PeerError::RequestFlood);
                 }
-                peer.requests.push_back(BlockRef { piece, begin, len });
+                peer.requests.push_back(b);
             }
             Message::Cancel { piece, begin, len } => {
                 let b = BlockRef { piece, begin, len };
@@ -595,6 +602,10 @@ impl Torrent {
                     if peer.stray_cancels as usize > limit {
                         return Err(PeerError::CancelFlood);
                     }
+                } else if peer.fast.enabled {
+                    // BEP 6: every request gets a piece or a reject.
+                    Message::Reject { piece, begin, len }.encode(peer.send.buf_mut());
+                    self.dirty.push(key);
                 }
             }
             Message::Piece { piece, begin, data } => {
@@ -614,8 +625,14 @@ impl Torrent {
                     // Transmission queues at most `reqq - 1` and, to a peer
                     // without the fast extension, drops the next one without
                     // a word (the block then waits out the request time-out).
+                    // A fast peer rejects what it will not queue: its `reqq`.
                     if let Some(n) = ext.reqq {
-                        peer.max_requests = n.saturating_sub(1).clamp(1, self.cfg.pipeline_max);
+                        let n = if peer.fast.enabled {
+                            n
+                        } else {
+                            n.saturating_sub(1)
+                        };
+                        peer.max_requests = n.clamp(1, self.cfg.pipeline_max);
                         debug!("{} takes {n} requests at once", peer.label());
                     }
                     peer.extensions = ext;
@@ -634,6 +651,11 @@ impl Torrent {
                 }
                 None => {}
             },
+            Message::Suggest { .. }
+            | Message::HaveAll
+            | Message::HaveNone
+            | Message::Reject { .. }
+            | Message::AllowedFast { .. } => self.on_fast_message(key, msg)?,
             Message::Port(_) | Message::Unknown { .. } => {}
         }
         Ok(())
@@ -671,6 +693,7 @@ impl Torrent {
             };
             peer.peer_id = hs.peer_id;
             peer.phase = Phase::Active;
+            peer.fast.enabled = hs.supports_fast();
             debug!(
                 "{} handshake ok ({})",
                 peer.label(),
@@ -700,9 +723,10 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
+        // Choked: only a fast peer's allowed-fast pieces (`fast::pick_blocks`).
         if peer.phase != Phase::Active
-            || peer.peer_choking
             || !peer.am_interested
+            || (peer.peer_choking && peer.fast.allowed_in.is_empty())
             || self.checking.is_some()
         {
             return;
@@ -716,7 +740,7 @@ impl Torrent {
         }
         self.pick_buf.clear();
         self.picker.set_segment_budget(self.cache.assembly_budget());
-        self.picker.pick(key, &peer.has, want, &mut self.pick_buf);
+        fast::pick_blocks(&mut self.picker, key, peer, want, &mut self.pick_buf);
         if self.pick_buf.is_empty() {
             return;
         }

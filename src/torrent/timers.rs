@@ -72,6 +72,7 @@ impl Torrent {
                 self.dirty.push(key);
             }
             peer.stray_cancels = 0;
+            peer.fast.tick();
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {
@@ -175,14 +176,14 @@ impl Torrent {
             // them afresh after each change, so a long-lived peer choked
             // many times is never taken for a flood.
             peer.choked_requests = 0;
-            let m = if choke {
-                // Choking discards the peer's pending requests (BEP 3).
-                peer.requests.clear();
-                Message::Choke
+            if choke {
+                Message::Choke.encode(peer.send.buf_mut());
+                // Choking discards the peer's pending requests (BEP 3); a
+                // fast peer gets a reject for each (BEP 6).
+                fast::drop_requests_on_choke(peer);
             } else {
-                Message::Unchoke
-            };
-            m.encode(peer.send.buf_mut());
+                Message::Unchoke.encode(peer.send.buf_mut());
+            }
             self.dirty.push(key);
         }
         self.choke_buf = changes;
