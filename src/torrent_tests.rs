@@ -1438,3 +1438,5 @@ fn a_magnet_torrent_rejects_metadata_requests_until_it_has_the_metadata() {
         Some(crate::ut_metadata::Msg::Reject { piece: 0 })
     );
 }
+#[path = "torrent/fast_tests.rs"]
+mod fast_tests;
