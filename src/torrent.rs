@@ -602,10 +602,9 @@ impl Torrent {
                     if peer.stray_cancels as usize > limit {
                         return Err(PeerError::CancelFlood);
                     }
-                } else if peer.fast.enabled {
+                } else {
                     // BEP 6: every request gets a piece or a reject.
-                    Message::Reject { piece, begin, len }.encode(peer.send.buf_mut());
-                    self.dirty.push(key);
+                    fast::refuse(peer, key, b, &self.cfg, &mut self.dirty)?;
                 }
             }
             Message::Piece { piece, begin, data } => {

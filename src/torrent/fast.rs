@@ -172,11 +172,7 @@ pub(super) fn refuse(
         return Ok(());
     }
     peer.fast.rejects_sent = peer.fast.rejects_sent.saturating_add(1);
-    let room = cfg
-        .send_watermark
-        .saturating_add(crate::geometry::BLOCK_LEN as usize)
-        .saturating_add(REJECT_ROOM);
-    if peer.fast.rejects_sent > junk_limit(cfg) || peer.send.len() >= room {
+    if peer.fast.rejects_sent > junk_limit(cfg) || peer.send.len() >= reject_room(cfg) {
         return Err(PeerError::RequestFlood);
     }
     Message::Reject {
@@ -189,11 +185,19 @@ pub(super) fn refuse(
     Ok(())
 }
 
+/// Send-queue bytes beyond which no reject is queued: what serving fills it
+/// to (the watermark and a block) plus [`REJECT_ROOM`].
+fn reject_room(cfg: &Config) -> usize {
+    cfg.send_watermark
+        .saturating_add(crate::geometry::BLOCK_LEN as usize)
+        .saturating_add(REJECT_ROOM)
+}
+
 /// We choke a fast peer: its queued requests are rejected, except those
 /// for pieces of its allowed-fast set (BEP 6: with the extension a choke
 /// no longer discards requests silently). A peer without the extension
 /// loses them silently (BEP 3).
-pub(super) fn drop_requests_on_choke(peer: &mut Peer) {
+pub(super) fn drop_requests_on_choke(peer: &mut Peer, cfg: &Config) {
     let Peer {
         requests,
         send,
@@ -204,10 +208,15 @@ pub(super) fn drop_requests_on_choke(peer: &mut Peer) {
         requests.clear();
         return;
     }
-    // At most the queue limit (2048) of 17-byte rejects: within REJECT_ROOM.
+    // A peer that does not read its queue gets no more rejects beyond the
+    // room (its requests are dropped silently, as BEP 3 would).
+    let room = reject_room(cfg);
     requests.retain(|b| {
         if fast.allowed_for_them(b.piece) {
             return true;
+        }
+        if send.len() >= room {
+            return false;
         }
         Message::Reject {
             piece: b.piece,

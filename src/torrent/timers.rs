@@ -180,7 +180,7 @@ impl Torrent {
                 Message::Choke.encode(peer.send.buf_mut());
                 // Choking discards the peer's pending requests (BEP 3); a
                 // fast peer gets a reject for each (BEP 6).
-                fast::drop_requests_on_choke(peer);
+                fast::drop_requests_on_choke(peer, &self.cfg);
             } else {
                 Message::Unchoke.encode(peer.send.buf_mut());
             }
