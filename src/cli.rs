@@ -163,6 +163,10 @@ pub struct Common {
     /// (default 180; hidden: for tests of hostile peers).
     #[arg(long, value_name = "SECS", hide = true)]
     pub idle_timeout: Option<u64>,
+    /// Unchoke no peer at all, not even optimistically: peers with the fast
+    /// extension get only their allowed-fast pieces (hidden: for tests).
+    #[arg(long, hide = true)]
+    pub choke_all: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -133,6 +133,9 @@ fn client_options(
     if let Some(n) = c.upload_slots {
         o.config.upload_slots = n.max(1);
     }
+    if c.choke_all {
+        o.config.upload_slots = 0;
+    }
     match fit {
         Some(plan) => log::info!("{}", plan.describe(&o.config)),
         None => log::info!(

@@ -506,6 +506,12 @@ impl Torrent {
                     for r in peer.inflight.drain(..) {
                         self.picker.on_block_dropped(key, r.block);
                     }
+                } else if !peer.inflight.is_empty() {
+                    debug!(
+                        "{} choked us; {} requests stand until served or rejected",
+                        peer.label(),
+                        peer.inflight.len()
+                    );
                 }
             }
             Message::Unchoke => {

@@ -1516,3 +1516,232 @@ fn transmission_requiring_encryption_dials_piecemeal_seeder() {
     assert_rc4(&lab, &pm);
     eprintln!("transmission (encryption required) dials piecemeal: {took:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 7. The fast extension (BEP 6) with libtorrent, both ways.
+
+/// The pieces a `piecemeal --verbose` log says a peer allowed it to fetch
+/// while choked.
+fn allowed_in_log(log: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = log
+        .lines()
+        .filter_map(|l| l.split(" allows piece ").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// libtorrent's latest `@pieces` line (the pieces it has).
+fn lt_pieces(lt: &Lt) -> Vec<u32> {
+    let log = lt.proc.log_text();
+    let Some(line) = log.lines().rev().find(|l| l.starts_with("@pieces")) else {
+        return Vec::new();
+    };
+    line.trim_start_matches("@pieces")
+        .trim()
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether pieces `pieces` of the one file of `data` under `got_root` hold
+/// the seeder's bytes.
+fn pieces_match(data: &Data, got_root: &Path, piece_len: usize, pieces: &[u32]) -> bool {
+    let name = &data.files[0].0;
+    let want = std::fs::read(data.seed_root.join(name)).unwrap();
+    let Ok(got) = std::fs::read(got_root.join(name)) else {
+        return false;
+    };
+    pieces.iter().all(|&p| {
+        let a = p as usize * piece_len;
+        let b = (a + piece_len).min(want.len());
+        got.get(a..b) == want.get(a..b)
+    })
+}
+
+/// libtorrent seeds but unchokes nobody, offering 6 allowed-fast pieces:
+/// piecemeal (told `have all`) fetches exactly those while choked, and
+/// nothing else.
+#[test]
+fn fast_libtorrent_choking_piecemeal_serves_its_allowed_fast_pieces() {
+    let lab = Lab::new("7lc", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let mut lt = Lt::start(
+        &lab,
+        &h1,
+        "lt-seed",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &["--choke-all", "--allowed-fast", "6"],
+    );
+    lt.wait_seeding(&lab, STARTUP);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &h1.addr(LT_PORT),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let took = lab.wait_until(TRANSFER, "piecemeal has the allowed-fast pieces", || {
+        let allowed = allowed_in_log(&pm.log_text());
+        Ok(allowed.len() == 6 && pm.status().have == 6)
+    });
+    // Still choked: nothing more comes.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = pm.status();
+    let log = pm.log_text();
+    if st.have != 6 {
+        lab.fail(&format!("choked, yet piecemeal has {} pieces", st.have));
+    }
+    if !log.contains("has every piece (have all)") {
+        lab.fail("libtorrent's have all was not seen");
+    }
+    let allowed = allowed_in_log(&log);
+    pm.terminate(Duration::from_secs(10));
+    if !pieces_match(&data, &dl, 64 * 1024, &allowed) {
+        lab.fail(&format!(
+            "the allowed-fast pieces {allowed:?} are not right on disk"
+        ));
+    }
+    eprintln!("libtorrent choking piecemeal: allowed-fast pieces {allowed:?} in {took:?}");
+}
+
+/// piecemeal seeds but unchokes nobody (`--choke-all`): libtorrent, which
+/// says `have none`, fetches exactly piecemeal's allowed-fast set (BEP 6's
+/// algorithm over its /24 and the info-hash) while choked, and nothing else.
+#[test]
+fn fast_piecemeal_choking_libtorrent_serves_its_allowed_fast_pieces() {
+    let lab = Lab::new("7pc", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let meta = piecemeal::metainfo::Metainfo::load(&data.torrent).unwrap();
+    let n = meta.geometry().num_pieces;
+    let dl = lab.dir("dl");
+    let pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--no-tracker",
+            "--choke-all",
+            "--verbose",
+        ],
+    );
+    let lt = Lt::start(
+        &lab,
+        &h2,
+        "lt-leech",
+        "download",
+        &data.torrent,
+        &dl,
+        &["--peer", &h1.addr(PM_PORT)],
+    );
+    let mut want = piecemeal::fast::allowed_fast_set(
+        std::net::IpAddr::V4(h2.ip),
+        &meta.info_hash,
+        n,
+        piecemeal::fast::ALLOWED_FAST_SET,
+    );
+    want.sort_unstable();
+    let took = lab.wait_until(TRANSFER, "libtorrent has the allowed-fast pieces", || {
+        Ok(lt_pieces(&lt) == want)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let got = lt_pieces(&lt);
+    if got != want {
+        lab.fail(&format!("choked, yet libtorrent has {got:?}, not {want:?}"));
+    }
+    if !pm.log_text().contains("has no piece (have none)") {
+        lab.fail("libtorrent's have none was not seen");
+    }
+    if !pieces_match(&data, &dl, 64 * 1024, &want) {
+        lab.fail("the allowed-fast pieces are not right on libtorrent's disk");
+    }
+    eprintln!("piecemeal choking libtorrent: allowed-fast pieces {want:?} in {took:?}");
+}
+
+/// libtorrent seeds at 400 kB/s, chokes everybody after 3 s (at its next
+/// choke round) and unchokes again after 25 s: piecemeal's requests queued
+/// there are rejected and go back to the picker at once; the download
+/// completes without a request time-out.
+#[test]
+fn fast_libtorrent_choking_midway_rejects_and_the_download_completes() {
+    let lab = Lab::new("7lr", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let mut lt = Lt::start(
+        &lab,
+        &h1,
+        "lt-seed",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &[
+            "--upload-limit",
+            "400000",
+            "--choke-after",
+            "3",
+            "--unchoke-after",
+            "25",
+        ],
+    );
+    lt.wait_seeding(&lab, STARTUP);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &h1.addr(LT_PORT),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    let log = pm.log_text();
+    if !log.contains("requests stand until served or rejected") {
+        lab.fail("libtorrent never choked piecemeal with requests in flight");
+    }
+    if !log.contains("of our requests") {
+        lab.fail("libtorrent rejected none of piecemeal's requests");
+    }
+    if log.contains("snubbed") {
+        lab.fail("a request waited out the time-out");
+    }
+    eprintln!("libtorrent choking midway: {took:?}");
+}

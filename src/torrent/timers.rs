@@ -72,6 +72,13 @@ impl Torrent {
                 self.dirty.push(key);
             }
             peer.stray_cancels = 0;
+            if peer.fast.rejected > 0 {
+                debug!(
+                    "{} rejected {} of our requests",
+                    peer.label(),
+                    peer.fast.rejected
+                );
+            }
             peer.fast.tick();
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
