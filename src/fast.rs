@@ -104,6 +104,9 @@ pub struct PeerFast {
     pub allowed_out: Vec<u32>,
     /// We sent our allowed-fast set (once per connection).
     pub sent_allowed: bool,
+    /// It said `have all` while the piece count was not known (a magnet
+    /// link's metadata being fetched): its bitfield once it is.
+    pub early_have_all: bool,
     /// Pieces it suggested, oldest first (at most [`MAX_SUGGESTED`]).
     pub suggested: Vec<u32>,
     /// Fast messages this second that we ignored: rejects for blocks we

@@ -1305,8 +1305,9 @@ fn a_magnet_torrent_fetches_its_metadata_then_the_data_from_the_same_peers() {
     }
     let fetched = fetched.expect("metadata fetched");
     assert_eq!(&*fetched, &metadata[..]);
-    // The seeder's bitfield came before the piece count was known: kept.
-    assert!(!leecher.peers[lk].early_has.is_empty());
+    // The seeder's `have all` (both speak BEP 6; a bitfield otherwise)
+    // came before the piece count was known: kept.
+    assert!(leecher.peers[lk].fast.early_have_all);
     let n = f.geometry.num_pieces;
     leecher.set_metainfo(
         TorrentParts {
@@ -1438,5 +1439,6 @@ fn a_magnet_torrent_rejects_metadata_requests_until_it_has_the_metadata() {
         Some(crate::ut_metadata::Msg::Reject { piece: 0 })
     );
 }
+
 #[path = "torrent/fast_tests.rs"]
 mod fast_tests;

@@ -25,6 +25,17 @@ impl Torrent {
             // As libtorrent: the bit is the only licence to send these.
             return Err(PeerError::Fast("fast message without the fast bit"));
         }
+        if self.fetch.is_some() {
+            // The piece count is not known yet (a magnet link): `have all`
+            // is kept for later; piece numbers cannot be checked, and we
+            // request nothing, so hints and rejects are ignored.
+            match msg {
+                Message::HaveAll => peer.fast.early_have_all = true,
+                Message::Reject { .. } => count_junk(peer, junk_limit)?,
+                _ => {}
+            }
+            return Ok(());
+        }
         match msg {
             Message::HaveAll => {
                 debug!("{} has every piece (have all)", peer.label());

@@ -258,6 +258,10 @@ impl Torrent {
                 self.to_close.push((peer.token, PeerError::BadHave(piece)));
                 continue;
             }
+            // A fast peer's `have all` (BEP 6), kept as a flag.
+            if peer.fast.early_have_all {
+                bf = Bitfield::full(n);
+            }
             peer.has = bf;
         }
         self.rejoin_peers(now);
