@@ -14,6 +14,8 @@
 # seeder's data when the torrent is loaded.
 # The leecher's completion hook runs lib/mark_done.sh (execute.nothrow), which
 # records PB_DONE_FILE from the environment rtorrent passes on.
+# PB_RTORRENT_RC: extra rtorrent.rc lines (e.g. "pieces.hash.on_completion.set = no"
+# to measure without the completion re-hash), added before the torrent is loaded.
 # rtorrent has no fast extension: a libtorrent reference seeder needs its
 # request queue raised, which the libtorrent adapter does (PB_IS_REF=1).
 set -u
@@ -53,6 +55,7 @@ if [ "$mode" = leech ]; then
 method.set_key = event.download.finished, pb_done, "execute.nothrow=$PB_ROOT/lib/mark_done.sh,$PB_DONE_FLAG"
 EOR
 fi
+[ -n "${PB_RTORRENT_RC:-}" ] && printf '%s\n' "$PB_RTORRENT_RC" >> "$state/rtorrent.rc"
 echo "load.start = $torrent" >> "$state/rtorrent.rc"
 
 pb_client_start env HOME="$state" rtorrent -n -o "import=$state/rtorrent.rc" < /dev/null
