@@ -50,6 +50,7 @@ chmod -R u+w "$copy"
 cp "$ROOT"/benches/peerbench/adapters/*.sh "$copy/adapters/"
 chmod +x "$copy"/adapters/*.sh
 # the ctorrent adapter's bind shim is compiled now, not inside a measurement
-"$copy/adapters/ctorrent.sh" prepare
+# (only a ctorrent run needs it: without cc, the ctorrent adapter itself fails)
+"$copy/adapters/ctorrent.sh" prepare || echo "warning: ctorrent adapter's shim not built" >&2
 echo "peerbench copy: $copy  piecemeal: $PB_PIECEMEAL_BIN ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))" >&2
 "$copy/run.sh" "$@"
