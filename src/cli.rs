@@ -163,6 +163,10 @@ pub struct Common {
     /// (default 180; hidden: for tests of hostile peers).
     #[arg(long, value_name = "SECS", hide = true)]
     pub idle_timeout: Option<u64>,
+    /// Send peer exchange (BEP 11) at most this often, per peer, in
+    /// seconds (default 60; hidden: for tests).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub pex_interval: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -437,6 +437,7 @@ fn parts_of(meta: &Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
         hashes: meta.info.pieces.clone(),
         have,
         metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
+        private: meta.info.private,
     }
 }
 
