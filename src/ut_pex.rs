@@ -253,6 +253,20 @@ mod tests {
     }
 
     #[test]
+    fn libtorrents_shape_is_read() {
+        // libtorrent 2.0.8's first message (`lt.bencode` of its entry):
+        // every key, empty ones included.
+        let msg = b"d5:added6:\nc\x00\x01\x1a\xe27:added.f1:\x016:added60:8:added6.f0:\
+7:dropped0:8:dropped60:e";
+        let p = Pex::parse(msg).unwrap();
+        assert_eq!(
+            p.added().collect::<Vec<_>>(),
+            [("10.99.0.1:6882".parse().unwrap(), flags::ENCRYPTION)]
+        );
+        assert_eq!(p.dropped().count(), 0);
+    }
+
+    #[test]
     fn odd_lengths_and_missing_flags_are_read_leniently() {
         // 7 bytes of `added`: one whole entry; no flags: zeros.
         let p = Pex::parse(b"d5:added7:\x01\x02\x03\x04\x00\x50Xe").unwrap();

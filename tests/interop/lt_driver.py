@@ -19,6 +19,12 @@ and `@done` once every piece is verified (download exits 0 then, unless
 alone and libtorrent fetches the metadata from its peers (BEP 9). Writes
 `@metadata SIZE_OF_INFO_DICT` to stderr (the log) once it has it.
 
+Every peer seen for the first time is written to stderr (the log) as
+    @peer IP:PORT SOURCE
+where SOURCE is libtorrent's peer_info.source bits (tracker 1, dht 2,
+pex 4, lsd 8, resume data 16, incoming 32): a peer learnt through peer
+exchange (BEP 11) has bit 4.
+
 --encryption forced: MSE with RC4 only, both ways (in_enc_policy and
 out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
 refused. Default: libtorrent's own (pe_enabled, both levels).
@@ -104,11 +110,17 @@ def run(args):
         print(f"@info {params.info_hashes.v1} {lt.__version__}", flush=True)
     metadata_printed = info is not None
     done_printed = False
+    peers_seen = set()
     last_connect = time.monotonic()
     while not stop:
         for a in ses.pop_alerts():
             print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
         s = h.status()
+        for p in h.get_peer_info():
+            ip, port = p.ip[0], p.ip[1]
+            if (ip, port) not in peers_seen and len(peers_seen) < 1000:
+                peers_seen.add((ip, port))
+                print(f"@peer {ip}:{port} {int(p.source)}", file=sys.stderr, flush=True)
         if not metadata_printed and s.has_metadata:
             ti = h.torrent_file()
             print(f"@metadata {len(ti.info_section())}", file=sys.stderr, flush=True)
