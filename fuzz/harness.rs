@@ -741,8 +741,10 @@ pub fn peer_session(data: &[u8]) {
                 } else {
                     [0x33; 20]
                 };
+                // The fast bit (BEP 6) unless the op's high bit is set.
+                let fast = if op & 0x80 == 0 { 0x04 } else { 0 };
                 let hs = Handshake {
-                    reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+                    reserved: [0, 0, 0, 0, 0, 0x10, 0, fast],
                     info_hash: SESSION_INFO_HASH,
                     peer_id: id,
                 };
@@ -758,7 +760,14 @@ pub fn peer_session(data: &[u8]) {
                 } else {
                     u32::from(c.byte() % 8)
                 };
-                Message::Have { piece }.encode(&mut wire_out);
+                // Have, or the fast extension's per-piece messages.
+                if op & 0x40 != 0 {
+                    Message::AllowedFast { piece }.encode(&mut wire_out);
+                } else if op & 0x20 != 0 {
+                    Message::Suggest { piece }.encode(&mut wire_out);
+                } else {
+                    Message::Have { piece }.encode(&mut wire_out);
+                }
             }
             3 => [
                 Message::Choke,
@@ -766,7 +775,9 @@ pub fn peer_session(data: &[u8]) {
                 Message::Interested,
                 Message::NotInterested,
                 Message::KeepAlive,
-            ][usize::from(c.byte() % 5)]
+                Message::HaveAll,
+                Message::HaveNone,
+            ][usize::from(c.byte() % 7)]
             .encode(&mut wire_out),
             4 | 5 => {
                 let (piece, begin, len) = block(&mut c, op & 0x80 != 0);
@@ -774,6 +785,8 @@ pub fn peer_session(data: &[u8]) {
                 for _ in 0..count {
                     if op % 14 == 4 {
                         Message::Request { piece, begin, len }.encode(&mut wire_out);
+                    } else if op & 0x40 != 0 {
+                        Message::Reject { piece, begin, len }.encode(&mut wire_out);
                     } else {
                         Message::Cancel { piece, begin, len }.encode(&mut wire_out);
                     }
@@ -886,7 +899,11 @@ pub fn peer_session(data: &[u8]) {
                 "in-flight requests"
             );
             assert!(
-                peer.send.len() <= cfg.send_watermark + cfg.max_request_len as usize + 4096,
+                peer.send.len()
+                    <= cfg.send_watermark
+                        + cfg.max_request_len as usize
+                        + 4096
+                        + piecemeal::fast::REJECT_ROOM,
                 "send buffer at {} bytes",
                 peer.send.len()
             );

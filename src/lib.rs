@@ -23,6 +23,7 @@ pub mod dns;
 pub mod error;
 pub mod event_loop;
 pub mod extension;
+pub mod fast;
 pub mod geometry;
 pub mod ids;
 pub mod magnet;

@@ -19,6 +19,7 @@ fn view(phase: Phase) -> View {
         elapsed: Duration::from_secs(12),
         ratio_goal: None,
         warnings: Vec::new(),
+        metadata: None,
     }
 }
 
@@ -204,6 +205,7 @@ fn status(left: u64, received: u64, uploaded: u64) -> Status {
         },
         warnings: Warnings::default(),
         checking: None,
+        fetching: None,
     }
 }
 
@@ -381,4 +383,33 @@ fn json_objects_are_one_line_with_every_field() {
     assert!(done.ends_with(",\"complete\":true}"), "{done}");
     v.down_rate = 0;
     assert!(json_object("status", &v, &[]).contains("\"eta\":null"));
+}
+
+#[test]
+fn a_magnet_link_waiting_for_its_metadata_says_so() {
+    let mut v = view(Phase::Downloading);
+    v.done = 0;
+    v.total = 0;
+    v.num_pieces = 0;
+    v.metadata = Some((1, 3, 2));
+    let line = render(&v, Some(160));
+    for part in [
+        "fetching metadata",
+        "1/3 pieces",
+        "2 peers offer it",
+        "3 peers",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line:?}");
+    }
+    assert!(
+        !line.contains('%'),
+        "no percentage of an unknown size: {line}"
+    );
+    // Nothing offered yet: no piece count.
+    v.metadata = Some((0, 0, 0));
+    let line = render(&v, Some(160));
+    assert!(
+        line.contains("0 peers offer it") && !line.contains("pieces"),
+        "{line}"
+    );
 }

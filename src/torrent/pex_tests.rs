@@ -324,3 +324,23 @@ fn the_next_message_is_a_deadline_for_the_loop() {
     tick(&mut t, t0);
     assert_eq!(t.pex_next_due(t0), Some(t0 + FIRST_DELAY));
 }
+
+#[test]
+fn a_magnet_torrent_is_public_until_its_metadata_says_private() {
+    let t0 = Instant::now();
+    let mut t = Torrent::new_magnet([9; 20], [1; 20], Config::default(), 1, t0);
+    assert!(t.extensions.local_id(ut_pex::NAME).is_some());
+    assert!(!t.is_private());
+    let geometry = Geometry::new(4 * 16384, 16384).unwrap();
+    let parts = TorrentParts {
+        info_hash: [9; 20],
+        our_id: [1; 20],
+        geometry,
+        hashes: vec![[0; 20]; 4],
+        have: Bitfield::new(4),
+        metadata: None,
+        private: true,
+    };
+    t.set_metainfo(parts, false, 1, t0);
+    assert!(t.is_private());
+}
