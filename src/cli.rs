@@ -167,6 +167,10 @@ pub struct Common {
     /// extension get only their allowed-fast pieces (hidden: for tests).
     #[arg(long, hide = true)]
     pub choke_all: bool,
+    /// Send peer exchange (BEP 11) at most this often, per peer, in
+    /// seconds (default 60; hidden: for tests).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub pex_interval: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -40,4 +40,5 @@ pub mod storage;
 pub mod torrent;
 pub mod tracker;
 pub mod ut_metadata;
+pub mod ut_pex;
 pub mod wire;

@@ -145,6 +145,9 @@ fn client_options(
         ),
     }
     o.config.encryption = c.encryption.into();
+    if let Some(s) = c.pex_interval {
+        o.config.pex_interval = Duration::from_secs(s.max(1));
+    }
     if let Some(s) = c.handshake_timeout {
         o.config.handshake_timeout = Duration::from_secs(s.max(1));
     }

@@ -213,6 +213,8 @@ pub struct Peer {
     pub stray_cancels: u32,
     /// `ut_metadata` requests it made (BEP 9), answered or not.
     pub metadata_requests: u32,
+    /// Peer exchange with it (BEP 11).
+    pub pex: crate::torrent::pex::PeerPex,
     pub down: RateMeter,
     pub up: RateMeter,
     pub connected_at: Instant,
@@ -265,6 +267,7 @@ impl Peer {
             choked_requests: 0,
             stray_cancels: 0,
             metadata_requests: 0,
+            pex: Default::default(),
             down: RateMeter::default(),
             up: RateMeter::default(),
             connected_at: now,

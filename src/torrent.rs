@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod jobs;
 mod magnet;
 mod metadata;
+pub mod pex;
 mod pieces;
 mod timers;
 mod upload;
@@ -101,6 +102,8 @@ pub struct TorrentParts {
     /// 9); `None` offers no metadata (a private torrent: like libtorrent,
     /// we do not hand out a BEP 27 torrent's metadata).
     pub metadata: Option<std::sync::Arc<[u8]>>,
+    /// A private torrent (BEP 27): no peer exchange.
+    pub private: bool,
 }
 
 impl TorrentParts {
@@ -114,6 +117,7 @@ impl TorrentParts {
             hashes: meta.info.pieces.clone(),
             have,
             metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
+            private: meta.info.private,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Torrent {
     extensions: Registry,
     /// The raw `info` dictionary we serve (see [`TorrentParts::metadata`]).
     metadata: Option<std::sync::Arc<[u8]>>,
+    /// Peer exchange (BEP 11): private flag, learnt addresses, counters.
+    pex: pex::TorrentPex,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
     /// The metadata fetch of a torrent started from a magnet link, until
@@ -182,14 +188,20 @@ impl Torrent {
             hashes,
             have,
             metadata,
+            private,
         } = parts;
         // Metadata beyond the `.torrent` limit (never from a file we
         // parsed) is not offered.
         let metadata = metadata.filter(|m| m.len() <= crate::ut_metadata::MAX_METADATA_LEN);
-        let extensions = match metadata {
-            Some(_) => Registry::new(&[crate::ut_metadata::NAME]),
-            None => Registry::default(),
-        };
+        // `ut_metadata` keeps id 1 when both are spoken.
+        let mut names = Vec::new();
+        if metadata.is_some() {
+            names.push(crate::ut_metadata::NAME);
+        }
+        if !private {
+            names.push(crate::ut_pex::NAME);
+        }
+        let extensions = Registry::new(&names);
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let up_bucket = TokenBucket::new(cfg.upload_limit, now);
         let down_bucket = TokenBucket::new(cfg.download_limit, now);
@@ -218,6 +230,7 @@ impl Torrent {
             blame: Blame::new(),
             extensions,
             metadata,
+            pex: pex::TorrentPex::new(private),
             checking: None,
             fetch: None,
             fetch_buf: Vec::new(),
@@ -647,7 +660,10 @@ impl Torrent {
                     name: crate::ut_metadata::NAME,
                     payload,
                 }) => self.on_ut_metadata(key, payload, now)?,
-                // `ut_pex` plugs in here.
+                Some(Extended::Message {
+                    name: crate::ut_pex::NAME,
+                    payload,
+                }) => self.on_ut_pex(key, payload, now),
                 Some(Extended::Message { name, .. }) => {
                     trace!("{}: {name} message ignored", peer.label());
                 }

@@ -124,6 +124,7 @@ fn torrent_with_cache(
         hashes: f.hashes.clone(),
         have,
         metadata: None,
+        private: false,
     };
     let t = Torrent::new(
         parts,
@@ -240,6 +241,7 @@ fn mem_torrent(
             hashes: f.hashes.clone(),
             have: Bitfield::new(f.geometry.num_pieces),
             metadata: None,
+            private: false,
         },
         Config {
             cache_bytes,
@@ -464,7 +466,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
         .unwrap()
         .unwrap();
     let want = format!(
-        "\x00d1:mde4:reqqi{}e1:v{}:piecemeal/{}e",
+        "\x00d1:md6:ut_pexi1ee4:reqqi{}e1:v{}:piecemeal/{}e",
         t.cfg.max_peer_requests,
         "piecemeal/".len() + env!("CARGO_PKG_VERSION").len(),
         env!("CARGO_PKG_VERSION")
@@ -1086,6 +1088,7 @@ fn metadata_server(f: &Fixture, metadata: Option<&[u8]>, now: Instant) -> Torren
             hashes: f.hashes.clone(),
             have: Bitfield::new(f.geometry.num_pieces),
             metadata: metadata.map(Into::into),
+            private: metadata.is_none(),
         },
         Config::default(),
         1,
@@ -1135,14 +1138,15 @@ fn metadata_is_served_in_16_kib_pieces_and_out_of_range_pieces_are_rejected() {
     }
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
-    // Our extension handshake names `ut_metadata` and the metadata's size.
+    // Our extension handshake names `ut_metadata` (and `ut_pex`) and the metadata's size.
     let frames = extended_sent(&mut t, k);
     assert_eq!(frames.len(), 1);
     let hs = &frames[0].1;
     let ours = t.extensions.local_id("ut_metadata").unwrap();
     assert!(
         hs.starts_with(
-            format!("\x00d1:md11:ut_metadatai{ours}ee13:metadata_sizei20000e").as_bytes()
+            format!("\x00d1:md11:ut_metadatai{ours}e6:ut_pexi2ee13:metadata_sizei20000e")
+                .as_bytes()
         ),
         "{}",
         String::from_utf8_lossy(hs)
@@ -1257,6 +1261,7 @@ fn mem_metadata_seed(f: &Fixture, metadata: &[u8], now: Instant) -> Node<MemStor
             hashes: f.hashes.clone(),
             have: Bitfield::full(f.geometry.num_pieces),
             metadata: Some(metadata.into()),
+            private: false,
         },
         Config::default(),
         1,
@@ -1317,6 +1322,7 @@ fn a_magnet_torrent_fetches_its_metadata_then_the_data_from_the_same_peers() {
             hashes: f.hashes.clone(),
             have: Bitfield::new(n),
             metadata: Some(fetched),
+            private: false,
         },
         false,
         2,
@@ -1367,6 +1373,7 @@ fn early_bits_past_the_last_piece_close_the_peer_once_the_count_is_known() {
             hashes: f.hashes.clone(),
             have: Bitfield::new(4),
             metadata: None,
+            private: false,
         },
         false,
         2,

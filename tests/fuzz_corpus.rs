@@ -108,7 +108,9 @@ fn every_target_has_a_replay_test() {
             "udp_tracker_response",
             "udp_tracker_request",
             "mse",
-            "magnet"
+            "magnet",
+            "ut_pex",
+            "ut_metadata"
         ]
     );
 }
@@ -126,4 +128,14 @@ fn mse_corpus() {
 #[test]
 fn magnet_corpus() {
     replay("magnet");
+}
+
+#[test]
+fn ut_pex_corpus() {
+    replay("ut_pex");
+}
+
+#[test]
+fn ut_metadata_corpus() {
+    replay("ut_metadata");
 }

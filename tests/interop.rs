@@ -1745,3 +1745,173 @@ fn fast_libtorrent_choking_midway_rejects_and_the_download_completes() {
     }
     eprintln!("libtorrent choking midway: {took:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 8. Peer exchange (BEP 11): three peers, no tracker, no DHT, no LSD; the
+//    third is given only the second, and finds the seeder (the first)
+//    through the second's `ut_pex`. The seeder is slow (256 KiB/s), so the
+//    second still downloads from it, and stays connected, while the third
+//    comes.
+
+/// 4 MiB in 64 KiB pieces, no tracker.
+fn pex_data(lab: &Lab) -> Data {
+    let seed_root = lab.dir("seed");
+    let torrent = lab.path().join("t.torrent");
+    let files = [("pex.bin", 4 * MIB)];
+    write_files(&seed_root, &files);
+    make_torrent(&seed_root.join("pex.bin"), &torrent, &[], 65536);
+    Data {
+        seed_root,
+        files: files.iter().map(|(p, l)| (p.to_string(), *l)).collect(),
+        torrent,
+    }
+}
+
+/// The slow libtorrent seeder on `host`, seeding.
+fn pex_seeder(lab: &Lab, host: &Host, data: &Data) -> Lt {
+    let mut a = Lt::start(
+        lab,
+        host,
+        "lt-a",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &["--upload-limit", "262144"],
+    );
+    a.wait_seeding(lab, STARTUP);
+    a
+}
+
+/// libtorrent's PEX source bit (`peer_info.source`) of the peer at `addr`,
+/// from the driver's `@peer` lines: `Some(true)` when it was learnt through
+/// peer exchange.
+fn lt_learnt_through_pex(lt: &Lt, addr: &str) -> Option<bool> {
+    let log = lt.proc.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&format!("@peer {addr} ")))?;
+    let source: u32 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(source & 4 != 0)
+}
+
+/// A: libtorrent seeds. B: piecemeal, given A. C: libtorrent, given only
+/// B, must learn A from piecemeal's `ut_pex` message and dial it.
+#[test]
+fn libtorrent_finds_the_seeder_through_piecemeals_peer_exchange() {
+    let lab = Lab::new("8pl", 3);
+    let data = pex_data(&lab);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let a = pex_seeder(&lab, &h1, &data);
+    let a_addr = h1.addr(LT_PORT);
+    let b_dir = lab.dir("b");
+    let b = piecemeal(
+        &lab,
+        &h2,
+        "pm-b",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            b_dir.to_str().unwrap(),
+            "--peer",
+            &a_addr,
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--seed",
+            "--verbose",
+        ],
+    );
+    lab.wait_until(STARTUP, "piecemeal connects to the seeder", || {
+        Ok(b.log_text().contains(&format!("{a_addr} handshake ok")))
+    });
+    let c_dir = lab.dir("c");
+    let mut c = Lt::start(
+        &lab,
+        &h3,
+        "lt-c",
+        "download",
+        &data.torrent,
+        &c_dir,
+        &["--peer", &h2.addr(PM_PORT)],
+    );
+    // piecemeal tells both: C learns A (10.99.0.1:6882) and A learns C
+    // (10.99.0.3:6882, the listen port of C's extension handshake); the
+    // first to dial wins, so either side may show the PEX source.
+    let c_addr = h3.addr(LT_PORT);
+    let took = lab.wait_until(TRANSFER, "A and C meet through piecemeal's PEX", || {
+        Ok(lt_learnt_through_pex(&c, &a_addr) == Some(true)
+            || lt_learnt_through_pex(&a, &c_addr) == Some(true))
+    });
+    eprintln!("libtorrent peers met through piecemeal's PEX in {took:?}");
+    c.wait_done(&lab, TRANSFER);
+    verify(&lab, &data, &c_dir, Empty::Required);
+}
+
+/// A: libtorrent seeds. B: libtorrent, given A. C: piecemeal, given only
+/// B, must learn A from libtorrent's `ut_pex` message and dial it.
+#[test]
+fn piecemeal_finds_the_seeder_through_libtorrents_peer_exchange() {
+    let lab = Lab::new("8lp", 3);
+    let data = pex_data(&lab);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let _a = pex_seeder(&lab, &h1, &data);
+    let a_addr = h1.addr(LT_PORT);
+    let b_dir = lab.dir("b");
+    let b = Lt::start(
+        &lab,
+        &h2,
+        "lt-b",
+        "download",
+        &data.torrent,
+        &b_dir,
+        &["--peer", &a_addr, "--seed"],
+    );
+    // Data flows, so the connection is past its handshakes: libtorrent's
+    // first PEX message lists only such peers (a diff follows a minute
+    // later).
+    lab.wait_until(STARTUP, "libtorrent downloads from the seeder", || {
+        Ok(b.status().downloaded > 0)
+    });
+    let c_dir = lab.dir("c");
+    let mut c = piecemeal(
+        &lab,
+        &h3,
+        "pm-c",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            c_dir.to_str().unwrap(),
+            "--peer",
+            &h2.addr(LT_PORT),
+            "--bind",
+            &h3.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let took = lab.wait_until(TRANSFER, "piecemeal learns the seeder by PEX", || {
+        let log = c.log_text();
+        if log.contains("ut_pex: ") && log.contains(&format!("{a_addr} handshake ok")) {
+            return Ok(true);
+        }
+        match c.child.try_wait().unwrap() {
+            Some(st) => Err(format!("piecemeal exited ({st}) without meeting A")),
+            None => Ok(false),
+        }
+    });
+    eprintln!("piecemeal learnt the seeder through libtorrent's PEX in {took:?}");
+    wait_piecemeal_done(&lab, &mut c, TRANSFER);
+    verify(&lab, &data, &c_dir, Empty::Required);
+}

@@ -1108,6 +1108,14 @@ impl Session {
             }
             s.t.release_idle_buffers();
             s.t.tick(now, dt, &mut self.close);
+            // Peers learnt through peer exchange (BEP 11) join the
+            // candidates (capped, oldest evicted).
+            let paused = s.paused;
+            for addr in s.t.drain_pex_peers() {
+                if !paused {
+                    s.candidates.push(addr, now);
+                }
+            }
             for (tok, c) in &self.conns {
                 if let Conn::Peer {
                     connecting: true,

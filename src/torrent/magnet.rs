@@ -46,9 +46,11 @@ impl Torrent {
             hashes: Vec::new(),
             have: Bitfield::new(0),
             metadata: None,
+            // Public until the metadata says otherwise (`set_metainfo`).
+            private: false,
         };
         let mut t = Torrent::new(parts, cfg, seed, now);
-        t.extensions = Registry::new(&[ut_metadata::NAME]);
+        t.extensions = Registry::new(&[ut_metadata::NAME, crate::ut_pex::NAME]);
         t.fetch = Some(Box::new(MetadataFetch::new(info_hash)));
         t.left = LEFT_UNKNOWN;
         t
@@ -218,8 +220,11 @@ impl Torrent {
             hashes,
             have,
             metadata,
+            private,
             ..
         } = parts;
+        // A private torrent (BEP 27) stops peer exchange from here on.
+        self.set_private(private);
         debug_assert_eq!(info_hash, self.info_hash);
         self.fetch = None;
         self.geometry = geometry;

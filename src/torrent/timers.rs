@@ -112,6 +112,7 @@ impl Torrent {
         }
         self.choke_round(now);
         self.fetch_requests(now);
+        self.pex_tick(now);
         let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.request_more(key, now);
@@ -148,6 +149,9 @@ impl Torrent {
         }
         if at.is_some() {
             soon(&mut at, self.choker.poll_timeout());
+        }
+        if let Some(t) = self.pex_next_due(now) {
+            soon(&mut at, t);
         }
         at
     }

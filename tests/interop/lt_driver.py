@@ -28,6 +28,11 @@ Fast extension (BEP 6) controls:
     --unchoke-after SECS  and unchoke again from SECS on
 Whenever the set of pieces it has changes, the driver logs
 `@pieces I,J,...` to stderr.
+Every peer seen for the first time is written to stderr (the log) as
+    @peer IP:PORT SOURCE
+where SOURCE is libtorrent's peer_info.source bits (tracker 1, dht 2,
+pex 4, lsd 8, resume data 16, incoming 32): a peer learnt through peer
+exchange (BEP 11) has bit 4.
 
 --encryption forced: MSE with RC4 only, both ways (in_enc_policy and
 out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
@@ -128,6 +133,7 @@ def run(args):
         print(f"@info {params.info_hashes.v1} {lt.__version__}", flush=True)
     metadata_printed = info is not None
     done_printed = False
+    peers_seen = set()
     last_connect = time.monotonic()
     last_pieces = None
     while not stop:
@@ -148,6 +154,11 @@ def run(args):
         if pieces != last_pieces:
             last_pieces = pieces
             print("@pieces " + ",".join(map(str, pieces)), file=sys.stderr, flush=True)
+        for p in h.get_peer_info():
+            ip, port = p.ip[0], p.ip[1]
+            if (ip, port) not in peers_seen and len(peers_seen) < 1000:
+                peers_seen.add((ip, port))
+                print(f"@peer {ip}:{port} {int(p.source)}", file=sys.stderr, flush=True)
         if not metadata_printed and s.has_metadata:
             ti = h.torrent_file()
             print(f"@metadata {len(ti.info_section())}", file=sys.stderr, flush=True)
