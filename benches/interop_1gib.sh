@@ -28,27 +28,17 @@ P="pmb$$"
 SEED=10.98.0.1 LEECH=10.98.0.2 TRACK=10.98.0.3
 PIDS=()
 
+# shellcheck source=netns_common.sh
+. "$ROOT/benches/netns_common.sh"
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for n in h1 h2 h3 hub; do ip netns del "$P-$n" 2>/dev/null || true; done
+  cleanup_hosts 3
 }
 trap cleanup EXIT
 
 # The network: hub namespace with a bridge, three hosts.
-ip netns add "$P-hub"
-ip -n "$P-hub" link set lo up
-ip -n "$P-hub" link add br0 type bridge
-ip -n "$P-hub" link set br0 up
-for i in 1 2 3; do
-  ip netns add "$P-h$i"
-  ip -n "$P-h$i" link set lo up
-  ip link add eth0 netns "$P-h$i" type veth peer name "v$i" netns "$P-hub"
-  ip -n "$P-hub" link set "v$i" master br0
-  ip -n "$P-hub" link set "v$i" up
-  ip -n "$P-h$i" addr add "10.98.0.$i/24" dev eth0
-  ip -n "$P-h$i" link set eth0 up
-done
+make_hosts 3 10.98.0
 # Commands run on a host (exec, not a shell function: $! is the program).
 H1=(ip netns exec "$P-h1") H2=(ip netns exec "$P-h2") H3=(ip netns exec "$P-h3")
 

@@ -37,6 +37,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("mse", mse),
     ("magnet", magnet),
     ("krpc", krpc),
+    ("ut_pex", ut_pex),
+    ("ut_metadata", ut_metadata),
 ];
 
 /// Chunk sizes 1..=max from a tiny generator seeded by one input byte.
@@ -702,6 +704,7 @@ pub fn peer_session(data: &[u8]) {
             have,
             // Three `ut_metadata` pieces to serve (extended id 1).
             metadata: Some(vec![b'd'; 40_000].into()),
+            private: false,
         },
         cfg.clone(),
         u64::from(mode),
@@ -739,8 +742,10 @@ pub fn peer_session(data: &[u8]) {
                 } else {
                     [0x33; 20]
                 };
+                // The fast bit (BEP 6) unless the op's high bit is set.
+                let fast = if op & 0x80 == 0 { 0x04 } else { 0 };
                 let hs = Handshake {
-                    reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+                    reserved: [0, 0, 0, 0, 0, 0x10, 0, fast],
                     info_hash: SESSION_INFO_HASH,
                     peer_id: id,
                 };
@@ -756,7 +761,14 @@ pub fn peer_session(data: &[u8]) {
                 } else {
                     u32::from(c.byte() % 8)
                 };
-                Message::Have { piece }.encode(&mut wire_out);
+                // Have, or the fast extension's per-piece messages.
+                if op & 0x40 != 0 {
+                    Message::AllowedFast { piece }.encode(&mut wire_out);
+                } else if op & 0x20 != 0 {
+                    Message::Suggest { piece }.encode(&mut wire_out);
+                } else {
+                    Message::Have { piece }.encode(&mut wire_out);
+                }
             }
             3 => [
                 Message::Choke,
@@ -764,7 +776,9 @@ pub fn peer_session(data: &[u8]) {
                 Message::Interested,
                 Message::NotInterested,
                 Message::KeepAlive,
-            ][usize::from(c.byte() % 5)]
+                Message::HaveAll,
+                Message::HaveNone,
+            ][usize::from(c.byte() % 7)]
             .encode(&mut wire_out),
             4 | 5 => {
                 let (piece, begin, len) = block(&mut c, op & 0x80 != 0);
@@ -772,6 +786,8 @@ pub fn peer_session(data: &[u8]) {
                 for _ in 0..count {
                     if op % 14 == 4 {
                         Message::Request { piece, begin, len }.encode(&mut wire_out);
+                    } else if op & 0x40 != 0 {
+                        Message::Reject { piece, begin, len }.encode(&mut wire_out);
                     } else {
                         Message::Cancel { piece, begin, len }.encode(&mut wire_out);
                     }
@@ -884,7 +900,11 @@ pub fn peer_session(data: &[u8]) {
                 "in-flight requests"
             );
             assert!(
-                peer.send.len() <= cfg.send_watermark + cfg.max_request_len as usize + 4096,
+                peer.send.len()
+                    <= cfg.send_watermark
+                        + cfg.max_request_len as usize
+                        + 4096
+                        + piecemeal::fast::REJECT_ROOM,
                 "send buffer at {} bytes",
                 peer.send.len()
             );
@@ -1311,4 +1331,181 @@ pub fn krpc(data: &[u8]) {
         }
         Body::Error { .. } => {}
     }
+}
+/// `ut_pex` payloads (BEP 11): the codec reads at most
+/// `ut_pex::MAX_ENTRIES` addresses per list, and what it read encodes and
+/// reads back the same; a public torrent core fed the payload as a peer's
+/// message takes at most `MAX_ADDED` addresses, none with port 0, and its
+/// next message to the peer is a well-formed `ut_pex` message.
+pub fn ut_pex(data: &[u8]) {
+    use piecemeal::torrent::pex::{MAX_ADDED, MAX_DROPPED};
+    use piecemeal::ut_pex::{MAX_ENTRIES, Pex, encode};
+    if let Some(p) = Pex::parse(data) {
+        let added: Vec<(SocketAddr, u8)> = p.added().collect();
+        let dropped: Vec<SocketAddr> = p.dropped().collect();
+        assert!(added.len() <= 2 * MAX_ENTRIES && dropped.len() <= 2 * MAX_ENTRIES);
+        assert!(added.len() <= p.added_len());
+        let mut out = Vec::new();
+        encode(1, &added, &dropped, &mut out);
+        let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
+        assert_eq!(n, out.len());
+        let wire::Message::Unknown { payload, .. } = msg else {
+            panic!("not an extended message")
+        };
+        let back = Pex::parse(&payload[1..]).expect("our own message reads back");
+        assert_eq!(back.added().collect::<Vec<_>>(), added);
+        assert_eq!(back.dropped().collect::<Vec<_>>(), dropped);
+    }
+    // The core: a peer that speaks ut_pex sends `data` as its message.
+    let now = Instant::now();
+    let (mut t, key) = extension_core(b"d1:md6:ut_pexi3ee1:pi7000ee", now);
+    let ours = 2; // ut_metadata is 1
+    let mut frame = Vec::new();
+    let len = u32::try_from(2 + data.len()).unwrap();
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[wire::EXTENDED_ID, ours]);
+    frame.extend_from_slice(data);
+    t.feed_peer(key, &frame);
+    // A frame over the wire limit closes the connection; anything else is
+    // taken or ignored.
+    let r = t.on_readable(key, now);
+    assert!(r.is_ok() || frame.len() > wire::MAX_FRAME as usize + 4);
+    let learnt: Vec<SocketAddr> = t.drain_pex_peers().collect();
+    assert!(learnt.len() <= MAX_ADDED);
+    assert!(learnt.iter().all(|a| a.port() != 0));
+    assert!(t.pex_stats().taken as usize <= MAX_ADDED);
+    // A second peer, and the first is told about it.
+    if r.is_ok() {
+        let other = t.add_peer(ConnToken(8), "10.1.1.1:6881".parse().unwrap(), true, now);
+        let mut hs = Vec::new();
+        Handshake {
+            reserved: [0; 8],
+            info_hash: SESSION_INFO_HASH,
+            peer_id: [0x44; 20],
+        }
+        .encode(&mut hs);
+        t.feed_peer(other, &hs);
+        t.on_readable(other, now).unwrap();
+        // The first tick schedules the message, a later one sends it.
+        let mut close = Vec::new();
+        for s in [1, 5] {
+            t.tick(
+                now + Duration::from_secs(s),
+                Duration::from_secs(1),
+                &mut close,
+            );
+        }
+        let mut out = Vec::new();
+        t.write_peer_to(key, &mut out).unwrap().unwrap();
+        let mut rest = &out[..];
+        let mut pex = 0;
+        while let Some((msg, n)) = wire::decode_frame(rest, wire::MAX_FRAME).unwrap() {
+            if let wire::Message::Unknown { id: 20, payload } = msg
+                && payload.first() == Some(&3)
+            {
+                let p = Pex::parse(&payload[1..]).unwrap();
+                assert!(p.added().count() <= MAX_ADDED && p.dropped().count() <= MAX_DROPPED);
+                let other: SocketAddr = "10.1.1.1:6881".parse().unwrap();
+                assert!(p.added().any(|(a, _)| a == other));
+                pex += 1;
+            }
+            rest = &rest[n..];
+        }
+        assert_eq!(pex, 1);
+    }
+}
+
+/// `ut_metadata` payloads (BEP 9): the codec never panics, what it reads
+/// encodes and reads back the same; a core serving metadata answers a
+/// peer's message with at most one `data` or `reject`, or closes it as a
+/// flood, never anything else.
+pub fn ut_metadata(data: &[u8]) {
+    use piecemeal::ut_metadata::Msg;
+    if let Some(m) = Msg::parse(data) {
+        let mut out = Vec::new();
+        m.encode(4, &mut out);
+        let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
+        assert_eq!(n, out.len());
+        let wire::Message::Unknown { payload, .. } = msg else {
+            panic!("not an extended message")
+        };
+        assert_eq!(payload[0], 4);
+        assert_eq!(Msg::parse(&payload[1..]), Some(m));
+    }
+    let now = Instant::now();
+    let (mut t, key) = extension_core(b"d1:md11:ut_metadatai3eee", now);
+    let mut frame = Vec::new();
+    let len = u32::try_from(2 + data.len()).unwrap();
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[wire::EXTENDED_ID, 1]);
+    frame.extend_from_slice(data);
+    t.feed_peer(key, &frame);
+    if t.on_readable(key, now).is_err() {
+        return;
+    }
+    let mut out = Vec::new();
+    t.write_peer_to(key, &mut out).unwrap().unwrap();
+    let mut rest = &out[..];
+    let mut answers = 0;
+    while let Some((msg, n)) = wire::decode_frame(rest, wire::MAX_FRAME).unwrap() {
+        if let wire::Message::Unknown { id: 20, payload } = msg {
+            assert_eq!(payload.first(), Some(&3), "sent with the peer's id");
+            assert!(matches!(
+                Msg::parse(&payload[1..]),
+                Some(Msg::Data { .. } | Msg::Reject { .. })
+            ));
+            answers += 1;
+        }
+        rest = &rest[n..];
+    }
+    assert!(answers <= 1);
+}
+
+/// A public torrent core serving 40,000 bytes of metadata (`ut_metadata`
+/// is our id 1, `ut_pex` 2) with one peer at 127.0.0.1:6881 (outgoing)
+/// past both handshakes, whose extension handshake is `ext`; what we sent
+/// it so far is thrown away.
+fn extension_core(
+    ext: &[u8],
+    now: Instant,
+) -> (piecemeal::torrent::Torrent, piecemeal::ids::PeerKey) {
+    use piecemeal::bitfield::Bitfield;
+    use piecemeal::config::Config;
+    use piecemeal::geometry::Geometry;
+    use piecemeal::torrent::{Torrent, TorrentParts};
+    let g = Geometry::new(4 * 16384, 16384).unwrap();
+    let mut t = Torrent::new(
+        TorrentParts {
+            info_hash: SESSION_INFO_HASH,
+            our_id: SESSION_OUR_ID,
+            geometry: g,
+            hashes: vec![[0; 20]; 4],
+            have: Bitfield::new(4),
+            metadata: Some(vec![b'd'; 40_000].into()),
+            private: false,
+        },
+        Config::default(),
+        1,
+        now,
+    );
+    let key = t.add_peer(ConnToken(7), "127.0.0.1:6881".parse().unwrap(), true, now);
+    let mut bytes = Vec::new();
+    Handshake {
+        reserved: [0, 0, 0, 0, 0, 0x10, 0, 0],
+        info_hash: SESSION_INFO_HASH,
+        peer_id: [0x33; 20],
+    }
+    .encode(&mut bytes);
+    let mut payload = vec![0];
+    payload.extend_from_slice(ext);
+    wire::Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: &payload,
+    }
+    .encode(&mut bytes);
+    t.feed_peer(key, &bytes);
+    t.on_readable(key, now).unwrap();
+    let mut sink = Vec::new();
+    t.write_peer_to(key, &mut sink).unwrap().unwrap();
+    (t, key)
 }

@@ -93,9 +93,13 @@ impl Choker {
         }
         // Highest rate first; equal rates in random order.
         ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // No slots at all (the hidden `--choke-all`): no optimistic
+        // unchoke either.
+        if self.slots == 0 {
+            ranked.clear();
+        }
         let split = self.slots.min(ranked.len());
         let (best, rest) = ranked.split_at(split);
-
         let current_ok = self
             .optimistic
             .is_some_and(|k| rest.iter().any(|r| r.2 == k));

@@ -179,6 +179,14 @@ pub struct Common {
     /// (default 180; hidden: for tests of hostile peers).
     #[arg(long, value_name = "SECS", hide = true)]
     pub idle_timeout: Option<u64>,
+    /// Unchoke no peer at all, not even optimistically: peers with the fast
+    /// extension get only their allowed-fast pieces (hidden: for tests).
+    #[arg(long, hide = true)]
+    pub choke_all: bool,
+    /// Send peer exchange (BEP 11) at most this often, per peer, in
+    /// seconds (default 60; hidden: for tests).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub pex_interval: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,14 +237,27 @@ pub enum Command {
     },
     /// Show what a .torrent contains.
     Info {
-        /// The .torrent file.
-        #[arg(value_name = "FILE.torrent")]
+        /// The .torrent file, or a magnet link (its metadata is fetched
+        /// from peers: the link's trackers and x.pe peers, --peer).
+        #[arg(value_name = "FILE.torrent|MAGNET")]
         torrent: PathBuf,
+        /// Write the torrent (for a magnet link: the fetched metadata and
+        /// the link's trackers) to this .torrent file.
+        #[arg(long, value_name = "FILE.torrent")]
+        save: Option<PathBuf>,
+        /// Replace the --save file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Give up fetching a magnet link's metadata after this long.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        timeout: u64,
+        #[command(flatten)]
+        common: Common,
     },
     /// Ask a torrent's trackers how many seeders and leechers it has (HTTP and UDP).
     Scrape {
-        /// The .torrent file.
-        #[arg(value_name = "FILE.torrent")]
+        /// The .torrent file, or a magnet link (its `tr` trackers).
+        #[arg(value_name = "FILE.torrent|MAGNET")]
         torrent: PathBuf,
         /// Give each tracker this long to answer.
         #[arg(long, default_value_t = 10, value_name = "SECS")]

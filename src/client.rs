@@ -5,8 +5,8 @@ use crate::bitfield::Bitfield;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event_loop::{
-    Listeners, Outcome, Session, SessionOptions, StopHandle, TorrentOptions, bind_listener,
-    bind_udp, stop_requested,
+    Listeners, MagnetStart, Outcome, Session, SessionOptions, StopHandle, TorrentOptions,
+    bind_listener, bind_udp, stop_requested,
 };
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::output::plain_io;
@@ -69,6 +69,8 @@ pub struct ClientOptions {
     pub ca_files: Vec<PathBuf>,
     /// Run a DHT node for the public torrents (None: no DHT).
     pub dht: Option<crate::event_loop::DhtOptions>,
+    /// A magnet link's torrent stops once its metadata is known (`info`).
+    pub metadata_only: bool,
 }
 
 impl ClientOptions {
@@ -99,6 +101,7 @@ impl ClientOptions {
             lookup: None,
             ca_files: Vec::new(),
             dht: None,
+            metadata_only: false,
         }
     }
 }
@@ -132,13 +135,16 @@ fn seed_from_clock() -> u64 {
 }
 
 /// Read a .torrent, with errors that name the file and say what is wrong
-/// in plain words. Magnet links and URLs are refused as not supported yet.
+/// in plain words. Magnet links (which `download`, `info` and `scrape` take
+/// before this) and URLs are refused.
 pub fn load_torrent(path: &Path) -> Result<Metainfo, Error> {
     let shown = path.display();
     let text = path.to_string_lossy();
     if text.starts_with("magnet:") {
         return Err(Error::Input(
-            "magnet links are not supported yet: give the path of a .torrent file".into(),
+            "a magnet link is not a .torrent file: give the path of one (download, info and \
+             scrape take magnet links)"
+                .into(),
         ));
     }
     if let Some((scheme, _)) = text.split_once("://")
@@ -360,6 +366,9 @@ struct Loaded {
     disk: Disk,
     tiers: Vec<Vec<String>>,
     nothing_to_seed: Option<String>,
+    /// Peers named by the source itself (a magnet link's `x.pe`).
+    peers: Vec<SocketAddr>,
+    magnet: Option<MagnetStart>,
 }
 
 /// Load a torrent and open its data. The data is checked by the session,
@@ -375,6 +384,9 @@ fn load(
     seed: u64,
     progress: &mut Progress,
 ) -> Result<Loaded, Error> {
+    if let Some(link) = path.to_str().filter(|s| crate::magnet::is_magnet(s)) {
+        return load_magnet(link, opts, config, our_id, seed);
+    }
     let meta = load_torrent(path)?;
     if !opts.download && !opts.dir.exists() {
         return Err(Error::Input(format!(
@@ -392,14 +404,14 @@ fn load(
         Vec::new()
     };
     let now = Instant::now();
-    let (mut t, disk) = if odd.is_empty() {
+    let (t, disk) = if odd.is_empty() {
         let mode = if opts.download {
             OpenMode::Create
         } else {
             OpenMode::ReadOnly
         };
         let disk = Disk::open(&opts.dir, layout, mode).map_err(storage_error)?;
-        let parts = parts_of(&meta, Bitfield::new(geometry.num_pieces), our_id);
+        let parts = TorrentParts::of(&meta, Bitfield::new(geometry.num_pieces), our_id);
         (Torrent::new_checking(parts, config, seed, now), disk)
     } else {
         let (disk, have) = open_in_the_way(opts, &meta, &odd, progress)?;
@@ -410,10 +422,9 @@ fn load(
             geometry.num_pieces,
             now.elapsed()
         );
-        let parts = parts_of(&meta, have, our_id);
+        let parts = TorrentParts::of(&meta, have, our_id);
         (Torrent::new(parts, config, seed, now), disk)
     };
-    t.private = meta.info.private;
     let nothing_to_seed = (!opts.download).then(|| {
         format!(
             "nothing to seed: none of {}'s data is in {} (0 of {} pieces verified); give the \
@@ -429,19 +440,92 @@ fn load(
         disk,
         tiers: meta.tracker_tiers(),
         nothing_to_seed,
+        peers: Vec::new(),
+        magnet: None,
     })
 }
 
-/// What a torrent core is made of, from its metainfo and opened data.
-fn parts_of(meta: &Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
-    TorrentParts {
-        info_hash: meta.info_hash,
-        our_id,
-        geometry: meta.geometry(),
-        hashes: meta.info.pieces.clone(),
-        have,
-        metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
+/// A torrent from a magnet link: it fetches its metadata from peers (the
+/// link's trackers and `x.pe` peers, `--peer`), then opens its files in
+/// `opts.dir` as a download of a `.torrent` would; `opts.download` false:
+/// it stops once the metadata is known (`info`).
+fn load_magnet(
+    link: &str,
+    opts: &ClientOptions,
+    config: Config,
+    our_id: [u8; 20],
+    seed: u64,
+) -> Result<Loaded, Error> {
+    let m = crate::magnet::Magnet::parse(link).map_err(|e| Error::Input(e.to_string()))?;
+    if !opts.download && !opts.metadata_only {
+        return Err(Error::Input(
+            "a magnet link can be downloaded, not seeded: seeding needs the data and its \
+             .torrent file"
+                .into(),
+        ));
     }
+    let mut peers = Vec::new();
+    for p in &m.peers {
+        match p.socket_addr() {
+            Some(a) => peers.push(a),
+            None => log::warn!(
+                "magnet link peer {}:{} is a host name; only addresses are dialed",
+                p.host,
+                p.port
+            ),
+        }
+    }
+    let seed = seed ^ u64::from_le_bytes(m.info_hash[..8].try_into().unwrap_or([0; 8]));
+    let t = Torrent::new_magnet(m.info_hash, our_id, config, seed, Instant::now());
+    // No files until the metadata says which.
+    let disk = Disk::open(
+        &opts.dir,
+        Layout::with_padding(Vec::new(), 0),
+        OpenMode::ReadOnly,
+    )
+    .map_err(storage_error)?;
+    let tiers = m.tracker_tiers();
+    Ok(Loaded {
+        name: m
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::metainfo::hex(&m.info_hash)),
+        t,
+        disk,
+        tiers: tiers.clone(),
+        nothing_to_seed: None,
+        peers,
+        magnet: Some(MagnetStart {
+            tiers,
+            open: opts.download.then(|| open_data(opts)),
+        }),
+    })
+}
+
+/// How a magnet link's data is opened once its metadata is known: as a
+/// download of the `.torrent` would be (files of other sizes in the way
+/// are checked, then resumed or refused); files already there with data
+/// are checked in the loop, an empty folder is not.
+fn open_data(opts: &ClientOptions) -> crate::event_loop::OpenData {
+    let opts = opts.clone();
+    Arc::new(move |meta: &Metainfo| {
+        let layout = layout_of(meta);
+        let odd = odd_sized(&opts.dir, &layout);
+        if !odd.is_empty() {
+            let mut quiet = Progress::new(crate::progress::ProgressMode::Off);
+            let (disk, have) =
+                open_in_the_way(&opts, meta, &odd, &mut quiet).map_err(|e| e.to_string())?;
+            return Ok((disk, Some(have)));
+        }
+        let existing = layout.files.iter().any(|f| {
+            std::fs::symlink_metadata(opts.dir.join(&f.path))
+                .is_ok_and(|m| m.is_file() && m.len() > 0)
+        });
+        let disk = Disk::open(&opts.dir, layout, OpenMode::Create)
+            .map_err(|e| storage_error(e).to_string())?;
+        let have = (!existing).then(|| Bitfield::new(meta.geometry().num_pieces));
+        Ok((disk, have))
+    })
 }
 
 /// The torrents' configuration: rate limits and the cache budget are the
@@ -516,8 +600,8 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
         .map_err(|e| Error::Runtime(format!("cannot start the event loop: {}", plain_io(&e))))?;
     session.set_progress(progress);
     for l in torrents {
-        let topts = torrent_options(opts, l.name, l.tiers, l.nothing_to_seed);
-        if let Err(t) = session.add_torrent(l.t, l.disk, topts) {
+        let (t, disk, topts) = torrent_options(opts, l);
+        if let Err(t) = session.add_torrent(t, disk, topts) {
             return Err(Error::Input(format!(
                 "the same torrent twice (info-hash {})",
                 crate::metainfo::hex(&t.info_hash)
@@ -527,22 +611,27 @@ pub fn prepare(opts: &ClientOptions) -> Result<Session, Error> {
     Ok(session)
 }
 
-/// How a torrent of these options runs in the session.
-fn torrent_options(
-    opts: &ClientOptions,
-    name: String,
-    tiers: Vec<Vec<String>>,
-    nothing_to_seed: Option<String>,
-) -> TorrentOptions {
-    TorrentOptions {
-        name,
-        nothing_to_seed,
-        peers: opts.peers.clone(),
-        tracker_tiers: if opts.no_tracker { Vec::new() } else { tiers },
+/// A loaded torrent's core, files and how it runs in the session with
+/// these options.
+fn torrent_options(opts: &ClientOptions, l: Loaded) -> (Torrent, Disk, TorrentOptions) {
+    let mut peers = l.peers;
+    peers.extend(
+        opts.peers
+            .iter()
+            .filter(|p| !peers.contains(p))
+            .collect::<Vec<_>>(),
+    );
+    let topts = TorrentOptions {
+        name: l.name,
+        nothing_to_seed: l.nothing_to_seed,
+        peers,
+        tracker_tiers: if opts.no_tracker { Vec::new() } else { l.tiers },
         exit_when_done: opts.download && !opts.keep_seeding && opts.watch.is_none(),
         seed_ratio: opts.seed_ratio,
         seed_time: opts.seed_time,
-    }
+        magnet: l.magnet,
+    };
+    (l.t, l.disk, topts)
 }
 
 /// Download or seed until done or stopped (with a watched folder: until
@@ -578,6 +667,48 @@ pub fn run(opts: &ClientOptions) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
+/// Fetch a magnet link's metadata from peers (`info magnet:…`): a session
+/// of one torrent that ends once the metadata is verified, or after
+/// `timeout`. Returns the `.torrent` file made of the metadata and the
+/// link's trackers.
+pub fn fetch_metadata(opts: &ClientOptions, timeout: Duration) -> Result<Vec<u8>, Error> {
+    let mut opts = opts.clone();
+    opts.download = false;
+    opts.metadata_only = true;
+    opts.more.clear();
+    let mut session = prepare(&opts)?;
+    let handle = session.handle();
+    let over = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let over = over.clone();
+        std::thread::spawn(move || {
+            sleep_unless(&over, timeout);
+            if !over.load(Ordering::SeqCst) {
+                handle.stop();
+            }
+        })
+    };
+    let outcome = session.run();
+    over.store(true, Ordering::SeqCst);
+    let _ = timer.join();
+    let outcome =
+        outcome.map_err(|e| Error::Runtime(format!("event loop failed: {}", plain_io(&e))))?;
+    let t = outcome
+        .torrents
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Runtime("no torrent".into()))?;
+    if let Some(e) = t.error {
+        return Err(Error::Input(e));
+    }
+    t.torrent_file.ok_or_else(|| {
+        Error::Stopped(format!(
+            "no peer sent the metadata within {} s",
+            timeout.as_secs()
+        ))
+    })
+}
+
 /// How often a watched folder is listed.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -611,7 +742,8 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "torrent") {
+            let is_magnet = path.extension().is_some_and(|e| e == "magnet");
+            if path.extension().is_none_or(|e| e != "torrent") && !is_magnet {
                 continue;
             }
             seen.insert(path.clone());
@@ -622,8 +754,23 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
             if broken.get(&path) == Some(&mtime) {
                 continue;
             }
+            // A `.magnet` file holds one link.
+            let source = if is_magnet {
+                match std::fs::read(&path) {
+                    Ok(b) if b.len() <= crate::magnet::MAX_MAGNET_LEN => {
+                        PathBuf::from(String::from_utf8_lossy(&b).trim())
+                    }
+                    _ => {
+                        log::warn!("watch: skipping {}: not a magnet link", path.display());
+                        broken.insert(path, mtime);
+                        continue;
+                    }
+                }
+            } else {
+                path.clone()
+            };
             match load(
-                &path,
+                &source,
                 opts,
                 torrent_config(opts),
                 make_peer_id(seed),
@@ -634,8 +781,8 @@ pub fn watch_folder(dir: &Path, opts: &ClientOptions, handle: &StopHandle, stop:
                     info!("watch: adding {}", path.display());
                     running.insert(path.clone(), l.t.info_hash);
                     broken.remove(&path);
-                    let topts = torrent_options(opts, l.name, l.tiers, l.nothing_to_seed);
-                    handle.add(l.t, l.disk, topts);
+                    let (t, disk, topts) = torrent_options(opts, l);
+                    handle.add(t, disk, topts);
                 }
                 Err(e) => {
                     log::warn!("watch: skipping {}: {e}", path.display());

@@ -51,6 +51,9 @@ pub struct Config {
     /// Message Stream Encryption: prefer (dial encrypted, fall back to
     /// plaintext; accept both), require (RC4 only) or off (plaintext only).
     pub encryption: crate::mse::Policy,
+    /// Peer exchange (BEP 11): at most one `ut_pex` message per peer this
+    /// often (60 s; tests shorten it with the hidden `--pex-interval`).
+    pub pex_interval: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             download_limit: None,
             flush_per_turn: 8 << 20,
             encryption: crate::mse::Policy::Prefer,
+            pex_interval: Duration::from_secs(60),
         }
     }
 }

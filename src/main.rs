@@ -134,6 +134,9 @@ fn client_options(
     if let Some(n) = c.upload_slots {
         o.config.upload_slots = n.max(1);
     }
+    if c.choke_all {
+        o.config.upload_slots = 0;
+    }
     match fit {
         Some(plan) => log::info!("{}", plan.describe(&o.config)),
         None => log::info!(
@@ -143,6 +146,9 @@ fn client_options(
         ),
     }
     o.config.encryption = c.encryption.into();
+    if let Some(s) = c.pex_interval {
+        o.config.pex_interval = Duration::from_secs(s.max(1));
+    }
     if let Some(s) = c.handshake_timeout {
         o.config.handshake_timeout = Duration::from_secs(s.max(1));
     }
@@ -238,7 +244,7 @@ fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
                 } else {
                     piecemeal::progress::Phase::Seeding
                 },
-                done: s.total_len - s.left,
+                done: s.total_len.saturating_sub(s.left),
                 total: s.total_len,
                 have: s.have,
                 num_pieces: s.num_pieces,
@@ -252,6 +258,7 @@ fn run_client(o: ClientOptions, quiet: bool) -> Result<i32, Error> {
                 ratio_goal: o.seed_ratio,
                 warnings: Vec::new(),
                 dht_nodes: None,
+                metadata: None,
             };
             piecemeal::outln!(
                 "{}",
@@ -403,8 +410,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
             bind,
             ca_files,
         }) => {
-            let m = client::load_torrent(&torrent)?;
-            let urls: Vec<String> = m.tracker_tiers().into_iter().flatten().collect();
+            // A magnet link names its trackers and info-hash itself.
+            let (info_hash, urls): ([u8; 20], Vec<String>) = match torrent.to_str() {
+                Some(link) if piecemeal::magnet::is_magnet(link) => {
+                    let m = piecemeal::magnet::Magnet::parse(link)
+                        .map_err(|e| Error::Input(e.to_string()))?;
+                    (m.info_hash, m.trackers)
+                }
+                _ => {
+                    let m = client::load_torrent(&torrent)?;
+                    (
+                        m.info_hash,
+                        m.tracker_tiers().into_iter().flatten().collect(),
+                    )
+                }
+            };
             if urls.is_empty() {
                 return Err(Error::Input(format!(
                     "{} names no tracker",
@@ -413,7 +433,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             let results = piecemeal::event_loop::scrape_trackers(
                 &urls,
-                m.info_hash,
+                info_hash,
                 bind,
                 std::time::Duration::from_secs(timeout),
                 &ca_files,
@@ -439,9 +459,36 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Some(Command::Info { torrent }) => {
-            let m = client::load_torrent(&torrent)?;
+        Some(Command::Info {
+            torrent,
+            save,
+            force,
+            timeout,
+            common,
+        }) => {
+            let is_magnet = torrent.to_str().is_some_and(piecemeal::magnet::is_magnet);
+            let (m, bytes) = if is_magnet {
+                let mut o = client_options(torrent, None, &common, &cli.log)?;
+                o.progress = ProgressMode::Off;
+                let bytes = client::fetch_metadata(&o, Duration::from_secs(timeout.max(1)))?;
+                let m = Metainfo::from_bytes(&bytes).map_err(|e| Error::Runtime(e.to_string()))?;
+                (m, bytes)
+            } else {
+                let m = client::load_torrent(&torrent)?;
+                let bytes = std::fs::read(&torrent).map_err(|e| {
+                    Error::Input(format!(
+                        "cannot read {}: {}",
+                        torrent.display(),
+                        plain_io(&e)
+                    ))
+                })?;
+                (m, bytes)
+            };
             piecemeal::out!("{}", m.describe());
+            if let Some(out) = save {
+                write_torrent(&out, &bytes, force)?;
+                log::info!("wrote {}", out.display());
+            }
             Ok(0)
         }
         Some(Command::Create {

@@ -341,6 +341,30 @@ impl Metainfo {
         })
     }
 
+    /// A `.torrent` file's bytes around a raw `info` dictionary (metadata
+    /// fetched for a magnet link) and tracker tiers: `announce` (the first
+    /// URL), `announce-list` (every tier) and `info`, as written by
+    /// `piecemeal info --save`. Parse it with [`Metainfo::from_bytes`], the
+    /// same validating parser as any file.
+    pub fn file_bytes(info: &[u8], tiers: &[Vec<String>]) -> Vec<u8> {
+        let mut w = bencode::Writer::new();
+        w.dict();
+        if let Some(first) = tiers.iter().flatten().next() {
+            w.str("announce").str(first);
+            w.str("announce-list").list();
+            for tier in tiers.iter().filter(|t| !t.is_empty()) {
+                w.list();
+                for url in tier {
+                    w.str(url);
+                }
+                w.end();
+            }
+            w.end();
+        }
+        w.str("info").raw(info).end();
+        w.finish()
+    }
+
     /// Read and parse a `.torrent` file. Files larger than
     /// [`MAX_TORRENT_LEN`] are refused before they are read.
     pub fn load(path: &Path) -> Result<Metainfo, MetainfoError> {

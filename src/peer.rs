@@ -63,6 +63,11 @@ pub enum PeerError {
     PerAddressLimit,
     /// The engine is shutting down.
     Shutdown,
+    /// Metadata (BEP 9) that was wrong.
+    BadMetadata(crate::torrent::fetch::FetchError),
+    /// Fast extension (BEP 6) misuse: a fast message from a peer that did
+    /// not set the bit, or a flood of ones it had no cause to send.
+    Fast(&'static str),
     /// The Message Stream Encryption handshake failed.
     Mse(crate::mse::MseError),
     /// A plaintext handshake while we require encryption.
@@ -93,6 +98,8 @@ impl std::fmt::Display for PeerError {
             PeerError::Evicted => write!(f, "idle and useless; closed to make room"),
             PeerError::PerAddressLimit => write!(f, "too many connections from its address"),
             PeerError::Shutdown => write!(f, "shutting down"),
+            PeerError::BadMetadata(e) => write!(f, "{e}"),
+            PeerError::Fast(what) => write!(f, "fast extension: {what}"),
             PeerError::Mse(e) => write!(f, "{e}"),
             PeerError::PlaintextRefused => {
                 write!(f, "plaintext handshake refused (--encryption require)")
@@ -206,6 +213,8 @@ pub struct Peer {
     pub stray_cancels: u32,
     /// `ut_metadata` requests it made (BEP 9), answered or not.
     pub metadata_requests: u32,
+    /// Peer exchange with it (BEP 11).
+    pub pex: crate::torrent::pex::PeerPex,
     pub down: RateMeter,
     pub up: RateMeter,
     pub connected_at: Instant,
@@ -218,6 +227,14 @@ pub struct Peer {
     pub evicted: bool,
     /// What its BEP 10 extension handshake said.
     pub extensions: crate::extension::PeerExtensions,
+    /// We sent it our extension handshake (it set the BEP 10 bit).
+    pub extended: bool,
+    /// Its bitfield and `have`s as raw bits, while the piece count is not
+    /// known (a magnet link's metadata is being fetched).
+    pub early_has: Vec<u8>,
+    /// The fast extension (BEP 6): whether both sides speak it, and what
+    /// its fast messages told us.
+    pub fast: crate::fast::PeerFast,
 }
 
 impl Peer {
@@ -250,6 +267,7 @@ impl Peer {
             choked_requests: 0,
             stray_cancels: 0,
             metadata_requests: 0,
+            pex: Default::default(),
             down: RateMeter::default(),
             up: RateMeter::default(),
             connected_at: now,
@@ -259,6 +277,9 @@ impl Peer {
             snubbed: false,
             evicted: false,
             extensions: Default::default(),
+            extended: false,
+            early_has: Vec::new(),
+            fast: Default::default(),
         }
     }
 

@@ -268,6 +268,9 @@ pub struct View {
     pub warnings: Vec<String>,
     /// Nodes in the DHT's routing table (None: no DHT).
     pub dht_nodes: Option<usize>,
+    /// While a magnet link's metadata is fetched: pieces of it received,
+    /// of all, and peers offering it.
+    pub metadata: Option<(u32, u32, usize)>,
 }
 
 impl View {
@@ -361,6 +364,16 @@ pub fn render(v: &View, width: Option<usize>) -> String {
             parts.push((0, "checking".into()));
             parts.push((0, pct));
             parts.push((1, bytes));
+            parts.push((3, elapsed));
+        }
+        Phase::Downloading if v.metadata.is_some() && v.total == 0 => {
+            let (got, all, offering) = v.metadata.unwrap_or_default();
+            parts.push((0, "fetching metadata".into()));
+            if all > 0 {
+                parts.push((0, format!("{got}/{all} pieces")));
+            }
+            parts.push((1, count(offering, "peer offers it", "peers offer it")));
+            parts.push((2, peers_text(v)));
             parts.push((3, elapsed));
         }
         Phase::Downloading => {
@@ -649,6 +662,7 @@ impl Progress {
             ratio_goal: None,
             warnings: Vec::new(),
             dht_nodes: None,
+            metadata: None,
         };
         self.show(&view);
     }
@@ -675,7 +689,7 @@ impl Progress {
         }
         View {
             phase,
-            done: s.total_len - s.left,
+            done: s.total_len.saturating_sub(s.left),
             total: s.total_len,
             have: s.have,
             num_pieces: s.num_pieces,
@@ -689,6 +703,7 @@ impl Progress {
             ratio_goal: self.ratio_goal,
             warnings: messages.into_iter().map(|(_, m)| m).collect(),
             dht_nodes: s.warnings.dht_nodes,
+            metadata: s.fetching,
         }
     }
 

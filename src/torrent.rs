@@ -19,8 +19,12 @@ use crate::wire::{self, Handshake, Message};
 
 mod buffers;
 mod check;
+mod fast;
+pub mod fetch;
 pub mod jobs;
+mod magnet;
 mod metadata;
+pub mod pex;
 mod pieces;
 mod timers;
 mod upload;
@@ -47,6 +51,9 @@ pub const RECV_IDLE_CAP: usize = 4096;
 pub const SEND_IDLE_CAP: usize = 4096;
 /// DHT nodes from `port` messages held for the shell between turns.
 pub const MAX_DHT_NODES: usize = 64;
+
+/// Our client name (`v`) in extension handshakes.
+pub const CLIENT_NAME: &str = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
 
 /// Totals for the status line and the tracker.
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,6 +84,9 @@ pub struct Status {
     pub totals: Totals,
     /// While data on disk is being checked: pieces checked, of all.
     pub checking: Option<(u32, u32)>,
+    /// While the metadata is fetched (a magnet link): pieces of it
+    /// received, of all, and peers offering it.
+    pub fetching: Option<(u32, u32, usize)>,
     /// Why nothing may be happening; the event loop fills it.
     pub warnings: crate::progress::Warnings,
 }
@@ -94,6 +104,24 @@ pub struct TorrentParts {
     /// 9); `None` offers no metadata (a private torrent: like libtorrent,
     /// we do not hand out a BEP 27 torrent's metadata).
     pub metadata: Option<std::sync::Arc<[u8]>>,
+    /// A private torrent (BEP 27): no peer exchange.
+    pub private: bool,
+}
+
+impl TorrentParts {
+    /// The parts of a torrent from its metainfo, with `have` the pieces
+    /// verified in its storage. A private torrent offers no metadata.
+    pub fn of(meta: &crate::metainfo::Metainfo, have: Bitfield, our_id: [u8; 20]) -> TorrentParts {
+        TorrentParts {
+            info_hash: meta.info_hash,
+            our_id,
+            geometry: meta.geometry(),
+            hashes: meta.info.pieces.clone(),
+            have,
+            metadata: (!meta.info.private).then(|| meta.info_bytes.clone()),
+            private: meta.info.private,
+        }
+    }
 }
 
 /// One torrent and its peers.
@@ -120,8 +148,6 @@ pub struct Torrent {
     extensions: Registry,
     /// The raw `info` dictionary we serve (see [`TorrentParts::metadata`]).
     metadata: Option<std::sync::Arc<[u8]>>,
-    /// A private torrent (BEP 27): never on the DHT, never in PEX.
-    pub private: bool,
     /// Our DHT port when the DHT runs and the torrent is public (BEP 5):
     /// the DHT bit goes in our handshake, and a `port` message to peers
     /// that set theirs.
@@ -129,8 +155,14 @@ pub struct Torrent {
     /// DHT nodes from peers' `port` messages, for the shell to ping
     /// (at most [`MAX_DHT_NODES`]; the shell drains it every turn).
     pub dht_nodes: Vec<SocketAddr>,
+    /// Peer exchange (BEP 11): private flag, learnt addresses, counters.
+    pex: pex::TorrentPex,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
+    /// The metadata fetch of a torrent started from a magnet link, until
+    /// the metadata is known.
+    fetch: Option<Box<fetch::MetadataFetch>>,
+    fetch_buf: Vec<(PeerKey, u32)>,
     /// Banned peers, by address and peer id (see [`crate::blame::PeerId`]).
     banned_ids: HashSet<crate::blame::PeerId>,
     banned_addrs: HashSet<SocketAddr>,
@@ -165,14 +197,20 @@ impl Torrent {
             hashes,
             have,
             metadata,
+            private,
         } = parts;
         // Metadata beyond the `.torrent` limit (never from a file we
         // parsed) is not offered.
         let metadata = metadata.filter(|m| m.len() <= crate::ut_metadata::MAX_METADATA_LEN);
-        let extensions = match metadata {
-            Some(_) => Registry::new(&[crate::ut_metadata::NAME]),
-            None => Registry::default(),
-        };
+        // `ut_metadata` keeps id 1 when both are spoken.
+        let mut names = Vec::new();
+        if metadata.is_some() {
+            names.push(crate::ut_metadata::NAME);
+        }
+        if !private {
+            names.push(crate::ut_pex::NAME);
+        }
+        let extensions = Registry::new(&names);
         let cache = Cache::new(geometry, hashes, cfg.cache_bytes);
         let up_bucket = TokenBucket::new(cfg.upload_limit, now);
         let down_bucket = TokenBucket::new(cfg.download_limit, now);
@@ -201,10 +239,12 @@ impl Torrent {
             blame: Blame::new(),
             extensions,
             metadata,
-            private: false,
             dht_port: None,
             dht_nodes: Vec::new(),
+            pex: pex::TorrentPex::new(private),
             checking: None,
+            fetch: None,
+            fetch_buf: Vec::new(),
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -221,13 +261,14 @@ impl Torrent {
         }
     }
 
+    /// Every piece is verified (never before the metadata is known).
     pub fn is_complete(&self) -> bool {
-        self.picker.is_complete()
+        self.fetch.is_none() && self.picker.is_complete()
     }
 
     /// Every piece is verified and on disk.
     pub fn is_done(&self) -> bool {
-        self.flushed.is_full()
+        self.fetch.is_none() && self.flushed.is_full()
     }
 
     /// Bytes we still need (kept as pieces verify, not counted per call).
@@ -259,6 +300,7 @@ impl Torrent {
                 .checking
                 .as_ref()
                 .map(|c| (c.next, self.geometry.num_pieces)),
+            fetching: self.metadata_progress(),
             warnings: crate::progress::Warnings::default(),
         }
     }
@@ -365,16 +407,10 @@ impl Torrent {
     /// Our bitfield, sent as the handshakes complete (not when dialing): a
     /// piece verified while the connection was being set up is in it, and
     /// every later one goes out as a `have` (peers are active by then).
+    /// To a fast peer (BEP 6) `have all` / `have none` instead when they
+    /// fit, and always one of the three.
     fn send_bitfield(&mut self, key: PeerKey) {
-        let have = self.picker.have();
-        if have.count() == 0 {
-            return;
-        }
-        let Some(peer) = self.peers.get_mut(key) else {
-            return;
-        };
-        Message::Bitfield(have.as_bytes()).encode(peer.send.buf_mut());
-        self.dirty.push(key);
+        self.send_have_state(key);
     }
 
     /// Remove a peer: its requests go back to the picker, its pieces leave
@@ -388,6 +424,9 @@ impl Torrent {
     ) -> Option<(SocketAddr, bool, bool)> {
         let peer = self.peers.try_remove(key)?;
         debug!("{} dropped: {}", peer.label(), why);
+        if let Some(f) = &mut self.fetch {
+            f.remove_peer(key);
+        }
         for r in &peer.inflight {
             self.picker.on_block_dropped(key, r.block);
         }
@@ -478,6 +517,9 @@ impl Torrent {
         msg: Message<'_>,
         now: Instant,
     ) -> Result<(), PeerError> {
+        if self.fetch.is_some() && matches!(msg, Message::Have { .. } | Message::Bitfield(_)) {
+            return self.early_bits(key, &msg);
+        }
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -486,8 +528,18 @@ impl Torrent {
             Message::Choke => {
                 peer.peer_choking = true;
                 // Our pending requests are void (BEP 3): back to the picker.
-                for r in peer.inflight.drain(..) {
-                    self.picker.on_block_dropped(key, r.block);
+                // With the fast extension they stand until served or
+                // rejected (BEP 6), or until the request time-out.
+                if !peer.fast.enabled {
+                    for r in peer.inflight.drain(..) {
+                        self.picker.on_block_dropped(key, r.block);
+                    }
+                } else if !peer.inflight.is_empty() {
+                    debug!(
+                        "{} choked us; {} requests stand until served or rejected",
+                        peer.label(),
+                        peer.inflight.len()
+                    );
                 }
             }
             Message::Unchoke => {
@@ -499,6 +551,7 @@ impl Torrent {
                 if peer.am_choking {
                     self.choker.round_now();
                 }
+                self.send_allowed_fast(key);
             }
             Message::NotInterested => {
                 peer.peer_interested = false;
@@ -536,6 +589,7 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {
+                let b = BlockRef { piece, begin, len };
                 if !self
                     .geometry
                     .request_in_range(piece, begin, len, self.cfg.max_request_len)
@@ -545,9 +599,10 @@ impl Torrent {
                         "{} asked for a block we cannot serve ({piece}, {begin}, {len})",
                         peer.label()
                     );
-                    return Ok(());
+                    return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
                 }
-                if peer.am_choking {
+                let blocks = self.geometry.blocks_in_piece(piece);
+                if peer.am_choking && !fast::serve_while_choked(peer, piece, blocks) {
                     // Saturating: a large configured limit must neither wrap
                     // (closing at once) nor overflow the counter.
                     peer.choked_requests = peer.choked_requests.saturating_add(1);
@@ -557,12 +612,17 @@ impl Torrent {
                     if peer.choked_requests > limit {
                         return Err(PeerError::RequestFlood);
                     }
-                    return Ok(());
+                    return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
                 }
                 if peer.requests.len() >= self.cfg.max_peer_requests {
+                    // A fast peer over the limit is told so (and closed
+                    // only when it floods: see `fast::refuse`).
+                    if peer.fast.enabled {
+                        return fast::refuse(peer, key, b, &self.cfg, &mut self.dirty);
+                    }
                     return Err(PeerError::RequestFlood);
                 }
-                peer.requests.push_back(BlockRef { piece, begin, len });
+                peer.requests.push_back(b);
             }
             Message::Cancel { piece, begin, len } => {
                 let b = BlockRef { piece, begin, len };
@@ -576,6 +636,9 @@ impl Torrent {
                     if peer.stray_cancels as usize > limit {
                         return Err(PeerError::CancelFlood);
                     }
+                } else {
+                    // BEP 6: every request gets a piece or a reject.
+                    fast::refuse(peer, key, b, &self.cfg, &mut self.dirty)?;
                 }
             }
             Message::Piece { piece, begin, data } => {
@@ -595,17 +658,27 @@ impl Torrent {
                     // Transmission queues at most `reqq - 1` and, to a peer
                     // without the fast extension, drops the next one without
                     // a word (the block then waits out the request time-out).
+                    // A fast peer rejects what it will not queue: its `reqq`.
                     if let Some(n) = ext.reqq {
-                        peer.max_requests = n.saturating_sub(1).clamp(1, self.cfg.pipeline_max);
+                        let n = if peer.fast.enabled {
+                            n
+                        } else {
+                            n.saturating_sub(1)
+                        };
+                        peer.max_requests = n.clamp(1, self.cfg.pipeline_max);
                         debug!("{} takes {n} requests at once", peer.label());
                     }
                     peer.extensions = ext;
+                    self.fetch_source(key, now);
                 }
                 Some(Extended::Message {
                     name: crate::ut_metadata::NAME,
                     payload,
-                }) => self.on_ut_metadata(key, payload)?,
-                // `ut_pex` plugs in here.
+                }) => self.on_ut_metadata(key, payload, now)?,
+                Some(Extended::Message {
+                    name: crate::ut_pex::NAME,
+                    payload,
+                }) => self.on_ut_pex(key, payload, now),
                 Some(Extended::Message { name, .. }) => {
                     trace!("{}: {name} message ignored", peer.label());
                 }
@@ -620,6 +693,11 @@ impl Torrent {
                 }
             }
             Message::Unknown { .. } => {}
+            Message::Suggest { .. }
+            | Message::HaveAll
+            | Message::HaveNone
+            | Message::Reject { .. }
+            | Message::AllowedFast { .. } => self.on_fast_message(key, msg)?,
         }
         Ok(())
     }
@@ -656,6 +734,7 @@ impl Torrent {
             };
             peer.peer_id = hs.peer_id;
             peer.phase = Phase::Active;
+            peer.fast.enabled = hs.supports_fast();
             debug!(
                 "{} handshake ok ({})",
                 peer.label(),
@@ -678,10 +757,10 @@ impl Torrent {
             && let Some(peer) = self.peers.get_mut(key)
         {
             let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let client = concat!("piecemeal/", env!("CARGO_PKG_VERSION"));
             let metadata_size = self.metadata.as_ref().map(|m| m.len());
             self.extensions
-                .encode_handshake(reqq, client, metadata_size, peer.send.buf_mut());
+                .encode_handshake(reqq, CLIENT_NAME, metadata_size, peer.send.buf_mut());
+            peer.extended = true;
             self.dirty.push(key);
         }
         Ok(())
@@ -692,7 +771,12 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if peer.phase != Phase::Active || peer.peer_choking || !peer.am_interested {
+        // Choked: only a fast peer's allowed-fast pieces (`fast::pick_blocks`).
+        if peer.phase != Phase::Active
+            || !peer.am_interested
+            || (peer.peer_choking && peer.fast.allowed_in.is_empty())
+            || self.checking.is_some()
+        {
             return;
         }
         let want = peer
@@ -704,7 +788,7 @@ impl Torrent {
         }
         self.pick_buf.clear();
         self.picker.set_segment_budget(self.cache.assembly_budget());
-        self.picker.pick(key, &peer.has, want, &mut self.pick_buf);
+        fast::pick_blocks(&mut self.picker, key, peer, want, &mut self.pick_buf);
         if self.pick_buf.is_empty() {
             return;
         }

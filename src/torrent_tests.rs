@@ -124,6 +124,7 @@ fn torrent_with_cache(
         hashes: f.hashes.clone(),
         have,
         metadata: None,
+        private: false,
     };
     let t = Torrent::new(
         parts,
@@ -197,6 +198,28 @@ fn pump<A: Storage, B: Storage>(
     moved
 }
 
+/// Pump both ways (the seeder choking as usual, the leecher writing what
+/// verifies) until the leecher is done, 10 ms a turn; the time then.
+fn exchange_until_done<A: Storage, B: Storage>(
+    leecher: &mut Node<A>,
+    lk: PeerKey,
+    seeder: &mut Node<B>,
+    sk: PeerKey,
+    mut now: Instant,
+) -> Instant {
+    let mut turns = 0;
+    while !leecher.is_done() {
+        turns += 1;
+        assert!(turns < 1000, "no progress: {:?}", leecher.status());
+        pump(leecher, lk, seeder, sk, now);
+        seeder.choke_round(now);
+        pump(seeder, sk, leecher, lk, now);
+        leecher.flush(usize::MAX, now).unwrap();
+        now += Duration::from_millis(10);
+    }
+    now
+}
+
 /// A torrent core on memory: no files at all.
 fn mem_torrent(
     f: &Fixture,
@@ -218,6 +241,7 @@ fn mem_torrent(
             hashes: f.hashes.clone(),
             have: Bitfield::new(f.geometry.num_pieces),
             metadata: None,
+            private: false,
         },
         Config {
             cache_bytes,
@@ -323,16 +347,7 @@ fn two_torrents_exchange_a_whole_torrent_through_their_buffers() {
     let mut leecher = torrent(&f, &ld, false, 2, now);
     let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
     let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
-    let mut turns = 0;
-    while !leecher.is_done() {
-        turns += 1;
-        assert!(turns < 1000, "no progress: {:?}", leecher.status());
-        pump(&mut leecher, lk, &mut seeder, sk, now);
-        seeder.choke_round(now);
-        pump(&mut seeder, sk, &mut leecher, lk, now);
-        leecher.flush(usize::MAX, now).unwrap();
-        now += Duration::from_millis(10);
-    }
+    now = exchange_until_done(&mut leecher, lk, &mut seeder, sk, now);
     let mut got = std::fs::read(ld.join("x/a")).unwrap();
     got.extend(std::fs::read(ld.join("x/b")).unwrap());
     assert!(got == f.data, "downloaded bytes differ");
@@ -451,7 +466,7 @@ fn extension_handshake_offers_reqq_and_may_precede_the_bitfield() {
         .unwrap()
         .unwrap();
     let want = format!(
-        "\x00d1:mde4:reqqi{}e1:v{}:piecemeal/{}e",
+        "\x00d1:md6:ut_pexi1ee4:reqqi{}e1:v{}:piecemeal/{}e",
         t.cfg.max_peer_requests,
         "piecemeal/".len() + env!("CARGO_PKG_VERSION").len(),
         env!("CARGO_PKG_VERSION")
@@ -1073,6 +1088,7 @@ fn metadata_server(f: &Fixture, metadata: Option<&[u8]>, now: Instant) -> Torren
             hashes: f.hashes.clone(),
             have: Bitfield::new(f.geometry.num_pieces),
             metadata: metadata.map(Into::into),
+            private: metadata.is_none(),
         },
         Config::default(),
         1,
@@ -1122,14 +1138,15 @@ fn metadata_is_served_in_16_kib_pieces_and_out_of_range_pieces_are_rejected() {
     }
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
-    // Our extension handshake names `ut_metadata` and the metadata's size.
+    // Our extension handshake names `ut_metadata` (and `ut_pex`) and the metadata's size.
     let frames = extended_sent(&mut t, k);
     assert_eq!(frames.len(), 1);
     let hs = &frames[0].1;
     let ours = t.extensions.local_id("ut_metadata").unwrap();
     assert!(
         hs.starts_with(
-            format!("\x00d1:md11:ut_metadatai{ours}ee13:metadata_sizei20000e").as_bytes()
+            format!("\x00d1:md11:ut_metadatai{ours}e6:ut_pexi2ee13:metadata_sizei20000e")
+                .as_bytes()
         ),
         "{}",
         String::from_utf8_lossy(hs)
@@ -1232,3 +1249,203 @@ fn a_torrent_without_metadata_to_serve_does_not_offer_ut_metadata() {
     assert_eq!(frames.len(), 1, "the extension handshake alone");
     assert!(frames[0].1.starts_with(b"\x00d1:mde4:reqq"));
 }
+
+/// A seeding core on memory for a torrent whose info-hash is the SHA-1
+/// of `metadata` (served over `ut_metadata`).
+fn mem_metadata_seed(f: &Fixture, metadata: &[u8], now: Instant) -> Node<MemStorage> {
+    let mut t = Torrent::new(
+        TorrentParts {
+            info_hash: Sha1::digest(metadata).into(),
+            our_id: [1; 20],
+            geometry: f.geometry,
+            hashes: f.hashes.clone(),
+            have: Bitfield::full(f.geometry.num_pieces),
+            metadata: Some(metadata.into()),
+            private: false,
+        },
+        Config::default(),
+        1,
+        now,
+    );
+    t.flushed = Bitfield::full(f.geometry.num_pieces);
+    Node {
+        t,
+        store: MemStorage::with(f.data.clone()),
+    }
+}
+
+/// A magnet link's core: only the info-hash.
+fn mem_magnet(info_hash: [u8; 20], now: Instant) -> Node<MemStorage> {
+    Node {
+        t: Torrent::new_magnet(info_hash, [2; 20], Config::default(), 2, now),
+        store: MemStorage::default(),
+    }
+}
+
+#[test]
+fn a_magnet_torrent_fetches_its_metadata_then_the_data_from_the_same_peers() {
+    let f = fixture(10 * 32768 + 77, 32768);
+    // Three metadata pieces, the last short.
+    let metadata: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let hash: [u8; 20] = Sha1::digest(&metadata).into();
+    let now = Instant::now();
+    let mut seeder = mem_metadata_seed(&f, &metadata, now);
+    let mut leecher = mem_magnet(hash, now);
+    assert!(!leecher.has_metadata());
+    assert!(!leecher.is_done() && !leecher.is_complete());
+    assert!(leecher.left() > 0, "trackers must not take it for a seed");
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
+    let mut fetched = None;
+    for _ in 0..20 {
+        pump(&mut leecher, lk, &mut seeder, sk, now);
+        pump(&mut seeder, sk, &mut leecher, lk, now);
+        if let Some(m) = leecher.take_fetched_metadata() {
+            fetched = Some(m);
+            break;
+        }
+        let st = leecher.status();
+        assert_eq!((st.num_pieces, st.total_len), (0, 0));
+        assert!(st.fetching.is_some());
+    }
+    let fetched = fetched.expect("metadata fetched");
+    assert_eq!(&*fetched, &metadata[..]);
+    // The seeder's `have all` (both speak BEP 6; a bitfield otherwise)
+    // came before the piece count was known: kept.
+    assert!(leecher.peers[lk].fast.early_have_all);
+    let n = f.geometry.num_pieces;
+    leecher.set_metainfo(
+        TorrentParts {
+            info_hash: hash,
+            our_id: [2; 20],
+            geometry: f.geometry,
+            hashes: f.hashes.clone(),
+            have: Bitfield::new(n),
+            metadata: Some(fetched),
+            private: false,
+        },
+        false,
+        2,
+        now,
+    );
+    assert!(leecher.has_metadata());
+    assert!(
+        leecher.peers[lk].has.is_full(),
+        "early bits became its bitfield"
+    );
+    assert_eq!(leecher.left(), f.geometry.total_len);
+    exchange_until_done(&mut leecher, lk, &mut seeder, sk, now);
+    assert!(
+        *leecher.store.bytes.borrow() == f.data,
+        "downloaded bytes differ"
+    );
+    assert!(leecher.to_close.is_empty(), "{:?}", leecher.to_close);
+}
+
+#[test]
+fn early_bits_past_the_last_piece_close_the_peer_once_the_count_is_known() {
+    let f = fixture(4 * 32768, 32768);
+    let metadata = b"d4:name1:xe".to_vec();
+    let hash: [u8; 20] = Sha1::digest(&metadata).into();
+    let now = Instant::now();
+    let mut t = mem_magnet(hash, now);
+    let honest = t.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let liar = t.add_peer(ConnToken(2), "127.0.0.1:2".parse().unwrap(), false, now);
+    let mut bytes = handshake(hash, [5; 20], true);
+    Message::Have { piece: 3 }.encode(&mut bytes);
+    Message::Bitfield(&[0b1100_0000]).encode(&mut bytes);
+    feed(&mut t, honest, &bytes, now).unwrap();
+    let mut bytes = handshake(hash, [6; 20], true);
+    Message::Have { piece: 9 }.encode(&mut bytes);
+    feed(&mut t, liar, &bytes, now).unwrap();
+    // A have past anything a torrent's metadata may name is refused now.
+    let mut huge = Vec::new();
+    Message::Have { piece: 10_000_000 }.encode(&mut huge);
+    assert_eq!(
+        feed(&mut t, liar, &huge, now),
+        Err(PeerError::BadHave(10_000_000))
+    );
+    t.set_metainfo(
+        TorrentParts {
+            info_hash: hash,
+            our_id: [2; 20],
+            geometry: f.geometry,
+            hashes: f.hashes.clone(),
+            have: Bitfield::new(4),
+            metadata: None,
+            private: false,
+        },
+        false,
+        2,
+        now,
+    );
+    let has: Vec<u32> = t.peers[honest].has.iter_set().collect();
+    assert_eq!(has, [0, 1, 3]);
+    assert_eq!(t.to_close, [(ConnToken(2), PeerError::BadHave(9))]);
+}
+
+#[test]
+fn metadata_that_does_not_hash_drops_its_sender_and_another_peers_is_used() {
+    let metadata: Vec<u8> = (0..20_000u32).map(|i| (i % 13) as u8).collect();
+    let forged: Vec<u8> = metadata.iter().map(|b| b ^ 0xff).collect();
+    let hash: [u8; 20] = Sha1::digest(&metadata).into();
+    let f = fixture(4 * 32768, 32768);
+    let now = Instant::now();
+    // The liar serves other bytes of the same size under the same hash.
+    let mut liar = mem_metadata_seed(&f, &forged, now);
+    liar.t.info_hash = hash;
+    let mut honest = mem_metadata_seed(&f, &metadata, now);
+    let mut t = mem_magnet(hash, now);
+    let lk = t.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), true, now);
+    let sk = liar.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
+    let mut dropped = None;
+    for _ in 0..10 {
+        pump(&mut t, lk, &mut liar, sk, now);
+        let mut wire = Vec::new();
+        liar.serve(sk).unwrap();
+        liar.peers[sk].send.write_to(&mut wire).unwrap();
+        if let Err(e) = feed(&mut t, lk, &wire, now) {
+            dropped = Some(e);
+            break;
+        }
+    }
+    assert_eq!(
+        dropped,
+        Some(PeerError::BadMetadata(fetch::FetchError::BadHash))
+    );
+    t.remove_peer(lk, &PeerError::Eof);
+    assert!(t.is_banned(&"127.0.0.1:1".parse().unwrap()));
+    let hk = t.add_peer(ConnToken(2), "127.0.0.1:2".parse().unwrap(), true, now);
+    let sk = honest.add_peer(ConnToken(1), "127.0.0.1:9".parse().unwrap(), false, now);
+    for _ in 0..10 {
+        pump(&mut t, hk, &mut honest, sk, now);
+        pump(&mut honest, sk, &mut t, hk, now);
+    }
+    assert_eq!(&*t.take_fetched_metadata().unwrap(), &metadata[..]);
+}
+
+#[test]
+fn a_magnet_torrent_rejects_metadata_requests_until_it_has_the_metadata() {
+    let now = Instant::now();
+    let mut t = mem_magnet([4; 20], now);
+    let k = t.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let mut bytes = handshake([4; 20], [5; 20], true);
+    Message::Unknown {
+        id: wire::EXTENDED_ID,
+        payload: b"\x00d1:md11:ut_metadatai3eee",
+    }
+    .encode(&mut bytes);
+    feed(&mut t, k, &bytes, now).unwrap();
+    let ours = t.extensions.local_id("ut_metadata").unwrap();
+    feed(&mut t, k, &metadata_request(ours, 0), now).unwrap();
+    let sent = extended_sent(&mut t, k);
+    let last = sent.last().unwrap();
+    assert_eq!((last.0, last.1[0]), (wire::EXTENDED_ID, 3));
+    assert_eq!(
+        crate::ut_metadata::Msg::parse(&last.1[1..]),
+        Some(crate::ut_metadata::Msg::Reject { piece: 0 })
+    );
+}
+
+#[path = "torrent/fast_tests.rs"]
+mod fast_tests;

@@ -4,15 +4,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn create_then_info_shows_the_torrent() {
     let tmp = TempDir::new("cli-create");
@@ -337,10 +328,6 @@ fn info_names_the_file_and_says_what_is_wrong_in_plain_words() {
         (p("empty"), "is empty, not a .torrent file"),
         (p("missing.torrent"), "no such file or folder"),
         (tmp.path().to_str().unwrap().to_string(), "is a folder"),
-        (
-            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567".into(),
-            "magnet links are not supported yet",
-        ),
         (
             "https://example.org/x.torrent".into(),
             "URLs are not supported yet",

@@ -2,8 +2,9 @@
 //! each on its own loopback address (127.77.0.N, all on one port), a
 //! seeder that knows only one of them and announces its torrent, some
 //! nodes that leave (the seeder's own bootstrap node among them), and a
-//! downloader that knows another node and no peer and no tracker: it finds
-//! the seeder through the DHT and downloads. No test here, or anywhere,
+//! downloader with a magnet link (the info-hash alone) that knows another
+//! node and no peer and no tracker: it finds the seeder through the DHT,
+//! fetches the metadata from it and downloads. No test here, or anywhere,
 //! bootstraps from the public routers (`--dht-node` is always given).
 
 mod common;
@@ -40,7 +41,7 @@ fn table_size(out: &std::path::Path) -> usize {
 }
 
 #[test]
-fn thirty_two_nodes_converge_and_a_downloader_finds_the_seeder_after_nodes_leave() {
+fn thirty_two_nodes_converge_and_a_magnet_download_finds_the_seeder_after_nodes_leave() {
     let tmp = TempDir::new("dht-32");
     let port = free_port();
     let mut nodes = Kill(Vec::new());
@@ -106,6 +107,9 @@ fn thirty_two_nodes_converge_and_a_downloader_finds_the_seeder_after_nodes_leave
     for i in [5, 6, 7, 8] {
         let _ = nodes.0[i].kill();
     }
+    // The downloader has a magnet link with the info-hash alone.
+    let meta = piecemeal::metainfo::Metainfo::load(std::path::Path::new(torrent)).unwrap();
+    let link = format!("magnet:?xt=urn:btih:{}", meta.info_hash_hex());
     let dl = tmp.join("dl");
     let dl_port = free_port().to_string();
     let boot20 = format!("{}:{port}", ip(20));
@@ -114,7 +118,7 @@ fn thirty_two_nodes_converge_and_a_downloader_finds_the_seeder_after_nodes_leave
         tmp.path(),
         &[
             "download",
-            torrent,
+            &link,
             "-o",
             dl.to_str().unwrap(),
             "--bind",

@@ -109,7 +109,9 @@ fn every_target_has_a_replay_test() {
             "udp_tracker_request",
             "mse",
             "magnet",
-            "krpc"
+            "krpc",
+            "ut_pex",
+            "ut_metadata"
         ]
     );
 }
@@ -132,4 +134,14 @@ fn magnet_corpus() {
 #[test]
 fn krpc_corpus() {
     replay("krpc");
+}
+
+#[test]
+fn ut_pex_corpus() {
+    replay("ut_pex");
+}
+
+#[test]
+fn ut_metadata_corpus() {
+    replay("ut_metadata");
 }

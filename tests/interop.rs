@@ -507,6 +507,134 @@ fn libtorrent_with_a_magnet_link_fetches_metadata_and_data_from_piecemeal() {
     eprintln!("libtorrent from a magnet link, piecemeal seeds: {took:?}");
 }
 
+/// A magnet link for `data`: its info-hash and name, plus `extra`
+/// (`&x.pe=…`, `&tr=…`).
+fn magnet_of(data: &Data, extra: &str) -> String {
+    let name = &data.files[0].0;
+    format!(
+        "magnet:?xt=urn:btih:{}&dn={name}{extra}",
+        info_hash_of(&data.torrent)
+    )
+}
+
+/// piecemeal is given only a magnet link: the seeder's address in `x.pe`
+/// (`via_tracker` false), or only a tracker in `tr` (opentracker, which the
+/// seeder announces to). It fetches the metadata from the other client
+/// over `ut_metadata` (BEP 9), then the data from the same peer.
+fn piecemeal_downloads_a_magnet_link(kind: Kind, tag: &str, via_tracker: bool) {
+    let lab = Lab::new(tag, 3);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let trackers = if via_tracker {
+        vec![announce_url(&h3)]
+    } else {
+        Vec::new()
+    };
+    let data = make_data(&lab, Set::Medium, &trackers);
+    let ih = info_hash_of(&data.torrent);
+    let _tracker = via_tracker.then(|| opentracker(&lab, &h3, &[&ih]));
+    let _seed = Other::seed(kind, &lab, &h1, &data, None);
+    let extra = if via_tracker {
+        lab.wait_until(STARTUP, "the seed is on opentracker", || {
+            Ok(scrape(&h3, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+        });
+        format!("&tr={}", announce_url(&h3))
+    } else {
+        format!("&x.pe={}", Other::addr(kind, &h1))
+    };
+    let link = magnet_of(&data, &extra);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-magnet",
+        &[
+            "download",
+            &link,
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    if !pm.log_text().contains("metadata received") {
+        lab.fail("piecemeal did not say it received the metadata");
+    }
+    eprintln!(
+        "piecemeal from a magnet link ({}), {} seeds: {took:?}",
+        if via_tracker { "tracker" } else { "x.pe" },
+        name(kind)
+    );
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_x_pe_fetches_from_libtorrent() {
+    piecemeal_downloads_a_magnet_link(Kind::Lt, "2ml", false);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_a_tracker_fetches_from_libtorrent() {
+    piecemeal_downloads_a_magnet_link(Kind::Lt, "2mo", true);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_x_pe_fetches_from_transmission() {
+    piecemeal_downloads_a_magnet_link(Kind::Tr, "2mt", false);
+}
+
+#[test]
+fn piecemeal_with_a_magnet_link_and_a_tracker_fetches_from_transmission() {
+    piecemeal_downloads_a_magnet_link(Kind::Tr, "2mu", true);
+}
+
+/// Transmission given only a magnet link with piecemeal's built-in
+/// tracker (on the seeder) fetches the metadata and the data from
+/// piecemeal.
+#[test]
+fn transmission_with_a_magnet_link_fetches_metadata_and_data_from_piecemeal() {
+    let lab = Lab::new("2tm", 2);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let url = announce_url(&h1);
+    let data = make_data(&lab, Set::Medium, std::slice::from_ref(&url));
+    let _pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--tracker-port",
+            &TRACKER_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let ih = info_hash_of(&data.torrent);
+    lab.wait_until(STARTUP, "piecemeal's seeder is on its tracker", || {
+        Ok(scrape(&h1, &ih).map(|(c, _)| c >= 1).unwrap_or(false))
+    });
+    let dl = lab.dir("dl");
+    let mut tr = Transmission::start(&lab, &h2, "tr-magnet", &dl, None);
+    let link = magnet_of(&data, &format!("&tr={url}"));
+    tr.add(&lab, Path::new(&link));
+    let took = tr.wait_complete(&lab, TRANSFER);
+    verify(&lab, &data, &dl, Other::empty_files(Kind::Tr));
+    eprintln!("transmission from a magnet link, piecemeal seeds: {took:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 3. A mixed swarm: one client seeds (slowly), piecemeal and the other
 //    client leech together, found through piecemeal's tracker, and trade.
@@ -1390,10 +1518,410 @@ fn transmission_requiring_encryption_dials_piecemeal_seeder() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. The DHT (BEP 5): no tracker, no named peer. A piecemeal DHT node on
+// 7. The fast extension (BEP 6) with libtorrent, both ways.
+
+/// The pieces a `piecemeal --verbose` log says a peer allowed it to fetch
+/// while choked.
+fn allowed_in_log(log: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = log
+        .lines()
+        .filter_map(|l| l.split(" allows piece ").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// libtorrent's latest `@pieces` line (the pieces it has).
+fn lt_pieces(lt: &Lt) -> Vec<u32> {
+    let log = lt.proc.log_text();
+    let Some(line) = log.lines().rev().find(|l| l.starts_with("@pieces")) else {
+        return Vec::new();
+    };
+    line.trim_start_matches("@pieces")
+        .trim()
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether pieces `pieces` of the one file of `data` under `got_root` hold
+/// the seeder's bytes.
+fn pieces_match(data: &Data, got_root: &Path, piece_len: usize, pieces: &[u32]) -> bool {
+    let name = &data.files[0].0;
+    let want = std::fs::read(data.seed_root.join(name)).unwrap();
+    let Ok(got) = std::fs::read(got_root.join(name)) else {
+        return false;
+    };
+    pieces.iter().all(|&p| {
+        let a = p as usize * piece_len;
+        let b = (a + piece_len).min(want.len());
+        got.get(a..b) == want.get(a..b)
+    })
+}
+
+/// libtorrent seeds but unchokes nobody, offering 6 allowed-fast pieces:
+/// piecemeal (told `have all`) fetches exactly those while choked, and
+/// nothing else.
+#[test]
+fn fast_libtorrent_choking_piecemeal_serves_its_allowed_fast_pieces() {
+    let lab = Lab::new("7lc", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let mut lt = Lt::start(
+        &lab,
+        &h1,
+        "lt-seed",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &["--choke-all", "--allowed-fast", "6"],
+    );
+    lt.wait_seeding(&lab, STARTUP);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &h1.addr(LT_PORT),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let took = lab.wait_until(TRANSFER, "piecemeal has the allowed-fast pieces", || {
+        let allowed = allowed_in_log(&pm.log_text());
+        Ok(allowed.len() == 6 && pm.status().have == 6)
+    });
+    // Still choked: nothing more comes.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = pm.status();
+    let log = pm.log_text();
+    if st.have != 6 {
+        lab.fail(&format!("choked, yet piecemeal has {} pieces", st.have));
+    }
+    if !log.contains("has every piece (have all)") {
+        lab.fail("libtorrent's have all was not seen");
+    }
+    let allowed = allowed_in_log(&log);
+    pm.terminate(Duration::from_secs(10));
+    if !pieces_match(&data, &dl, 64 * 1024, &allowed) {
+        lab.fail(&format!(
+            "the allowed-fast pieces {allowed:?} are not right on disk"
+        ));
+    }
+    eprintln!("libtorrent choking piecemeal: allowed-fast pieces {allowed:?} in {took:?}");
+}
+
+/// piecemeal seeds but unchokes nobody (`--choke-all`): libtorrent, which
+/// says `have none`, fetches exactly piecemeal's allowed-fast set (BEP 6's
+/// algorithm over its /24 and the info-hash) while choked, and nothing else.
+#[test]
+fn fast_piecemeal_choking_libtorrent_serves_its_allowed_fast_pieces() {
+    let lab = Lab::new("7pc", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let meta = piecemeal::metainfo::Metainfo::load(&data.torrent).unwrap();
+    let n = meta.geometry().num_pieces;
+    let dl = lab.dir("dl");
+    let pm = piecemeal(
+        &lab,
+        &h1,
+        "pm-seed",
+        &[
+            "seed",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            data.seed_root.to_str().unwrap(),
+            "--bind",
+            &h1.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--no-tracker",
+            "--choke-all",
+            "--verbose",
+        ],
+    );
+    let lt = Lt::start(
+        &lab,
+        &h2,
+        "lt-leech",
+        "download",
+        &data.torrent,
+        &dl,
+        &["--peer", &h1.addr(PM_PORT)],
+    );
+    let mut want = piecemeal::fast::allowed_fast_set(
+        std::net::IpAddr::V4(h2.ip),
+        &meta.info_hash,
+        n,
+        piecemeal::fast::ALLOWED_FAST_SET,
+    );
+    want.sort_unstable();
+    let took = lab.wait_until(TRANSFER, "libtorrent has the allowed-fast pieces", || {
+        Ok(lt_pieces(&lt) == want)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let got = lt_pieces(&lt);
+    if got != want {
+        lab.fail(&format!("choked, yet libtorrent has {got:?}, not {want:?}"));
+    }
+    if !pm.log_text().contains("has no piece (have none)") {
+        lab.fail("libtorrent's have none was not seen");
+    }
+    if !pieces_match(&data, &dl, 64 * 1024, &want) {
+        lab.fail("the allowed-fast pieces are not right on libtorrent's disk");
+    }
+    eprintln!("piecemeal choking libtorrent: allowed-fast pieces {want:?} in {took:?}");
+}
+
+/// libtorrent seeds at 400 kB/s, chokes everybody after 3 s (at its next
+/// choke round) and unchokes again after 25 s: piecemeal's requests queued
+/// there are rejected and go back to the picker at once; the download
+/// completes without a request time-out.
+#[test]
+fn fast_libtorrent_choking_midway_rejects_and_the_download_completes() {
+    let lab = Lab::new("7lr", 2);
+    let data = make_data(&lab, Set::Medium, &[]);
+    let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
+    let mut lt = Lt::start(
+        &lab,
+        &h1,
+        "lt-seed",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &[
+            "--upload-limit",
+            "400000",
+            "--choke-after",
+            "3",
+            "--unchoke-after",
+            "25",
+        ],
+    );
+    lt.wait_seeding(&lab, STARTUP);
+    let dl = lab.dir("dl");
+    let mut pm = piecemeal(
+        &lab,
+        &h2,
+        "pm-leech",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            dl.to_str().unwrap(),
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--peer",
+            &h1.addr(LT_PORT),
+            "--no-tracker",
+            "--verbose",
+        ],
+    );
+    let took = wait_piecemeal_done(&lab, &mut pm, TRANSFER);
+    verify(&lab, &data, &dl, Empty::Required);
+    let log = pm.log_text();
+    if !log.contains("requests stand until served or rejected") {
+        lab.fail("libtorrent never choked piecemeal with requests in flight");
+    }
+    if !log.contains("of our requests") {
+        lab.fail("libtorrent rejected none of piecemeal's requests");
+    }
+    if log.contains("snubbed") {
+        lab.fail("a request waited out the time-out");
+    }
+    eprintln!("libtorrent choking midway: {took:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 8. Peer exchange (BEP 11): three peers, no tracker, no DHT, no LSD; the
+//    third is given only the second, and finds the seeder (the first)
+//    through the second's `ut_pex`. The seeder is slow (256 KiB/s), so the
+//    second still downloads from it, and stays connected, while the third
+//    comes.
+
+/// 4 MiB in 64 KiB pieces, no tracker.
+fn pex_data(lab: &Lab) -> Data {
+    let seed_root = lab.dir("seed");
+    let torrent = lab.path().join("t.torrent");
+    let files = [("pex.bin", 4 * MIB)];
+    write_files(&seed_root, &files);
+    make_torrent(&seed_root.join("pex.bin"), &torrent, &[], 65536);
+    Data {
+        seed_root,
+        files: files.iter().map(|(p, l)| (p.to_string(), *l)).collect(),
+        torrent,
+    }
+}
+
+/// The slow libtorrent seeder on `host`, seeding.
+fn pex_seeder(lab: &Lab, host: &Host, data: &Data) -> Lt {
+    let mut a = Lt::start(
+        lab,
+        host,
+        "lt-a",
+        "seed",
+        &data.torrent,
+        &data.seed_root,
+        &["--upload-limit", "262144"],
+    );
+    a.wait_seeding(lab, STARTUP);
+    a
+}
+
+/// libtorrent's PEX source bit (`peer_info.source`) of the peer at `addr`,
+/// from the driver's `@peer` lines: `Some(true)` when it was learnt through
+/// peer exchange.
+fn lt_learnt_through_pex(lt: &Lt, addr: &str) -> Option<bool> {
+    let log = lt.proc.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&format!("@peer {addr} ")))?;
+    let source: u32 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(source & 4 != 0)
+}
+
+/// A: libtorrent seeds. B: piecemeal, given A. C: libtorrent, given only
+/// B, must learn A from piecemeal's `ut_pex` message and dial it.
+#[test]
+fn libtorrent_finds_the_seeder_through_piecemeals_peer_exchange() {
+    let lab = Lab::new("8pl", 3);
+    let data = pex_data(&lab);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let a = pex_seeder(&lab, &h1, &data);
+    let a_addr = h1.addr(LT_PORT);
+    let b_dir = lab.dir("b");
+    let b = piecemeal(
+        &lab,
+        &h2,
+        "pm-b",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            b_dir.to_str().unwrap(),
+            "--peer",
+            &a_addr,
+            "--bind",
+            &h2.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--seed",
+            "--verbose",
+        ],
+    );
+    lab.wait_until(STARTUP, "piecemeal connects to the seeder", || {
+        Ok(b.log_text().contains(&format!("{a_addr} handshake ok")))
+    });
+    let c_dir = lab.dir("c");
+    let mut c = Lt::start(
+        &lab,
+        &h3,
+        "lt-c",
+        "download",
+        &data.torrent,
+        &c_dir,
+        &["--peer", &h2.addr(PM_PORT)],
+    );
+    // piecemeal tells both: C learns A (10.99.0.1:6882) and A learns C
+    // (10.99.0.3:6882, the listen port of C's extension handshake); the
+    // first to dial wins, so either side may show the PEX source.
+    let c_addr = h3.addr(LT_PORT);
+    let took = lab.wait_until(TRANSFER, "A and C meet through piecemeal's PEX", || {
+        Ok(lt_learnt_through_pex(&c, &a_addr) == Some(true)
+            || lt_learnt_through_pex(&a, &c_addr) == Some(true))
+    });
+    eprintln!("libtorrent peers met through piecemeal's PEX in {took:?}");
+    c.wait_done(&lab, TRANSFER);
+    verify(&lab, &data, &c_dir, Empty::Required);
+}
+
+/// A: libtorrent seeds. B: libtorrent, given A. C: piecemeal, given only
+/// B, must learn A from libtorrent's `ut_pex` message and dial it.
+#[test]
+fn piecemeal_finds_the_seeder_through_libtorrents_peer_exchange() {
+    let lab = Lab::new("8lp", 3);
+    let data = pex_data(&lab);
+    let (h1, h2, h3) = (
+        lab.host(1).clone(),
+        lab.host(2).clone(),
+        lab.host(3).clone(),
+    );
+    let _a = pex_seeder(&lab, &h1, &data);
+    let a_addr = h1.addr(LT_PORT);
+    let b_dir = lab.dir("b");
+    let b = Lt::start(
+        &lab,
+        &h2,
+        "lt-b",
+        "download",
+        &data.torrent,
+        &b_dir,
+        &["--peer", &a_addr, "--seed"],
+    );
+    // Data flows, so the connection is past its handshakes: libtorrent's
+    // first PEX message lists only such peers (a diff follows a minute
+    // later).
+    lab.wait_until(STARTUP, "libtorrent downloads from the seeder", || {
+        Ok(b.status().downloaded > 0)
+    });
+    let c_dir = lab.dir("c");
+    let mut c = piecemeal(
+        &lab,
+        &h3,
+        "pm-c",
+        &[
+            "download",
+            data.torrent.to_str().unwrap(),
+            "-o",
+            c_dir.to_str().unwrap(),
+            "--peer",
+            &h2.addr(LT_PORT),
+            "--bind",
+            &h3.ip.to_string(),
+            "--port",
+            &PM_PORT.to_string(),
+            "--verbose",
+        ],
+    );
+    let took = lab.wait_until(TRANSFER, "piecemeal learns the seeder by PEX", || {
+        let log = c.log_text();
+        if log.contains("ut_pex: ") && log.contains(&format!("{a_addr} handshake ok")) {
+            return Ok(true);
+        }
+        match c.child.try_wait().unwrap() {
+            Some(st) => Err(format!("piecemeal exited ({st}) without meeting A")),
+            None => Ok(false),
+        }
+    });
+    eprintln!("piecemeal learnt the seeder through libtorrent's PEX in {took:?}");
+    wait_piecemeal_done(&lab, &mut c, TRANSFER);
+    verify(&lab, &data, &c_dir, Empty::Required);
+}
+
+// ---------------------------------------------------------------------------
+// 9. The DHT (BEP 5): no tracker, no named peer. A piecemeal DHT node on
 //    host 1 is everybody's bootstrap node; libtorrent's DHT runs with its
-//    address restrictions relaxed (`lt_driver.py --dht-node`). The torrent
-//    file has no tracker (a magnet link once `download 'magnet:…'` lands).
+//    address restrictions relaxed (`lt_driver.py --dht-node`). piecemeal
+//    downloads from a magnet link with the info-hash alone; the torrent
+//    file libtorrent gets has no tracker.
 
 /// `piecemeal dht` on `host` (the lab's bootstrap node).
 fn piecemeal_dht_node(lab: &Lab, host: &Host) -> common::Proc {
@@ -1423,7 +1951,7 @@ fn wait_stored_peer(lab: &Lab, node: &common::Proc) {
 }
 
 #[test]
-fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_and_downloads() {
+fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_from_a_magnet_link() {
     let lab = Lab::new("dht1", 3);
     let data = make_data(&lab, Set::Medium, &[]);
     let (h1, h2, h3) = (
@@ -1443,6 +1971,9 @@ fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_and_downloads() {
         &["--dht-node", &boot],
     );
     wait_stored_peer(&lab, &node);
+    // A magnet link with the info-hash alone: no tracker, no peer.
+    let meta = piecemeal::metainfo::Metainfo::load(&data.torrent).unwrap();
+    let link = format!("magnet:?xt=urn:btih:{}&dn=medium.bin", meta.info_hash_hex());
     let dl = lab.dir("dl");
     let (ip, port) = (h3.ip.to_string(), PM_PORT.to_string());
     let start = Instant::now();
@@ -1452,7 +1983,7 @@ fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_and_downloads() {
         "pm-leech",
         &[
             "download",
-            data.torrent.to_str().unwrap(),
+            &link,
             "-o",
             dl.to_str().unwrap(),
             "--bind",
@@ -1471,7 +2002,7 @@ fn piecemeal_finds_a_libtorrent_seeder_through_the_dht_and_downloads() {
     let took = start.elapsed();
     verify(&lab, &data, &dl, Empty::Required);
     eprintln!(
-        "DHT: piecemeal found the libtorrent seeder: first byte after {first_byte:?}, done after {took:?}"
+        "DHT: piecemeal, given only a magnet link, found the libtorrent seeder: first byte after {first_byte:?}, done after {took:?}"
     );
 }
 

@@ -327,7 +327,7 @@ impl Session {
                 let Some(port) = listen_port else {
                     continue;
                 };
-                if s.t.private || s.paused || s.removing.is_some() {
+                if s.t.is_private() || s.paused || s.removing.is_some() {
                     s.t.dht_port = None;
                     continue;
                 }

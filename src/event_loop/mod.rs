@@ -148,6 +148,37 @@ pub struct TorrentOptions {
     /// A seed: when the check of its data finds none of it, the torrent
     /// is dropped with this message (in [`TorrentOutcome::error`]).
     pub nothing_to_seed: Option<String>,
+    /// A torrent started from a magnet link: what to do once its metadata
+    /// is fetched.
+    pub magnet: Option<MagnetStart>,
+}
+
+/// Opens a magnet link's data once its metadata is known: its files, and
+/// the pieces known to be there already (`None`: check them).
+pub type OpenData = Arc<
+    dyn Fn(&crate::metainfo::Metainfo) -> Result<(Disk, Option<crate::bitfield::Bitfield>), String>
+        + Send
+        + Sync,
+>;
+
+/// What a torrent started from a magnet link does once its metadata is
+/// fetched and verified.
+#[derive(Clone)]
+pub struct MagnetStart {
+    /// The link's trackers, written into the `.torrent` made of the
+    /// metadata ([`TorrentOutcome::torrent_file`]).
+    pub tiers: Vec<Vec<String>>,
+    /// Open the data and download; `None`: stop there (`info magnet:…`).
+    pub open: Option<OpenData>,
+}
+
+impl std::fmt::Debug for MagnetStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MagnetStart")
+            .field("tiers", &self.tiers)
+            .field("download", &self.open.is_some())
+            .finish()
+    }
 }
 
 /// How one torrent ended.
@@ -160,6 +191,9 @@ pub struct TorrentOutcome {
     pub complete: bool,
     /// Why the torrent was dropped (nothing to seed).
     pub error: Option<String>,
+    /// For a torrent started from a magnet link: its `.torrent` file, made
+    /// of the fetched metadata and the link's trackers, once known.
+    pub torrent_file: Option<Vec<u8>>,
 }
 
 /// How a session ended.
@@ -345,6 +379,8 @@ pub struct Session {
     checking: bool,
     /// When the end conditions were last looked at.
     last_finish_check: Option<Instant>,
+    /// A torrent finished outside the usual checks: look at once.
+    finish_due: bool,
     /// UDP trackers: the client (its socket bound on first use) and the
     /// built-in tracker's BEP 15 side.
     udp: udp::UdpState,
@@ -500,6 +536,7 @@ impl Session {
             peak_cache: 0,
             checking: false,
             last_finish_check: None,
+            finish_due: false,
             udp,
             opts,
         })
@@ -650,6 +687,9 @@ impl Session {
     fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let mut at = now + MAX_SLEEP;
+        if self.finish_due {
+            return now;
+        }
         let tick = self.last_tick + Duration::from_secs(1);
         // Connections other than routed peers (handshakes being routed,
         // connects, tracker exchanges) have one-second time-outs; routed
@@ -734,6 +774,7 @@ impl Session {
             return false;
         }
         self.last_finish_check = Some(now);
+        self.finish_due = false;
         let mut all = true;
         for (_, s) in self.torrents.iter_mut() {
             if !s.check_finished(now) {
@@ -814,6 +855,28 @@ impl Session {
             }
         }
         self.connect_more(now);
+    }
+
+    /// A magnet link's metadata was fetched and verified: the torrent takes
+    /// its shape and opens its files (and checks what is there), or stops
+    /// there (`info`), or is dropped with the reason.
+    fn metadata_arrived(&mut self, id: TorrentId, info: Arc<[u8]>, now: Instant) {
+        let Some(s) = self.torrents.get_mut(id) else {
+            return;
+        };
+        match s.metadata_arrived(&info, now) {
+            slot::Arrived::Downloading { checking } => {
+                self.checking |= checking;
+                self.share_cache();
+            }
+            slot::Arrived::Stop => {
+                self.pause(id, now);
+                // The end conditions are looked at next turn, not after
+                // the longest sleep.
+                self.last_finish_check = None;
+                self.finish_due = true;
+            }
+        }
     }
 
     /// Close every connection of torrent `id`, write what is verified, and
@@ -963,7 +1026,11 @@ impl Session {
         self.dht_turn(now);
         self.check_some(now);
         let mut cache = 0;
-        for (_, s) in self.torrents.iter_mut() {
+        let mut fetched = Vec::new();
+        for (id, s) in self.torrents.iter_mut() {
+            if let Some(m) = s.t.take_fetched_metadata() {
+                fetched.push((id, m));
+            }
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait.
             if s.t.should_flush(now)
@@ -980,6 +1047,9 @@ impl Session {
             cache += s.t.cache_memory();
         }
         self.peak_cache = self.peak_cache.max(cache);
+        for (id, m) in fetched {
+            self.metadata_arrived(id, m, now);
+        }
         // Write everything that has output queued.
         let mut tokens = Vec::new();
         for (_, s) in self.torrents.iter_mut() {
@@ -1065,6 +1135,14 @@ impl Session {
             }
             s.t.release_idle_buffers();
             s.t.tick(now, dt, &mut self.close);
+            // Peers learnt through peer exchange (BEP 11) join the
+            // candidates (capped, oldest evicted).
+            let paused = s.paused;
+            for addr in s.t.drain_pex_peers() {
+                if !paused {
+                    s.candidates.push(addr, now);
+                }
+            }
             for (tok, c) in &self.conns {
                 if let Conn::Peer {
                     connecting: true,
@@ -1188,6 +1266,7 @@ fn outcome_of(s: &Slot) -> TorrentOutcome {
         banned: s.t.banned_count(),
         complete: s.t.is_done(),
         error: s.error.clone(),
+        torrent_file: s.torrent_file.clone(),
     }
 }
 
@@ -1212,6 +1291,10 @@ pub fn aggregate(statuses: &[Status]) -> Option<Status> {
         };
         st.checking = match (st.checking, s.checking) {
             (Some((a, b)), Some((c, d))) => Some((a + c, b + d)),
+            (x, y) => x.or(y),
+        };
+        st.fetching = match (st.fetching, s.fetching) {
+            (Some((a, b, c)), Some((d, e, f))) => Some((a + d, b + e, c + f)),
             (x, y) => x.or(y),
         };
     }

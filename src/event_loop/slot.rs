@@ -43,6 +43,17 @@ pub(super) struct Slot {
     /// This torrent's own upload limit (its bucket gets the lower of this
     /// and its share of the session's).
     pub(super) up_limit: Option<u64>,
+    /// Started from a magnet link: its `.torrent` file once the metadata
+    /// is known.
+    pub(super) torrent_file: Option<Vec<u8>>,
+}
+
+/// What a torrent does once its magnet link's metadata is known.
+pub(super) enum Arrived {
+    /// Its files are open; it downloads (after a check of what is there).
+    Downloading { checking: bool },
+    /// It stops: only the metadata was wanted, or it failed (`error`).
+    Stop,
 }
 
 impl Slot {
@@ -81,6 +92,7 @@ impl Slot {
             removing: None,
             error: None,
             up_limit: t_up_limit,
+            torrent_file: None,
         }
     }
 
@@ -172,6 +184,60 @@ impl Slot {
         if self.was_done {
             self.seeding_since = Some(now);
         }
+    }
+
+    /// The metadata of a magnet link's torrent was fetched and verified:
+    /// parse it with the same validating parser as a `.torrent` file, then
+    /// open the files and take the torrent's shape (or stop, for `info`).
+    pub(super) fn metadata_arrived(&mut self, info: &[u8], now: Instant) -> Arrived {
+        let Some(start) = self.opts.magnet.clone() else {
+            return Arrived::Stop;
+        };
+        let file = crate::metainfo::Metainfo::file_bytes(info, &start.tiers);
+        let meta = match crate::metainfo::Metainfo::from_bytes(&file) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.stop_with(format!(
+                    "{}: the metadata is not a valid torrent: {e}",
+                    self.name()
+                ));
+            }
+        };
+        info!(
+            "{}: metadata received: {} ({} bytes in {} pieces)",
+            crate::metainfo::hex(&self.t.info_hash),
+            meta.info.name,
+            meta.info.total_len,
+            meta.info.pieces.len()
+        );
+        self.opts.name = meta.info.name.clone();
+        self.torrent_file = Some(file);
+        let Some(open) = &start.open else {
+            self.finished = true;
+            return Arrived::Stop;
+        };
+        match open(&meta) {
+            Ok((disk, have)) => {
+                self.disk = disk;
+                let n = meta.geometry().num_pieces;
+                let checking = have.is_none();
+                let have = have.unwrap_or_else(|| crate::bitfield::Bitfield::new(n));
+                let parts = crate::torrent::TorrentParts::of(&meta, have, self.t.our_id);
+                let seed = u64::from_le_bytes(self.t.info_hash[..8].try_into().unwrap_or([0; 8]))
+                    ^ now.elapsed().as_nanos() as u64;
+                self.t.set_metainfo(parts, checking, seed, now);
+                Arrived::Downloading { checking }
+            }
+            Err(msg) => self.stop_with(msg),
+        }
+    }
+
+    /// Drop the torrent with `msg` as its error.
+    fn stop_with(&mut self, msg: String) -> Arrived {
+        log::warn!("{msg}");
+        self.error = Some(msg);
+        self.finished = true;
+        Arrived::Stop
     }
 
     /// The torrent's name for log lines (its info-hash when it has none).

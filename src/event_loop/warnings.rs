@@ -69,7 +69,7 @@ impl Session {
             no_peer_source: slots.iter().all(|slot| {
                 slot.announcer.is_none()
                     && slot.opts.peers.is_empty()
-                    && (self.dht_nodes().is_none_or(|n| n == 0) || slot.t.private)
+                    && (self.dht_nodes().is_none_or(|n| n == 0) || slot.t.is_private())
             }),
             dht_nodes: self.dht_nodes(),
             stalled: now.duration_since(self.last_useful) >= STALL_AFTER,

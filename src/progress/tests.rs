@@ -20,6 +20,7 @@ fn view(phase: Phase) -> View {
         ratio_goal: None,
         warnings: Vec::new(),
         dht_nodes: None,
+        metadata: None,
     }
 }
 
@@ -205,6 +206,7 @@ fn status(left: u64, received: u64, uploaded: u64) -> Status {
         },
         warnings: Warnings::default(),
         checking: None,
+        fetching: None,
     }
 }
 
@@ -390,4 +392,33 @@ fn the_line_shows_the_dht_node_count_when_wide() {
     v.dht_nodes = Some(87);
     assert!(render(&v, None).contains("dht 87"), "{}", render(&v, None));
     assert!(!render(&view(Phase::Downloading), None).contains("dht"));
+}
+
+#[test]
+fn a_magnet_link_waiting_for_its_metadata_says_so() {
+    let mut v = view(Phase::Downloading);
+    v.done = 0;
+    v.total = 0;
+    v.num_pieces = 0;
+    v.metadata = Some((1, 3, 2));
+    let line = render(&v, Some(160));
+    for part in [
+        "fetching metadata",
+        "1/3 pieces",
+        "2 peers offer it",
+        "3 peers",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line:?}");
+    }
+    assert!(
+        !line.contains('%'),
+        "no percentage of an unknown size: {line}"
+    );
+    // Nothing offered yet: no piece count.
+    v.metadata = Some((0, 0, 0));
+    let line = render(&v, Some(160));
+    assert!(
+        line.contains("0 peers offer it") && !line.contains("pieces"),
+        "{line}"
+    );
 }

@@ -13,6 +13,17 @@ pub(super) struct Check {
     started: Instant,
 }
 
+impl Check {
+    pub(super) fn new(num_pieces: u32, seed: u64, now: Instant) -> Check {
+        Check {
+            next: 0,
+            have: Bitfield::new(num_pieces),
+            seed,
+            started: now,
+        }
+    }
+}
+
 impl Torrent {
     /// A torrent whose data on disk is still to be checked: it hands out
     /// pieces to check ([`Torrent::next_check`]) that the shell checks a
@@ -30,12 +41,7 @@ impl Torrent {
             seed,
             now,
         );
-        t.checking = Some(Check {
-            next: 0,
-            have: Bitfield::new(n),
-            seed,
-            started: now,
-        });
+        t.checking = Some(Check::new(n, seed, now));
         t
     }
 
@@ -80,6 +86,8 @@ impl Torrent {
         self.picker = picker_for(&self.cache, &c.have, c.seed);
         self.left = left_of(&self.geometry, &c.have);
         self.flushed = c.have;
+        // A magnet link's torrent checks with its peers connected.
+        self.rejoin_peers(now);
     }
 
     /// The pieces' SHA-1 hashes (for checking them).

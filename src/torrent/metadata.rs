@@ -24,7 +24,12 @@ pub const REQUESTS_PER_PIECE: usize = 4;
 
 impl Torrent {
     /// A `ut_metadata` message from peer `key`.
-    pub(super) fn on_ut_metadata(&mut self, key: PeerKey, payload: &[u8]) -> Result<(), PeerError> {
+    pub(super) fn on_ut_metadata(
+        &mut self,
+        key: PeerKey,
+        payload: &[u8],
+        now: std::time::Instant,
+    ) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
             return Ok(());
         };
@@ -33,13 +38,8 @@ impl Torrent {
             return Ok(());
         };
         let Msg::Request { piece } = msg else {
-            // We never ask: a `data` or `reject` is unsolicited.
-            trace!("{}: unsolicited ut_metadata message", peer.label());
-            return Ok(());
-        };
-        // We register `ut_metadata` only with metadata to serve.
-        let Some(metadata) = &self.metadata else {
-            return Ok(());
+            // An answer to our requests (a magnet link's torrent).
+            return self.on_metadata_answer(key, msg, now);
         };
         // It must have told us its id for the extension to be answered.
         let Some(their_id) = peer.extensions.id_of(ut_metadata::NAME) else {
@@ -51,12 +51,21 @@ impl Torrent {
         };
         peer.metadata_requests = peer.metadata_requests.saturating_add(1);
         let asked = peer.metadata_requests as usize;
-        let budget = ut_metadata::num_pieces(metadata.len())
+        let len = self.metadata.as_ref().map_or(0, |m| m.len());
+        let budget = ut_metadata::num_pieces(len)
             .saturating_mul(REQUESTS_PER_PIECE)
             .saturating_add(REQUESTS_PER_PIECE);
         if asked > budget.saturating_mul(2) {
             return Err(PeerError::RequestFlood);
         }
+        // While ours is being fetched, we have none to give.
+        let Some(metadata) = &self.metadata else {
+            if peer.send.len() <= METADATA_BACKLOG {
+                Msg::Reject { piece }.encode(their_id, peer.send.buf_mut());
+                self.dirty.push(key);
+            }
+            return Ok(());
+        };
         let answer = match ut_metadata::piece_of(metadata, piece) {
             Some(data) if asked <= budget && peer.send.len() <= METADATA_BACKLOG => Msg::Data {
                 piece,

@@ -15,7 +15,7 @@ impl Torrent {
         dt: std::time::Duration,
         close: &mut Vec<(ConnToken, PeerError)>,
     ) {
-        let complete = self.picker.is_complete();
+        let complete = self.is_complete();
         for (key, peer) in self.peers.iter_mut() {
             peer.down.tick(dt);
             peer.up.tick(dt);
@@ -72,6 +72,14 @@ impl Torrent {
                 self.dirty.push(key);
             }
             peer.stray_cancels = 0;
+            if peer.fast.rejected > 0 {
+                debug!(
+                    "{} rejected {} of our requests",
+                    peer.label(),
+                    peer.fast.rejected
+                );
+            }
+            peer.fast.tick();
             if !peer.inflight.is_empty()
                 && now.duration_since(peer.last_block) > self.cfg.request_timeout
             {
@@ -103,6 +111,8 @@ impl Torrent {
             }
         }
         self.choke_round(now);
+        self.fetch_requests(now);
+        self.pex_tick(now);
         let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.request_more(key, now);
@@ -118,6 +128,10 @@ impl Torrent {
         let soon = |at: &mut Option<Instant>, t: Instant| {
             *at = Some(at.map_or(t, |a| a.min(t)));
         };
+        // Metadata requests time out on the one-second tick.
+        if self.fetch.as_ref().is_some_and(|f| f.source_count() > 0) {
+            return Some(now + std::time::Duration::from_secs(1));
+        }
         for (_, p) in self.peers.iter() {
             let moving = p.phase == Phase::Handshaking
                 || !p.inflight.is_empty()
@@ -136,6 +150,9 @@ impl Torrent {
         if at.is_some() {
             soon(&mut at, self.choker.poll_timeout());
         }
+        if let Some(t) = self.pex_next_due(now) {
+            soon(&mut at, t);
+        }
         at
     }
 
@@ -145,7 +162,7 @@ impl Torrent {
         if now < self.choker.poll_timeout() {
             return;
         }
-        let seeding = self.picker.is_complete();
+        let seeding = self.is_complete();
         let candidates: Vec<ChokeCandidate> = self
             .peers
             .iter()
@@ -170,14 +187,14 @@ impl Torrent {
             // them afresh after each change, so a long-lived peer choked
             // many times is never taken for a flood.
             peer.choked_requests = 0;
-            let m = if choke {
-                // Choking discards the peer's pending requests (BEP 3).
-                peer.requests.clear();
-                Message::Choke
+            if choke {
+                Message::Choke.encode(peer.send.buf_mut());
+                // Choking discards the peer's pending requests (BEP 3); a
+                // fast peer gets a reject for each (BEP 6).
+                fast::drop_requests_on_choke(peer, &self.cfg);
             } else {
-                Message::Unchoke
-            };
-            m.encode(peer.send.buf_mut());
+                Message::Unchoke.encode(peer.send.buf_mut());
+            }
             self.dirty.push(key);
         }
         self.choke_buf = changes;

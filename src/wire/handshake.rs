@@ -16,9 +16,9 @@ const INFO_HASH_AT: usize = RESERVED_AT + 8;
 const PEER_ID_AT: usize = INFO_HASH_AT + 20;
 const _: () = assert!(PEER_ID_AT + 20 == HANDSHAKE_LEN);
 
-/// Our reserved bytes: the extension protocol (BEP 10), used only to tell
-/// peers how many requests we queue (`reqq`).
-pub const OUR_RESERVED: [u8; 8] = [0, 0, 0, 0, 0, 0x10, 0, 0];
+/// Our reserved bytes: the extension protocol (BEP 10: `reqq`,
+/// `ut_metadata`) and the fast extension (BEP 6).
+pub const OUR_RESERVED: [u8; 8] = [0, 0, 0, 0, 0, 0x10, 0, 0x04];
 /// The DHT bit (BEP 5) in the last reserved byte, set when our DHT runs.
 pub const DHT_BIT: u8 = 0x01;
 
@@ -37,6 +37,11 @@ impl Handshake {
     /// Whether the sender speaks the extension protocol (BEP 10).
     pub fn supports_extensions(&self) -> bool {
         self.reserved[5] & 0x10 != 0
+    }
+
+    /// Whether the sender speaks the fast extension (BEP 6).
+    pub fn supports_fast(&self) -> bool {
+        self.reserved[7] & 0x04 != 0
     }
 
     /// Append the 68 wire bytes of this handshake to `out`.

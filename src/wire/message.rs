@@ -10,7 +10,7 @@ use super::DecodeError;
 /// pieces, and far more than a 16 KiB block plus its 9-byte header.
 pub const MAX_FRAME: u32 = 1 << 20;
 
-/// Message ids from BEP 3 (and `port` from BEP 5).
+/// Message ids from BEP 3 (`port` from BEP 5, 13–17 from BEP 6).
 mod id {
     pub const CHOKE: u8 = 0;
     pub const UNCHOKE: u8 = 1;
@@ -22,6 +22,11 @@ mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    pub const SUGGEST: u8 = 0x0d;
+    pub const HAVE_ALL: u8 = 0x0e;
+    pub const HAVE_NONE: u8 = 0x0f;
+    pub const REJECT: u8 = 0x10;
+    pub const ALLOWED_FAST: u8 = 0x11;
 }
 
 /// The extension protocol's message id (BEP 10); extended message 0 inside
@@ -83,8 +88,32 @@ pub enum Message<'a> {
     },
     /// The sender's DHT port (BEP 5).
     Port(u16),
-    /// Any other id, e.g. extension messages (id 20, BEP 10) or the fast
-    /// extension (ids 13–17, BEP 6); the engine ignores them.
+    /// Fast extension (BEP 6): the sender suggests we download `piece`.
+    Suggest {
+        /// Piece index (not yet checked against the torrent).
+        piece: u32,
+    },
+    /// Fast extension: the sender has every piece (in place of a bitfield).
+    HaveAll,
+    /// Fast extension: the sender has no piece (in place of a bitfield).
+    HaveNone,
+    /// Fast extension: the sender will not serve this earlier `Request`.
+    Reject {
+        /// Piece index.
+        piece: u32,
+        /// Byte offset inside the piece.
+        begin: u32,
+        /// Number of bytes.
+        len: u32,
+    },
+    /// Fast extension: the sender serves requests for `piece` even while it
+    /// chokes us.
+    AllowedFast {
+        /// Piece index (not yet checked against the torrent).
+        piece: u32,
+    },
+    /// Any other id, e.g. extension messages (id 20, BEP 10); the engine
+    /// hands them to the extension layer or ignores them.
     Unknown {
         /// The message id.
         id: u8,
@@ -152,8 +181,9 @@ pub fn decode_frame(
 fn check_len(id: u8, len: u32) -> Result<(), DecodeError> {
     let ok = match id {
         id::CHOKE | id::UNCHOKE | id::INTERESTED | id::NOT_INTERESTED => len == 1,
-        id::HAVE => len == 5,
-        id::REQUEST | id::CANCEL => len == 13,
+        id::HAVE | id::SUGGEST | id::ALLOWED_FAST => len == 5,
+        id::HAVE_ALL | id::HAVE_NONE => len == 1,
+        id::REQUEST | id::CANCEL | id::REJECT => len == 13,
         id::PIECE => len > PIECE_HEADER,
         id::PORT => len == 3,
         // Bitfield and unknown messages: any length up to the frame limit.
@@ -194,6 +224,19 @@ fn parse_payload(id: u8, p: &[u8]) -> Option<Message<'_>> {
             len: be_u32(p, 8)?,
         },
         id::PORT => Message::Port(u16::from_be_bytes(p.get(..2)?.try_into().ok()?)),
+        id::SUGGEST => Message::Suggest {
+            piece: be_u32(p, 0)?,
+        },
+        id::HAVE_ALL => Message::HaveAll,
+        id::HAVE_NONE => Message::HaveNone,
+        id::REJECT => Message::Reject {
+            piece: be_u32(p, 0)?,
+            begin: be_u32(p, 4)?,
+            len: be_u32(p, 8)?,
+        },
+        id::ALLOWED_FAST => Message::AllowedFast {
+            piece: be_u32(p, 0)?,
+        },
         id => Message::Unknown { id, payload: p },
     })
 }
@@ -249,10 +292,15 @@ impl Message<'_> {
     pub fn encoded_len(&self) -> usize {
         4 + match *self {
             Message::KeepAlive => 0,
-            Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => 1,
-            Message::Have { .. } => 5,
+            Message::Choke
+            | Message::Unchoke
+            | Message::Interested
+            | Message::NotInterested
+            | Message::HaveAll
+            | Message::HaveNone => 1,
+            Message::Have { .. } | Message::Suggest { .. } | Message::AllowedFast { .. } => 5,
             Message::Bitfield(bits) => 1 + bits.len(),
-            Message::Request { .. } | Message::Cancel { .. } => 13,
+            Message::Request { .. } | Message::Cancel { .. } | Message::Reject { .. } => 13,
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Port(_) => 3,
             Message::Unknown { payload, .. } => 1 + payload.len(),
@@ -295,6 +343,20 @@ impl Message<'_> {
             Message::Port(port) => {
                 put_header(out, id::PORT, 2);
                 out.extend_from_slice(&port.to_be_bytes());
+            }
+            Message::Suggest { piece } => {
+                put_header(out, id::SUGGEST, 4);
+                out.extend_from_slice(&piece.to_be_bytes());
+            }
+            Message::HaveAll => put_header(out, id::HAVE_ALL, 0),
+            Message::HaveNone => put_header(out, id::HAVE_NONE, 0),
+            Message::Reject { piece, begin, len } => {
+                put_header(out, id::REJECT, 12);
+                put_triple(out, piece, begin, len);
+            }
+            Message::AllowedFast { piece } => {
+                put_header(out, id::ALLOWED_FAST, 4);
+                out.extend_from_slice(&piece.to_be_bytes());
             }
             Message::Unknown { id, payload } => {
                 put_header(out, id, payload.len());
@@ -353,9 +415,18 @@ mod tests {
                 payload: b"\x00d1:md11:ut_metadatai1eee",
             },
             Message::Unknown {
-                id: 14,
+                id: 21,
                 payload: &[],
             },
+            Message::Suggest { piece: 4 },
+            Message::HaveAll,
+            Message::HaveNone,
+            Message::Reject {
+                piece: 1,
+                begin: 16384,
+                len: 16384,
+            },
+            Message::AllowedFast { piece: u32::MAX },
         ]
     }
 
@@ -388,6 +459,28 @@ mod tests {
             [0, 0, 0, 5, 4, 1, 2, 3, 4]
         );
         assert_eq!(encoded(&Message::Port(0x1ae1)), [0, 0, 0, 3, 9, 0x1a, 0xe1]);
+    }
+
+    #[test]
+    fn known_encodings_match_bep6() {
+        assert_eq!(encoded(&Message::HaveAll), [0, 0, 0, 1, 0x0e]);
+        assert_eq!(encoded(&Message::HaveNone), [0, 0, 0, 1, 0x0f]);
+        assert_eq!(
+            encoded(&Message::Suggest { piece: 0x0102 }),
+            [0, 0, 0, 5, 0x0d, 0, 0, 1, 2]
+        );
+        assert_eq!(
+            encoded(&Message::AllowedFast { piece: 7 }),
+            [0, 0, 0, 5, 0x11, 0, 0, 0, 7]
+        );
+        assert_eq!(
+            encoded(&Message::Reject {
+                piece: 1,
+                begin: 2,
+                len: 3
+            }),
+            [0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
+        );
     }
 
     #[test]
@@ -451,19 +544,25 @@ mod tests {
     #[test]
     fn wrong_fixed_lengths_are_bad_length_from_five_bytes() {
         let cases: &[(u32, u8)] = &[
-            (4, 4),  // have with 3 payload bytes
-            (6, 4),  // have with 5
-            (12, 6), // request with 11
-            (14, 6), // request with 13
-            (12, 8), // cancel short
-            (2, 0),  // choke with a payload byte
-            (5, 1),  // unchoke with payload
-            (2, 2),  // interested with payload
-            (9, 3),  // not interested with payload
-            (2, 9),  // port short
-            (4, 9),  // port long
-            (8, 7),  // piece whose header is cut short
-            (1, 7),  // piece with no header at all
+            (4, 4),   // have with 3 payload bytes
+            (6, 4),   // have with 5
+            (12, 6),  // request with 11
+            (14, 6),  // request with 13
+            (12, 8),  // cancel short
+            (2, 0),   // choke with a payload byte
+            (5, 1),   // unchoke with payload
+            (2, 2),   // interested with payload
+            (9, 3),   // not interested with payload
+            (2, 9),   // port short
+            (4, 9),   // port long
+            (8, 7),   // piece whose header is cut short
+            (1, 7),   // piece with no header at all
+            (4, 13),  // suggest short
+            (6, 17),  // allowed fast long
+            (2, 14),  // have all with a payload byte
+            (5, 15),  // have none with a payload
+            (12, 16), // reject short
+            (14, 16), // reject long
         ];
         for &(len, id) in cases {
             let mut bytes = len.to_be_bytes().to_vec();

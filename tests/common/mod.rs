@@ -512,6 +512,16 @@ pub fn tree_of(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Run `piecemeal ARGS` to the end: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// A plaintext BitTorrent handshake (no extension bits), as a scripted peer
 /// sends it.
 pub fn handshake_bytes(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {

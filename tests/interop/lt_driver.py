@@ -20,6 +20,21 @@ and `@done` once every piece is verified (download exits 0 then, unless
 alone and libtorrent fetches the metadata from its peers (BEP 9). Writes
 `@metadata SIZE_OF_INFO_DICT` to stderr (the log) once it has it.
 
+Fast extension (BEP 6) controls:
+    --choke-all         unchoke nobody (unchoke_slots_limit 0, and the
+                        optimistic unchoke only once an hour): peers get
+                        their allowed-fast pieces alone
+    --allowed-fast N    allowed_fast_set_size (libtorrent's default: 5)
+    --choke-after SECS  seed normally, then choke everybody from SECS on
+    --unchoke-after SECS  and unchoke again from SECS on
+Whenever the set of pieces it has changes, the driver logs
+`@pieces I,J,...` to stderr.
+Every peer seen for the first time is written to stderr (the log) as
+    @peer IP:PORT SOURCE
+where SOURCE is libtorrent's peer_info.source bits (tracker 1, dht 2,
+pex 4, lsd 8, resume data 16, incoming 32): a peer learnt through peer
+exchange (BEP 11) has bit 4.
+
 --encryption forced: MSE with RC4 only, both ways (in_enc_policy and
 out_enc_policy pe_forced, allowed_enc_level pe_rc4): plaintext peers are
 refused. Default: libtorrent's own (pe_enabled, both levels).
@@ -39,7 +54,9 @@ import time
 import libtorrent as lt
 
 
-def settings(listen, upload_limit, download_limit, encryption="enabled", dht_nodes=()):
+def settings(
+    listen, upload_limit, download_limit, encryption="enabled", allowed_fast=None, dht_nodes=()
+):
     s = {
         "listen_interfaces": listen,
         "outgoing_interfaces": listen.rsplit(":", 1)[0],
@@ -74,6 +91,8 @@ def settings(listen, upload_limit, download_limit, encryption="enabled", dht_nod
             "dht_announce_interval": 10,
         })
         s["alert_mask"] |= lt.alert.category_t.dht_notification
+    if allowed_fast is not None:
+        s["allowed_fast_set_size"] = allowed_fast
     if encryption == "forced":
         s["out_enc_policy"] = int(lt.enc_policy.pe_forced)
         s["in_enc_policy"] = int(lt.enc_policy.pe_forced)
@@ -90,9 +109,19 @@ def v1_hash(info):
 
 def run(args):
     ses = lt.session(
-        settings(args.listen, args.upload_limit, args.download_limit, args.encryption,
-                 args.dht_node)
+        settings(
+            args.listen,
+            args.upload_limit,
+            args.download_limit,
+            args.encryption,
+            args.allowed_fast,
+            args.dht_node,
+        )
     )
+    started = time.monotonic()
+    if args.choke_all:
+        choke_all(ses, True)
+    choked = args.choke_all
     if args.magnet:
         params = lt.parse_magnet_uri(args.torrent)
         info = None
@@ -102,9 +131,11 @@ def run(args):
         params.ti = info
     params.save_path = args.dir
     h = ses.add_torrent(params)
-    if args.upload_limit or args.download_limit:
+    chokes = args.choke_all or args.choke_after is not None
+    if args.upload_limit or args.download_limit or chokes:
         # Peers on private networks are in the unlimited "local" class by
-        # default: put every address in the global class, so the limits hold.
+        # default (which also ignores unchoke slots): put every address in
+        # the global class, so the limits and the choker hold.
         f = lt.ip_filter()
         f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
         ses.set_peer_class_filter(f)
@@ -123,11 +154,32 @@ def run(args):
         print(f"@info {params.info_hashes.v1} {lt.__version__}", flush=True)
     metadata_printed = info is not None
     done_printed = False
+    peers_seen = set()
     last_connect = time.monotonic()
+    last_pieces = None
     while not stop:
+        elapsed = time.monotonic() - started
+        if args.choke_after is not None and not choked and elapsed >= args.choke_after:
+            if args.unchoke_after is None or elapsed < args.unchoke_after:
+                choke_all(ses, True)
+                choked = True
+                print("@choking everybody", file=sys.stderr, flush=True)
+        if args.unchoke_after is not None and choked and elapsed >= args.unchoke_after:
+            choke_all(ses, False)
+            choked = False
+            print("@unchoking again", file=sys.stderr, flush=True)
         for a in ses.pop_alerts():
             print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
         s = h.status()
+        pieces = [i for i, b in enumerate(s.pieces) if b]
+        if pieces != last_pieces:
+            last_pieces = pieces
+            print("@pieces " + ",".join(map(str, pieces)), file=sys.stderr, flush=True)
+        for p in h.get_peer_info():
+            ip, port = p.ip[0], p.ip[1]
+            if (ip, port) not in peers_seen and len(peers_seen) < 1000:
+                peers_seen.add((ip, port))
+                print(f"@peer {ip}:{port} {int(p.source)}", file=sys.stderr, flush=True)
         if not metadata_printed and s.has_metadata:
             ti = h.torrent_file()
             print(f"@metadata {len(ti.info_section())}", file=sys.stderr, flush=True)
@@ -153,6 +205,16 @@ def run(args):
                 h.connect_peer((host, int(port)))
         time.sleep(0.5)
     del ses
+
+
+def choke_all(ses, on):
+    """Unchoke nobody (or the default again): no regular slots, and the
+    optimistic unchoke (at least one slot in libtorrent, rotated every 30 s
+    by default) only once an hour."""
+    if on:
+        ses.apply_settings({"unchoke_slots_limit": 0, "optimistic_unchoke_interval": 3600})
+    else:
+        ses.apply_settings({"unchoke_slots_limit": 8, "optimistic_unchoke_interval": 30})
 
 
 def create(args):
@@ -184,6 +246,10 @@ def main():
         p.add_argument("--encryption", choices=["enabled", "forced"], default="enabled")
         p.add_argument("--magnet", action="store_true", help="TORRENT is a magnet link")
         p.add_argument("--dht-node", action="append", default=[])
+        p.add_argument("--choke-all", action="store_true")
+        p.add_argument("--allowed-fast", type=int, default=None)
+        p.add_argument("--choke-after", type=float, default=None)
+        p.add_argument("--unchoke-after", type=float, default=None)
     p = sub.add_parser("create")
     p.add_argument("path")
     p.add_argument("out")
