@@ -150,6 +150,8 @@ pub struct Torrent {
     pex: pex::TorrentPex,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
+    /// The port we accept peers on (`p` in our extension handshake).
+    listen_port: Option<u16>,
     /// The metadata fetch of a torrent started from a magnet link, until
     /// the metadata is known.
     fetch: Option<Box<fetch::MetadataFetch>>,
@@ -234,6 +236,7 @@ impl Torrent {
             checking: None,
             fetch: None,
             fetch_buf: Vec::new(),
+            listen_port: None,
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -726,17 +729,34 @@ impl Torrent {
             self.send_handshake(key);
         }
         self.send_bitfield(key);
-        if hs.supports_extensions()
-            && let Some(peer) = self.peers.get_mut(key)
-        {
-            let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let metadata_size = self.metadata.as_ref().map(|m| m.len());
-            self.extensions
-                .encode_handshake(reqq, CLIENT_NAME, metadata_size, peer.send.buf_mut());
-            peer.extended = true;
-            self.dirty.push(key);
+        if hs.supports_extensions() {
+            self.send_extension_handshake(key);
         }
         Ok(())
+    }
+
+    /// Queue our extension handshake (BEP 10) to `key`: sent once the
+    /// handshakes are done, and again when the metadata size we serve
+    /// changes (a magnet link's torrent got its metadata).
+    fn send_extension_handshake(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let ours = crate::extension::OurHandshake {
+            reqq: u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX),
+            client: CLIENT_NAME,
+            metadata_size: self.metadata.as_ref().map(|m| m.len()),
+            listen_port: self.listen_port,
+        };
+        self.extensions.encode_handshake(&ours, peer.send.buf_mut());
+        peer.extended = true;
+        self.dirty.push(key);
+    }
+
+    /// The port the session accepts peers on, stated in our extension
+    /// handshakes (`p`).
+    pub fn set_listen_port(&mut self, port: Option<u16>) {
+        self.listen_port = port;
     }
 
     /// Ask the peer for more blocks, up to its pipeline depth.

@@ -272,23 +272,15 @@ impl Torrent {
         self.rejoin_peers(now);
         // Tell the peers that took our extension handshake the size of
         // the metadata we can now serve.
-        if let Some(m) = &self.metadata {
-            let size = m.len();
-            let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let keys: Vec<PeerKey> = self.peers.keys().collect();
+        if self.metadata.is_some() {
+            let keys: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.phase == Phase::Active && p.extended)
+                .map(|(k, _)| k)
+                .collect();
             for key in keys {
-                let Some(peer) = self.peers.get_mut(key) else {
-                    continue;
-                };
-                if peer.phase == Phase::Active && peer.extended {
-                    self.extensions.encode_handshake(
-                        reqq,
-                        CLIENT_NAME,
-                        Some(size),
-                        peer.send.buf_mut(),
-                    );
-                    self.dirty.push(key);
-                }
+                self.send_extension_handshake(key);
             }
         }
     }
