@@ -985,12 +985,13 @@ pub fn extension(data: &[u8]) {
     // Our own handshake, with the input as the client name, round-trips.
     let client = String::from_utf8_lossy(data.get(..64).unwrap_or(data)).into_owned();
     let mut out = Vec::new();
-    r.encode_handshake(
-        u32::from(data.first().copied().unwrap_or(1)).max(1),
-        &client,
-        None,
-        &mut out,
-    );
+    let ours = piecemeal::extension::OurHandshake {
+        reqq: u32::from(data.first().copied().unwrap_or(1)).max(1),
+        client: &client,
+        metadata_size: None,
+        listen_port: data.get(1..3).map(|b| u16::from_be_bytes([b[0], b[1]])),
+    };
+    r.encode_handshake(&ours, &mut out);
     let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
     assert_eq!(n, out.len());
     let wire::Message::Unknown { payload, .. } = msg else {
@@ -1003,6 +1004,7 @@ pub fn extension(data: &[u8]) {
     for n in names {
         assert_eq!(back.id_of(n), r.local_id(n), "{n}");
     }
+    assert_eq!(back.listen_port, ours.listen_port.filter(|&p| p != 0));
 }
 /// A UDP tracker client with four exchanges waiting, one in each phase
 /// that reads an answer: connecting; announcing to an IPv4 tracker;
