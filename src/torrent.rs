@@ -10,7 +10,7 @@ use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
 use crate::extension::{Extended, Registry};
 use crate::geometry::{BlockRef, Geometry};
-use crate::ids::ConnToken;
+use crate::ids::{ConnToken, PieceIndex};
 use crate::peer::{Inflight, Peer, PeerError, Peers, Phase};
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::rate::TokenBucket;
@@ -552,6 +552,7 @@ impl Torrent {
                 if piece >= self.geometry.num_pieces {
                     return Err(PeerError::BadHave(piece));
                 }
+                let piece = PieceIndex(piece);
                 if peer.has.set(piece) {
                     self.picker.peer_has_piece(piece);
                     if !peer.am_interested && !self.picker.have().get(piece) {
@@ -577,6 +578,7 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {
+                let piece = PieceIndex(piece);
                 let b = BlockRef { piece, begin, len };
                 if !self
                     .geometry
@@ -613,6 +615,7 @@ impl Torrent {
                 peer.requests.push_back(b);
             }
             Message::Cancel { piece, begin, len } => {
+                let piece = PieceIndex(piece);
                 let b = BlockRef { piece, begin, len };
                 let queued = peer.requests.len();
                 peer.requests.retain(|r| *r != b);
@@ -630,6 +633,7 @@ impl Torrent {
                 }
             }
             Message::Piece { piece, begin, data } => {
+                let piece = PieceIndex(piece);
                 let len = u32::try_from(data.len()).map_err(|_| PeerError::BadPiece)?;
                 if !self.geometry.is_block(piece, begin, len) {
                     return Err(PeerError::BadPiece);
@@ -791,7 +795,7 @@ impl Torrent {
         let out = peer.send.buf_mut();
         for &b in &self.pick_buf {
             Message::Request {
-                piece: b.piece,
+                piece: b.piece.0,
                 begin: b.begin,
                 len: b.len,
             }
@@ -904,7 +908,8 @@ impl Torrent {
 
 /// Bytes of the pieces not in `have`.
 fn left_of(geometry: &Geometry, have: &Bitfield) -> u64 {
-    (0..geometry.num_pieces)
+    geometry
+        .pieces()
         .filter(|&p| !have.get(p))
         .map(|p| geometry.piece_size(p) as u64)
         .sum()
