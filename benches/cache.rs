@@ -15,7 +15,8 @@ fn bench_cache(c: &mut Criterion) {
         let total = piece_len as u64 * pieces as u64;
         let g = Geometry::new(total, piece_len).unwrap();
         let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        let hashes: Vec<[u8; 20]> = (0..pieces)
+        let hashes: Vec<[u8; 20]> = g
+            .pieces()
             .map(|p| {
                 let o = g.piece_offset(p) as usize;
                 Sha1::digest(&data[o..o + piece_len as usize]).into()
@@ -36,7 +37,7 @@ fn bench_cache(c: &mut Criterion) {
                 let mut cache = Cache::new(g, hashes.clone(), 16 << 20);
                 let mut written = Vec::new();
                 b.iter(|| {
-                    for p in 0..pieces {
+                    for p in g.pieces() {
                         for i in 0..g.blocks_in_piece(p) {
                             let blk = g.block(p, i);
                             let o = (g.piece_offset(p) + blk.begin as u64) as usize;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use piecemeal::bitfield::Bitfield;
 use piecemeal::geometry::Geometry;
+use piecemeal::ids::PieceIndex;
 use piecemeal::picker::{PeerKey, Picker};
 
 const PIECES: u32 = 10_000;
@@ -34,7 +35,7 @@ fn random_bitfield(rng: &mut Rng, percent: u64) -> Bitfield {
     let mut bf = Bitfield::new(PIECES);
     for p in 0..PIECES {
         if rng.next() % 100 < percent {
-            bf.set(p);
+            bf.set(PieceIndex(p));
         }
     }
     bf

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use piecemeal::bencode::{self, Limits};
-use piecemeal::ids::ConnToken;
+use piecemeal::ids::{ConnToken, PieceIndex};
 use piecemeal::metainfo::Metainfo;
 use piecemeal::tracker::{
     AnnounceParams, Event, HeadStatus, ResponseReader, ServerConfig, Tracker, TrackerError,
@@ -459,7 +459,8 @@ pub fn geometry(data: &[u8]) {
     if g.num_pieces > 0 {
         let last = g.num_pieces - 1;
         assert_eq!(
-            u128::from(g.piece_offset(last)) + u128::from(g.piece_size(last)),
+            u128::from(g.piece_offset(PieceIndex(last)))
+                + u128::from(g.piece_size(PieceIndex(last))),
             u128::from(total)
         );
     }
@@ -472,26 +473,30 @@ pub fn geometry(data: &[u8]) {
             _ => c.u32(),
         };
         let size = size_ref(p);
-        assert_eq!(u128::from(g.piece_size(p)), size, "piece {p}");
+        assert_eq!(u128::from(g.piece_size(PieceIndex(p))), size, "piece {p}");
         let blocks = size.div_ceil(u128::from(BLOCK_LEN));
-        assert_eq!(u128::from(g.blocks_in_piece(p)), blocks, "piece {p}");
+        assert_eq!(
+            u128::from(g.blocks_in_piece(PieceIndex(p))),
+            blocks,
+            "piece {p}"
+        );
         if p < g.num_pieces {
             assert_eq!(
-                u128::from(g.piece_offset(p)),
+                u128::from(g.piece_offset(PieceIndex(p))),
                 u128::from(p) * u128::from(piece_len)
             );
             // The first, a middle and the last block tile the piece.
-            let nb = g.blocks_in_piece(p);
+            let nb = g.blocks_in_piece(PieceIndex(p));
             for i in [0, nb / 2, nb.saturating_sub(1)] {
                 if i >= nb {
                     continue;
                 }
-                let b = g.block(p, i);
+                let b = g.block(PieceIndex(p), i);
                 let begin = u128::from(i) * u128::from(BLOCK_LEN);
                 assert_eq!(u128::from(b.begin), begin);
                 assert_eq!(u128::from(b.len), (size - begin).min(u128::from(BLOCK_LEN)));
                 assert_eq!(b.index(), i);
-                assert!(g.is_block(p, b.begin, b.len));
+                assert!(g.is_block(PieceIndex(p), b.begin, b.len));
             }
         }
         let (begin, len, max) = (c.u32(), c.u32(), c.u32());
@@ -510,7 +515,7 @@ pub fn geometry(data: &[u8]) {
             && len <= max
             && u128::from(begin) + u128::from(len) <= size;
         assert_eq!(
-            g.request_in_range(p, begin, len, max),
+            g.request_in_range(PieceIndex(p), begin, len, max),
             in_range,
             "request {p} {begin} {len} max {max}"
         );
@@ -519,7 +524,7 @@ pub fn geometry(data: &[u8]) {
             && u128::from(begin) < size
             && u128::from(len) == (size - u128::from(begin)).min(u128::from(BLOCK_LEN));
         assert_eq!(
-            g.is_block(p, begin, len),
+            g.is_block(PieceIndex(p), begin, len),
             is_block,
             "block {p} {begin} {len}"
         );
@@ -565,8 +570,8 @@ fn session_world() -> &'static SessionWorld {
             .collect();
         let hashes = (0..geometry.num_pieces)
             .map(|p| {
-                let o = geometry.piece_offset(p) as usize;
-                Sha1::digest(&data[o..o + geometry.piece_size(p) as usize]).into()
+                let o = geometry.piece_offset(PieceIndex(p)) as usize;
+                Sha1::digest(&data[o..o + geometry.piece_size(PieceIndex(p)) as usize]).into()
             })
             .collect();
         let split = 50_000;
@@ -630,10 +635,12 @@ impl SentChecker {
                     if let wire::Message::Piece { piece, begin, data } = m {
                         let len = u32::try_from(data.len()).unwrap();
                         assert!(
-                            w.geometry.request_in_range(piece, begin, len, max_len),
+                            w.geometry
+                                .request_in_range(PieceIndex(piece), begin, len, max_len),
                             "sent a block out of range: {piece} {begin} {len}"
                         );
-                        let o = (w.geometry.piece_offset(piece) + u64::from(begin)) as usize;
+                        let o = (w.geometry.piece_offset(PieceIndex(piece)) + u64::from(begin))
+                            as usize;
                         assert!(
                             data == &w.data[o..o + data.len()],
                             "sent wrong data for piece {piece} at {begin}"
@@ -673,8 +680,8 @@ pub fn peer_session(data: &[u8]) {
         // would show up as wrong data if ever served).
         let mut bytes = w.data.clone();
         for p in (1..g.num_pieces).step_by(2) {
-            let o = g.piece_offset(p) as usize;
-            bytes[o..o + g.piece_size(p) as usize].fill(0);
+            let o = g.piece_offset(PieceIndex(p)) as usize;
+            bytes[o..o + g.piece_size(PieceIndex(p)) as usize].fill(0);
         }
         let split = w.layout.files[1].offset as usize;
         std::fs::create_dir_all(w.partial_dir.join("sub")).unwrap();
@@ -686,7 +693,7 @@ pub fn peer_session(data: &[u8]) {
     let mut have = piecemeal::bitfield::Bitfield::new(g.num_pieces);
     for p in 0..g.num_pieces {
         if seeding || p % 2 == 0 {
-            have.set(p);
+            have.set(PieceIndex(p));
         }
     }
     let cfg = Config {
@@ -730,9 +737,9 @@ pub fn peer_session(data: &[u8]) {
                 (c.u32(), c.u32(), c.u32())
             } else {
                 let p = u32::from(c.byte()) % g.num_pieces;
-                let i = u32::from(c.byte()) % g.blocks_in_piece(p);
-                let b = g.block(p, i);
-                (b.piece, b.begin, b.len)
+                let i = u32::from(c.byte()) % g.blocks_in_piece(PieceIndex(p));
+                let b = g.block(PieceIndex(p), i);
+                (b.piece.0, b.begin, b.len)
             }
         };
         match op % 14 {
@@ -796,7 +803,7 @@ pub fn peer_session(data: &[u8]) {
             6 => {
                 // The true bytes of a real block.
                 let (piece, begin, len) = block(&mut c, false);
-                let o = (g.piece_offset(piece) + u64::from(begin)) as usize;
+                let o = (g.piece_offset(PieceIndex(piece)) + u64::from(begin)) as usize;
                 let data = &w.data[o..o + len as usize];
                 Message::Piece { piece, begin, data }.encode(&mut wire_out);
             }
@@ -928,9 +935,9 @@ pub fn peer_session(data: &[u8]) {
     if !seeding {
         let disk = Disk::open(&w.partial_dir, w.layout.clone(), OpenMode::ReadOnly).unwrap();
         for p in 0..g.num_pieces {
-            if t.flushed.get(p) {
-                let o = g.piece_offset(p);
-                let mut buf = vec![0; g.piece_size(p) as usize];
+            if t.flushed.get(PieceIndex(p)) {
+                let o = g.piece_offset(PieceIndex(p));
+                let mut buf = vec![0; g.piece_size(PieceIndex(p)) as usize];
                 disk.read_at(o, &mut buf).unwrap();
                 assert!(
                     buf == w.data[o as usize..o as usize + buf.len()],
@@ -986,12 +993,13 @@ pub fn extension(data: &[u8]) {
     // Our own handshake, with the input as the client name, round-trips.
     let client = String::from_utf8_lossy(data.get(..64).unwrap_or(data)).into_owned();
     let mut out = Vec::new();
-    r.encode_handshake(
-        u32::from(data.first().copied().unwrap_or(1)).max(1),
-        &client,
-        None,
-        &mut out,
-    );
+    let ours = piecemeal::extension::OurHandshake {
+        reqq: u32::from(data.first().copied().unwrap_or(1)).max(1),
+        client: &client,
+        metadata_size: None,
+        listen_port: data.get(1..3).map(|b| u16::from_be_bytes([b[0], b[1]])),
+    };
+    r.encode_handshake(&ours, &mut out);
     let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
     assert_eq!(n, out.len());
     let wire::Message::Unknown { payload, .. } = msg else {
@@ -1004,6 +1012,7 @@ pub fn extension(data: &[u8]) {
     for n in names {
         assert_eq!(back.id_of(n), r.local_id(n), "{n}");
     }
+    assert_eq!(back.listen_port, ours.listen_port.filter(|&p| p != 0));
 }
 /// A UDP tracker client with four exchanges waiting, one in each phase
 /// that reads an answer: connecting; announcing to an IPv4 tracker;

@@ -2,6 +2,8 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::ids::PieceIndex;
+
 /// Which pieces a peer (or we) have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bitfield {
@@ -44,7 +46,7 @@ impl Bitfield {
     pub fn full(len: u32) -> Bitfield {
         let mut b = Bitfield::new(len);
         for i in 0..len {
-            b.set(i);
+            b.set(PieceIndex(i));
         }
         b
     }
@@ -101,8 +103,9 @@ impl Bitfield {
         self.count == self.len
     }
 
-    /// Is piece `i` set? Out-of-range pieces are not.
-    pub fn get(&self, i: u32) -> bool {
+    /// Is `piece` set? Out-of-range pieces are not.
+    pub fn get(&self, piece: PieceIndex) -> bool {
+        let i = piece.0;
         if i >= self.len {
             return false;
         }
@@ -111,9 +114,10 @@ impl Bitfield {
             .is_some_and(|&byte| byte & (0x80 >> (i % 8)) != 0)
     }
 
-    /// Set piece `i`; returns true if it was newly set. Out of range is ignored.
-    pub fn set(&mut self, i: u32) -> bool {
-        if i >= self.len || self.get(i) {
+    /// Set `piece`; returns true if it was newly set. Out of range is ignored.
+    pub fn set(&mut self, piece: PieceIndex) -> bool {
+        let i = piece.0;
+        if i >= self.len || self.get(piece) {
             return false;
         }
         let Some(byte) = self.bits.get_mut((i / 8) as usize) else {
@@ -124,9 +128,10 @@ impl Bitfield {
         true
     }
 
-    /// Clear piece `i`; returns true if it was set.
-    pub fn clear(&mut self, i: u32) -> bool {
-        if !self.get(i) {
+    /// Clear `piece`; returns true if it was set.
+    pub fn clear(&mut self, piece: PieceIndex) -> bool {
+        let i = piece.0;
+        if !self.get(piece) {
             return false;
         }
         let Some(byte) = self.bits.get_mut((i / 8) as usize) else {
@@ -138,8 +143,8 @@ impl Bitfield {
     }
 
     /// Iterate over the set pieces.
-    pub fn iter_set(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(move |&i| self.get(i))
+    pub fn iter_set(&self) -> impl Iterator<Item = PieceIndex> + '_ {
+        (0..self.len).map(PieceIndex).filter(move |&p| self.get(p))
     }
 }
 
@@ -151,16 +156,16 @@ mod tests {
     #[test]
     fn set_get_count_and_wire_round_trip() {
         let mut b = Bitfield::new(10);
-        assert!(b.set(0));
-        assert!(!b.set(0));
-        assert!(b.set(9));
-        assert!(!b.set(10));
+        assert!(b.set(PieceIndex(0)));
+        assert!(!b.set(PieceIndex(0)));
+        assert!(b.set(PieceIndex(9)));
+        assert!(!b.set(PieceIndex(10)));
         assert_eq!(b.count(), 2);
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         let c = Bitfield::from_wire(b.as_bytes(), 10).unwrap();
         assert_eq!(b, c);
-        assert!(b.clear(9));
-        assert_eq!(b.iter_set().collect::<Vec<_>>(), vec![0]);
+        assert!(b.clear(PieceIndex(9)));
+        assert_eq!(b.iter_set().collect::<Vec<_>>(), vec![PieceIndex(0)]);
     }
 
     #[test]

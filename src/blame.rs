@@ -24,6 +24,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::ids::PieceIndex;
 use std::collections::{HashMap, VecDeque};
 
 /// Who a peer is, for blame: its IP address and its peer id together. A
@@ -47,14 +48,14 @@ const NONE: u8 = u8::MAX;
 /// A failed piece awaiting its good copy: `(block, sender, fingerprint)`.
 #[derive(Debug)]
 struct Suspect {
-    piece: u32,
+    piece: PieceIndex,
     blocks: Vec<(u32, PeerId, u64)>,
 }
 
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Blame {
-    open: HashMap<u32, Senders>,
+    open: HashMap<PieceIndex, Senders>,
     suspects: VecDeque<Suspect>,
 }
 
@@ -64,7 +65,7 @@ impl Blame {
     }
 
     /// `peer` sent block `block` (of `num_blocks`) of `piece`, and it was kept.
-    pub fn on_block(&mut self, piece: u32, block: u32, num_blocks: u32, peer: PeerId) {
+    pub fn on_block(&mut self, piece: PieceIndex, block: u32, num_blocks: u32, peer: PeerId) {
         let s = self.open.entry(piece).or_default();
         if s.by_block.len() != num_blocks as usize {
             s.by_block = vec![NONE; num_blocks as usize];
@@ -87,29 +88,29 @@ impl Blame {
     }
 
     /// The distinct peers that sent blocks of open `piece`.
-    pub fn senders(&self, piece: u32) -> &[PeerId] {
+    pub fn senders(&self, piece: PieceIndex) -> &[PeerId] {
         self.open.get(&piece).map_or(&[], |s| &s.ids)
     }
 
     /// Did `peer` send any block of open `piece`?
-    pub fn sent_to(&self, piece: u32, peer: &PeerId) -> bool {
+    pub fn sent_to(&self, piece: PieceIndex, peer: &PeerId) -> bool {
         self.senders(piece).contains(peer)
     }
 
     /// A previous copy of `piece` failed: fingerprint the next one.
-    pub fn is_suspect(&self, piece: u32) -> bool {
+    pub fn is_suspect(&self, piece: PieceIndex) -> bool {
         self.suspects.iter().any(|s| s.piece == piece)
     }
 
     /// Forget the open state of `piece` (started again after a ban).
-    pub fn forget(&mut self, piece: u32) {
+    pub fn forget(&mut self, piece: PieceIndex) {
         self.open.remove(&piece);
     }
 
     /// `piece` failed its hash check. `fingerprints` (one per block) are those
     /// of the bad copy, when the engine had them. Returns the peers proven
     /// to have lied (the sole sender of the piece), if any.
-    pub fn on_failed(&mut self, piece: u32, fingerprints: Option<&[u64]>) -> Vec<PeerId> {
+    pub fn on_failed(&mut self, piece: PieceIndex, fingerprints: Option<&[u64]>) -> Vec<PeerId> {
         let Some(s) = self.open.remove(&piece) else {
             return Vec::new();
         };
@@ -137,7 +138,7 @@ impl Blame {
     /// `piece` verified. `fingerprints` (one per block) are those of the
     /// good copy when the piece was a suspect. Returns the peers whose
     /// blocks of the bad copy differed from it.
-    pub fn on_verified(&mut self, piece: u32, fingerprints: Option<&[u64]>) -> Vec<PeerId> {
+    pub fn on_verified(&mut self, piece: PieceIndex, fingerprints: Option<&[u64]>) -> Vec<PeerId> {
         self.open.remove(&piece);
         let Some(pos) = self.suspects.iter().position(|s| s.piece == piece) else {
             return Vec::new();
@@ -158,7 +159,7 @@ impl Blame {
     }
 
     /// Open pieces `peer` sent blocks of (to start again when it is banned).
-    pub fn pieces_from(&self, peer: &PeerId) -> Vec<u32> {
+    pub fn pieces_from(&self, peer: &PeerId) -> Vec<PieceIndex> {
         self.open
             .iter()
             .filter(|(_, s)| s.ids.contains(peer))
@@ -171,6 +172,7 @@ impl Blame {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::ids::PieceIndex as P;
 
     const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const H: PeerId = (IP, [1; 20]);
@@ -180,54 +182,54 @@ mod tests {
     fn a_sole_sender_of_a_bad_piece_is_convicted_at_once() {
         let mut b = Blame::new();
         for j in 0..4 {
-            b.on_block(7, j, 4, L);
+            b.on_block(P(7), j, 4, L);
         }
-        assert_eq!(b.on_failed(7, None), vec![L]);
-        assert!(!b.is_suspect(7));
+        assert_eq!(b.on_failed(P(7), None), vec![L]);
+        assert!(!b.is_suspect(P(7)));
     }
 
     #[test]
     fn a_shared_bad_piece_convicts_only_the_peer_whose_block_differed() {
         let mut b = Blame::new();
-        b.on_block(3, 0, 4, L);
+        b.on_block(P(3), 0, 4, L);
         for j in 1..4 {
-            b.on_block(3, j, 4, H);
+            b.on_block(P(3), j, 4, H);
         }
-        assert!(b.on_failed(3, Some(&[99, 11, 12, 13])).is_empty());
-        assert!(b.is_suspect(3));
+        assert!(b.on_failed(P(3), Some(&[99, 11, 12, 13])).is_empty());
+        assert!(b.is_suspect(P(3)));
         // The good copy, all from H: block 0 differs, H's blocks do not.
         for j in 0..4 {
-            b.on_block(3, j, 4, H);
+            b.on_block(P(3), j, 4, H);
         }
-        assert_eq!(b.on_verified(3, Some(&[10, 11, 12, 13])), vec![L]);
-        assert!(!b.is_suspect(3));
+        assert_eq!(b.on_verified(P(3), Some(&[10, 11, 12, 13])), vec![L]);
+        assert!(!b.is_suspect(P(3)));
     }
 
     #[test]
     fn without_fingerprints_nobody_is_charged_and_the_next_copy_supplies_them() {
         let mut b = Blame::new();
-        b.on_block(5, 0, 2, L);
-        b.on_block(5, 1, 2, H);
-        assert!(b.on_failed(5, None).is_empty());
-        assert!(b.is_suspect(5));
-        b.on_block(5, 0, 2, L);
-        b.on_block(5, 1, 2, H);
-        assert!(b.on_failed(5, Some(&[66, 2])).is_empty());
-        b.on_block(5, 0, 2, H);
-        b.on_block(5, 1, 2, H);
-        assert_eq!(b.on_verified(5, Some(&[1, 2])), vec![L]);
+        b.on_block(P(5), 0, 2, L);
+        b.on_block(P(5), 1, 2, H);
+        assert!(b.on_failed(P(5), None).is_empty());
+        assert!(b.is_suspect(P(5)));
+        b.on_block(P(5), 0, 2, L);
+        b.on_block(P(5), 1, 2, H);
+        assert!(b.on_failed(P(5), Some(&[66, 2])).is_empty());
+        b.on_block(P(5), 0, 2, H);
+        b.on_block(P(5), 1, 2, H);
+        assert_eq!(b.on_verified(P(5), Some(&[1, 2])), vec![L]);
     }
 
     #[test]
     fn suspects_are_capped_oldest_first() {
         let mut b = Blame::new();
         for p in 0..(MAX_SUSPECTS as u32 + 10) {
-            b.on_block(p, 0, 2, L);
-            b.on_block(p, 1, 2, H);
-            b.on_failed(p, Some(&[1, 2]));
+            b.on_block(P(p), 0, 2, L);
+            b.on_block(P(p), 1, 2, H);
+            b.on_failed(P(p), Some(&[1, 2]));
         }
-        assert!(!b.is_suspect(0));
-        assert!(b.is_suspect(MAX_SUSPECTS as u32 + 9));
+        assert!(!b.is_suspect(P(0)));
+        assert!(b.is_suspect(P(MAX_SUSPECTS as u32 + 9)));
         assert_eq!(b.suspects.len(), MAX_SUSPECTS);
     }
 }

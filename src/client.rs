@@ -8,6 +8,7 @@ use crate::event_loop::{
     Listeners, MagnetStart, Outcome, Session, SessionOptions, StopHandle, TorrentOptions,
     bind_listener, bind_udp, stop_requested,
 };
+use crate::ids::PieceIndex;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::output::plain_io;
 use crate::peer::make_peer_id;
@@ -275,7 +276,7 @@ fn any_piece_of(file: &FileSlot, have: &Bitfield, piece_len: u64) -> bool {
     }
     let first = file.offset / piece_len;
     let last = (file.offset + file.len - 1) / piece_len;
-    (first..=last).any(|p| u32::try_from(p).is_ok_and(|p| have.get(p)))
+    (first..=last).any(|p| u32::try_from(p).is_ok_and(|p| have.get(PieceIndex(p))))
 }
 
 /// Open the data folder of a download where files of other sizes are in

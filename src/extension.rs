@@ -40,6 +40,19 @@ pub enum Extended<'a> {
     Unknown(u8),
 }
 
+/// What our extension handshake states besides the extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct OurHandshake<'a> {
+    /// Requests we queue per peer (`reqq`).
+    pub reqq: u32,
+    /// Our client name (`v`).
+    pub client: &'a str,
+    /// The size of the metadata we serve (`metadata_size`).
+    pub metadata_size: Option<usize>,
+    /// The port we accept peers on (`p`).
+    pub listen_port: Option<u16>,
+}
+
 /// What a peer's extension handshake says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerExtensions {
@@ -80,15 +93,17 @@ impl Registry {
     }
 
     /// Append our extension handshake: every registered extension in `m`,
-    /// the size of the metadata we serve (`metadata_size`, BEP 9), how many
-    /// requests we queue (`reqq`), our client name (`v`).
-    pub fn encode_handshake(
-        &self,
-        reqq: u32,
-        client: &str,
-        metadata_size: Option<usize>,
-        out: &mut Vec<u8>,
-    ) {
+    /// the size of the metadata we serve (`metadata_size`, BEP 9), the port
+    /// we listen on (`p`: a peer that dialed us can then pass our address
+    /// on through peer exchange), how many requests we queue (`reqq`), our
+    /// client name (`v`).
+    pub fn encode_handshake(&self, ours: &OurHandshake<'_>, out: &mut Vec<u8>) {
+        let OurHandshake {
+            reqq,
+            client,
+            metadata_size,
+            listen_port,
+        } = *ours;
         let mut w = crate::bencode::Writer::new();
         // Keys in sorted order, as bencode wants.
         let mut sorted: Vec<(&str, u8)> = self
@@ -105,6 +120,9 @@ impl Registry {
         if let Some(n) = metadata_size {
             w.str("metadata_size")
                 .int(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(port) = listen_port.filter(|&p| p != 0) {
+            w.str("p").int(i64::from(port));
         }
         w.str("reqq")
             .int(i64::from(reqq))
@@ -236,7 +254,13 @@ mod tests {
     fn our_handshake_advertises_every_registered_extension() {
         let r = Registry::new(&["ut_pex", "ut_metadata"]);
         let mut out = Vec::new();
-        r.encode_handshake(2048, "piecemeal/x", None, &mut out);
+        let mut ours = OurHandshake {
+            reqq: 2048,
+            client: "piecemeal/x",
+            metadata_size: None,
+            listen_port: None,
+        };
+        r.encode_handshake(&ours, &mut out);
         let (msg, n) = wire::decode_frame(&out, wire::MAX_FRAME).unwrap().unwrap();
         assert_eq!(n, out.len());
         let Message::Unknown { id: 20, payload } = msg else {
@@ -255,9 +279,12 @@ mod tests {
         assert_eq!(back.id_of("ut_metadata"), r.local_id("ut_metadata"));
         // With metadata to serve, its size goes in too (keys in order).
         let mut out = Vec::new();
-        r.encode_handshake(2048, "p", Some(31235), &mut out);
+        ours.client = "p";
+        ours.metadata_size = Some(31235);
+        ours.listen_port = Some(6881);
+        r.encode_handshake(&ours, &mut out);
         assert!(
-            out.ends_with(b"ee13:metadata_sizei31235e4:reqqi2048e1:v1:pe"),
+            out.ends_with(b"ee13:metadata_sizei31235e1:pi6881e4:reqqi2048e1:v1:pe"),
             "{}",
             String::from_utf8_lossy(&out)
         );

@@ -4,6 +4,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::ids::PieceIndex;
 use sha1::{Digest, Sha1};
 use std::net::IpAddr;
 
@@ -44,13 +45,18 @@ const MAX_ROUNDS: u32 = 64;
 /// for IPv4: a peer cannot get a fresh set by moving inside its network)
 /// and hash its 16 bytes the same way. The set is the same for every
 /// connection from that network, so nothing is gained by reconnecting.
-pub fn allowed_fast_set(ip: IpAddr, info_hash: &[u8; 20], num_pieces: u32, k: u32) -> Vec<u32> {
+pub fn allowed_fast_set(
+    ip: IpAddr,
+    info_hash: &[u8; 20],
+    num_pieces: u32,
+    k: u32,
+) -> Vec<PieceIndex> {
     let mut out = Vec::new();
     if num_pieces == 0 || k == 0 {
         return out;
     }
     if k >= num_pieces {
-        out.extend(0..num_pieces);
+        out.extend((0..num_pieces).map(PieceIndex));
         return out;
     }
     let ip = match ip {
@@ -77,7 +83,7 @@ pub fn allowed_fast_set(ip: IpAddr, info_hash: &[u8; 20], num_pieces: u32, k: u3
         for word in x.chunks_exact(4) {
             let mut w = [0u8; 4];
             w.copy_from_slice(word);
-            let piece = u32::from_be_bytes(w) % num_pieces;
+            let piece = PieceIndex(u32::from_be_bytes(w) % num_pieces);
             if !out.contains(&piece) {
                 out.push(piece);
                 if out.len() as u32 >= k {
@@ -98,17 +104,17 @@ pub struct PeerFast {
     pub enabled: bool,
     /// Pieces the peer lets us request while it chokes us (at most
     /// [`MAX_ALLOWED_IN`], all in range).
-    pub allowed_in: Vec<u32>,
+    pub allowed_in: Vec<PieceIndex>,
     /// Pieces we let it request while we choke it (our allowed-fast set for
     /// its address, at most [`ALLOWED_FAST_SET`]); empty until sent.
-    pub allowed_out: Vec<u32>,
+    pub allowed_out: Vec<PieceIndex>,
     /// We sent our allowed-fast set (once per connection).
     pub sent_allowed: bool,
     /// It said `have all` while the piece count was not known (a magnet
     /// link's metadata being fetched): its bitfield once it is.
     pub early_have_all: bool,
     /// Pieces it suggested, oldest first (at most [`MAX_SUGGESTED`]).
-    pub suggested: Vec<u32>,
+    pub suggested: Vec<PieceIndex>,
     /// Fast messages this second that we ignored: rejects for blocks we
     /// never asked for (or no longer wait for), out-of-range or surplus
     /// `allowed fast` and `suggest`. Reset every tick.
@@ -126,7 +132,7 @@ pub struct PeerFast {
 impl PeerFast {
     /// Remember an `allowed fast` piece (already checked in range); false
     /// when the list is full (the piece is ignored).
-    pub fn allow(&mut self, piece: u32) -> bool {
+    pub fn allow(&mut self, piece: PieceIndex) -> bool {
         if self.allowed_in.contains(&piece) {
             return true;
         }
@@ -139,7 +145,7 @@ impl PeerFast {
 
     /// Remember a suggested piece (already checked in range), evicting the
     /// oldest when full.
-    pub fn suggest(&mut self, piece: u32) {
+    pub fn suggest(&mut self, piece: PieceIndex) {
         if self.suggested.contains(&piece) {
             return;
         }
@@ -150,7 +156,7 @@ impl PeerFast {
     }
 
     /// Do we let it request `piece` while we choke it?
-    pub fn allowed_for_them(&self, piece: u32) -> bool {
+    pub fn allowed_for_them(&self, piece: PieceIndex) -> bool {
         self.allowed_out.contains(&piece)
     }
 
@@ -167,30 +173,35 @@ impl PeerFast {
 mod tests {
     use super::*;
 
+    /// The wire numbers of a set, to compare with the BEP's.
+    fn nums(set: Vec<PieceIndex>) -> Vec<u32> {
+        set.into_iter().map(u32::from).collect()
+    }
+
     #[test]
     fn the_allowed_fast_set_matches_the_bep_6_example() {
         // BEP 6: peer 80.4.4.200, info-hash 0xaa * 20, 1313 pieces.
         let ip: IpAddr = "80.4.4.200".parse().unwrap();
-        let set = allowed_fast_set(ip, &[0xaa; 20], 1313, 7);
+        let set = nums(allowed_fast_set(ip, &[0xaa; 20], 1313, 7));
         assert_eq!(set, [1059, 431, 808, 1217, 287, 376, 1188]);
-        let set = allowed_fast_set(ip, &[0xaa; 20], 1313, 9);
+        let set = nums(allowed_fast_set(ip, &[0xaa; 20], 1313, 9));
         assert_eq!(set, [1059, 431, 808, 1217, 287, 376, 1188, 353, 508]);
         // The whole /24 gets the same set; another /24 another one.
         let same: IpAddr = "80.4.4.1".parse().unwrap();
-        assert_eq!(allowed_fast_set(same, &[0xaa; 20], 1313, 9), set);
+        assert_eq!(nums(allowed_fast_set(same, &[0xaa; 20], 1313, 9)), set);
         let mapped: IpAddr = "::ffff:80.4.4.200".parse().unwrap();
-        assert_eq!(allowed_fast_set(mapped, &[0xaa; 20], 1313, 9), set);
+        assert_eq!(nums(allowed_fast_set(mapped, &[0xaa; 20], 1313, 9)), set);
         let other: IpAddr = "80.4.5.200".parse().unwrap();
-        assert_ne!(allowed_fast_set(other, &[0xaa; 20], 1313, 9), set);
+        assert_ne!(nums(allowed_fast_set(other, &[0xaa; 20], 1313, 9)), set);
     }
 
     #[test]
     fn small_torrents_allow_every_piece_and_sets_are_distinct_and_in_range() {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(allowed_fast_set(ip, &[1; 20], 4, 10), [0, 1, 2, 3]);
+        assert_eq!(nums(allowed_fast_set(ip, &[1; 20], 4, 10)), [0, 1, 2, 3]);
         assert!(allowed_fast_set(ip, &[1; 20], 0, 10).is_empty());
         for n in [11, 12, 20, 1000, u32::MAX] {
-            let set = allowed_fast_set(ip, &[1; 20], n, 10);
+            let set = nums(allowed_fast_set(ip, &[1; 20], n, 10));
             assert_eq!(set.len(), 10, "{n} pieces");
             assert!(set.iter().all(|&p| p < n));
             let mut d = set.clone();
@@ -215,13 +226,16 @@ mod tests {
     fn peer_lists_are_bounded() {
         let mut f = PeerFast::default();
         for p in 0..100 {
-            let kept = f.allow(p);
+            let kept = f.allow(PieceIndex(p));
             assert_eq!(kept, (p as usize) < MAX_ALLOWED_IN);
-            f.suggest(p);
+            f.suggest(PieceIndex(p));
         }
         assert_eq!(f.allowed_in.len(), MAX_ALLOWED_IN);
         assert_eq!(f.suggested.len(), MAX_SUGGESTED);
-        assert_eq!(f.suggested[0], 100 - MAX_SUGGESTED as u32);
-        assert!(f.allow(0), "a piece already allowed stays allowed");
+        assert_eq!(f.suggested[0], PieceIndex(100 - MAX_SUGGESTED as u32));
+        assert!(
+            f.allow(PieceIndex(0)),
+            "a piece already allowed stays allowed"
+        );
     }
 }

@@ -10,6 +10,10 @@
 //!   into a `mio::Token` or a slab index.
 //! - [`crate::event_loop::TorrentId`]: a torrent in the session (the key of
 //!   the session's torrent slab).
+//! - [`PieceIndex`]: a piece of a torrent's data. The wire carries bare
+//!   `u32`s; the torrent core wraps them as it reads a message (and checks
+//!   them against the geometry) and unwraps them as it encodes one. Metadata
+//!   piece numbers of `ut_metadata` are not torrent pieces and stay `u32`.
 
 use std::fmt;
 
@@ -39,6 +43,32 @@ impl fmt::Display for PeerKey {
 pub struct ConnToken(pub usize);
 
 impl fmt::Display for ConnToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A piece of a torrent's data, counted from 0 (see
+/// [`crate::geometry::Geometry`] for its length and offset). The wire's
+/// `u32` is wrapped at the boundary; a `PieceIndex` is not by itself known
+/// to be in range: [`crate::geometry::Geometry`] checks that.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PieceIndex(pub u32);
+
+impl PieceIndex {
+    /// The piece as an index into a per-piece table.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl From<PieceIndex> for u32 {
+    fn from(p: PieceIndex) -> u32 {
+        p.0
+    }
+}
+
+impl fmt::Display for PieceIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

@@ -10,7 +10,7 @@ use crate::choker::{ChokeCandidate, Choker};
 use crate::config::Config;
 use crate::extension::{Extended, Registry};
 use crate::geometry::{BlockRef, Geometry};
-use crate::ids::ConnToken;
+use crate::ids::{ConnToken, PieceIndex};
 use crate::peer::{Inflight, Peer, PeerError, Peers, Phase};
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::rate::TokenBucket;
@@ -159,6 +159,8 @@ pub struct Torrent {
     pex: pex::TorrentPex,
     /// The check of data on disk, while it runs.
     checking: Option<Check>,
+    /// The port we accept peers on (`p` in our extension handshake).
+    listen_port: Option<u16>,
     /// The metadata fetch of a torrent started from a magnet link, until
     /// the metadata is known.
     fetch: Option<Box<fetch::MetadataFetch>>,
@@ -245,6 +247,7 @@ impl Torrent {
             checking: None,
             fetch: None,
             fetch_buf: Vec::new(),
+            listen_port: None,
             banned_ids: HashSet::new(),
             banned_addrs: HashSet::new(),
             totals: Totals::default(),
@@ -564,6 +567,7 @@ impl Torrent {
                 if piece >= self.geometry.num_pieces {
                     return Err(PeerError::BadHave(piece));
                 }
+                let piece = PieceIndex(piece);
                 if peer.has.set(piece) {
                     self.picker.peer_has_piece(piece);
                     if !peer.am_interested && !self.picker.have().get(piece) {
@@ -589,6 +593,7 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Request { piece, begin, len } => {
+                let piece = PieceIndex(piece);
                 let b = BlockRef { piece, begin, len };
                 if !self
                     .geometry
@@ -625,6 +630,7 @@ impl Torrent {
                 peer.requests.push_back(b);
             }
             Message::Cancel { piece, begin, len } => {
+                let piece = PieceIndex(piece);
                 let b = BlockRef { piece, begin, len };
                 let queued = peer.requests.len();
                 peer.requests.retain(|r| *r != b);
@@ -642,6 +648,7 @@ impl Torrent {
                 }
             }
             Message::Piece { piece, begin, data } => {
+                let piece = PieceIndex(piece);
                 let len = u32::try_from(data.len()).map_err(|_| PeerError::BadPiece)?;
                 if !self.geometry.is_block(piece, begin, len) {
                     return Err(PeerError::BadPiece);
@@ -753,17 +760,34 @@ impl Torrent {
             Message::Port(port).encode(peer.send.buf_mut());
             self.dirty.push(key);
         }
-        if hs.supports_extensions()
-            && let Some(peer) = self.peers.get_mut(key)
-        {
-            let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let metadata_size = self.metadata.as_ref().map(|m| m.len());
-            self.extensions
-                .encode_handshake(reqq, CLIENT_NAME, metadata_size, peer.send.buf_mut());
-            peer.extended = true;
-            self.dirty.push(key);
+        if hs.supports_extensions() {
+            self.send_extension_handshake(key);
         }
         Ok(())
+    }
+
+    /// Queue our extension handshake (BEP 10) to `key`: sent once the
+    /// handshakes are done, and again when the metadata size we serve
+    /// changes (a magnet link's torrent got its metadata).
+    fn send_extension_handshake(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let ours = crate::extension::OurHandshake {
+            reqq: u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX),
+            client: CLIENT_NAME,
+            metadata_size: self.metadata.as_ref().map(|m| m.len()),
+            listen_port: self.listen_port,
+        };
+        self.extensions.encode_handshake(&ours, peer.send.buf_mut());
+        peer.extended = true;
+        self.dirty.push(key);
+    }
+
+    /// The port the session accepts peers on, stated in our extension
+    /// handshakes (`p`).
+    pub fn set_listen_port(&mut self, port: Option<u16>) {
+        self.listen_port = port;
     }
 
     /// Ask the peer for more blocks, up to its pipeline depth.
@@ -798,7 +822,7 @@ impl Torrent {
         let out = peer.send.buf_mut();
         for &b in &self.pick_buf {
             Message::Request {
-                piece: b.piece,
+                piece: b.piece.0,
                 begin: b.begin,
                 len: b.len,
             }
@@ -911,7 +935,8 @@ impl Torrent {
 
 /// Bytes of the pieces not in `have`.
 fn left_of(geometry: &Geometry, have: &Bitfield) -> u64 {
-    (0..geometry.num_pieces)
+    geometry
+        .pieces()
         .filter(|&p| !have.get(p))
         .map(|p| geometry.piece_size(p) as u64)
         .sum()

@@ -2,6 +2,7 @@
 //! whole protocol path, deterministic and fast.
 
 use super::*;
+use crate::ids::PieceIndex as P;
 use crate::storage::{Disk, FileSlot, Layout, MemStorage, OpenMode, Storage};
 use sha1::{Digest, Sha1};
 use std::path::{Path, PathBuf};
@@ -26,8 +27,8 @@ fn fixture(total: u64, piece_len: u32) -> Fixture {
     let data: Vec<u8> = (0..total).map(|i| (i * 13 % 253) as u8).collect();
     let hashes = (0..geometry.num_pieces)
         .map(|p| {
-            let o = geometry.piece_offset(p) as usize;
-            Sha1::digest(&data[o..o + geometry.piece_size(p) as usize]).into()
+            let o = geometry.piece_offset(P(p)) as usize;
+            Sha1::digest(&data[o..o + geometry.piece_size(P(p)) as usize]).into()
         })
         .collect();
     let half = total / 3;
@@ -538,26 +539,26 @@ fn pieces_holding_a_banned_peers_blocks_charge_no_one_else() {
     let (bad, honest, other) = ((ip, [0xbb; 20]), (ip, [0x11; 20]), (ip, [0x22; 20]));
     let sent = |t: &mut Torrent, piece: u32, who: &[crate::blame::PeerId]| {
         for (j, id) in who.iter().enumerate() {
-            t.blame.on_block(piece, j as u32, 2, *id);
+            t.blame.on_block(P(piece), j as u32, 2, *id);
         }
     };
     // The bad peer alone spoiled piece 0: banned at once.
     sent(&mut t, 0, &[bad, bad]);
-    t.on_piece_failed(0);
+    t.on_piece_failed(P(0));
     assert!(t.banned_ids.contains(&bad));
     // Pieces it had started and honest peers finished fail too: that is
     // the banned peer's doing, not theirs.
     for piece in 1..3 {
         sent(&mut t, piece, &[bad, honest]);
-        t.on_piece_failed(piece);
+        t.on_piece_failed(P(piece));
     }
     assert!(!t.banned_ids.contains(&honest));
     // Without a banned sender, a shared bad piece charges nobody yet: it is
     // fetched again from a single peer and compared.
     sent(&mut t, 3, &[honest, other]);
-    t.on_piece_failed(3);
+    t.on_piece_failed(P(3));
     assert!(!t.banned_ids.contains(&honest) && !t.banned_ids.contains(&other));
-    assert!(t.blame.is_suspect(3));
+    assert!(t.blame.is_suspect(P(3)));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -608,7 +609,7 @@ fn a_window_that_shrinks_cancels_what_it_no_longer_covers() {
         .inflight
         .iter()
         .map(|r| {
-            let (piece, begin, len) = (r.block.piece, r.block.begin, r.block.len);
+            let (piece, begin, len) = (r.block.piece.0, r.block.begin, r.block.len);
             format!("{:?}", Message::Request { piece, begin, len })
         })
         .collect();
@@ -693,15 +694,15 @@ fn a_ban_starts_again_the_open_pieces_holding_the_banned_peers_blocks() {
     let mut t = torrent(&f, &dir, false, 7, now);
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let (bad, honest) = ((ip, [0xbb; 20]), (ip, [0x11; 20]));
-    t.blame.on_block(1, 0, 2, bad);
-    t.blame.on_block(1, 1, 2, honest);
-    t.blame.on_block(2, 0, 2, honest);
+    t.blame.on_block(P(1), 0, 2, bad);
+    t.blame.on_block(P(1), 1, 2, honest);
+    t.blame.on_block(P(2), 0, 2, honest);
     t.ban(bad);
     assert!(
-        t.blame.senders(1).is_empty(),
+        t.blame.senders(P(1)).is_empty(),
         "piece 1 kept the banned peer's blocks"
     );
-    assert_eq!(t.blame.senders(2), &[honest]);
+    assert_eq!(t.blame.senders(P(2)), &[honest]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -725,17 +726,17 @@ fn a_late_or_repeated_bitfield_is_merged_not_refused() {
     Message::Bitfield(&[0xf0, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
     Message::Bitfield(&[0x0f, 0, 0, 0, 0, 0, 0, 0]).encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
-    let has: Vec<u32> = t.peers[k].has.iter_set().collect();
+    let has: Vec<u32> = t.peers[k].has.iter_set().map(u32::from).collect();
     assert_eq!(has, vec![0, 1, 2, 3, 4, 5, 6, 7, 63]);
     for p in [0, 7, 63] {
-        assert_eq!(t.picker.availability(p), 1, "piece {p}");
+        assert_eq!(t.picker.availability(P(p)), 1, "piece {p}");
     }
-    assert_eq!(t.picker.availability(8), 0);
+    assert_eq!(t.picker.availability(P(8)), 0);
     assert!(t.peers[k].am_interested);
     // Leaving uncounts exactly what was counted.
     t.remove_peer(k, &PeerError::Eof);
-    assert_eq!(t.picker.availability(63), 0);
-    assert_eq!(t.picker.availability(0), 0);
+    assert_eq!(t.picker.availability(P(63)), 0);
+    assert_eq!(t.picker.availability(P(0)), 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -939,13 +940,13 @@ fn a_liar_sharing_pieces_with_an_honest_seeder_is_banned_alone() {
     Message::Unchoke.encode(&mut bytes);
     feed(&mut t, li, &bytes, now).unwrap();
     let asked: Vec<BlockRef> = t.peers[li].inflight.iter().map(|r| r.block).collect();
-    let mut pieces: Vec<u32> = asked.iter().map(|b| b.piece).collect();
+    let mut pieces: Vec<PieceIndex> = asked.iter().map(|b| b.piece).collect();
     pieces.dedup();
     let mut lies = Vec::new();
     for &p in &pieces[..2] {
         let b = *asked.iter().find(|b| b.piece == p).unwrap();
         Message::Piece {
-            piece: b.piece,
+            piece: b.piece.0,
             begin: b.begin,
             data: &vec![0xee; b.len as usize],
         }
@@ -990,10 +991,10 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     // Once `k` delivers a block we asked for, a third is refused.
     let b = t.peers[k].inflight[0].block;
     let f = fixture(64 * 32768, 32768);
-    let off = (b.piece * 32768 + b.begin) as usize;
+    let off = (b.piece.0 * 32768 + b.begin) as usize;
     let mut bytes = Vec::new();
     Message::Piece {
-        piece: b.piece,
+        piece: b.piece.0,
         begin: b.begin,
         data: &f.data[off..off + b.len as usize],
     }
@@ -1379,7 +1380,7 @@ fn early_bits_past_the_last_piece_close_the_peer_once_the_count_is_known() {
         2,
         now,
     );
-    let has: Vec<u32> = t.peers[honest].has.iter_set().collect();
+    let has: Vec<u32> = t.peers[honest].has.iter_set().map(u32::from).collect();
     assert_eq!(has, [0, 1, 3]);
     assert_eq!(t.to_close, [(ConnToken(2), PeerError::BadHave(9))]);
 }

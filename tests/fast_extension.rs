@@ -144,12 +144,15 @@ fn a_fast_seeder_says_have_all_rejects_what_it_will_not_serve_and_offers_allowed
     // Interested: our allowed-fast set for 127.0.0.0/24 and this torrent
     // (BEP 6's algorithm), then an unchoke.
     s.write_all(&frame(2, &[])).unwrap();
-    let want = piecemeal::fast::allowed_fast_set(
+    let want: Vec<u32> = piecemeal::fast::allowed_fast_set(
         "127.0.0.1".parse().unwrap(),
         &fx.info_hash,
         n,
         piecemeal::fast::ALLOWED_FAST_SET,
-    );
+    )
+    .into_iter()
+    .map(u32::from)
+    .collect();
     let mut allowed = Vec::new();
     loop {
         let f = read_frame(&mut s).expect("closed");

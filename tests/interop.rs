@@ -1661,12 +1661,15 @@ fn fast_piecemeal_choking_libtorrent_serves_its_allowed_fast_pieces() {
         &dl,
         &["--peer", &h1.addr(PM_PORT)],
     );
-    let mut want = piecemeal::fast::allowed_fast_set(
+    let mut want: Vec<u32> = piecemeal::fast::allowed_fast_set(
         std::net::IpAddr::V4(h2.ip),
         &meta.info_hash,
         n,
         piecemeal::fast::ALLOWED_FAST_SET,
-    );
+    )
+    .into_iter()
+    .map(u32::from)
+    .collect();
     want.sort_unstable();
     let took = lab.wait_until(TRANSFER, "libtorrent has the allowed-fast pieces", || {
         Ok(lt_pieces(&lt) == want)

@@ -555,6 +555,8 @@ impl Session {
             return Err(Box::new(t));
         }
         let hash = t.info_hash;
+        let mut t = t;
+        t.set_listen_port(self.listen_addr.map(|a| a.port()));
         self.checking |= t.is_checking();
         let id = self
             .torrents

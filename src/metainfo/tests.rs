@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::PieceIndex as P;
 
 /// Fake piece hashes: `n` distinct 20-byte values.
 fn fake_pieces(n: usize) -> Vec<u8> {
@@ -108,7 +109,7 @@ fn parses_single_file_torrent() {
         vec![vec!["http://tracker.example/announce".to_string()]]
     );
     let g = m.geometry();
-    assert_eq!((g.num_pieces, g.piece_size(3)), (4, 100_000 - 3 * 32768));
+    assert_eq!((g.num_pieces, g.piece_size(P(3))), (4, 100_000 - 3 * 32768));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::geometry::BLOCK_LEN;
+use crate::ids::PieceIndex as P;
 use std::collections::{BTreeMap as HashMap, BTreeSet as HashSet};
 
 /// Two blocks per piece keeps fixtures small.
@@ -22,7 +23,7 @@ fn setup_with(g: Geometry, avail: &str, have: &str, seed: u64) -> (Picker, Vec<B
     let mut have_bf = Bitfield::new(n);
     for (i, c) in have.bytes().enumerate() {
         if c == b'1' {
-            have_bf.set(i as u32);
+            have_bf.set(P(i as u32));
         }
     }
     let mut picker = Picker::new(g, &have_bf, seed);
@@ -32,7 +33,7 @@ fn setup_with(g: Geometry, avail: &str, have: &str, seed: u64) -> (Picker, Vec<B
         let mut bf = Bitfield::new(n);
         for (i, &c) in counts.iter().enumerate() {
             if c > k {
-                bf.set(i as u32);
+                bf.set(P(i as u32));
             }
         }
         picker.peer_has_all(&bf);
@@ -50,7 +51,7 @@ fn pick(p: &mut Picker, peer: PeerKey, has: &Bitfield, max: usize) -> Vec<BlockR
 }
 
 fn pieces(blocks: &[BlockRef]) -> Vec<u32> {
-    let mut v: Vec<u32> = blocks.iter().map(|b| b.piece).collect();
+    let mut v: Vec<u32> = blocks.iter().map(|b| b.piece.0).collect();
     v.dedup();
     v
 }
@@ -88,7 +89,7 @@ fn rarest_first_only_among_pieces_the_peer_has() {
     let (mut p, peers) = setup("4444333312", "1111", 1);
     // Peer 2 lacks pieces 8 and 9 (availability 1 and 2).
     let got = pick(&mut p, PeerKey(2), &peers[2], 2);
-    assert!((4..8).contains(&got[0].piece));
+    assert!((4..8).contains(&got[0].piece.0));
 }
 
 #[test]
@@ -97,7 +98,7 @@ fn ties_are_broken_randomly() {
     for seed in 0..40 {
         let (mut p, peers) = setup("11112222222222", "1111", seed);
         let got = pick(&mut p, PeerKey(0), &peers[0], 1);
-        first.insert(got[0].piece);
+        first.insert(got[0].piece.0);
     }
     assert!(first.iter().all(|&x| (4..14).contains(&x)));
     assert!(first.len() >= 4, "only {first:?} ever picked first");
@@ -108,18 +109,18 @@ fn continues_partial_pieces_first() {
     let (mut p, peers) = setup("9999999991", "1111", 3);
     // Peer 1 starts the rarest piece (9) and gets only one of its blocks.
     let got = pick(&mut p, PeerKey(1), &peers[0], 1);
-    assert_eq!(got[0].piece, 9);
+    assert_eq!(got[0].piece, P(9));
     // Peer 2 continues piece 9 before starting anything else.
     let got = pick(&mut p, PeerKey(2), &peers[0], 3);
     assert_eq!(
         got[0],
         BlockRef {
-            piece: 9,
+            piece: P(9),
             begin: BLOCK_LEN,
             len: BLOCK_LEN
         }
     );
-    assert_ne!(got[1].piece, 9);
+    assert_ne!(got[1].piece, P(9));
 }
 
 #[test]
@@ -142,7 +143,7 @@ fn most_advanced_partial_piece_is_continued_first() {
         BlockOutcome::New
     );
     let got = pick(&mut p, PeerKey(2), &peers[0], 2);
-    assert_eq!(pieces(&got), vec![piece_b], "B has fewer missing blocks");
+    assert_eq!(pieces(&got), vec![piece_b.0], "B has fewer missing blocks");
 }
 
 #[test]
@@ -159,7 +160,7 @@ fn random_first_pieces() {
         let (mut p, peers) = setup("1999999999", "", seed);
         while p.have().count() < RANDOM_FIRST_PIECES {
             let got = pick(&mut p, PeerKey(0), &peers[0], 2);
-            if got[0].piece == 0 {
+            if got[0].piece == P(0) {
                 // The random pick happened to find the rare piece: fine,
                 // but then this seed tells us nothing.
                 break;
@@ -167,7 +168,7 @@ fn random_first_pieces() {
             complete(&mut p, PeerKey(0), &got);
         }
         if p.have().count() == RANDOM_FIRST_PIECES {
-            assert_eq!(pick(&mut p, PeerKey(0), &peers[0], 1)[0].piece, 0);
+            assert_eq!(pick(&mut p, PeerKey(0), &peers[0], 1)[0].piece, P(0));
         }
     }
 }
@@ -190,9 +191,9 @@ fn respects_max_partial() {
     // A late block for an unstarted piece is refused while the budget is full.
     let mut others = Vec::new();
     let unstarted = (4..10)
-        .find(|&x| p.blocks_of(x).iter().all(|s| *s == BlockState::Missing))
+        .find(|&x| p.blocks_of(P(x)).iter().all(|s| *s == BlockState::Missing))
         .unwrap();
-    let b = p.geometry.block(unstarted, 0);
+    let b = p.geometry.block(P(unstarted), 0);
     assert_eq!(
         p.on_block(PeerKey(3), b, &mut others),
         BlockOutcome::Unexpected
@@ -332,11 +333,11 @@ fn failed_piece_is_rerequested() {
     for &b in &got {
         assert_eq!(p.on_block(PeerKey(1), b, &mut others), BlockOutcome::New);
     }
-    assert!(p.is_piece_received(4));
-    p.on_piece_failed(4);
+    assert!(p.is_piece_received(P(4)));
+    p.on_piece_failed(P(4));
     p.check_invariants();
-    assert_eq!(p.blocks_of(4), vec![BlockState::Missing; 2]);
-    assert!(!p.have().get(4));
+    assert_eq!(p.blocks_of(P(4)), vec![BlockState::Missing; 2]);
+    assert!(!p.have().get(P(4)));
     assert_eq!(pick(&mut p, PeerKey(2), &peers[0], 100), got);
     complete(&mut p, PeerKey(2), &got);
     assert!(p.is_complete());
@@ -349,21 +350,21 @@ fn unexpected_and_duplicate_blocks() {
     let g = p.geometry;
     // A piece we have.
     assert_eq!(
-        p.on_block(PeerKey(1), g.block(0, 0), &mut others),
+        p.on_block(PeerKey(1), g.block(P(0), 0), &mut others),
         BlockOutcome::Unexpected
     );
     // Not a block of ours: misaligned, wrong length, out of range.
-    let b = g.block(1, 0);
+    let b = g.block(P(1), 0);
     let bad = [
         BlockRef { begin: 1, ..b },
         BlockRef { len: 100, ..b },
-        BlockRef { piece: 4, ..b },
+        BlockRef { piece: P(4), ..b },
         BlockRef {
             begin: PIECE_LEN,
             ..b
         },
         BlockRef {
-            piece: u32::MAX,
+            piece: P(u32::MAX),
             begin: u32::MAX,
             len: u32::MAX,
         },
@@ -390,10 +391,10 @@ fn unexpected_and_duplicate_blocks() {
         BlockOutcome::Duplicate
     );
     // Out-of-range piece numbers elsewhere are ignored too.
-    p.on_piece_verified(99);
-    p.on_piece_failed(99);
-    p.peer_has_piece(99);
-    assert!(p.blocks_of(99).is_empty());
+    p.on_piece_verified(P(99));
+    p.on_piece_failed(P(99));
+    p.peer_has_piece(P(99));
+    assert!(p.blocks_of(P(99)).is_empty());
     p.check_invariants();
 }
 
@@ -404,17 +405,17 @@ fn short_last_piece_blocks_correct() {
     let (mut p, peers) = setup_with(g, "111", "", 9);
     let got = pick(&mut p, PeerKey(1), &peers[0], 100);
     assert_eq!(got.len(), 3 + 3 + 2);
-    let last: Vec<_> = got.iter().filter(|b| b.piece == 2).copied().collect();
+    let last: Vec<_> = got.iter().filter(|b| b.piece == P(2)).copied().collect();
     assert_eq!(
         last,
         vec![
             BlockRef {
-                piece: 2,
+                piece: P(2),
                 begin: 0,
                 len: BLOCK_LEN
             },
             BlockRef {
-                piece: 2,
+                piece: P(2),
                 begin: BLOCK_LEN,
                 len: 100
             },
@@ -428,15 +429,15 @@ fn short_last_piece_blocks_correct() {
 #[test]
 fn peer_gone_decreases_availability() {
     let (mut p, peers) = setup("1222", "", 4);
-    assert_eq!(p.availability(0), 1);
-    assert_eq!(p.availability(1), 2);
+    assert_eq!(p.availability(P(0)), 1);
+    assert_eq!(p.availability(P(1)), 2);
     p.peer_gone(&peers[1]);
     p.check_invariants();
-    assert_eq!(p.availability(1), 1);
+    assert_eq!(p.availability(P(1)), 1);
     p.peer_gone(&peers[0]);
     p.check_invariants();
     assert_eq!(
-        (0..4).map(|x| p.availability(x)).collect::<Vec<_>>(),
+        (0..4).map(|x| p.availability(P(x))).collect::<Vec<_>>(),
         vec![0; 4]
     );
     assert!(!p.is_interesting(&Bitfield::new(4)));
@@ -448,27 +449,27 @@ fn have_messages_and_seeds_count_towards_availability() {
     let (mut p, _) = setup("0000", "", 4);
     let full = Bitfield::full(4);
     p.peer_has_all(&full);
-    p.peer_has_piece(2);
-    assert_eq!(p.availability(2), 2);
-    assert_eq!(p.availability(0), 1);
+    p.peer_has_piece(P(2));
+    assert_eq!(p.availability(P(2)), 2);
+    assert_eq!(p.availability(P(0)), 1);
     // A peer that became full through `have` messages leaves first.
     let mut grown = Bitfield::new(4);
     p.peer_has_all(&grown);
     for x in 0..4 {
-        grown.set(x);
-        p.peer_has_piece(x);
+        grown.set(P(x));
+        p.peer_has_piece(P(x));
     }
-    assert_eq!(p.availability(0), 2);
+    assert_eq!(p.availability(P(0)), 2);
     p.peer_gone(&grown);
     p.check_invariants();
     assert_eq!(
-        (0..4).map(|x| p.availability(x)).collect::<Vec<_>>(),
+        (0..4).map(|x| p.availability(P(x))).collect::<Vec<_>>(),
         vec![1, 1, 2, 1]
     );
     p.peer_gone(&full);
     p.check_invariants();
     assert_eq!(
-        (0..4).map(|x| p.availability(x)).collect::<Vec<_>>(),
+        (0..4).map(|x| p.availability(P(x))).collect::<Vec<_>>(),
         vec![0, 0, 1, 0]
     );
 }
@@ -477,11 +478,11 @@ fn have_messages_and_seeds_count_towards_availability() {
 fn interest_follows_what_we_lack() {
     let (mut p, _) = setup("1111111111", "1111111110", 4);
     let mut theirs = Bitfield::new(10);
-    theirs.set(3);
+    theirs.set(P(3));
     assert!(!p.is_interesting(&theirs));
-    theirs.set(9);
+    theirs.set(P(9));
     assert!(p.is_interesting(&theirs));
-    p.on_piece_verified(9);
+    p.on_piece_verified(P(9));
     assert!(!p.is_interesting(&theirs));
     assert!(p.is_complete());
     assert!(!p.in_endgame());
@@ -541,7 +542,7 @@ fn random_operation_sequences_keep_invariants() {
                     let full = next(4) == 0;
                     for x in 0..n {
                         if full || next(3) != 0 {
-                            bf.set(x);
+                            bf.set(P(x));
                         }
                     }
                     p.peer_has_all(&bf);
@@ -562,8 +563,8 @@ fn random_operation_sequences_keep_invariants() {
                 2 if !peers.is_empty() => {
                     let k = *peers.keys().nth(next(peers.len() as u64) as usize).unwrap();
                     let x = next(n as u64) as u32;
-                    if peers.get_mut(&k).unwrap().set(x) {
-                        p.peer_has_piece(x);
+                    if peers.get_mut(&k).unwrap().set(P(x)) {
+                        p.peer_has_piece(P(x));
                     }
                 }
                 3..=5 if !peers.is_empty() => {
@@ -623,8 +624,8 @@ fn random_operation_sequences_keep_invariants() {
                 assert!(p.open_segments() <= b, "segment budget exceeded");
             }
             for x in 0..n {
-                let want: u32 = peers.values().filter(|bf| bf.get(x)).count() as u32;
-                assert_eq!(p.availability(x), want, "availability of {x}");
+                let want: u32 = peers.values().filter(|bf| bf.get(P(x))).count() as u32;
+                assert_eq!(p.availability(P(x)), want, "availability of {x}");
             }
         }
     }

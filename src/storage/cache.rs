@@ -34,6 +34,7 @@
 
 use super::{Storage, StorageError};
 use crate::geometry::{BLOCK_LEN, BlockRef, Geometry};
+use crate::ids::PieceIndex;
 use sha1::{Digest, Sha1};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -120,14 +121,14 @@ pub struct Cache {
     allocated: usize,
     max_read_segs: usize,
     pool: Vec<Vec<u8>>,
-    partial: HashMap<u32, Assembly>,
+    partial: HashMap<PieceIndex, Assembly>,
     pending: VecDeque<WriteJob>,
     pending_bytes: usize,
     /// Written segments of verified pieces: `(piece, begin, bytes)`.
     read: VecDeque<ReadEntry>,
     /// Pieces whose blocks are fingerprinted as they complete (at most
     /// [`crate::blame::MAX_SUSPECTS`] are asked for at once).
-    audit: HashSet<u32>,
+    audit: HashSet<PieceIndex>,
     /// Fingerprints of the last piece that completed, if taken.
     fingerprints: Option<Vec<u64>>,
     /// The per-process key of block fingerprints.
@@ -162,7 +163,7 @@ impl Cache {
 
     /// Fingerprint the blocks of `piece` when it next completes (a failed
     /// copy of it is being compared with the next one).
-    pub fn audit(&mut self, piece: u32) {
+    pub fn audit(&mut self, piece: PieceIndex) {
         if self.audit.len() < crate::blame::MAX_SUSPECTS * 2 {
             self.audit.insert(piece);
         }
@@ -282,11 +283,11 @@ impl Cache {
     }
 
     /// Size of segment `seg` of `piece`.
-    fn seg_size(&self, piece: u32, seg: u32) -> u32 {
+    fn seg_size(&self, piece: PieceIndex, seg: u32) -> u32 {
         seg_size_of(self.geometry.piece_size(piece), seg, self.seg_len)
     }
 
-    fn queue_write(&mut self, piece: u32, begin: u32, data: Vec<u8>, completes: bool) {
+    fn queue_write(&mut self, piece: PieceIndex, begin: u32, data: Vec<u8>, completes: bool) {
         self.pending_bytes += data.len();
         self.pending.push_back(WriteJob {
             offset: self.geometry.piece_offset(piece) + begin as u64,
@@ -402,7 +403,7 @@ impl Cache {
         };
         debug_assert_eq!(a.hashed, size);
         let digest: [u8; 20] = a.hasher.finalize().into();
-        let verified = self.hashes.get(b.piece as usize) == Some(&digest);
+        let verified = self.hashes.get(b.piece.index()) == Some(&digest);
         let audited = self.audit.remove(&b.piece);
         let last = size.div_ceil(seg_len).saturating_sub(1);
         self.fingerprints = match (&a.fps, a.segs.as_slice()) {
@@ -432,7 +433,7 @@ impl Cache {
     }
 
     /// Drop the queued (not yet verified) segments of `piece`.
-    fn drop_queued(&mut self, piece: u32) {
+    fn drop_queued(&mut self, piece: PieceIndex) {
         let mut kept = VecDeque::with_capacity(self.pending.len());
         for w in std::mem::take(&mut self.pending) {
             if w.piece == piece && !w.completes {
@@ -446,7 +447,7 @@ impl Cache {
     }
 
     /// Forget a partial piece (all of its blocks), e.g. when giving up on it.
-    pub fn drop_partial(&mut self, piece: u32) {
+    pub fn drop_partial(&mut self, piece: PieceIndex) {
         if let Some(a) = self.partial.remove(&piece) {
             for buf in a.segs.into_iter().flatten() {
                 self.give_back(buf);
@@ -468,7 +469,7 @@ impl Cache {
     /// (a verified piece's last segment) or back to the pool, and the piece
     /// it completes is returned. Failed (a full disk): it goes back to the
     /// front of the queue, nothing is lost.
-    pub fn write_done(&mut self, w: WriteJob, ok: bool) -> Option<u32> {
+    pub fn write_done(&mut self, w: WriteJob, ok: bool) -> Option<PieceIndex> {
         if !ok {
             self.pending_bytes += w.data.len();
             self.pending.push_front(w);
@@ -495,7 +496,7 @@ impl Cache {
         &mut self,
         store: &impl Storage,
         max_bytes: usize,
-        written: &mut Vec<u32>,
+        written: &mut Vec<PieceIndex>,
     ) -> Result<(), StorageError> {
         let mut bytes = 0;
         while bytes < max_bytes {
@@ -511,7 +512,7 @@ impl Cache {
         Ok(())
     }
 
-    fn keep_for_reading(&mut self, piece: u32, begin: u32, data: Vec<u8>, pooled: bool) {
+    fn keep_for_reading(&mut self, piece: PieceIndex, begin: u32, data: Vec<u8>, pooled: bool) {
         self.read.push_back(ReadEntry {
             piece,
             begin,
@@ -652,7 +653,7 @@ impl Cache {
 
 /// A read-cache entry: bytes of a verified piece from `begin`.
 struct ReadEntry {
-    piece: u32,
+    piece: PieceIndex,
     begin: u32,
     data: Vec<u8>,
     /// A cache buffer (else a block-sized one, dropped after use).
@@ -666,7 +667,7 @@ impl ReadEntry {
 }
 
 /// Do `len` bytes of `piece` from `begin` hold block `b`?
-fn span_covers(piece: u32, begin: u32, len: usize, b: BlockRef) -> bool {
+fn span_covers(piece: PieceIndex, begin: u32, len: usize, b: BlockRef) -> bool {
     piece == b.piece && begin <= b.begin && (b.begin + b.len) as usize <= begin as usize + len
 }
 
@@ -675,7 +676,7 @@ fn span_covers(piece: u32, begin: u32, len: usize, b: BlockRef) -> bool {
 pub struct WriteJob {
     pub offset: u64,
     pub data: Vec<u8>,
-    piece: u32,
+    piece: PieceIndex,
     /// Offset of the segment in its piece.
     begin: u32,
     /// The piece is verified and this is its last write: once it is on disk,
@@ -688,14 +689,14 @@ pub struct WriteJob {
 pub struct ReadJob {
     pub offset: u64,
     pub data: Vec<u8>,
-    piece: u32,
+    piece: PieceIndex,
     begin: u32,
     pooled: bool,
 }
 
 impl ReadJob {
     /// The piece it reads from.
-    pub fn piece(&self) -> u32 {
+    pub fn piece(&self) -> PieceIndex {
         self.piece
     }
 

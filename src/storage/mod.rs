@@ -14,6 +14,7 @@ pub use layout::{FileSlot, Layout};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
+use crate::ids::PieceIndex;
 use sha1::{Digest, Sha1};
 
 /// Where a torrent's bytes live: [`Disk`] (its files), or [`MemStorage`]
@@ -119,7 +120,7 @@ pub fn recheck_with(
 ) -> Bitfield {
     let mut have = Bitfield::new(geometry.num_pieces);
     let mut buf = check_buffer(geometry);
-    for piece in 0..geometry.num_pieces {
+    for piece in geometry.pieces() {
         if !progress(geometry.piece_offset(piece)) {
             break;
         }
@@ -141,7 +142,7 @@ pub fn check_piece(
     disk: &impl Storage,
     geometry: &Geometry,
     hashes: &[[u8; 20]],
-    piece: u32,
+    piece: PieceIndex,
     buf: &mut [u8],
 ) -> bool {
     let size = geometry.piece_size(piece) as usize;
@@ -163,7 +164,7 @@ pub fn check_piece(
         done += n;
     }
     let digest: [u8; 20] = hasher.finalize().into();
-    hashes.get(piece as usize) == Some(&digest)
+    hashes.get(piece.index()) == Some(&digest)
 }
 
 #[cfg(test)]

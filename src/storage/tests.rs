@@ -1,6 +1,7 @@
 //! Disk and re-check over a layout with BEP 47 padding.
 
 use super::*;
+use crate::ids::PieceIndex as P;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -44,8 +45,8 @@ fn padded() -> (Layout, Vec<u8>, Geometry) {
 fn hashes(g: &Geometry, stream: &[u8]) -> Vec<[u8; 20]> {
     (0..g.num_pieces)
         .map(|p| {
-            let o = g.piece_offset(p) as usize;
-            Sha1::digest(&stream[o..o + g.piece_size(p) as usize]).into()
+            let o = g.piece_offset(P(p)) as usize;
+            Sha1::digest(&stream[o..o + g.piece_size(P(p)) as usize]).into()
         })
         .collect()
 }
@@ -134,7 +135,7 @@ fn recheck_of_original_files_without_pad_files_finds_every_piece() {
     .unwrap();
     let disk = Disk::open(&dir, layout, OpenMode::ReadOnly).unwrap();
     let have = recheck(&disk, &g, &hashes);
-    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(p)).collect();
+    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(P(p))).collect();
     assert_eq!(got, [true, true, false, true, true]);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -145,7 +146,7 @@ fn on_a_fresh_download_only_pieces_of_padding_alone_are_had() {
     let dir = temp_dir("pad-fresh");
     let disk = Disk::open(&dir, layout, OpenMode::Create).unwrap();
     let have = recheck(&disk, &g, &hashes(&g, &stream));
-    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(p)).collect();
+    let got: Vec<bool> = (0..g.num_pieces).map(|p| have.get(P(p))).collect();
     assert_eq!(got, [false, false, false, true, false]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -52,20 +52,20 @@ impl Torrent {
 
     /// The next piece to check, or `None` once every piece was handed out
     /// (then [`Torrent::finish_check`]).
-    pub fn next_check(&mut self) -> Option<u32> {
+    pub fn next_check(&mut self) -> Option<PieceIndex> {
         let c = self.checking.as_mut()?;
         if c.next >= self.geometry.num_pieces {
             return None;
         }
         c.next += 1;
-        Some(c.next - 1)
+        Some(PieceIndex(c.next - 1))
     }
 
     /// The shell checked `piece`: its data is there and its hash matches.
-    pub fn checked(&mut self, piece: u32, ok: bool) {
+    pub fn checked(&mut self, piece: PieceIndex, ok: bool) {
         if let Some(c) = &mut self.checking
             && ok
-            && piece < self.geometry.num_pieces
+            && self.geometry.contains(piece)
         {
             c.have.set(piece);
         }

@@ -45,7 +45,7 @@ impl Torrent {
                     peer.has = full;
                 } else {
                     // Late, after `have`s: merged like a late bitfield.
-                    for piece in 0..n {
+                    for piece in self.geometry.pieces() {
                         if peer.has.set(piece) {
                             self.picker.peer_has_piece(piece);
                         }
@@ -59,6 +59,7 @@ impl Torrent {
                 self.update_interest(key);
             }
             Message::Reject { piece, begin, len } => {
+                let piece = PieceIndex(piece);
                 let b = BlockRef { piece, begin, len };
                 if peer.take_inflight(b) {
                     trace!("{} rejected {b:?}", peer.label());
@@ -75,7 +76,8 @@ impl Torrent {
                 }
             }
             Message::AllowedFast { piece } => {
-                if piece >= n {
+                let piece = PieceIndex(piece);
+                if !self.geometry.contains(piece) {
                     debug!("{} allowed fast piece {piece}: out of range", peer.label());
                     count_junk(peer, junk_limit)?;
                 } else if self.picker.have().get(piece) {
@@ -87,7 +89,8 @@ impl Torrent {
                 }
             }
             Message::Suggest { piece } => {
-                if piece >= n {
+                let piece = PieceIndex(piece);
+                if !self.geometry.contains(piece) {
                     count_junk(peer, junk_limit)?;
                 } else if !self.picker.have().get(piece) {
                     trace!("{} suggests piece {piece}", peer.label());
@@ -141,7 +144,7 @@ impl Torrent {
         );
         for &piece in &set {
             if !peer.has.get(piece) {
-                Message::AllowedFast { piece }.encode(peer.send.buf_mut());
+                Message::AllowedFast { piece: piece.0 }.encode(peer.send.buf_mut());
             }
         }
         debug!("{} may fetch pieces {set:?} while choked", peer.label());
@@ -187,7 +190,7 @@ pub(super) fn refuse(
         return Err(PeerError::RequestFlood);
     }
     Message::Reject {
-        piece: b.piece,
+        piece: b.piece.0,
         begin: b.begin,
         len: b.len,
     }
@@ -230,7 +233,7 @@ pub(super) fn drop_requests_on_choke(peer: &mut Peer, cfg: &Config) {
             return false;
         }
         Message::Reject {
-            piece: b.piece,
+            piece: b.piece.0,
             begin: b.begin,
             len: b.len,
         }
@@ -243,7 +246,11 @@ pub(super) fn drop_requests_on_choke(peer: &mut Peer, cfg: &Config) {
 /// for its allowed-fast set, and at most three times each piece's blocks
 /// over the connection (as libtorrent), so a choked peer cannot fetch the
 /// same pieces forever.
-pub(super) fn serve_while_choked(peer: &mut Peer, piece: u32, blocks_per_piece: u32) -> bool {
+pub(super) fn serve_while_choked(
+    peer: &mut Peer,
+    piece: PieceIndex,
+    blocks_per_piece: u32,
+) -> bool {
     if !peer.fast.enabled || !peer.fast.allowed_for_them(piece) {
         return false;
     }
@@ -289,7 +296,7 @@ pub(super) fn pick_blocks(
 }
 
 /// The pieces of `pieces` that `has` holds, as a bitfield of its size.
-fn restrict(has: &Bitfield, pieces: &[u32]) -> Bitfield {
+fn restrict(has: &Bitfield, pieces: &[PieceIndex]) -> Bitfield {
     let mut only = Bitfield::new(has.len());
     for &p in pieces {
         if has.get(p) {

@@ -2,6 +2,7 @@
 //! real `Torrent`, through its buffers.
 
 use super::*;
+use crate::ids::PieceIndex as P;
 
 /// A peer's handshake with the fast bit (and the BEP 10 bit when `ext`).
 fn fast_handshake(peer_id: [u8; 20], ext: bool) -> Vec<u8> {
@@ -29,17 +30,17 @@ fn msgs(ms: &[Message<'_>]) -> Vec<u8> {
     out
 }
 
-fn request(piece: u32, begin: u32) -> Message<'static> {
+fn request(piece: PieceIndex, begin: u32) -> Message<'static> {
     Message::Request {
-        piece,
+        piece: piece.0,
         begin,
         len: 16384,
     }
 }
 
-fn reject(piece: u32, begin: u32) -> Message<'static> {
+fn reject(piece: PieceIndex, begin: u32) -> Message<'static> {
     Message::Reject {
-        piece,
+        piece: piece.0,
         begin,
         len: 16384,
     }
@@ -103,22 +104,22 @@ fn a_choked_fast_peer_is_rejected_except_for_its_allowed_fast_pieces() {
     feed(&mut t, k, &bytes, now).unwrap();
     // Interested: our allowed-fast set for its /24 goes out.
     let set = crate::fast::allowed_fast_set(addr.ip(), &[9; 20], 64, 10);
-    let sent: Vec<u32> = frames(&t, k)
+    let sent: Vec<PieceIndex> = frames(&t, k)
         .iter()
         .filter_map(|m| match m {
-            Message::AllowedFast { piece } => Some(*piece),
+            Message::AllowedFast { piece } => Some(P(*piece)),
             _ => None,
         })
         .collect();
     assert_eq!(sent, set);
     assert!(t.peers[k].am_choking, "no choke round yet");
     let allowed = set[0];
-    let other = (0..64).find(|p| !set.contains(p)).unwrap();
+    let other = (0..64).map(P).find(|p| !set.contains(p)).unwrap();
     let before = t.peers[k].send.len();
     let bytes = msgs(&[
         request(allowed, 0),
         request(other, 0),
-        request(99, 0),
+        request(P(99), 0),
         request(allowed, 16384),
     ]);
     feed(&mut t, k, &bytes, now).unwrap();
@@ -127,12 +128,12 @@ fn a_choked_fast_peer_is_rejected_except_for_its_allowed_fast_pieces() {
     let mut rejects = Vec::new();
     while let Some((m, n)) = wire::decode_frame(buf, wire::MAX_FRAME).unwrap() {
         if let Message::Reject { piece, .. } = m {
-            rejects.push(piece);
+            rejects.push(P(piece));
         }
         buf = &buf[n..];
     }
-    assert_eq!(rejects, [other, 99]);
-    let queued: Vec<u32> = t.peers[k].requests.iter().map(|b| b.piece).collect();
+    assert_eq!(rejects, [other, P(99)]);
+    let queued: Vec<PieceIndex> = t.peers[k].requests.iter().map(|b| b.piece).collect();
     assert!(queued.iter().all(|&p| p == allowed), "{queued:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -150,7 +151,8 @@ fn choking_a_fast_peer_rejects_its_queued_requests_and_a_cancel_is_answered() {
     t.choke_round(now);
     assert!(!t.peers[k].am_choking);
     let allowed = t.peers[k].fast.allowed_out[0];
-    let others: Vec<u32> = (0..64)
+    let others: Vec<PieceIndex> = (0..64)
+        .map(P)
         .filter(|p| !t.peers[k].fast.allowed_for_them(*p))
         .take(5)
         .collect();
@@ -165,7 +167,7 @@ fn choking_a_fast_peer_rejects_its_queued_requests_and_a_cancel_is_answered() {
         &mut t,
         k,
         &msgs(&[Message::Cancel {
-            piece: others[0],
+            piece: others[0].0,
             begin: 0,
             len: 16384,
         }]),
@@ -258,7 +260,7 @@ fn rejects_for_blocks_never_requested_are_ignored_then_close() {
     let n = t.peers[k].inflight.len();
     // The last piece was never asked for.
     let limit = 4 * t.cfg.max_peer_requests;
-    let stray = msgs(&vec![reject(63, 16384); limit]);
+    let stray = msgs(&vec![reject(P(63), 16384); limit]);
     feed(&mut t, k, &stray, now).unwrap();
     assert_eq!(
         t.peers[k].inflight.len(),
@@ -266,7 +268,7 @@ fn rejects_for_blocks_never_requested_are_ignored_then_close() {
         "nothing we asked for was touched"
     );
     assert_eq!(
-        feed(&mut t, k, &msgs(&[reject(63, 16384)]), now),
+        feed(&mut t, k, &msgs(&[reject(P(63), 16384)]), now),
         Err(PeerError::Fast(
             "too many rejects or hints it had no cause to send"
         ))
@@ -305,12 +307,22 @@ fn allowed_fast_pieces_are_fetched_while_choked_and_bad_ones_ignored() {
         Message::AllowedFast { piece: u32::MAX },
     ]);
     feed(&mut t, k, &bytes, now).unwrap();
-    assert_eq!(t.peers[k].fast.allowed_in, [7]);
+    assert_eq!(t.peers[k].fast.allowed_in, [P(7)]);
     assert_eq!(t.peers[k].fast.junk, 2);
-    let asked: Vec<u32> = t.peers[k].inflight.iter().map(|r| r.block.piece).collect();
+    let asked: Vec<u32> = t.peers[k]
+        .inflight
+        .iter()
+        .map(|r| r.block.piece.0)
+        .collect();
     assert_eq!(asked, [7, 7], "both blocks of piece 7 and nothing else");
     // Rejected while choked: the piece is no longer taken as allowed.
-    feed(&mut t, k, &msgs(&[reject(7, 0), reject(7, 16384)]), now).unwrap();
+    feed(
+        &mut t,
+        k,
+        &msgs(&[reject(P(7), 0), reject(P(7), 16384)]),
+        now,
+    )
+    .unwrap();
     assert!(t.peers[k].fast.allowed_in.is_empty());
     assert!(t.peers[k].inflight.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
@@ -326,8 +338,12 @@ fn suggested_pieces_are_asked_for_first_and_bad_suggestions_ignored() {
         Message::Unchoke,
     ]);
     feed(&mut t, k, &bytes, now).unwrap();
-    assert_eq!(t.peers[k].fast.suggested, [40]);
-    let asked: Vec<u32> = t.peers[k].inflight.iter().map(|r| r.block.piece).collect();
+    assert_eq!(t.peers[k].fast.suggested, [P(40)]);
+    let asked: Vec<u32> = t.peers[k]
+        .inflight
+        .iter()
+        .map(|r| r.block.piece.0)
+        .collect();
     assert_eq!(&asked[..2], [40, 40]);
     assert!(asked.len() > 2, "then the usual order");
     std::fs::remove_dir_all(dir).unwrap();
@@ -343,7 +359,7 @@ fn fast_messages_from_a_peer_without_the_bit_close_it() {
         Message::HaveAll,
         Message::HaveNone,
         Message::Suggest { piece: 1 },
-        reject(0, 0),
+        reject(P(0), 0),
         Message::AllowedFast { piece: 1 },
     ]
     .into_iter()
@@ -396,6 +412,7 @@ fn a_fast_requester_that_never_reads_is_closed_with_its_queue_bounded() {
     feed(&mut t, k, &fast_handshake([6; 20], false), now).unwrap();
     // Choked, never reading: every request is rejected into its queue.
     let other = (0..64)
+        .map(P)
         .find(|p| !t.peers[k].fast.allowed_for_them(*p))
         .unwrap();
     let flood = msgs(&vec![request(other, 0); 20_000]);

@@ -252,7 +252,7 @@ impl Torrent {
                     if byte & (0x80 >> bit) != 0 {
                         let piece = (i as u32).saturating_mul(8).saturating_add(bit);
                         if piece < n {
-                            bf.set(piece);
+                            bf.set(PieceIndex(piece));
                         } else {
                             past_end = Some(piece);
                         }
@@ -272,23 +272,15 @@ impl Torrent {
         self.rejoin_peers(now);
         // Tell the peers that took our extension handshake the size of
         // the metadata we can now serve.
-        if let Some(m) = &self.metadata {
-            let size = m.len();
-            let reqq = u32::try_from(self.cfg.max_peer_requests).unwrap_or(u32::MAX);
-            let keys: Vec<PeerKey> = self.peers.keys().collect();
+        if self.metadata.is_some() {
+            let keys: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.phase == Phase::Active && p.extended)
+                .map(|(k, _)| k)
+                .collect();
             for key in keys {
-                let Some(peer) = self.peers.get_mut(key) else {
-                    continue;
-                };
-                if peer.phase == Phase::Active && peer.extended {
-                    self.extensions.encode_handshake(
-                        reqq,
-                        CLIENT_NAME,
-                        Some(size),
-                        peer.send.buf_mut(),
-                    );
-                    self.dirty.push(key);
-                }
+                self.send_extension_handshake(key);
             }
         }
     }
@@ -298,7 +290,7 @@ impl Torrent {
     /// and ask for blocks.
     pub(super) fn rejoin_peers(&mut self, now: Instant) {
         let keys: Vec<PeerKey> = self.peers.keys().collect();
-        let have: Vec<u32> = self.picker.have().iter_set().collect();
+        let have: Vec<PieceIndex> = self.picker.have().iter_set().collect();
         for key in keys {
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;
@@ -308,7 +300,7 @@ impl Torrent {
             }
             self.picker.peer_has_all(&peer.has);
             for &piece in &have {
-                Message::Have { piece }.encode(peer.send.buf_mut());
+                Message::Have { piece: piece.0 }.encode(peer.send.buf_mut());
             }
             if !have.is_empty() {
                 self.dirty.push(key);

@@ -46,7 +46,7 @@ impl Torrent {
                 && o.take_inflight(b)
             {
                 Message::Cancel {
-                    piece: b.piece,
+                    piece: b.piece.0,
                     begin: b.begin,
                     len: b.len,
                 }
@@ -86,7 +86,7 @@ impl Torrent {
         Ok(())
     }
 
-    pub(super) fn on_piece_verified(&mut self, piece: u32) {
+    pub(super) fn on_piece_verified(&mut self, piece: PieceIndex) {
         self.picker.on_piece_verified(piece);
         // A good copy of a piece that failed before names the liars: the
         // peers whose blocks of the bad copy differ from it.
@@ -107,7 +107,7 @@ impl Torrent {
             if peer.phase != Phase::Active {
                 continue;
             }
-            Message::Have { piece }.encode(peer.send.buf_mut());
+            Message::Have { piece: piece.0 }.encode(peer.send.buf_mut());
             self.dirty.push(key);
             if peer.am_interested && peer.has.get(piece) {
                 self.update_interest(key);
@@ -121,7 +121,7 @@ impl Torrent {
         }
     }
 
-    pub(super) fn on_piece_failed(&mut self, piece: u32) {
+    pub(super) fn on_piece_failed(&mut self, piece: PieceIndex) {
         self.picker.on_piece_failed(piece);
         self.totals.hash_failures += 1;
         self.totals.wasted += self.geometry.piece_size(piece) as u64;

@@ -58,7 +58,7 @@ impl Torrent {
                     };
                     self.picker.on_block_dropped(key, r.block);
                     Message::Cancel {
-                        piece: r.block.piece,
+                        piece: r.block.piece.0,
                         begin: r.block.begin,
                         len: r.block.len,
                     }

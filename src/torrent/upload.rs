@@ -21,7 +21,7 @@ impl Torrent {
             };
             let out = peer.send.buf_mut();
             let mark = out.len();
-            wire::encode_piece_header(b.piece, b.begin, b.len, out);
+            wire::encode_piece_header(b.piece.0, b.begin, b.len, out);
             match self.cache.copy_block(b, out) {
                 Ok(true) => {}
                 Ok(false) => {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::PieceIndex as P;
 use crate::storage::{Disk, FileSlot, Layout, OpenMode, recheck};
 use std::path::PathBuf;
 
@@ -14,8 +15,8 @@ fn data_and_hashes(g: &Geometry) -> (Vec<u8>, Vec<[u8; 20]>) {
     let data: Vec<u8> = (0..g.total_len).map(|i| (i * 7 % 251) as u8).collect();
     let hashes = (0..g.num_pieces)
         .map(|p| {
-            let o = g.piece_offset(p) as usize;
-            Sha1::digest(&data[o..o + g.piece_size(p) as usize]).into()
+            let o = g.piece_offset(P(p)) as usize;
+            Sha1::digest(&data[o..o + g.piece_size(P(p)) as usize]).into()
         })
         .collect();
     (data, hashes)
@@ -53,9 +54,9 @@ fn out_of_order_blocks_verify_write_and_read_back() {
     let mut cache = Cache::new(g, hashes.clone(), 1 << 20);
     let mut written = Vec::new();
     for p in (0..g.num_pieces).rev() {
-        let n = g.blocks_in_piece(p);
+        let n = g.blocks_in_piece(P(p));
         for i in (0..n).rev() {
-            let b = g.block(p, i);
+            let b = g.block(P(p), i);
             let r = cache.insert_block(b, block_data(&g, &data, b));
             assert_eq!(
                 r,
@@ -68,13 +69,13 @@ fn out_of_order_blocks_verify_write_and_read_back() {
         }
     }
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
-    assert_eq!(written, vec![3, 2, 1, 0]);
+    assert_eq!(written, vec![P(3), P(2), P(1), P(0)]);
     let mut on_disk = std::fs::read(dir.join("a/one")).unwrap();
     on_disk.extend(std::fs::read(dir.join("a/two")).unwrap());
     assert_eq!(on_disk, data);
     // Seeding reads: from memory and from disk give the same bytes.
     let mut out = Vec::new();
-    let b = g.block(1, 1);
+    let b = g.block(P(1), 1);
     cache.read_block(&disk, b, &mut out).unwrap();
     assert_eq!(out, block_data(&g, &data, b));
     // Files created by this run are not re-hashed; re-opened ones are.
@@ -89,7 +90,7 @@ fn corrupt_piece_fails_and_duplicate_is_ignored() {
     let g = Geometry::new(65536, 32768).unwrap();
     let (data, hashes) = data_and_hashes(&g);
     let mut cache = Cache::new(g, hashes, 0);
-    let b0 = g.block(0, 0);
+    let b0 = g.block(P(0), 0);
     assert_eq!(
         cache.insert_block(b0, block_data(&g, &data, b0)),
         Insert::Stored
@@ -98,7 +99,7 @@ fn corrupt_piece_fails_and_duplicate_is_ignored() {
         cache.insert_block(b0, block_data(&g, &data, b0)),
         Insert::Duplicate
     );
-    let b1 = g.block(0, 1);
+    let b1 = g.block(P(0), 1);
     let bad = vec![0u8; b1.len as usize];
     assert_eq!(cache.insert_block(b1, &bad), Insert::Failed);
     // The piece starts over and then verifies.
@@ -124,13 +125,13 @@ fn budget_caps_buffers_and_full_cache_refuses_blocks() {
     let mut cache = Cache::new(g, hashes, 0);
     for p in 0..MIN_BUFFERS as u32 {
         for i in 0..2 {
-            let b = g.block(p, i);
+            let b = g.block(P(p), i);
             cache.insert_block(b, block_data(&g, &data, b));
         }
     }
     assert!(cache.is_full());
     assert_eq!(cache.memory(), MIN_BUFFERS * 32768);
-    let b = g.block(9, 0);
+    let b = g.block(P(9), 0);
     assert_eq!(
         cache.insert_block(b, block_data(&g, &data, b)),
         Insert::NoBuffer
@@ -166,7 +167,7 @@ fn truncated_file_read_fails_instead_of_zero_fill() {
         .unwrap();
     let mut cache = Cache::new(g, hashes, 0);
     let mut out = Vec::new();
-    assert!(cache.read_block(&disk, g.block(3, 0), &mut out).is_err());
+    assert!(cache.read_block(&disk, g.block(P(3), 0), &mut out).is_err());
     assert!(out.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -194,12 +195,12 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
     let disk = two_file_disk(&dir, [piece_len as u64, piece_len as u64], OpenMode::Create);
     let mut cache = Cache::new(g, hashes, 1 << 20);
     assert_eq!(cache.segment_len(), 512 << 10);
-    let n = g.blocks_in_piece(0);
+    let n = g.blocks_in_piece(P(0));
     let mut written = Vec::new();
     // Piece 0 in order: each segment the hash cursor leaves goes to the
     // write queue at once; flushing them marks nothing written.
     for i in 0..n - 1 {
-        let b = g.block(0, i);
+        let b = g.block(P(0), i);
         assert_eq!(
             cache.insert_block(b, block_data(&g, &data, b)),
             Insert::Stored
@@ -211,17 +212,17 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
             "one buffer in use at a time"
         );
     }
-    let b = g.block(0, n - 1);
+    let b = g.block(P(0), n - 1);
     assert_eq!(
         cache.insert_block(b, block_data(&g, &data, b)),
         Insert::Verified
     );
     cache.flush(&disk, usize::MAX, &mut written).unwrap();
-    assert_eq!(written, vec![0]);
+    assert_eq!(written, vec![P(0)]);
     // Piece 1 with one corrupt block at the end: its early segments were
     // queued unverified; the failure drops what is still queued.
     for i in 0..n {
-        let b = g.block(1, i);
+        let b = g.block(P(1), i);
         let mut d = block_data(&g, &data, b).to_vec();
         if i == n - 1 {
             d[0] ^= 1;
@@ -243,7 +244,7 @@ fn a_large_piece_is_written_in_segments_and_marked_written_only_when_verified() 
     // Serving a block of piece 0 reads one read unit, not the piece.
     let mut cache = Cache::new(g, data_and_hashes(&g).1, 1 << 20);
     let mut out = Vec::new();
-    let b = g.block(0, 9);
+    let b = g.block(P(0), 9);
     cache.read_block(&disk, b, &mut out).unwrap();
     assert_eq!(out, block_data(&g, &data, b));
     assert_eq!(cache.stats.bytes_read_disk, READ_UNIT as u64);
@@ -269,8 +270,8 @@ fn one_block_from_each_of_many_large_pieces_reads_little_more_than_asked() {
     let mut served = 0u64;
     for round in 0..50u32 {
         for piece in 0..8 {
-            let block = (round * 37 + piece * 11) % g.blocks_in_piece(piece);
-            let b = g.block(piece, block);
+            let block = (round * 37 + piece * 11) % g.blocks_in_piece(P(piece));
+            let b = g.block(P(piece), block);
             let mut out = Vec::new();
             cache.read_block(&disk, b, &mut out).unwrap();
             assert_eq!(out.len(), b.len as usize);
