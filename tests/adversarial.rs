@@ -6,7 +6,6 @@
 
 mod common;
 use common::*;
-use piecemeal::metainfo::Metainfo;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -20,35 +19,11 @@ const BLOCK: u32 = 16384;
 const SIZE: usize = 3_000_000;
 const FILES: &[(&str, usize)] = &[("file.bin", SIZE)];
 
-struct Fixture {
-    tmp: TempDir,
-    seed_dir: PathBuf,
-    torrent: String,
-    info_hash: [u8; 20],
-    num_pieces: u32,
-    data: Vec<u8>,
-}
+use common::SeedFixture as Fixture;
 
+/// The seeder's data and torrent (one file of `FILES`, `PIECE`-byte pieces).
 fn fixture(name: &str) -> Fixture {
-    let tmp = TempDir::new(name);
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
-    let torrent = make_torrent(
-        &seed_dir.join("file.bin"),
-        &tmp.join("f.torrent"),
-        &[],
-        PIECE,
-    );
-    let meta = Metainfo::load(&torrent).unwrap();
-    let data = std::fs::read(seed_dir.join("file.bin")).unwrap();
-    Fixture {
-        info_hash: meta.info_hash,
-        num_pieces: meta.geometry().num_pieces,
-        torrent: torrent.to_str().unwrap().to_string(),
-        tmp,
-        seed_dir,
-        data,
-    }
+    seed_fixture(name, FILES, "file.bin", PIECE)
 }
 
 /// Start `piecemeal seed --verbose` on a free port, wait until it accepts.

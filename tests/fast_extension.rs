@@ -5,10 +5,8 @@
 
 mod common;
 use common::*;
-use piecemeal::metainfo::Metainfo;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const PIECE: u32 = 32768;
@@ -22,35 +20,11 @@ const SUGGEST: u8 = 0x0d;
 const REJECT: u8 = 0x10;
 const ALLOWED_FAST: u8 = 0x11;
 
-struct Fixture {
-    tmp: TempDir,
-    seed_dir: PathBuf,
-    torrent: String,
-    info_hash: [u8; 20],
-    num_pieces: u32,
-    data: Vec<u8>,
-}
+use common::SeedFixture as Fixture;
 
+/// The seeder's data and torrent (one file of `FILES`, `PIECE`-byte pieces).
 fn fixture(name: &str) -> Fixture {
-    let tmp = TempDir::new(name);
-    let seed_dir = tmp.join("seed");
-    write_files(&seed_dir, FILES);
-    let torrent = make_torrent(
-        &seed_dir.join("file.bin"),
-        &tmp.join("f.torrent"),
-        &[],
-        PIECE,
-    );
-    let meta = Metainfo::load(&torrent).unwrap();
-    let data = std::fs::read(seed_dir.join("file.bin")).unwrap();
-    Fixture {
-        info_hash: meta.info_hash,
-        num_pieces: meta.geometry().num_pieces,
-        torrent: torrent.to_str().unwrap().to_string(),
-        tmp,
-        seed_dir,
-        data,
-    }
+    seed_fixture(name, FILES, "file.bin", PIECE)
 }
 
 fn start_seeder(fx: &Fixture) -> (Proc, u16) {

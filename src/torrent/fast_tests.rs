@@ -433,21 +433,12 @@ fn two_fast_torrents_exchange_a_whole_torrent() {
     // Both ends speak BEP 6: have all / have none, allowed fast, rejects.
     let f = fixture(300_000, 32768);
     let (sd, ld) = (temp_dir("fast-seed"), temp_dir("fast-leech"));
-    let mut now = Instant::now();
+    let now = Instant::now();
     let mut seeder = torrent(&f, &sd, true, 1, now);
     let mut leecher = torrent(&f, &ld, false, 2, now);
     let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
     let lk = leecher.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
-    let mut turns = 0;
-    while !leecher.is_done() {
-        turns += 1;
-        assert!(turns < 1000, "no progress: {:?}", leecher.status());
-        pump(&mut leecher, lk, &mut seeder, sk, now);
-        seeder.choke_round(now);
-        pump(&mut seeder, sk, &mut leecher, lk, now);
-        leecher.flush(usize::MAX, now).unwrap();
-        now += Duration::from_millis(10);
-    }
+    exchange_until_done(&mut leecher, lk, &mut seeder, sk, now);
     assert!(seeder.peers[sk].fast.enabled && leecher.peers[lk].fast.enabled);
     assert!(!seeder.peers[sk].fast.allowed_out.is_empty());
     assert_downloaded(&f, &ld);

@@ -512,6 +512,41 @@ pub fn tree_of(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A seeder's files, its torrent and what a scripted peer needs to know.
+pub struct SeedFixture {
+    pub tmp: TempDir,
+    pub seed_dir: PathBuf,
+    pub torrent: String,
+    pub info_hash: [u8; 20],
+    pub num_pieces: u32,
+    pub data: Vec<u8>,
+}
+
+/// `files` written under `tmp/seed` (a fresh temp folder called `name`)
+/// and the torrent of `seed/<root>` with `piece_len`-byte pieces; `data`
+/// is the first file's bytes.
+pub fn seed_fixture(
+    name: &str,
+    files: &[(&str, usize)],
+    root: &str,
+    piece_len: u32,
+) -> SeedFixture {
+    let tmp = TempDir::new(name);
+    let seed_dir = tmp.join("seed");
+    write_files(&seed_dir, files);
+    let torrent = make_torrent(&seed_dir.join(root), &tmp.join("f.torrent"), &[], piece_len);
+    let meta = piecemeal::metainfo::Metainfo::load(&torrent).unwrap();
+    let data = std::fs::read(seed_dir.join(files[0].0)).unwrap();
+    SeedFixture {
+        info_hash: meta.info_hash,
+        num_pieces: meta.geometry().num_pieces,
+        torrent: torrent.to_str().unwrap().to_string(),
+        tmp,
+        seed_dir,
+        data,
+    }
+}
+
 /// Run `piecemeal ARGS` to the end: (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let o = Command::new(BIN).args(args).output().unwrap();
