@@ -276,6 +276,9 @@ fn run_in(root: &Path, size: u64, leechers: usize) -> Result<(), Error> {
             s("0"),
             s("--machine"),
             s("--verbose"),
+            // A local swarm: its peers come from the demo's tracker, and
+            // nothing reaches the public DHT.
+            s("--no-dht"),
         ];
         if cmd == "download" {
             // Leechers stay on to seed to each other.
