@@ -1438,8 +1438,14 @@ fn a_magnet_torrent_rejects_metadata_requests_until_it_has_the_metadata() {
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
     let ours = t.extensions.local_id("ut_metadata").unwrap();
-    feed(&mut t, k, &metadata_request(ours, 0), now).unwrap();
+    // A peer that also starts from a magnet link asks again and again:
+    // each gets its reject, and the connection stays.
+    for _ in 0..100 {
+        feed(&mut t, k, &metadata_request(ours, 0), now).unwrap();
+    }
     let sent = extended_sent(&mut t, k);
+    let rejects = sent.iter().filter(|(_, p)| p[0] == 3).count();
+    assert_eq!(rejects, 100);
     let last = sent.last().unwrap();
     assert_eq!((last.0, last.1[0]), (wire::EXTENDED_ID, 3));
     assert_eq!(

@@ -49,16 +49,11 @@ impl Torrent {
             );
             return Ok(());
         };
-        peer.metadata_requests = peer.metadata_requests.saturating_add(1);
-        let asked = peer.metadata_requests as usize;
-        let len = self.metadata.as_ref().map_or(0, |m| m.len());
-        let budget = ut_metadata::num_pieces(len)
-            .saturating_mul(REQUESTS_PER_PIECE)
-            .saturating_add(REQUESTS_PER_PIECE);
-        if asked > budget.saturating_mul(2) {
-            return Err(PeerError::RequestFlood);
-        }
-        // While ours is being fetched, we have none to give.
+        // While ours is being fetched, we have none to give: a `reject`
+        // (a few bytes for each request, and none while its send queue is
+        // long). Not counted against the flood budget, which is sized by
+        // the metadata: a peer that also starts from a magnet link asks
+        // again now and then for as long as both are connected.
         let Some(metadata) = &self.metadata else {
             if peer.send.len() <= METADATA_BACKLOG {
                 Msg::Reject { piece }.encode(their_id, peer.send.buf_mut());
@@ -66,6 +61,14 @@ impl Torrent {
             }
             return Ok(());
         };
+        peer.metadata_requests = peer.metadata_requests.saturating_add(1);
+        let asked = peer.metadata_requests as usize;
+        let budget = ut_metadata::num_pieces(metadata.len())
+            .saturating_mul(REQUESTS_PER_PIECE)
+            .saturating_add(REQUESTS_PER_PIECE);
+        if asked > budget.saturating_mul(2) {
+            return Err(PeerError::RequestFlood);
+        }
         let answer = match ut_metadata::piece_of(metadata, piece) {
             Some(data) if asked <= budget && peer.send.len() <= METADATA_BACKLOG => Msg::Data {
                 piece,
