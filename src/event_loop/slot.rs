@@ -60,12 +60,7 @@ impl Slot {
     pub(super) fn new(t: Torrent, disk: Disk, opts: TorrentOptions, now: Instant) -> Slot {
         let announcer = (!opts.tracker_tiers.is_empty()).then(|| {
             // BEP 12: each tier shuffled; back-offs jittered.
-            let seed = t
-                .our_id
-                .iter()
-                .chain(t.info_hash.iter())
-                .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64);
-            Announcer::with_seed(opts.tracker_tiers.clone(), now, seed)
+            Announcer::with_seed(opts.tracker_tiers.clone(), now, seed_of(&t))
         });
         let mut candidates = Candidates::new();
         for &p in &opts.peers {
@@ -223,9 +218,7 @@ impl Slot {
                 let checking = have.is_none();
                 let have = have.unwrap_or_else(|| crate::bitfield::Bitfield::new(n));
                 let parts = crate::torrent::TorrentParts::of(&meta, have, self.t.our_id);
-                let seed = u64::from_le_bytes(self.t.info_hash[..8].try_into().unwrap_or([0; 8]))
-                    ^ now.elapsed().as_nanos() as u64;
-                self.t.set_metainfo(parts, checking, seed, now);
+                self.t.set_metainfo(parts, checking, seed_of(&self.t), now);
                 Arrived::Downloading { checking }
             }
             Err(msg) => self.stop_with(msg),
@@ -284,6 +277,15 @@ impl Slot {
             now,
         )
     }
+}
+
+/// A seed for a torrent's random choices (tracker order, the picker's
+/// ties): its peer id and info-hash mixed.
+fn seed_of(t: &Torrent) -> u64 {
+    t.our_id
+        .iter()
+        .chain(t.info_hash.iter())
+        .fold(0u64, |h, &b| h.rotate_left(8) ^ b as u64)
 }
 
 /// Most reads for seeding one call does: more than the torrent queues at
