@@ -274,6 +274,8 @@ impl Session {
                 }
             }
         }
+        // Dialed at once, as a tracker's answer is (not at the next tick).
+        let any = !found.is_empty();
         for (tid, peers) in found {
             if let Some(s) = self.torrents.get_mut(tid) {
                 let before = s.candidates.len();
@@ -288,6 +290,9 @@ impl Session {
                     s.candidates.len() - before
                 );
             }
+        }
+        if any {
+            self.connect_more(now);
         }
     }
 
