@@ -155,6 +155,13 @@ impl PeerFast {
         self.suggested.push(piece);
     }
 
+    /// `piece` verified: its `allowed fast` and `suggest` entries are
+    /// spent (picks stop being narrowed to it).
+    pub fn forget_piece(&mut self, piece: PieceIndex) {
+        self.allowed_in.retain(|&p| p != piece);
+        self.suggested.retain(|&p| p != piece);
+    }
+
     /// Do we let it request `piece` while we choke it?
     pub fn allowed_for_them(&self, piece: PieceIndex) -> bool {
         self.allowed_out.contains(&piece)
@@ -172,6 +179,17 @@ impl PeerFast {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verified_piece_is_forgotten_from_the_hints() {
+        let mut f = PeerFast::default();
+        f.allow(PieceIndex(3));
+        f.allow(PieceIndex(4));
+        f.suggest(PieceIndex(3));
+        f.forget_piece(PieceIndex(3));
+        assert_eq!(f.allowed_in, [PieceIndex(4)]);
+        assert!(f.suggested.is_empty());
+    }
 
     /// The wire numbers of a set, to compare with the BEP's.
     fn nums(set: Vec<PieceIndex>) -> Vec<u32> {

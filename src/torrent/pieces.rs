@@ -107,6 +107,9 @@ impl Torrent {
             if peer.phase != Phase::Active {
                 continue;
             }
+            // Its hints for this piece are spent (they would narrow every
+            // later pick for nothing).
+            peer.fast.forget_piece(piece);
             Message::Have { piece: piece.0 }.encode(peer.send.buf_mut());
             self.dirty.push(key);
             if peer.am_interested && peer.has.get(piece) {
