@@ -577,20 +577,7 @@ impl Torrent {
             }
             Message::Bitfield(bytes) => {
                 let bf = Bitfield::from_wire(bytes, self.geometry.num_pieces)?;
-                if peer.has.count() == 0 {
-                    self.picker.peer_has_all(&bf);
-                    peer.has = bf;
-                } else {
-                    // A late or repeated bitfield (aria2 sends one after
-                    // `have`s): merge it into what we know. A bitfield never
-                    // takes pieces away (libtorrent and Transmission agree).
-                    for piece in bf.iter_set() {
-                        if peer.has.set(piece) {
-                            self.picker.peer_has_piece(piece);
-                        }
-                    }
-                }
-                self.update_interest(key);
+                self.add_bitfield(key, bf);
             }
             Message::Request { piece, begin, len } => {
                 let piece = PieceIndex(piece);
@@ -788,6 +775,27 @@ impl Torrent {
     /// handshakes (`p`).
     pub fn set_listen_port(&mut self, port: Option<u16>) {
         self.listen_port = port;
+    }
+
+    /// What a bitfield (or a `have all`) says the peer has. The first is
+    /// taken whole; a late or repeated one (aria2 sends one after `have`s)
+    /// is merged into what we know: a bitfield never takes pieces away
+    /// (libtorrent and Transmission agree).
+    fn add_bitfield(&mut self, key: PeerKey, bf: Bitfield) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.has.count() == 0 {
+            self.picker.peer_has_all(&bf);
+            peer.has = bf;
+        } else {
+            for piece in bf.iter_set() {
+                if peer.has.set(piece) {
+                    self.picker.peer_has_piece(piece);
+                }
+            }
+        }
+        self.update_interest(key);
     }
 
     /// Ask the peer for more blocks, up to its pipeline depth.

@@ -39,19 +39,7 @@ impl Torrent {
         match msg {
             Message::HaveAll => {
                 debug!("{} has every piece (have all)", peer.label());
-                if peer.has.count() == 0 {
-                    let full = Bitfield::full(n);
-                    self.picker.peer_has_all(&full);
-                    peer.has = full;
-                } else {
-                    // Late, after `have`s: merged like a late bitfield.
-                    for piece in self.geometry.pieces() {
-                        if peer.has.set(piece) {
-                            self.picker.peer_has_piece(piece);
-                        }
-                    }
-                }
-                self.update_interest(key);
+                self.add_bitfield(key, Bitfield::full(n));
             }
             Message::HaveNone => {
                 debug!("{} has no piece (have none)", peer.label());
