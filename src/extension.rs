@@ -40,6 +40,19 @@ pub enum Extended<'a> {
     Unknown(u8),
 }
 
+/// Append one extended message (BEP 10): the length prefix, id 20, the
+/// extension's id as the peer chose it (0: the handshake), the bencoded
+/// `dict`, then `tail` (a `ut_metadata` piece's bytes).
+pub fn put_frame(ext_id: u8, dict: &[u8], tail: &[u8], out: &mut Vec<u8>) {
+    let body = 2 + dict.len() + tail.len();
+    out.reserve(4 + body);
+    out.extend_from_slice(&u32::try_from(body).unwrap_or(u32::MAX).to_be_bytes());
+    out.push(EXTENDED_ID);
+    out.push(ext_id);
+    out.extend_from_slice(dict);
+    out.extend_from_slice(tail);
+}
+
 /// What our extension handshake states besides the extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct OurHandshake<'a> {
@@ -129,12 +142,7 @@ impl Registry {
             .str("v")
             .str(client)
             .end();
-        let dict = w.finish();
-        let len = u32::try_from(2 + dict.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.push(EXTENDED_ID);
-        out.push(0);
-        out.extend_from_slice(&dict);
+        put_frame(0, &w.finish(), &[], out);
     }
 
     /// Route the payload of an extended message (id 20) by its first byte.

@@ -12,7 +12,6 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::bencode::{self, Limits, Writer};
-use crate::wire::EXTENDED_ID;
 
 /// The extension's name in the BEP 10 `m` dictionary.
 pub const NAME: &str = "ut_metadata";
@@ -107,14 +106,7 @@ impl<'a> Msg<'a> {
             }
         };
         w.end();
-        let dict = w.finish();
-        let len = u32::try_from(2 + dict.len() + data.len()).unwrap_or(u32::MAX);
-        out.reserve(6 + dict.len() + data.len());
-        out.extend_from_slice(&len.to_be_bytes());
-        out.push(EXTENDED_ID);
-        out.push(peer_id);
-        out.extend_from_slice(&dict);
-        out.extend_from_slice(data);
+        crate::extension::put_frame(peer_id, &w.finish(), data, out);
     }
 }
 

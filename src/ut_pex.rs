@@ -17,7 +17,6 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::bencode::{self, Limits, Writer};
-use crate::wire::EXTENDED_ID;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The extension's name in the BEP 10 `m` dictionary.
@@ -193,13 +192,7 @@ pub fn encode(peer_id: u8, added: &[(SocketAddr, u8)], dropped: &[SocketAddr], o
         }
     }
     w.end();
-    let dict = w.finish();
-    let len = u32::try_from(2 + dict.len()).unwrap_or(u32::MAX);
-    out.reserve(6 + dict.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(EXTENDED_ID);
-    out.push(peer_id);
-    out.extend_from_slice(&dict);
+    crate::extension::put_frame(peer_id, &w.finish(), &[], out);
 }
 
 #[cfg(test)]
