@@ -209,40 +209,8 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// Percent-decode `s` (which starts at byte `at` of the link); with
 /// `plus_is_space`, `+` becomes a space (as form encoding writes names).
 fn decode(s: &str, at: usize, plus_is_space: bool) -> Result<Vec<u8>, MagnetError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'%' => {
-                let hi = b.get(i + 1).and_then(|&h| hex_val(h));
-                let lo = b.get(i + 2).and_then(|&l| hex_val(l));
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(MagnetError::BadEscape(at + i));
-                };
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::tracker::percent_decode_at(s.as_bytes(), plus_is_space)
+        .map_err(|i| MagnetError::BadEscape(at + i))
 }
 
 /// 40 hex digits or 32 base32 characters (RFC 4648 alphabet), either case.
@@ -252,8 +220,8 @@ fn parse_hash(h: &str) -> Result<[u8; 20], MagnetError> {
         40 => {
             for (o, pair) in out.iter_mut().zip(h.as_bytes().chunks_exact(2)) {
                 let (Some(hi), Some(lo)) = (
-                    pair.first().and_then(|&c| hex_val(c)),
-                    pair.get(1).and_then(|&c| hex_val(c)),
+                    pair.first().and_then(|&c| crate::tracker::hex_value(c)),
+                    pair.get(1).and_then(|&c| crate::tracker::hex_value(c)),
                 ) else {
                     return Err(MagnetError::BadInfoHash(
                         "40 characters but not all hex digits".into(),

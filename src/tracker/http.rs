@@ -34,7 +34,8 @@ impl fmt::Display for BadEscape {
 
 impl std::error::Error for BadEscape {}
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of one hex digit.
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -47,17 +48,31 @@ fn hex_value(b: u8) -> Option<u8> {
 /// announce URLs it only appears where a client forgot to escape it, and a
 /// space would corrupt a binary info-hash.
 pub fn percent_decode(s: &[u8]) -> Result<Vec<u8>, BadEscape> {
+    percent_decode_at(s, false).map_err(|_| BadEscape)
+}
+
+/// [`percent_decode`], with `+` as a space when `plus_is_space` (form
+/// encoding, as magnet links write names); the error is the byte offset of
+/// the bad escape.
+pub(crate) fn percent_decode_at(s: &[u8], plus_is_space: bool) -> Result<Vec<u8>, usize> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while let Some(&b) = s.get(i) {
-        if b == b'%' {
-            let hi = s.get(i + 1).copied().and_then(hex_value).ok_or(BadEscape)?;
-            let lo = s.get(i + 2).copied().and_then(hex_value).ok_or(BadEscape)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
+        match b {
+            b'%' => {
+                let hi = s.get(i + 1).copied().and_then(hex_value).ok_or(i)?;
+                let lo = s.get(i + 2).copied().and_then(hex_value).ok_or(i)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     Ok(out)

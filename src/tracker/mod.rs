@@ -49,6 +49,7 @@ pub use client::{
     parse_http_url, parse_scrape_body, parse_tracker_url, scrape_url,
 };
 pub use http::{BadEscape, QueryPairs, percent_decode, percent_encode, split_query};
+pub(crate) use http::{hex_value, percent_decode_at};
 pub use response::{MAX_BODY, MAX_HEAD, ResponseReader};
 pub use server::{
     AnnounceRequest, HeadStatus, MAX_REQUEST_HEAD, PeerFamily, RequestError, ServerConfig,

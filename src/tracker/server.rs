@@ -234,14 +234,7 @@ fn failure(reason: &str) -> Vec<u8> {
 /// into `dst`, keeping at most `dst.len()` bytes but checking every escape.
 /// Returns the whole decoded length.
 fn decode_capped(src: &[u8], dst: &mut [u8]) -> Result<usize, BadEscape> {
-    fn hex(b: Option<&u8>) -> Result<u8, BadEscape> {
-        match b {
-            Some(&b @ b'0'..=b'9') => Ok(b - b'0'),
-            Some(&b @ b'a'..=b'f') => Ok(b - b'a' + 10),
-            Some(&b @ b'A'..=b'F') => Ok(b - b'A' + 10),
-            _ => Err(BadEscape),
-        }
-    }
+    let hex = |b: Option<&u8>| b.copied().and_then(super::http::hex_value).ok_or(BadEscape);
     let mut n = 0;
     let mut i = 0;
     while let Some(&b) = src.get(i) {
