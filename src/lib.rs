@@ -17,6 +17,7 @@ pub mod candidates;
 pub mod choker;
 pub mod cli;
 pub mod client;
+pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod dht;

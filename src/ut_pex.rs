@@ -17,7 +17,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::bencode::{self, Limits, Writer};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// The extension's name in the BEP 10 `m` dictionary.
 pub const NAME: &str = "ut_pex";
@@ -111,19 +111,11 @@ fn flags_for(f: &[u8], n: usize) -> impl Iterator<Item = u8> + '_ {
 }
 
 fn v4_entries(s: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
-    s.chunks_exact(6).take(MAX_ENTRIES).filter_map(|c| {
-        let (ip, port) = c.split_first_chunk::<4>()?;
-        let port = u16::from_be_bytes(port.try_into().ok()?);
-        Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), port))
-    })
+    crate::compact::records(s, false).take(MAX_ENTRIES)
 }
 
 fn v6_entries(s: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
-    s.chunks_exact(18).take(MAX_ENTRIES).filter_map(|c| {
-        let (ip, port) = c.split_first_chunk::<16>()?;
-        let port = u16::from_be_bytes(port.try_into().ok()?);
-        Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(*ip)), port))
-    })
+    crate::compact::records(s, true).take(MAX_ENTRIES)
 }
 
 /// The body of the bencoded byte string `s` (`len:body`, exactly).
@@ -148,32 +140,18 @@ pub fn encode(peer_id: u8, added: &[(SocketAddr, u8)], dropped: &[SocketAddr], o
     let mut a6 = Vec::new();
     let mut f6 = Vec::new();
     for &(addr, f) in added {
-        match addr {
-            SocketAddr::V4(v4) => {
-                a4.extend_from_slice(&v4.ip().octets());
-                a4.extend_from_slice(&v4.port().to_be_bytes());
-                f4.push(f);
-            }
-            SocketAddr::V6(v6) => {
-                a6.extend_from_slice(&v6.ip().octets());
-                a6.extend_from_slice(&v6.port().to_be_bytes());
-                f6.push(f);
-            }
-        }
+        let (a, flags) = if addr.is_ipv6() {
+            (&mut a6, &mut f6)
+        } else {
+            (&mut a4, &mut f4)
+        };
+        crate::compact::put(addr, a);
+        flags.push(f);
     }
     let mut d4 = Vec::new();
     let mut d6 = Vec::new();
-    for addr in dropped {
-        match addr {
-            SocketAddr::V4(v4) => {
-                d4.extend_from_slice(&v4.ip().octets());
-                d4.extend_from_slice(&v4.port().to_be_bytes());
-            }
-            SocketAddr::V6(v6) => {
-                d6.extend_from_slice(&v6.ip().octets());
-                d6.extend_from_slice(&v6.port().to_be_bytes());
-            }
-        }
+    for &addr in dropped {
+        crate::compact::put(addr, if addr.is_ipv6() { &mut d6 } else { &mut d4 });
     }
     let mut w = Writer::new();
     w.dict();

@@ -320,8 +320,7 @@ pub fn compact_addr(b: &[u8]) -> Option<SocketAddrV4> {
 
 /// `addr` as 6 compact bytes.
 pub fn write_compact_addr(out: &mut Vec<u8>, addr: SocketAddrV4) {
-    out.extend_from_slice(&addr.ip().octets());
-    out.extend_from_slice(&addr.port().to_be_bytes());
+    crate::compact::put(std::net::SocketAddr::V4(addr), out);
 }
 
 /// The value at the start of `v` as a byte string.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use serde_bencode::value::Value;
 
@@ -402,13 +402,13 @@ pub fn parse_announce_body(body: &[u8]) -> Result<AnnounceResponse, TrackerError
     let mut peers = Vec::new();
     match dict.get(&b"peers"[..]) {
         None => {}
-        Some(Value::Bytes(b)) => compact_v4(b, &mut peers)?,
+        Some(Value::Bytes(b)) => compact(b, false, &mut peers)?,
         Some(Value::List(list)) => dict_peers(list, &mut peers),
         Some(_) => return Err(bad("peers is neither a string nor a list")),
     }
     match dict.get(&b"peers6"[..]) {
         None => {}
-        Some(Value::Bytes(b)) => compact_v6(b, &mut peers)?,
+        Some(Value::Bytes(b)) => compact(b, true, &mut peers)?,
         Some(_) => return Err(bad("peers6 is not a string")),
     }
     let warning = match dict.get(&b"warning message"[..]) {
@@ -443,36 +443,17 @@ fn count(dict: &HashMap<Vec<u8>, Value>, key: &[u8]) -> Option<u32> {
     }
 }
 
-fn compact_v4(b: &[u8], out: &mut Vec<SocketAddr>) -> Result<(), TrackerError> {
-    if !b.len().is_multiple_of(6) {
-        return Err(bad("compact peers length is not a multiple of 6"));
+/// Compact peers (`peers` with `v6` false, `peers6` with it true); port 0
+/// is skipped, a partial record refused.
+fn compact(b: &[u8], v6: bool, out: &mut Vec<SocketAddr>) -> Result<(), TrackerError> {
+    if !b.len().is_multiple_of(crate::compact::record_len(v6)) {
+        return Err(bad(if v6 {
+            "peers6 length is not a multiple of 18"
+        } else {
+            "compact peers length is not a multiple of 6"
+        }));
     }
-    for c in b.chunks_exact(6) {
-        let &[i0, i1, i2, i3, p0, p1] = c else {
-            continue; // never: chunks_exact(6)
-        };
-        let ip = Ipv4Addr::new(i0, i1, i2, i3);
-        let port = u16::from_be_bytes([p0, p1]);
-        if port != 0 {
-            out.push(SocketAddr::new(IpAddr::V4(ip), port));
-        }
-    }
-    Ok(())
-}
-
-fn compact_v6(b: &[u8], out: &mut Vec<SocketAddr>) -> Result<(), TrackerError> {
-    if !b.len().is_multiple_of(18) {
-        return Err(bad("peers6 length is not a multiple of 18"));
-    }
-    for c in b.chunks_exact(18) {
-        let Some((ip, &[p0, p1])) = c.split_first_chunk::<16>() else {
-            continue; // never: chunks_exact(18)
-        };
-        let port = u16::from_be_bytes([p0, p1]);
-        if port != 0 {
-            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(*ip)), port));
-        }
-    }
+    out.extend(crate::compact::records(b, v6).filter(|a| a.port() != 0));
     Ok(())
 }
 

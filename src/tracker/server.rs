@@ -533,13 +533,13 @@ impl Reply {
             let v4 = chosen().filter(|p| p.addr.is_ipv4()).count();
             let _ = write!(body, "5:peers{}:", v4 * 6);
             for p in chosen().filter(|p| p.addr.is_ipv4()) {
-                put_compact(p.addr, body);
+                crate::compact::put(p.addr, body);
             }
             let v6 = chosen().filter(|p| p.addr.is_ipv6()).count();
             if v6 > 0 {
                 let _ = write!(body, "6:peers6{}:", v6 * 18);
                 for p in chosen().filter(|p| p.addr.is_ipv6()) {
-                    put_compact(p.addr, body);
+                    crate::compact::put(p.addr, body);
                 }
             }
         } else {
@@ -1037,16 +1037,6 @@ impl Tracker {
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Append a peer in compact form (BEP 23 / BEP 7; BEP 15 alike): its
-/// address's bytes (4 or 16), then its port.
-pub(super) fn put_compact(addr: SocketAddr, out: &mut Vec<u8>) {
-    match addr {
-        SocketAddr::V4(a) => out.extend_from_slice(&a.ip().octets()),
-        SocketAddr::V6(a) => out.extend_from_slice(&a.ip().octets()),
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// An address has no entry left in one swarm.

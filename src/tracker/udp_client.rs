@@ -34,7 +34,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::udp_wire::{
@@ -537,25 +537,14 @@ pub fn retransmit_after(n: u32) -> Duration {
 /// tracker, 18-byte IPv6 records from an IPv6 one; `None` when the length
 /// is not a whole number of records. Port 0 is skipped.
 fn compact_peers(b: &[u8], v6: bool) -> Option<Vec<SocketAddr>> {
-    let size = if v6 { 18 } else { 6 };
-    if !b.len().is_multiple_of(size) {
+    if !b.len().is_multiple_of(crate::compact::record_len(v6)) {
         return None;
     }
-    let mut out = Vec::with_capacity(b.len() / size);
-    for r in b.chunks_exact(size) {
-        let (ip, port) = r.split_at(size - 2);
-        let port = u16::from_be_bytes([port.first().copied()?, port.get(1).copied()?]);
-        if port == 0 {
-            continue;
-        }
-        let ip = if v6 {
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?))
-        } else {
-            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?))
-        };
-        out.push(SocketAddr::new(ip, port));
-    }
-    Some(out)
+    Some(
+        crate::compact::records(b, v6)
+            .filter(|a| a.port() != 0)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

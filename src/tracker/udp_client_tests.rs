@@ -364,7 +364,11 @@ fn an_ipv6_tracker_answers_with_18_byte_peers() {
     // 6-byte records from an IPv6 tracker do not fit.
     c.handle_datagram(v6, &announce_answer(txn, 60, 0, 0, &[1; 12]), t0);
     assert_eq!(c.stats().malformed, 1);
-    let mut peer = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+    let mut peer = "2001:db8::2"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
     peer.extend_from_slice(&51413u16.to_be_bytes());
     c.handle_datagram(v6, &announce_answer(txn, 60, 0, 0, &peer), t0);
     let Ok(UdpAnswer::Announce(r)) = c.poll_event().unwrap().outcome else {

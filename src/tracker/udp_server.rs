@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
-use super::server::{AnnounceRequest, PeerFamily, Tracker, canonical, put_compact, quota_key};
+use super::server::{AnnounceRequest, PeerFamily, Tracker, canonical, quota_key};
 use super::udp_wire::{
     ScrapeCounts, UdpRequest, announce_response_head, connect_response, decode_request,
     error_response, scrape_record, scrape_response_head,
@@ -276,7 +276,7 @@ impl UdpServer {
                             out,
                         );
                         for p in self.peers.iter().filter(|p| p.is_ipv6() == v6) {
-                            put_compact(*p, out);
+                            crate::compact::put(*p, out);
                         }
                     }
                     Err(reason) => {
