@@ -472,6 +472,18 @@ fn skip_value(bytes: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// The body of the bencoded byte string `s` (`len:body`, exactly).
+pub fn string_body(s: &[u8]) -> Option<&[u8]> {
+    let colon = s.iter().position(|&b| b == b':')?;
+    let (digits, rest) = s.split_at_checked(colon)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let body = rest.get(1..)?;
+    let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (body.len() == len).then_some(body)
+}
+
 /// Length of the one value at the start of `bytes` (whatever follows it
 /// is not looked at), or `None` if it is not well-formed. Never panics;
 /// a caller that trusts nothing still validates the span it gets.

@@ -16,6 +16,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use crate::bencode::string_body;
 use crate::bencode::{self, Limits, Writer};
 use std::net::SocketAddr;
 
@@ -116,18 +117,6 @@ fn v4_entries(s: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
 
 fn v6_entries(s: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
     crate::compact::records(s, true).take(MAX_ENTRIES)
-}
-
-/// The body of the bencoded byte string `s` (`len:body`, exactly).
-fn string_body(s: &[u8]) -> Option<&[u8]> {
-    let colon = s.iter().position(|&b| b == b':')?;
-    let (digits, rest) = s.split_at_checked(colon)?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let body = rest.get(1..)?;
-    let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    (body.len() == len).then_some(body)
 }
 
 /// Append a whole `ut_pex` extended frame, sent with the peer's id for

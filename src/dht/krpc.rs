@@ -325,9 +325,7 @@ pub fn write_compact_addr(out: &mut Vec<u8>, addr: SocketAddrV4) {
 
 /// The value at the start of `v` as a byte string.
 fn as_bytes(v: &[u8]) -> Option<&[u8]> {
-    let colon = v.iter().position(|&c| c == b':')?;
-    let len: usize = std::str::from_utf8(v.get(..colon)?).ok()?.parse().ok()?;
-    v.get(colon + 1..colon.checked_add(1)?.checked_add(len)?)
+    bencode::string_body(v)
 }
 
 fn as_int(v: &[u8]) -> Option<i64> {

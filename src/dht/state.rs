@@ -54,9 +54,7 @@ impl SavedState {
         bencode::validate_dict(data, &LIMITS).ok()?;
         let get = |k: &[u8]| -> Option<&[u8]> {
             let span = bencode::dict_value_span(data, k)?;
-            let v = data.get(span)?;
-            let colon = v.iter().position(|&c| c == b':')?;
-            v.get(colon + 1..)
+            bencode::string_body(data.get(span)?)
         };
         let id = get(b"id").and_then(NodeId::from_slice);
         let external_ip = get(b"ip")
