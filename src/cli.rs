@@ -69,6 +69,12 @@ pub struct DownloadOpts {
     /// names but other sizes and none of its data (refused otherwise).
     #[arg(long)]
     pub overwrite: bool,
+    /// Leave new files sparse, taking disk space as data arrives. By
+    /// default their whole size is reserved up front (fallocate, where the
+    /// file system has it): a disk too small is reported at the start, and
+    /// writing costs less CPU.
+    #[arg(long)]
+    pub sparse: bool,
 }
 
 /// `--encryption`: see [`crate::mse::Policy`].

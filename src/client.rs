@@ -13,7 +13,7 @@ use crate::metainfo::{Metainfo, MetainfoError};
 use crate::output::plain_io;
 use crate::peer::make_peer_id;
 use crate::progress::Progress;
-use crate::storage::{Disk, FileSlot, Layout, OpenMode, StorageError, recheck_with};
+use crate::storage::{Allocation, Disk, FileSlot, Layout, OpenMode, StorageError, recheck_with};
 use crate::torrent::{Torrent, TorrentParts};
 use crate::tracker::ServerConfig;
 use log::info;
@@ -53,6 +53,8 @@ pub struct ClientOptions {
     /// Files in the way (another size, none of the torrent's data) are
     /// overwritten instead of refused.
     pub overwrite: bool,
+    /// How downloaded files get their disk space (`--sparse`).
+    pub allocation: Allocation,
     pub bind_ip: Option<IpAddr>,
     pub peers: Vec<SocketAddr>,
     /// Do not announce to the torrent's trackers.
@@ -91,6 +93,7 @@ impl ClientOptions {
             listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
             port_fallback: false,
             overwrite: false,
+            allocation: Allocation::Reserve,
             bind_ip: None,
             peers: Vec::new(),
             no_tracker: false,
@@ -348,9 +351,9 @@ fn open_in_the_way(
         );
     }
     let disk = if opts.overwrite {
-        Disk::open_overwriting(&opts.dir, layout)
+        Disk::open_overwriting(&opts.dir, layout, opts.allocation)
     } else {
-        Disk::open(&opts.dir, layout, OpenMode::Create)
+        Disk::open_allocating(&opts.dir, layout, OpenMode::Create, opts.allocation)
     }
     .map_err(storage_error)?;
     // Creating only resized files (zeros past their old end, or cut past
@@ -411,7 +414,8 @@ fn load(
         } else {
             OpenMode::ReadOnly
         };
-        let disk = Disk::open(&opts.dir, layout, mode).map_err(storage_error)?;
+        let disk = Disk::open_allocating(&opts.dir, layout, mode, opts.allocation)
+            .map_err(storage_error)?;
         let parts = TorrentParts::of(&meta, Bitfield::new(geometry.num_pieces), our_id);
         (Torrent::new_checking(parts, config, seed, now), disk)
     } else {
@@ -522,7 +526,7 @@ fn open_data(opts: &ClientOptions) -> crate::event_loop::OpenData {
             std::fs::symlink_metadata(opts.dir.join(&f.path))
                 .is_ok_and(|m| m.is_file() && m.len() > 0)
         });
-        let disk = Disk::open(&opts.dir, layout, OpenMode::Create)
+        let disk = Disk::open_allocating(&opts.dir, layout, OpenMode::Create, opts.allocation)
             .map_err(|e| storage_error(e).to_string())?;
         let have = (!existing).then(|| Bitfield::new(meta.geometry().num_pieces));
         Ok((disk, have))

@@ -88,6 +88,9 @@ fn client_options(
     if let Some(d) = download {
         o.keep_seeding = d.seed;
         o.overwrite = d.overwrite;
+        if d.sparse {
+            o.allocation = piecemeal::storage::Allocation::Sparse;
+        }
     }
     o.listen = SocketAddr::from(([0, 0, 0, 0], c.port.unwrap_or(6881)));
     o.port_fallback = c.port.is_none();

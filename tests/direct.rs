@@ -39,6 +39,7 @@ fn original_command_line_downloads_from_a_given_peer() {
     // The seeder drops the finished leecher (both are seeds now) and keeps
     // serving newcomers.
     std::thread::sleep(Duration::from_millis(1500));
+    // (Into a sparse file this time: --sparse reserves no space up front.)
     let second = tmp.join("second");
     let out = Command::new(BIN)
         .args([
@@ -50,6 +51,7 @@ fn original_command_line_downloads_from_a_given_peer() {
             &sp,
             "--port",
             "0",
+            "--sparse",
         ])
         .output()
         .unwrap();

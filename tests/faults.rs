@@ -77,6 +77,15 @@ fn full_disk_loses_nothing_and_the_download_completes_when_space_returns() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The 6 MB file could not be reserved on a 2 MiB disk: said at the
+    // start, and the download went on into a sparse file.
+    assert!(
+        leech
+            .log_text()
+            .contains("cannot reserve its 6000000 bytes up front"),
+        "{}",
+        leech.log_text()
+    );
     // While the disk stays full the loop sleeps between write attempts
     // (it used to spin at 100% CPU, re-reading peers it could not serve).
     std::thread::sleep(Duration::from_millis(500));

@@ -47,10 +47,27 @@ impl std::error::Error for StorageError {
 /// How the files are opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Downloading: create folders and files (sparse, at full length).
+    /// Downloading: create folders and files at full length, their space
+    /// reserved as [`Allocation`] says.
     Create,
     /// Seeding existing data: open read-only; missing files are not created.
     ReadOnly,
+}
+
+/// How a file being created (or grown) gets its disk space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// Reserve the whole length up front with `fallocate` where the file
+    /// system supports it (ext4, XFS, btrfs, tmpfs): a disk too small is
+    /// known at the start, and the download costs less CPU. On ext4 each
+    /// write into a hole pays for delayed allocation (about 0.2 CPU s per
+    /// GiB on the development VM). Where `fallocate` is not supported the
+    /// file is sparse; where space runs out a warning says so and the file
+    /// is sparse too (writes then wait for space, as with `Sparse`).
+    #[default]
+    Reserve,
+    /// Leave the file sparse: space is taken as data arrives.
+    Sparse,
 }
 
 /// Most files held open at once, whatever the torrent's file count (a
@@ -127,19 +144,34 @@ enum Create {
 
 impl Disk {
     /// Open (and with [`OpenMode::Create`], create) every file of `layout`
-    /// under `root`. Files are sized with `set_len`, which leaves holes: the
-    /// data is sparse until written. Existing data is kept; a file longer
+    /// under `root`. Files created or grown get their space reserved
+    /// ([`Allocation::Reserve`]) and are sized with `set_len`. Existing data is kept; a file longer
     /// than the torrent says is refused rather than cut (it is not ours).
     /// No path is followed through a symbolic link inside `root`.
     pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Disk, StorageError> {
-        Disk::open_with(root, layout, mode, false)
+        Disk::open_with(root, layout, mode, false, Allocation::Reserve)
+    }
+
+    /// [`open`](Self::open) with a choice of [`Allocation`] for the files
+    /// it creates or grows.
+    pub fn open_allocating(
+        root: &Path,
+        layout: Layout,
+        mode: OpenMode,
+        alloc: Allocation,
+    ) -> Result<Disk, StorageError> {
+        Disk::open_with(root, layout, mode, false, alloc)
     }
 
     /// [`open`](Self::open) with [`OpenMode::Create`] that cuts files
     /// longer than the torrent's instead of refusing them: the user said
     /// to overwrite what is there (`--overwrite`).
-    pub fn open_overwriting(root: &Path, layout: Layout) -> Result<Disk, StorageError> {
-        Disk::open_with(root, layout, OpenMode::Create, true)
+    pub fn open_overwriting(
+        root: &Path,
+        layout: Layout,
+        alloc: Allocation,
+    ) -> Result<Disk, StorageError> {
+        Disk::open_with(root, layout, OpenMode::Create, true, alloc)
     }
 
     fn open_with(
@@ -147,6 +179,7 @@ impl Disk {
         layout: Layout,
         mode: OpenMode,
         cut_longer: bool,
+        alloc: Allocation,
     ) -> Result<Disk, StorageError> {
         let err = |op, path: &Path, source| StorageError {
             op,
@@ -225,6 +258,9 @@ impl Disk {
                     ));
                 }
                 if meta.len() < len {
+                    if alloc == Allocation::Reserve {
+                        reserve(&f, &path, meta.len(), len);
+                    }
                     f.set_len(len).map_err(|e| err("resize", &path, e))?;
                 }
                 if executable {
@@ -561,6 +597,36 @@ impl Drop for Disk {
     fn drop(&mut self) {
         let n = self.pool.borrow().open.len();
         OPEN_FILES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Reserve the space of `file` from `from` to `len` (its new length) with
+/// `fallocate`: allocated, read as zeros, no data written. Never emulated
+/// by writing zeros (the raw call, not `posix_fallocate`). A file system
+/// without it is left to `set_len` in silence; running out of space is
+/// a warning, and the file is then sparse past what was reserved.
+fn reserve(file: &File, path: &Path, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(len - from),
+    ) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, off, n) } == 0 {
+        return;
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+            log::debug!("{}: space not reserved: {e}", path.display());
+        }
+        _ => log::warn!(
+            "{}: cannot reserve its {len} bytes up front ({e}); downloading into a \
+             sparse file, writes wait for space if it runs out",
+            path.display()
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ pub mod disk;
 pub mod layout;
 
 pub use cache::{Cache, Insert, ReadJob, WriteJob};
-pub use disk::{Disk, OpenMode, StorageError};
+pub use disk::{Allocation, Disk, OpenMode, StorageError};
 pub use layout::{FileSlot, Layout};
 
 use crate::bitfield::Bitfield;

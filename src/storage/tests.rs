@@ -284,3 +284,68 @@ fn what_was_written_long_ago_is_let_go_and_the_backlog_stays_bounded() {
     assert_eq!(bytes, 4096);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Whether `dir`'s file system takes `fallocate` (ext4, XFS, btrfs, tmpfs
+/// do; some others do not, and then there is nothing to reserve).
+fn fallocate_works(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let probe = dir.join("probe");
+    let f = std::fs::File::create(&probe).unwrap();
+    // SAFETY: a plain syscall on a descriptor we own.
+    let ok = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 4096) } == 0;
+    std::fs::remove_file(probe).unwrap();
+    ok
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn new_files_have_their_space_reserved_unless_sparse_is_asked_for() {
+    let dir = temp_dir("reserve");
+    if !fallocate_works(&dir) {
+        eprintln!("skipped: {} has no fallocate", dir.display());
+        return;
+    }
+    const LEN: u64 = 3 << 20;
+    let reserved = dir.join("reserved");
+    let disk = Disk::open(
+        &reserved,
+        plain(&[("a", LEN), ("b/c", 1000)]),
+        OpenMode::Create,
+    )
+    .unwrap();
+    assert!(allocated(&reserved.join("a")) >= LEN);
+    assert!(allocated(&reserved.join("b/c")) >= 1000);
+    assert_eq!(std::fs::metadata(reserved.join("a")).unwrap().len(), LEN);
+    // Reserved space reads as zeros, and writes land where they should.
+    let mut buf = vec![9u8; 100];
+    disk.read_at(LEN - 100, &mut buf).unwrap();
+    assert_eq!(buf, vec![0u8; 100]);
+    disk.write_at(5, &[1, 2, 3]).unwrap();
+    let mut buf = [0u8; 3];
+    disk.read_at(5, &mut buf).unwrap();
+    assert_eq!(buf, [1, 2, 3]);
+    drop(disk);
+
+    let sparse = dir.join("sparse");
+    let layout = plain(&[("a", LEN)]);
+    Disk::open_allocating(&sparse, layout, OpenMode::Create, Allocation::Sparse).unwrap();
+    assert_eq!(std::fs::metadata(sparse.join("a")).unwrap().len(), LEN);
+    assert_eq!(allocated(&sparse.join("a")), 0);
+
+    // A shorter file (an interrupted download) keeps its data; the rest
+    // is reserved.
+    let grown = dir.join("grown");
+    std::fs::create_dir_all(&grown).unwrap();
+    std::fs::write(grown.join("a"), vec![7u8; 5000]).unwrap();
+    Disk::open(&grown, plain(&[("a", LEN)]), OpenMode::Create).unwrap();
+    let data = std::fs::read(grown.join("a")).unwrap();
+    assert_eq!(data.len() as u64, LEN);
+    assert!(data[..5000].iter().all(|&b| b == 7));
+    assert!(data[5000..].iter().all(|&b| b == 0));
+    assert!(allocated(&grown.join("a")) >= LEN);
+    std::fs::remove_dir_all(dir).unwrap();
+}
