@@ -235,6 +235,24 @@ pub struct Peer {
     /// The fast extension (BEP 6): whether both sides speak it, and what
     /// its fast messages told us.
     pub fast: crate::fast::PeerFast,
+    /// The `piece` message being read straight into its piece's buffer,
+    /// if any (its header is consumed; its data comes next on the wire).
+    pub direct: Option<DirectRead>,
+}
+
+/// A block read straight from the socket into its place in the piece
+/// buffer: what remained of it when a read stopped inside its `piece`
+/// message is read with the next `readv`, not through the receive buffer.
+/// Every block byte is then copied once in user space, never moved twice.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectRead {
+    pub place: crate::storage::cache::DirectBlock,
+    /// Data bytes read so far.
+    pub got: u32,
+    /// The place is no longer ours (the block came whole from another
+    /// peer, or its piece was dropped): the rest of the data is read into
+    /// the receive buffer and skipped.
+    pub lost: bool,
 }
 
 impl Peer {
@@ -280,6 +298,7 @@ impl Peer {
             extended: false,
             early_has: Vec::new(),
             fast: Default::default(),
+            direct: None,
         }
     }
 

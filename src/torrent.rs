@@ -495,6 +495,9 @@ impl Torrent {
             peer.last_recv = now;
             self.on_handshake(key, hs)?;
         }
+        if !self.finish_direct(key, recv, now)? {
+            return Ok(());
+        }
         loop {
             match wire::decode_frame(recv.data(), wire::MAX_FRAME)? {
                 Some((msg, n)) => {
@@ -505,13 +508,101 @@ impl Torrent {
                     recv.consume(n);
                 }
                 None => {
-                    if let Some(need) = wire::frame_len_hint(recv.data()) {
+                    if let Some(need) = wire::frame_len_hint(recv.data())
+                        && !self.start_direct(key, recv)
+                    {
                         recv.reserve_frame(need);
                     }
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// The frame at the front of `recv` is incomplete. If it is a `piece`
+    /// message bringing a block we asked this peer for, and the block has
+    /// a place in its piece's buffer, copy the data here into that place
+    /// and have the rest read straight into it ([`Peer::direct`]). False
+    /// if not: the frame is then received whole in `recv`, as any other.
+    fn start_direct(&mut self, key: PeerKey, recv: &mut crate::wire::RecvBuf) -> bool {
+        let Some((piece, begin, len)) = wire::piece_header(recv.data()) else {
+            return false;
+        };
+        let b = BlockRef {
+            piece: PieceIndex(piece),
+            begin,
+            len,
+        };
+        let here = recv.len() - wire::PIECE_HEADER_LEN;
+        if self.fetch.is_some()
+            || !self.geometry.is_block(b.piece, begin, len)
+            || here >= len as usize
+        {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(key) else {
+            return false;
+        };
+        if peer.direct.is_some() || !peer.inflight.iter().any(|r| r.block == b) {
+            return false;
+        }
+        let Some(place) = self.cache.begin_direct(b) else {
+            return false;
+        };
+        let (Some(dest), Some(data)) = (
+            self.cache
+                .direct_dest(place)
+                .and_then(|d| d.get_mut(..here)),
+            recv.data().get(wire::PIECE_HEADER_LEN..),
+        ) else {
+            return false;
+        };
+        dest.copy_from_slice(data);
+        recv.consume(wire::PIECE_HEADER_LEN + here);
+        peer.direct = Some(crate::peer::DirectRead {
+            place,
+            // `here` < `len`, a u32.
+            got: here as u32,
+            lost: false,
+        });
+        true
+    }
+
+    /// A block read in place ([`start_direct`](Self::start_direct)) that is
+    /// now whole is taken like any block; one whose place was lost has its
+    /// last bytes skipped in `recv`. False while its data is still coming
+    /// (nothing else is in `recv` then).
+    fn finish_direct(
+        &mut self,
+        key: PeerKey,
+        recv: &mut crate::wire::RecvBuf,
+        now: Instant,
+    ) -> Result<bool, PeerError> {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return Ok(false);
+        };
+        let Some(mut d) = peer.direct else {
+            return Ok(true);
+        };
+        let len = d.place.block.len;
+        if d.lost {
+            let skip = (len - d.got).min(u32::try_from(recv.len()).unwrap_or(u32::MAX));
+            recv.consume(skip as usize);
+            d.got += skip;
+        }
+        if d.got < len {
+            peer.direct = Some(d);
+            return Ok(false);
+        }
+        peer.direct = None;
+        peer.last_recv = now;
+        let b = d.place.block;
+        if d.lost {
+            self.on_lost_block(key, b);
+        } else {
+            self.on_block(key, b, pieces::Payload::InPlace(d.place), now)?;
+        }
+        Ok(true)
     }
 
     fn on_message(
@@ -640,7 +731,8 @@ impl Torrent {
                 if !self.geometry.is_block(piece, begin, len) {
                     return Err(PeerError::BadPiece);
                 }
-                self.on_block(key, BlockRef { piece, begin, len }, data, now)?;
+                let b = BlockRef { piece, begin, len };
+                self.on_block(key, b, pieces::Payload::Bytes(data), now)?;
             }
             Message::Unknown {
                 id: wire::EXTENDED_ID,

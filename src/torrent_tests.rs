@@ -160,7 +160,7 @@ fn feed(t: &mut Torrent, k: PeerKey, bytes: &[u8], now: Instant) -> Result<(), P
     // As the loop does: read what fits, hand it over, until all is in.
     let mut src = bytes;
     loop {
-        t.peers[k].recv.read_from(&mut src).unwrap();
+        t.read_peer_from(k, &mut src).unwrap().unwrap();
         t.on_readable(k, now)?;
         if src.is_empty() {
             return Ok(());
@@ -186,17 +186,44 @@ fn pump<A: Storage, B: Storage>(
         }
     }
     let mut moved = 0;
-    let mut src = &wire[..];
-    while !src.is_empty() {
-        let peer = &mut to.peers[tk];
-        if peer.recv.is_full() {
+    let mut src = Socket {
+        bytes: &wire[..],
+        max_read: 50_000,
+    };
+    while !src.bytes.is_empty() {
+        if to.peers[tk].recv.is_full() {
             to.on_readable(tk, now).unwrap();
             continue;
         }
-        moved += peer.recv.read_from(&mut src).unwrap();
+        moved += to.read_peer_from(tk, &mut src).unwrap().unwrap();
         to.on_readable(tk, now).unwrap();
     }
     moved
+}
+
+/// Bytes in memory read as from a socket: at most `max_read` a call, and a
+/// vectored read fills its buffers in turn (as `readv` does; the default
+/// `read_vectored` fills only the first).
+struct Socket<'a> {
+    bytes: &'a [u8],
+    max_read: usize,
+}
+
+impl std::io::Read for Socket<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.read_vectored(&mut [std::io::IoSliceMut::new(out)])
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+        let mut n = 0;
+        for buf in bufs {
+            let take = buf.len().min(self.max_read - n).min(self.bytes.len());
+            buf[..take].copy_from_slice(&self.bytes[..take]);
+            self.bytes = &self.bytes[take..];
+            n += take;
+        }
+        Ok(n)
+    }
 }
 
 /// Pump both ways (the seeder choking as usual, the leecher writing what
@@ -382,12 +409,12 @@ fn wrong_info_hash_and_own_id_are_refused() {
     let k = t.add_peer(ConnToken(7), "127.0.0.1:3".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([8; 20], [4; 20], false));
-    t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
+    t.read_peer_from(k, &mut &hs[..]).unwrap().unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::WrongInfoHash));
     let k = t.add_peer(ConnToken(8), "127.0.0.1:4".parse().unwrap(), false, now);
     let mut hs = Vec::new();
     hs.extend(handshake([9; 20], [3; 20], false));
-    t.peers[k].recv.read_from(&mut &hs[..]).unwrap();
+    t.read_peer_from(k, &mut &hs[..]).unwrap().unwrap();
     assert_eq!(t.on_readable(k, now), Err(PeerError::OwnPeerId));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -428,7 +455,7 @@ fn requests_out_of_range_are_ignored_and_floods_close() {
     let mut result = Ok(());
     let mut src = &flood[..];
     while !src.is_empty() && result.is_ok() {
-        t.peers[k].recv.read_from(&mut src).unwrap();
+        t.read_peer_from(k, &mut src).unwrap().unwrap();
         result = t.on_readable(k, now);
     }
     assert_eq!(result, Err(PeerError::RequestFlood));
@@ -522,7 +549,7 @@ fn a_huge_request_limit_does_not_wrap_and_close_choked_requesters() {
         }
         .encode(&mut bytes);
     }
-    t.peers[k].recv.read_from(&mut &bytes[..]).unwrap();
+    t.read_peer_from(k, &mut &bytes[..]).unwrap().unwrap();
     assert!(t.peers[k].am_choking);
     t.on_readable(k, now).unwrap();
     assert_eq!(t.peers[k].choked_requests, 3);
@@ -667,7 +694,7 @@ fn thousands_of_stray_cancels_a_second_close_the_connection() {
         let mut src = bytes;
         let mut result = Ok(());
         while !src.is_empty() && result.is_ok() {
-            t.peers[k].recv.read_from(&mut src).unwrap();
+            t.read_peer_from(k, &mut src).unwrap().unwrap();
             result = t.on_readable(k, now);
         }
         result
@@ -836,7 +863,10 @@ fn pieces_verified_while_a_dialed_peer_handshakes_are_in_its_bitfield() {
     assert!(have.count() > 0);
     // Its handshake arrives: our bitfield, sent now, holds every one.
     let hs = handshake([9; 20], [7; 20], false);
-    leecher.peers[dialed].recv.read_from(&mut &hs[..]).unwrap();
+    leecher
+        .read_peer_from(dialed, &mut &hs[..])
+        .unwrap()
+        .unwrap();
     leecher.on_readable(dialed, now).unwrap();
     let out = leecher.peers[dialed].send.pending();
     let (msg, _) = wire::decode_frame(&out[wire::HANDSHAKE_LEN..], wire::MAX_FRAME)
@@ -879,7 +909,7 @@ fn requests_crossing_many_chokes_are_not_taken_for_a_flood() {
         }
         let mut src = &late[..];
         while !src.is_empty() {
-            t.peers[k].recv.read_from(&mut src).unwrap();
+            t.read_peer_from(k, &mut src).unwrap().unwrap();
             assert_eq!(t.on_readable(k, now), Ok(()), "cycle {cycle}");
         }
         let mut m = Vec::new();
@@ -986,7 +1016,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     // Peer `k` ([6; 20]) has not delivered anything: the same id is let in.
     let k2 = t.add_peer(ConnToken(2), "127.0.0.1:6".parse().unwrap(), false, now);
     let hs = handshake([9; 20], [6; 20], false);
-    t.peers[k2].recv.read_from(&mut &hs[..]).unwrap();
+    t.read_peer_from(k2, &mut &hs[..]).unwrap().unwrap();
     assert_eq!(t.on_readable(k2, now), Ok(()));
     // Once `k` delivers a block we asked for, a third is refused.
     let b = t.peers[k].inflight[0].block;
@@ -1001,7 +1031,7 @@ fn a_second_connection_under_an_id_that_delivered_data_is_a_duplicate() {
     .encode(&mut bytes);
     feed(&mut t, k, &bytes, now).unwrap();
     let k3 = t.add_peer(ConnToken(3), "127.0.0.1:7".parse().unwrap(), false, now);
-    t.peers[k3].recv.read_from(&mut &hs[..]).unwrap();
+    t.read_peer_from(k3, &mut &hs[..]).unwrap().unwrap();
     assert_eq!(t.on_readable(k3, now), Err(PeerError::Duplicate));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -1456,3 +1486,136 @@ fn a_magnet_torrent_rejects_metadata_requests_until_it_has_the_metadata() {
 
 #[path = "torrent/fast_tests.rs"]
 mod fast_tests;
+
+/// A `piece` message for block `b` of `f`, then `after`.
+fn piece_then(f: &Fixture, b: BlockRef, after: Message<'_>) -> Vec<u8> {
+    let off = f.geometry.piece_offset(b.piece) as usize + b.begin as usize;
+    let mut out = Vec::new();
+    Message::Piece {
+        piece: b.piece.0,
+        begin: b.begin,
+        data: &f.data[off..off + b.len as usize],
+    }
+    .encode(&mut out);
+    after.encode(&mut out);
+    out
+}
+
+#[test]
+fn a_block_split_across_reads_is_read_into_its_place() {
+    let f = fixture(64 * 32768, 32768);
+    let now = Instant::now();
+    let (mut t, k, dir) = unchoked_leecher("in-place", now);
+    let b = t.peers[k].inflight[0].block;
+    let msg = piece_then(&f, b, Message::Interested);
+    // A read that stops 100 bytes into the block's data: those 100 go to
+    // the block's place and the receive buffer is left empty.
+    t.read_peer_from(k, &mut &msg[..13 + 100]).unwrap().unwrap();
+    t.on_readable(k, now).unwrap();
+    let d = t.peers[k].direct.expect("read in place");
+    assert_eq!((d.place.block, d.got, d.lost), (b, 100, false));
+    assert!(t.peers[k].recv.is_empty());
+    // One vectored read brings the rest of the block and the next frame.
+    let mut rest = Socket {
+        bytes: &msg[113..],
+        max_read: usize::MAX,
+    };
+    let n = t.read_peer_from(k, &mut rest).unwrap().unwrap();
+    assert_eq!(n, msg.len() - 113);
+    assert_eq!(t.peers[k].recv.len(), 5, "only the next frame is buffered");
+    t.on_readable(k, now).unwrap();
+    assert!(t.peers[k].direct.is_none());
+    assert!(t.peers[k].peer_interested, "the frame after it was read");
+    assert_eq!(t.totals.received, b.len as u64);
+    assert_eq!(t.totals.wasted, 0);
+    assert!(!t.peers[k].inflight.iter().any(|r| r.block == b));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_block_whose_place_is_lost_mid_read_is_skipped_and_fetched_again() {
+    let f = fixture(64 * 32768, 32768);
+    let (sd, ld) = (temp_dir("lost-s"), temp_dir("lost-l"));
+    let now = Instant::now();
+    let mut seeder = torrent(&f, &sd, true, 1, now);
+    let mut t = torrent_with_cache(&f, &ld, false, 2, now, 64 * 32768);
+    let a = t.add_peer(ConnToken(7), "127.0.0.1:7".parse().unwrap(), false, now);
+    let mut bytes = handshake([9; 20], [0x77; 20], false);
+    Message::Bitfield(&[0xff; 8]).encode(&mut bytes);
+    Message::Unchoke.encode(&mut bytes);
+    feed(&mut t, a, &bytes, now).unwrap();
+    let b = t.peers[a].inflight[0].block;
+    let msg = piece_then(&f, b, Message::Interested);
+    t.read_peer_from(a, &mut &msg[..13 + 100]).unwrap().unwrap();
+    t.on_readable(a, now).unwrap();
+    assert!(t.peers[a].direct.is_some());
+    // Its piece starts over (as when a banned peer's blocks were in it):
+    // the place the block was being read into is gone.
+    t.cache.drop_partial(b.piece);
+    let mut rest = Socket {
+        bytes: &msg[113..],
+        max_read: 1000,
+    };
+    while !rest.bytes.is_empty() {
+        t.read_peer_from(a, &mut rest).unwrap().unwrap();
+        t.on_readable(a, now).unwrap();
+    }
+    assert!(t.peers[a].direct.is_none());
+    assert!(t.peers[a].peer_interested, "the framing survived");
+    assert_eq!(t.totals.wasted, b.len as u64, "the block was dropped");
+    // The peer goes quiet; an honest seeder brings everything, that block
+    // included, and every byte on disk is right.
+    let mut choke = Vec::new();
+    Message::Choke.encode(&mut choke);
+    feed(&mut t, a, &choke, now).unwrap();
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let hk = t.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
+    exchange_until_done(&mut t, hk, &mut seeder, sk, now);
+    assert_eq!(t.totals.hash_failures, 0);
+    assert_downloaded(&f, &ld);
+    std::fs::remove_dir_all(sd).unwrap();
+    std::fs::remove_dir_all(ld).unwrap();
+}
+
+#[test]
+fn a_whole_download_in_odd_sized_reads_goes_through_blocks_read_in_place() {
+    // Reads of 50,000 bytes end inside most piece messages: those blocks
+    // are finished in place. The data must come out exact.
+    let f = fixture(64 * 32768, 32768);
+    let (sd, ld) = (temp_dir("odd-s"), temp_dir("odd-l"));
+    let now = Instant::now();
+    let mut seeder = torrent(&f, &sd, true, 1, now);
+    let mut t = torrent(&f, &ld, false, 2, now);
+    let sk = seeder.add_peer(ConnToken(1), "127.0.0.1:1".parse().unwrap(), false, now);
+    let lk = t.add_peer(ConnToken(1), "127.0.0.1:2".parse().unwrap(), true, now);
+    let mut in_place = 0;
+    let mut now = now;
+    while !t.is_done() {
+        pump(&mut t, lk, &mut seeder, sk, now);
+        seeder.choke_round(now);
+        // As `pump`, watching for blocks left to be read in place.
+        let mut wire = Vec::new();
+        loop {
+            seeder.serve(sk).unwrap();
+            if seeder.peers[sk].send.write_to(&mut wire).unwrap() == 0 {
+                break;
+            }
+        }
+        let mut src = Socket {
+            bytes: &wire[..],
+            max_read: 50_000,
+        };
+        while !src.bytes.is_empty() {
+            t.read_peer_from(lk, &mut src).unwrap().unwrap();
+            t.on_readable(lk, now).unwrap();
+            in_place += usize::from(t.peers[lk].direct.is_some());
+        }
+        t.flush(usize::MAX, now).unwrap();
+        now += Duration::from_millis(10);
+    }
+    assert!(in_place > 10, "only {in_place} blocks were read in place");
+    assert_eq!((t.totals.hash_failures, t.totals.wasted), (0, 0));
+    assert_downloaded(&f, &ld);
+    std::fs::remove_dir_all(sd).unwrap();
+    std::fs::remove_dir_all(ld).unwrap();
+}

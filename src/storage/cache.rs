@@ -75,6 +75,11 @@ pub fn segment_len(piece_len: u32, budget: usize) -> u32 {
 
 /// A piece being assembled from blocks.
 struct Assembly {
+    /// Which assembly this is ([`Cache::next_assembly`]): a block read
+    /// straight into its place names the assembly it was placed in, so a
+    /// piece dropped and started again is never written by a reader that
+    /// began in the old one.
+    id: u64,
     /// One buffer per segment, present from its first block until the hash
     /// cursor has passed it.
     segs: Vec<Option<Vec<u8>>>,
@@ -103,6 +108,14 @@ pub enum Insert {
     NoBuffer,
 }
 
+/// A block being read straight into its place in its piece's buffer
+/// ([`Cache::begin_direct`]): the block and the assembly it was placed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectBlock {
+    pub block: BlockRef,
+    assembly: u64,
+}
+
 /// Counters for the status line and the benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CacheStats {
@@ -122,6 +135,8 @@ pub struct Cache {
     max_read_segs: usize,
     pool: Vec<Vec<u8>>,
     partial: HashMap<PieceIndex, Assembly>,
+    /// The id the next assembly gets.
+    next_assembly: u64,
     pending: VecDeque<WriteJob>,
     pending_bytes: usize,
     /// Written segments of verified pieces: `(piece, begin, bytes)`.
@@ -151,6 +166,7 @@ impl Cache {
             max_read_segs: read_entries(budget, max_buffers),
             pool: Vec::new(),
             partial: HashMap::new(),
+            next_assembly: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
             read: VecDeque::new(),
@@ -301,17 +317,71 @@ impl Cache {
     /// Copy a received block into its piece and advance the piece's hash.
     /// `b` must be a block of this torrent ([`Geometry::is_block`]).
     pub fn insert_block(&mut self, b: BlockRef, data: &[u8]) -> Insert {
-        debug_assert!(self.geometry.is_block(b.piece, b.begin, b.len));
         debug_assert_eq!(data.len(), b.len as usize);
+        if let Err(why) = self.place(b) {
+            return why;
+        }
+        match self.dest(b) {
+            Some(dest) if dest.len() == data.len() => dest.copy_from_slice(data),
+            // `b` is a block of this geometry (debug-asserted in `place`),
+            // so its place exists; if not, the data is ignored.
+            _ => return Insert::Duplicate,
+        }
+        self.commit(b)
+    }
+
+    /// Make a place for block `b` to be read straight into (its piece's
+    /// assembly started, its segment's buffer taken), as
+    /// [`insert_block`](Self::insert_block) would for a copy. `None` if the
+    /// block is already here or no buffer is free: then it is received the
+    /// usual way. The bytes go to [`direct_dest`](Self::direct_dest) and
+    /// count once [`commit_direct`](Self::commit_direct) is called.
+    pub fn begin_direct(&mut self, b: BlockRef) -> Option<DirectBlock> {
+        self.place(b).ok()?;
+        let assembly = self.partial.get(&b.piece)?.id;
+        Some(DirectBlock { block: b, assembly })
+    }
+
+    /// Where the bytes of a direct block go: its whole place in the piece.
+    /// `None` once they are no longer wanted there: the block arrived
+    /// whole from another peer, or its piece completed, failed or was
+    /// dropped (and perhaps started again, in other buffers). The caller
+    /// then reads the rest of the block into nothing.
+    pub fn direct_dest(&mut self, d: DirectBlock) -> Option<&mut [u8]> {
+        let a = self.partial.get(&d.block.piece)?;
+        if a.id != d.assembly || a.received.get(d.block.index() as usize) != Some(&false) {
+            return None;
+        }
+        self.dest(d.block)
+    }
+
+    /// Every byte of a direct block is in its place: count it, as
+    /// [`insert_block`](Self::insert_block) counts a copied one. A block no
+    /// longer wanted there ([`direct_dest`](Self::direct_dest) is `None`) is
+    /// [`Insert::Duplicate`], and nothing changes.
+    pub fn commit_direct(&mut self, d: DirectBlock) -> Insert {
+        if self.direct_dest(d).is_none() {
+            return Insert::Duplicate;
+        }
+        self.commit(d.block)
+    }
+
+    /// Start `b`'s piece's assembly and take a buffer for its segment if
+    /// need be. `Err` if the block is here already or no buffer is free.
+    fn place(&mut self, b: BlockRef) -> Result<(), Insert> {
+        debug_assert!(self.geometry.is_block(b.piece, b.begin, b.len));
         let size = self.geometry.piece_size(b.piece);
         let seg_len = self.seg_len;
         let seg = b.begin / seg_len;
         if !self.partial.contains_key(&b.piece) {
             let n = self.geometry.blocks_in_piece(b.piece) as usize;
             let nsegs = size.div_ceil(seg_len) as usize;
+            let id = self.next_assembly;
+            self.next_assembly += 1;
             self.partial.insert(
                 b.piece,
                 Assembly {
+                    id,
                     segs: (0..nsegs).map(|_| None).collect(),
                     received: vec![false; n],
                     num_received: 0,
@@ -325,43 +395,59 @@ impl Cache {
         let needs_buffer = match self.partial.get(&b.piece) {
             Some(a) => {
                 if a.received.get(b.index() as usize) != Some(&false) {
-                    return Insert::Duplicate;
+                    return Err(Insert::Duplicate);
                 }
                 matches!(a.segs.get(seg as usize), Some(None))
             }
-            None => return Insert::NoBuffer,
+            None => return Err(Insert::NoBuffer),
         };
-        let fresh = if needs_buffer {
-            let Some(mut buf) = self.take_buffer() else {
-                return Insert::NoBuffer;
-            };
-            // Every byte is overwritten by a block before it is hashed, so a
-            // recycled buffer is not cleared (only its length is set).
-            buf.resize(seg_size as usize, 0);
-            Some(buf)
-        } else {
-            None
-        };
-        let Some(a) = self.partial.get_mut(&b.piece) else {
-            return Insert::NoBuffer;
-        };
-        let Some(slot) = a.segs.get_mut(seg as usize) else {
-            return Insert::Duplicate;
-        };
-        if let Some(buf) = fresh {
-            *slot = Some(buf);
+        if !needs_buffer {
+            return Ok(());
         }
-        // `b` is a block of this geometry (debug-asserted above), so the
-        // lookups succeed; if not, the data is ignored like a duplicate.
-        let start = (b.begin - seg * seg_len) as usize;
-        let (Some(seen), Some(dest)) = (
-            a.received.get_mut(b.index() as usize),
-            slot.as_mut()
-                .and_then(|buf| buf.get_mut(start..start + data.len())),
-        ) else {
+        let Some(mut buf) = self.take_buffer() else {
+            return Err(Insert::NoBuffer);
+        };
+        // Every byte is overwritten by a block before it is hashed, so a
+        // recycled buffer is not cleared (only its length is set).
+        buf.resize(seg_size as usize, 0);
+        match self
+            .partial
+            .get_mut(&b.piece)
+            .and_then(|a| a.segs.get_mut(seg as usize))
+        {
+            Some(slot) => *slot = Some(buf),
+            None => self.give_back(buf),
+        }
+        Ok(())
+    }
+
+    /// Block `b`'s place in its segment buffer (which must be there).
+    fn dest(&mut self, b: BlockRef) -> Option<&mut [u8]> {
+        let seg = b.begin / self.seg_len;
+        let start = (b.begin - seg * self.seg_len) as usize;
+        self.partial
+            .get_mut(&b.piece)?
+            .segs
+            .get_mut(seg as usize)?
+            .as_mut()?
+            .get_mut(start..start + b.len as usize)
+    }
+
+    /// Block `b` is in its place: mark it received, advance the piece's
+    /// hash over what is now contiguous, queue the segments the hash has
+    /// passed, and check the piece once it is whole.
+    fn commit(&mut self, b: BlockRef) -> Insert {
+        let size = self.geometry.piece_size(b.piece);
+        let seg_len = self.seg_len;
+        let Some(a) = self.partial.get_mut(&b.piece) else {
             return Insert::Duplicate;
         };
-        dest.copy_from_slice(data);
+        let Some(seen) = a.received.get_mut(b.index() as usize) else {
+            return Insert::Duplicate;
+        };
+        if *seen {
+            return Insert::Duplicate;
+        }
         *seen = true;
         a.num_received += 1;
         // Feed SHA-1 every block the contiguous prefix now covers; a segment

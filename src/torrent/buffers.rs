@@ -34,7 +34,23 @@ impl Torrent {
         key: PeerKey,
         src: &mut impl io::Read,
     ) -> Option<io::Result<usize>> {
-        Some(self.peers.get_mut(key)?.recv.read_from(src))
+        let peer = self.peers.get_mut(key)?;
+        // A block being read in place: the rest of its data first, then
+        // what follows into the receive buffer, in one `readv`.
+        if let Some(d) = peer.direct.as_mut().filter(|d| !d.lost) {
+            match self.cache.direct_dest(d.place) {
+                Some(dest) => {
+                    let rest = dest.get_mut(d.got as usize..).unwrap_or_default();
+                    return Some(peer.recv.read_with(src, rest).map(|(a, b)| {
+                        // `a` is at most the rest of a block (u32).
+                        d.got += a as u32;
+                        a + b
+                    }));
+                }
+                None => d.lost = true,
+            }
+        }
+        Some(peer.recv.read_from(src))
     }
 
     /// Write the peer's queued output to `dst` until it is empty or `dst`

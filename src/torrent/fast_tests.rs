@@ -419,7 +419,7 @@ fn a_fast_requester_that_never_reads_is_closed_with_its_queue_bounded() {
     let mut src = &flood[..];
     let mut result = Ok(());
     while !src.is_empty() && result.is_ok() {
-        t.peers[k].recv.read_from(&mut src).unwrap();
+        t.read_peer_from(k, &mut src).unwrap().unwrap();
         result = t.on_readable(k, now);
         let cap = t.cfg.send_watermark + 16384 + crate::fast::REJECT_ROOM + 17;
         assert!(t.peers[k].send.len() <= cap);

@@ -65,7 +65,7 @@ fn connect(
 fn feed(t: &mut Torrent, k: PeerKey, bytes: &[u8], now: Instant) {
     let mut src = bytes;
     loop {
-        t.peers[k].recv.read_from(&mut src).unwrap();
+        t.read_peer_from(k, &mut src).unwrap().unwrap();
         t.on_readable(k, now).unwrap();
         if src.is_empty() {
             return;

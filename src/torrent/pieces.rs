@@ -5,13 +5,34 @@
 
 use super::*;
 
+/// A block's data: bytes to copy into the cache, or already in its place
+/// there (read in place: [`crate::peer::DirectRead`]).
+pub(super) enum Payload<'a> {
+    Bytes(&'a [u8]),
+    InPlace(crate::storage::cache::DirectBlock),
+}
+
 impl Torrent {
+    /// A block whose place was lost while it was read in place (see
+    /// [`crate::peer::DirectRead`]): its data is gone, so it counts as
+    /// wasted, and if it was still asked of this peer it is asked anew.
+    pub(super) fn on_lost_block(&mut self, key: PeerKey, b: BlockRef) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        self.totals.received += b.len as u64;
+        self.totals.wasted += b.len as u64;
+        if peer.take_inflight(b) {
+            self.picker.on_block_dropped(key, b);
+        }
+    }
+
     /// A block arrived from `key`.
     pub(super) fn on_block(
         &mut self,
         key: PeerKey,
         b: BlockRef,
-        data: &[u8],
+        data: Payload<'_>,
         now: Instant,
     ) -> Result<(), PeerError> {
         let Some(peer) = self.peers.get_mut(key) else {
@@ -65,7 +86,10 @@ impl Torrent {
             self.geometry.blocks_in_piece(b.piece),
             peer_id,
         );
-        let inserted = self.cache.insert_block(b, data);
+        let inserted = match data {
+            Payload::Bytes(bytes) => self.cache.insert_block(b, bytes),
+            Payload::InPlace(place) => self.cache.commit_direct(place),
+        };
         if self.cache.pending_len() > 0 {
             self.pending_since.get_or_insert(now);
         }

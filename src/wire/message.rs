@@ -287,6 +287,27 @@ pub fn encode_piece_header(piece: u32, begin: u32, data_len: u32, out: &mut Vec<
     out.extend_from_slice(&begin.to_be_bytes());
 }
 
+/// Bytes before a `piece` message's data: length prefix, id, index, begin.
+pub const PIECE_HEADER_LEN: usize = 13;
+
+/// The header of a `piece` message at the front of `buf`, once its
+/// [`PIECE_HEADER_LEN`] bytes are there: `(piece, begin, data_len)`.
+/// `None` for any other frame, or a header not yet whole. The frame's
+/// length is not checked against a limit here: [`decode_frame`] does that.
+pub fn piece_header(buf: &[u8]) -> Option<(u32, u32, u32)> {
+    let h = buf.get(..PIECE_HEADER_LEN)?;
+    let word = |i: usize| {
+        h.get(i..i + 4)
+            .and_then(|w| w.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    if h.get(4) != Some(&id::PIECE) {
+        return None;
+    }
+    let data_len = word(0)?.checked_sub(PIECE_HEADER + 1)?;
+    Some((word(5)?, word(9)?, data_len))
+}
+
 impl Message<'_> {
     /// Bytes this message takes on the wire, prefix included.
     pub fn encoded_len(&self) -> usize {
@@ -481,6 +502,23 @@ mod tests {
             }),
             [0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
         );
+    }
+
+    #[test]
+    fn piece_header_reads_back_what_encode_piece_header_wrote() {
+        let mut out = Vec::new();
+        encode_piece_header(7, 16384, 100, &mut out);
+        assert_eq!(out.len(), PIECE_HEADER_LEN);
+        assert_eq!(piece_header(&out), Some((7, 16384, 100)));
+        assert_eq!(piece_header(&out[..12]), None, "not whole yet");
+        // Another frame, or a length too short for a piece, is not one.
+        let mut have = Vec::new();
+        Message::Have { piece: 1 }.encode(&mut have);
+        have.extend_from_slice(&[0; 8]);
+        assert_eq!(piece_header(&have), None);
+        let mut short = out.clone();
+        short[..4].copy_from_slice(&8u32.to_be_bytes());
+        assert_eq!(piece_header(&short), None);
     }
 
     #[test]

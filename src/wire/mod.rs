@@ -84,7 +84,8 @@ mod tests;
 pub use error::DecodeError;
 pub use handshake::{DHT_BIT, HANDSHAKE_LEN, Handshake, OUR_RESERVED};
 pub use message::{
-    EXTENDED_ID, MAX_FRAME, Message, decode_frame, encode_piece_header, frame_len_hint,
+    EXTENDED_ID, MAX_FRAME, Message, PIECE_HEADER_LEN, decode_frame, encode_piece_header,
+    frame_len_hint, piece_header,
 };
 pub use recv_buf::{MAX_RECV_CAPACITY, MIN_RECV_CAPACITY, RecvBuf};
 pub use send_buf::SendBuf;

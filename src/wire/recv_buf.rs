@@ -129,10 +129,7 @@ impl RecvBuf {
     /// error of kind `Other` rather than `Ok(0)`, so it can never be mistaken
     /// for EOF.
     pub fn read_from<R: io::Read>(&mut self, r: &mut R) -> io::Result<usize> {
-        let tail = self.buf.len() - self.end;
-        if self.start > 0 && (tail < self.buf.len() / 2 || self.len() <= CHEAP_MOVE) {
-            self.compact();
-        }
+        self.compact_for_read();
         let free = self.buf.get_mut(self.end..).unwrap_or_default();
         if free.is_empty() {
             return Err(io::Error::other("receive buffer is full"));
@@ -151,6 +148,50 @@ impl RecvBuf {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Like [`read_from`](RecvBuf::read_from), but one vectored read
+    /// (`readv`) fills `first` before the free tail: the rest of a block
+    /// goes straight to its place in a piece buffer, and what follows it
+    /// lands here in the same call. Returns the bytes put in `first` and
+    /// the bytes put here; both are decrypted (in stream order) on an MSE
+    /// connection. `Ok((0, 0))` means EOF.
+    pub fn read_with<R: io::Read>(
+        &mut self,
+        r: &mut R,
+        first: &mut [u8],
+    ) -> io::Result<(usize, usize)> {
+        if first.is_empty() {
+            return self.read_from(r).map(|n| (0, n));
+        }
+        self.compact_for_read();
+        let free = self.buf.get_mut(self.end..).unwrap_or_default();
+        loop {
+            let mut bufs = [io::IoSliceMut::new(first), io::IoSliceMut::new(free)];
+            match r.read_vectored(&mut bufs) {
+                Ok(n) => {
+                    let a = n.min(first.len());
+                    let b = (n - a).min(free.len());
+                    if let Some(c) = self.cipher.as_mut() {
+                        c.apply(first.get_mut(..a).unwrap_or_default());
+                        c.apply(free.get_mut(..b).unwrap_or_default());
+                    }
+                    self.end += b;
+                    return Ok((a, b));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Compact before a read when the free tail is small (or moving what
+    /// is unread costs next to nothing).
+    fn compact_for_read(&mut self) {
+        let tail = self.buf.len() - self.end;
+        if self.start > 0 && (tail < self.buf.len() / 2 || self.len() <= CHEAP_MOVE) {
+            self.compact();
         }
     }
 

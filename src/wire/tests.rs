@@ -422,3 +422,60 @@ fn random_streams_through_recv_buf_never_panic() {
         }
     }
 }
+
+/// A reader whose vectored reads fill each buffer in turn, as `readv` on a
+/// socket does, at most `max` bytes a call.
+struct Readv<'a> {
+    bytes: &'a [u8],
+    max: usize,
+}
+
+impl io::Read for Readv<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.read_vectored(&mut [io::IoSliceMut::new(out)])
+    }
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(self.max - n).min(self.bytes.len());
+            b[..take].copy_from_slice(&self.bytes[..take]);
+            self.bytes = &self.bytes[take..];
+            n += take;
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn read_with_fills_the_block_first_then_the_buffer_in_stream_order() {
+    let stream: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    for encrypted in [false, true] {
+        let key = [3u8; 20];
+        let wire: Vec<u8> = if encrypted {
+            let mut w = stream.clone();
+            crate::mse::Cipher::new(&key).apply(&mut w);
+            w
+        } else {
+            stream.clone()
+        };
+        let mut rb = RecvBuf::new(1024);
+        if encrypted {
+            rb.set_cipher(crate::mse::Cipher::new(&key));
+        }
+        let mut r = Readv {
+            bytes: &wire,
+            max: 700,
+        };
+        // 1000 bytes of "block" first: the first read fills 700 of them.
+        let mut block = vec![0u8; 1000];
+        assert_eq!(rb.read_with(&mut r, &mut block).unwrap(), (700, 0));
+        // The next fills the other 300 and 400 of what follows.
+        assert_eq!(rb.read_with(&mut r, &mut block[700..]).unwrap(), (300, 400));
+        assert_eq!(block, stream[..1000]);
+        assert_eq!(rb.data(), &stream[1000..1400]);
+        // Nothing left for the block: a plain read.
+        assert_eq!(rb.read_with(&mut r, &mut []).unwrap(), (0, 624));
+        assert_eq!(rb.data(), &stream[1000..2024]);
+        rb.check_invariants();
+    }
+}

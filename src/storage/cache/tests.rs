@@ -282,3 +282,77 @@ fn one_block_from_each_of_many_large_pieces_reads_little_more_than_asked() {
     assert!(read <= 16 * served, "read {read} bytes to serve {served}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_block_read_in_place_counts_like_a_copied_one() {
+    let g = Geometry::new(65536, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let mut cache = Cache::new(g, hashes, 1 << 20);
+    let (b0, b1) = (g.block(P(0), 0), g.block(P(0), 1));
+    let d = cache.begin_direct(b1).expect("a place");
+    // Filled in two parts, as two reads from a socket would.
+    let want = block_data(&g, &data, b1);
+    cache.direct_dest(d).unwrap()[..100].copy_from_slice(&want[..100]);
+    cache.direct_dest(d).unwrap()[100..].copy_from_slice(&want[100..]);
+    assert_eq!(cache.commit_direct(d), Insert::Stored);
+    // Counted once: a second commit or a copy of it is a duplicate.
+    assert_eq!(cache.commit_direct(d), Insert::Duplicate);
+    assert_eq!(cache.insert_block(b1, want), Insert::Duplicate);
+    assert!(cache.begin_direct(b1).is_none());
+    assert_eq!(
+        cache.insert_block(b0, block_data(&g, &data, b0)),
+        Insert::Verified
+    );
+}
+
+#[test]
+fn a_direct_block_overtaken_or_dropped_is_never_written_again() {
+    let g = Geometry::new(65536, 32768).unwrap();
+    let (data, hashes) = data_and_hashes(&g);
+    let mut cache = Cache::new(g, hashes, 1 << 20);
+    let (b0, b1) = (g.block(P(0), 0), g.block(P(0), 1));
+    // Another peer's copy arrives whole while one is being read in place:
+    // the place is no longer the reader's, and its commit changes nothing.
+    let d = cache.begin_direct(b1).unwrap();
+    cache.direct_dest(d).unwrap()[..10].fill(0xEE);
+    assert_eq!(
+        cache.insert_block(b1, block_data(&g, &data, b1)),
+        Insert::Stored
+    );
+    assert!(cache.direct_dest(d).is_none());
+    assert_eq!(cache.commit_direct(d), Insert::Duplicate);
+    assert_eq!(
+        cache.insert_block(b0, block_data(&g, &data, b0)),
+        Insert::Verified
+    );
+
+    // The piece is dropped and started again: a reader that began in the
+    // old assembly never writes into the new one.
+    let (c0, c1) = (g.block(P(1), 0), g.block(P(1), 1));
+    let old = cache.begin_direct(c1).unwrap();
+    cache.drop_partial(P(1));
+    assert!(cache.direct_dest(old).is_none());
+    let new = cache.begin_direct(c1).unwrap();
+    assert!(cache.direct_dest(old).is_none(), "same block, new assembly");
+    assert_eq!(cache.commit_direct(old), Insert::Duplicate);
+    cache
+        .direct_dest(new)
+        .unwrap()
+        .copy_from_slice(block_data(&g, &data, c1));
+    assert_eq!(cache.commit_direct(new), Insert::Stored);
+    assert_eq!(
+        cache.insert_block(c0, block_data(&g, &data, c0)),
+        Insert::Verified
+    );
+
+    // A place is never made past the buffers there are.
+    let mut tight = Cache::new(g, data_and_hashes(&g).1, 0);
+    let mut placed = 0;
+    for p in 0..g.num_pieces {
+        for i in 0..g.blocks_in_piece(P(p)) {
+            placed += usize::from(tight.begin_direct(g.block(P(p), i)).is_some());
+        }
+    }
+    assert!(placed > 0);
+    assert!(tight.memory() <= tight.max_buffers() * tight.segment_len() as usize);
+}
