@@ -89,7 +89,9 @@ fn one_block_of_each_of_many_large_pieces_reads_little_more_than_it_serves() {
     }
     let read = rchar(seeder.child.id()) - before;
     assert!(
-        read <= 16 * served + (1 << 20),
+        // At most one 128 KiB read unit per 16 KiB block served, plus 1 MiB
+        // of slack for the process's other reads (`rchar` counts sockets).
+        read <= 8 * served + (1 << 20),
         "read {read} bytes to serve {served}"
     );
 }

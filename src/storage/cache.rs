@@ -49,9 +49,11 @@ pub const MIN_BUFFERS: usize = 4;
 pub const WHOLE_PIECE_MAX: u32 = 1 << 20;
 
 /// What one read for seeding takes from disk at most: the block asked for
-/// and the rest of its aligned 256 KiB (modest read-ahead; the kernel's
-/// page cache holds the rest).
-pub const READ_UNIT: u32 = 256 * 1024;
+/// and the rest of its aligned 128 KiB (modest read-ahead; the kernel's
+/// page cache holds the rest). 128 KiB rather than 256: the seeder's peak
+/// RSS fell from 7.7-8.0 to 6.9-7.1 MiB (8 entries of half the size), with
+/// the same rate and seeder CPU (1 GiB on loopback, 4 alternating runs).
+pub const READ_UNIT: u32 = 128 * 1024;
 
 /// The budget large pieces are split for when `--cache` is smaller.
 const MIN_SPLIT_BUDGET: usize = 4 << 20;

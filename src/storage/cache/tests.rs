@@ -279,7 +279,8 @@ fn one_block_from_each_of_many_large_pieces_reads_little_more_than_asked() {
         }
     }
     let read = cache.stats.bytes_read_disk;
-    assert!(read <= 16 * served, "read {read} bytes to serve {served}");
+    // At most one read unit (8 blocks) per block served.
+    assert!(read <= 8 * served, "read {read} bytes to serve {served}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
