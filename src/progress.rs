@@ -541,6 +541,12 @@ pub fn json_object(event: &str, v: &View, extra: &[(&str, String)]) -> String {
             _ => "null".to_string(),
         }
     );
+    match v.dht_nodes {
+        Some(n) => {
+            let _ = write!(o, ",\"dht_nodes\":{n}");
+        }
+        None => o.push_str(",\"dht_nodes\":null"),
+    }
     o.push_str(",\"warnings\":[");
     for (i, w) in v.warnings.iter().enumerate() {
         if i > 0 {

@@ -375,6 +375,7 @@ fn json_objects_are_one_line_with_every_field() {
         "\"seeds\":1",
         "\"ratio\":0.020",
         "\"eta\":10",
+        "\"dht_nodes\":null",
         "\"warnings\":[\"say \\\"hi\\\"\\u000a\"]",
     ] {
         assert!(o.contains(field), "{field} missing: {o}");
@@ -384,6 +385,8 @@ fn json_objects_are_one_line_with_every_field() {
     assert!(done.ends_with(",\"complete\":true}"), "{done}");
     v.down_rate = 0;
     assert!(json_object("status", &v, &[]).contains("\"eta\":null"));
+    v.dht_nodes = Some(87);
+    assert!(json_object("status", &v, &[]).contains("\"dht_nodes\":87,"));
 }
 
 #[test]
