@@ -196,11 +196,15 @@ impl Torrent {
             self.pex.taken_in_window = 0;
         }
         let mut taken = 0;
-        for (addr, _flags) in msg.added().take(MAX_ADDED) {
+        // A seed has nothing to gain from other seeds (a magnet torrent
+        // still fetching its metadata is no seed, whatever its picker says).
+        let seeding = self.fetch.is_none() && self.picker.is_complete();
+        for (addr, f) in msg.added().take(MAX_ADDED) {
             if self.pex.learnt.len() >= MAX_LEARNT || self.pex.taken_in_window >= TORRENT_BUDGET {
                 break;
             }
-            if !plausible(addr, from)
+            if (seeding && f & flags::SEED != 0)
+                || !plausible(addr, from)
                 || self.pex.learnt.contains(&addr)
                 || self
                     .peers

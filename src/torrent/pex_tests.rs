@@ -277,6 +277,45 @@ fn implausible_or_known_addresses_are_not_taken() {
 }
 
 #[test]
+fn a_seed_takes_no_addresses_flagged_as_seeds() {
+    let t0 = Instant::now();
+    let flagged = [
+        (addr("10.0.0.7:6881"), ut_pex::flags::SEED),
+        (addr("10.0.0.8:6881"), ut_pex::flags::REACHABLE),
+    ];
+    let mut msg = Vec::new();
+    // Downloading: both are worth a try.
+    let mut t = core(false, t0);
+    let ours = t.extensions.local_id(ut_pex::NAME).unwrap();
+    ut_pex::encode(ours, &flagged, &[], &mut msg);
+    let a = connect(&mut t, 1, addr("10.0.0.1:6881"), true, &pex_ext(), t0);
+    feed(&mut t, a, &msg, t0);
+    assert_eq!(t.drain_pex_peers().count(), 2);
+    // A seed skips the seed.
+    let geometry = Geometry::new(4 * 16384, 16384).unwrap();
+    let mut seed = Torrent::new(
+        TorrentParts {
+            info_hash: [9; 20],
+            our_id: [1; 20],
+            geometry,
+            hashes: vec![[0; 20]; 4],
+            have: Bitfield::full(4),
+            metadata: None,
+            private: false,
+        },
+        Config::default(),
+        1,
+        t0,
+    );
+    let a = connect(&mut seed, 1, addr("10.0.0.1:6881"), true, &pex_ext(), t0);
+    feed(&mut seed, a, &msg, t0);
+    assert_eq!(
+        seed.drain_pex_peers().collect::<Vec<_>>(),
+        [addr("10.0.0.8:6881")]
+    );
+}
+
+#[test]
 fn a_private_torrent_ignores_pex_and_sends_none() {
     let t0 = Instant::now();
     let mut t = core(true, t0);
