@@ -372,6 +372,8 @@ struct Loaded {
     nothing_to_seed: Option<String>,
     /// Peers named by the source itself (a magnet link's `x.pe`).
     peers: Vec<SocketAddr>,
+    /// The same, by host name (looked up by the session).
+    peer_names: Vec<(String, u16)>,
     magnet: Option<MagnetStart>,
 }
 
@@ -446,6 +448,7 @@ fn load(
         tiers: meta.tracker_tiers(),
         nothing_to_seed,
         peers: Vec::new(),
+        peer_names: Vec::new(),
         magnet: None,
     })
 }
@@ -470,13 +473,18 @@ fn load_magnet(
         ));
     }
     let mut peers = Vec::new();
+    let mut peer_names = Vec::new();
     for p in &m.peers {
         match p.socket_addr() {
             Some(a) => peers.push(a),
+            None if peer_names.len() < crate::event_loop::MAX_PEER_NAMES => {
+                peer_names.push((p.host.clone(), p.port));
+            }
             None => log::warn!(
-                "magnet link peer {}:{} is a host name; only addresses are dialed",
+                "magnet link peer {}:{}: only the first {} host names are looked up",
                 p.host,
-                p.port
+                p.port,
+                crate::event_loop::MAX_PEER_NAMES
             ),
         }
     }
@@ -500,6 +508,7 @@ fn load_magnet(
         tiers: tiers.clone(),
         nothing_to_seed: None,
         peers,
+        peer_names,
         magnet: Some(MagnetStart {
             tiers,
             open: opts.download.then(|| open_data(opts)),
@@ -630,6 +639,7 @@ fn torrent_options(opts: &ClientOptions, l: Loaded) -> (Torrent, Disk, TorrentOp
         name: l.name,
         nothing_to_seed: l.nothing_to_seed,
         peers,
+        peer_names: l.peer_names,
         tracker_tiers: if opts.no_tracker { Vec::new() } else { l.tiers },
         exit_when_done: opts.download && !opts.keep_seeding && opts.watch.is_none(),
         seed_ratio: opts.seed_ratio,

@@ -47,6 +47,19 @@ fn a_magnet_link_with_a_peer_downloads_from_a_piecemeal_seeder() {
 }
 
 #[test]
+fn a_magnet_link_peer_given_by_host_name_is_looked_up_and_dialed() {
+    // `localhost` comes from /etc/hosts: no DNS server is asked.
+    let tmp = TempDir::new("magnet-xpe-name");
+    let (seed_dir, torrent) = seed_data(&tmp, FILES, "m.bin", &[], 65536);
+    let (_seeder, port) = start_seeder(&tmp, &seed_dir, &torrent, &["--no-tracker"]);
+    let link = format!(
+        "magnet:?xt=urn:btih:{}&x.pe=localhost:{port}",
+        info_hash_hex(&torrent)
+    );
+    download_ok(&tmp, &link, &seed_dir);
+}
+
+#[test]
 fn a_magnet_link_with_only_a_tracker_finds_the_seeder() {
     let tmp = TempDir::new("magnet-tr");
     let (_tracker, tport) = start_tracker(&tmp);

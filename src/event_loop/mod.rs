@@ -137,6 +137,11 @@ pub struct TorrentOptions {
     pub name: String,
     /// Peers to connect to directly.
     pub peers: Vec<SocketAddr>,
+    /// Peers given by host name (a magnet link's `x.pe`), as `(host,
+    /// port)`: looked up on the resolver thread when the torrent is
+    /// added, then dialed like `peers` (at most [`MAX_PEER_NAMES`] are
+    /// looked up, so that a link cannot fill the resolver's queue).
+    pub peer_names: Vec<(String, u16)>,
     /// Trackers, by tier (BEP 12).
     pub tracker_tiers: Vec<Vec<String>>,
     /// Finished once every piece is verified and written.
@@ -151,6 +156,21 @@ pub struct TorrentOptions {
     /// A torrent started from a magnet link: what to do once its metadata
     /// is fetched.
     pub magnet: Option<MagnetStart>,
+}
+
+/// Most host names of [`TorrentOptions::peer_names`] looked up per torrent.
+pub const MAX_PEER_NAMES: usize = 8;
+
+/// Most addresses taken from one peer name's answer.
+const ADDRS_PER_PEER_NAME: usize = 4;
+
+/// A peer host name being looked up for a torrent.
+#[derive(Debug)]
+struct PeerName {
+    tid: TorrentId,
+    /// The torrent's info-hash: its id may be reused once it is removed.
+    hash: [u8; 20],
+    host: String,
 }
 
 /// Opens a magnet link's data once its metadata is known: its files, and
@@ -389,6 +409,9 @@ pub struct Session {
     resolver: Resolver,
     /// Announces waiting for their tracker's address, by ticket.
     resolving: HashMap<crate::dns::Ticket, tracker_conns::Resolving>,
+    /// Peer host names being looked up (at most [`MAX_PEER_NAMES`] per
+    /// torrent; answered or refused within the resolver's time-out).
+    peer_names: HashMap<crate::dns::Ticket, PeerName>,
     /// Tracker messages shown to the user already.
     tracker_notes: warnings::TrackerNotes,
     /// The DHT node, its socket and the torrents it announces.
@@ -519,6 +542,7 @@ impl Session {
                 waker.clone(),
             ),
             resolving: HashMap::new(),
+            peer_names: HashMap::new(),
             tracker_notes: warnings::TrackerNotes::default(),
             handle: SessionHandle {
                 stop: Arc::new(AtomicBool::new(false)),
@@ -556,11 +580,25 @@ impl Session {
         }
         let hash = t.info_hash;
         let mut t = t;
+        let mut opts = opts;
         t.set_listen_port(self.listen_addr.map(|a| a.port()));
         self.checking |= t.is_checking();
-        let id = self
-            .torrents
-            .insert(Slot::new(t, disk, opts, Instant::now()));
+        let names = std::mem::take(&mut opts.peer_names);
+        let now = Instant::now();
+        let id = self.torrents.insert(Slot::new(t, disk, opts, now));
+        for (host, port) in names.into_iter().take(MAX_PEER_NAMES) {
+            let name = PeerName {
+                tid: id,
+                hash,
+                host,
+            };
+            match self.resolver.resolve(&name.host, port, now) {
+                Lookup::Ready(answer) => self.peer_name_resolved(name, answer, now),
+                Lookup::Pending(ticket) => {
+                    self.peer_names.insert(ticket, name);
+                }
+            }
+        }
         self.by_hash.insert(hash, id);
         self.by_req2.insert(crate::mse::req2_hash(&hash), hash);
         self.order.push(id);
@@ -1029,17 +1067,19 @@ impl Session {
         self.check_some(now);
         let mut cache = 0;
         let mut fetched = Vec::new();
+        let mut finished_now = false;
         for (id, s) in self.torrents.iter_mut() {
             if let Some(m) = s.t.take_fetched_metadata() {
                 fetched.push((id, m));
             }
             // Flush verified pieces (bounded per turn), unless a recent
             // failure (disk full) says to wait.
-            if s.t.should_flush(now)
+            if (s.t.should_flush(now)
                 || (s.t.is_complete() && s.t.has_pending_writes())
-                || s.t.cache_full()
+                || s.t.cache_full())
+                && s.flush(now)
             {
-                s.flush(now);
+                finished_now = true;
             }
             s.t.refill_upload(now);
             s.t.choke_round(now);
@@ -1049,6 +1089,13 @@ impl Session {
             cache += s.t.cache_memory();
         }
         self.peak_cache = self.peak_cache.max(cache);
+        if finished_now {
+            // A download just ended: its `completed` announce (and, for a
+            // run that exits, the end) need not wait for the next
+            // periodic look at the end conditions.
+            self.finish_due = true;
+            self.last_finish_check = None;
+        }
         for (id, m) in fetched {
             self.metadata_arrived(id, m, now);
         }
@@ -1132,8 +1179,9 @@ impl Session {
         let mut done_removing = Vec::new();
         for (id, s) in self.torrents.iter_mut() {
             // Write what verified in the last second, even below a batch.
-            if s.t.has_pending_writes() {
-                s.flush(now);
+            if s.t.has_pending_writes() && s.flush(now) {
+                self.finish_due = true;
+                self.last_finish_check = None;
             }
             s.t.release_idle_buffers();
             s.t.tick(now, dt, &mut self.close);

@@ -132,10 +132,20 @@ impl Slot {
     /// Write verified pieces under the per-turn budget. After a failure
     /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
     /// disk that stays full costs a few wake-ups, not a spinning loop.
-    pub(super) fn flush(&mut self, now: Instant) {
+    /// A download that exits when done, done, and not yet finished: it
+    /// waits only for its `completed` announce.
+    pub(super) fn finished_waiting(&self) -> bool {
+        self.opts.exit_when_done && !self.finished && self.t.is_done()
+    }
+
+    /// True when these writes finished the download (every piece is now
+    /// verified and on disk): the end conditions are then worth a look at
+    /// once, not at the next periodic check.
+    pub(super) fn flush(&mut self, now: Instant) -> bool {
         if self.flush_retry_at.is_some_and(|at| now < at) {
-            return;
+            return false;
         }
+        let was_done = self.t.is_done();
         let max = self.t.cfg.flush_per_turn;
         match jobs::write_pending(&mut self.t, &self.disk, max, now) {
             Ok(_) => {
@@ -147,6 +157,7 @@ impl Slot {
                 self.flush_backoff = (self.flush_backoff * 2).min(Duration::from_secs(8));
             }
         }
+        !was_done && self.t.is_done()
     }
 
     /// The check of the data on disk has ended: a seed with none of its

@@ -4,7 +4,9 @@
 
 use super::Lookup;
 use super::TorrentId;
-use super::{Conn, ReadStop, Session, connect_from, read_into, write_out};
+use super::{
+    ADDRS_PER_PEER_NAME, Conn, PeerName, ReadStop, Session, connect_from, read_into, write_out,
+};
 use crate::dns::{Answer, Ticket};
 use crate::ids::ConnToken;
 use crate::tracker::{
@@ -181,6 +183,10 @@ impl Session {
     /// on (or fail, as any announce does).
     pub(super) fn resolved(&mut self, now: Instant) {
         for (ticket, addrs) in self.resolver.drain(now) {
+            if let Some(name) = self.peer_names.remove(&ticket) {
+                self.peer_name_resolved(name, addrs, now);
+                continue;
+            }
             let Some(r) = self.resolving.remove(&ticket) else {
                 self.dht_resolved(ticket, addrs, now);
                 continue;
@@ -188,6 +194,31 @@ impl Session {
             if let Err(e) = self.announce_to(r.tid, &r.url, r.target, addrs, now) {
                 self.on_announce_response(r.tid, &r.url, Err(e), now);
             }
+        }
+    }
+
+    /// A peer host name's answer: its addresses (a few) join the torrent's
+    /// peers to dial, and are dialed now.
+    pub(super) fn peer_name_resolved(&mut self, name: PeerName, answer: Answer, now: Instant) {
+        let Some(s) = self
+            .torrents
+            .get_mut(name.tid)
+            .filter(|s| s.t.info_hash == name.hash)
+        else {
+            return;
+        };
+        match answer {
+            Ok(addrs) => {
+                for a in addrs.into_iter().take(ADDRS_PER_PEER_NAME) {
+                    debug!("peer {}: {a}", name.host);
+                    if !s.opts.peers.contains(&a) {
+                        s.opts.peers.push(a);
+                    }
+                    s.candidates.push(a, now);
+                }
+                self.connect_more(now);
+            }
+            Err(e) => warn!("peer {}: {e}", name.host),
         }
     }
 
@@ -360,6 +391,12 @@ impl Session {
                 a.on_success(now, url, &resp);
                 if !slot.paused {
                     slot.candidates.extend_from_answer(&resp.peers, now);
+                }
+                // A finished download that waited for this answer (its
+                // `completed`) can end now.
+                if slot.finished_waiting() {
+                    self.finish_due = true;
+                    self.last_finish_check = None;
                 }
                 self.connect_more(now);
             }
