@@ -8,6 +8,8 @@ use sha1::{Digest, Sha1};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::wire::tests::Readv as Socket;
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pm-torrent-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -176,6 +178,18 @@ fn pump<A: Storage, B: Storage>(
     tk: PeerKey,
     now: Instant,
 ) -> usize {
+    pump_counting(from, fk, to, tk, now).0
+}
+
+/// [`pump`], in reads of at most 50,000 bytes (`readv` semantics); also
+/// how many reads left a block being read in place.
+fn pump_counting<A: Storage, B: Storage>(
+    from: &mut Node<A>,
+    fk: PeerKey,
+    to: &mut Node<B>,
+    tk: PeerKey,
+    now: Instant,
+) -> (usize, usize) {
     let mut wire = Vec::new();
     // Serve queued requests until nothing more comes out.
     loop {
@@ -185,10 +199,10 @@ fn pump<A: Storage, B: Storage>(
             break;
         }
     }
-    let mut moved = 0;
+    let (mut moved, mut in_place) = (0, 0);
     let mut src = Socket {
         bytes: &wire[..],
-        max_read: 50_000,
+        max: 50_000,
     };
     while !src.bytes.is_empty() {
         if to.peers[tk].recv.is_full() {
@@ -197,33 +211,9 @@ fn pump<A: Storage, B: Storage>(
         }
         moved += to.read_peer_from(tk, &mut src).unwrap().unwrap();
         to.on_readable(tk, now).unwrap();
+        in_place += usize::from(to.peers[tk].direct.is_some());
     }
-    moved
-}
-
-/// Bytes in memory read as from a socket: at most `max_read` a call, and a
-/// vectored read fills its buffers in turn (as `readv` does; the default
-/// `read_vectored` fills only the first).
-struct Socket<'a> {
-    bytes: &'a [u8],
-    max_read: usize,
-}
-
-impl std::io::Read for Socket<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        self.read_vectored(&mut [std::io::IoSliceMut::new(out)])
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
-        let mut n = 0;
-        for buf in bufs {
-            let take = buf.len().min(self.max_read - n).min(self.bytes.len());
-            buf[..take].copy_from_slice(&self.bytes[..take]);
-            self.bytes = &self.bytes[take..];
-            n += take;
-        }
-        Ok(n)
-    }
+    (moved, in_place)
 }
 
 /// Pump both ways (the seeder choking as usual, the leecher writing what
@@ -1518,7 +1508,7 @@ fn a_block_split_across_reads_is_read_into_its_place() {
     // One vectored read brings the rest of the block and the next frame.
     let mut rest = Socket {
         bytes: &msg[113..],
-        max_read: usize::MAX,
+        max: usize::MAX,
     };
     let n = t.read_peer_from(k, &mut rest).unwrap().unwrap();
     assert_eq!(n, msg.len() - 113);
@@ -1554,7 +1544,7 @@ fn a_block_whose_place_is_lost_mid_read_is_skipped_and_fetched_again() {
     t.cache.drop_partial(b.piece);
     let mut rest = Socket {
         bytes: &msg[113..],
-        max_read: 1000,
+        max: 1000,
     };
     while !rest.bytes.is_empty() {
         t.read_peer_from(a, &mut rest).unwrap().unwrap();
@@ -1593,23 +1583,7 @@ fn a_whole_download_in_odd_sized_reads_goes_through_blocks_read_in_place() {
     while !t.is_done() {
         pump(&mut t, lk, &mut seeder, sk, now);
         seeder.choke_round(now);
-        // As `pump`, watching for blocks left to be read in place.
-        let mut wire = Vec::new();
-        loop {
-            seeder.serve(sk).unwrap();
-            if seeder.peers[sk].send.write_to(&mut wire).unwrap() == 0 {
-                break;
-            }
-        }
-        let mut src = Socket {
-            bytes: &wire[..],
-            max_read: 50_000,
-        };
-        while !src.bytes.is_empty() {
-            t.read_peer_from(lk, &mut src).unwrap().unwrap();
-            t.on_readable(lk, now).unwrap();
-            in_place += usize::from(t.peers[lk].direct.is_some());
-        }
+        in_place += pump_counting(&mut seeder, sk, &mut t, lk, now).1;
         t.flush(usize::MAX, now).unwrap();
         now += Duration::from_millis(10);
     }

@@ -79,7 +79,7 @@ mod send_buf;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
-mod tests;
+pub(crate) mod tests;
 
 pub use error::DecodeError;
 pub use handshake::{DHT_BIT, HANDSHAKE_LEN, Handshake, OUR_RESERVED};

@@ -423,11 +423,13 @@ fn random_streams_through_recv_buf_never_panic() {
     }
 }
 
-/// A reader whose vectored reads fill each buffer in turn, as `readv` on a
-/// socket does, at most `max` bytes a call.
-struct Readv<'a> {
-    bytes: &'a [u8],
-    max: usize,
+/// Bytes in memory read as from a socket: at most `max` bytes a call,
+/// and a vectored read fills its buffers in turn, as `readv` does (the
+/// default `read_vectored` fills only the first). Tests of the torrent
+/// core read through it too.
+pub(crate) struct Readv<'a> {
+    pub bytes: &'a [u8],
+    pub max: usize,
 }
 
 impl io::Read for Readv<'_> {
