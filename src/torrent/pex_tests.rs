@@ -11,6 +11,11 @@ use crate::wire::{self, Handshake, Message};
 const THEIR_PEX_ID: u8 = 5;
 
 fn core(private: bool, now: Instant) -> Torrent {
+    core_having(private, Bitfield::new(4), now)
+}
+
+/// A core of 4 pieces that has `have` of them.
+fn core_having(private: bool, have: Bitfield, now: Instant) -> Torrent {
     let geometry = Geometry::new(4 * 16384, 16384).unwrap();
     Torrent::new(
         TorrentParts {
@@ -18,7 +23,7 @@ fn core(private: bool, now: Instant) -> Torrent {
             our_id: [1; 20],
             geometry,
             hashes: vec![[0; 20]; 4],
-            have: Bitfield::new(4),
+            have,
             metadata: None,
             private,
         },
@@ -292,21 +297,7 @@ fn a_seed_takes_no_addresses_flagged_as_seeds() {
     feed(&mut t, a, &msg, t0);
     assert_eq!(t.drain_pex_peers().count(), 2);
     // A seed skips the seed.
-    let geometry = Geometry::new(4 * 16384, 16384).unwrap();
-    let mut seed = Torrent::new(
-        TorrentParts {
-            info_hash: [9; 20],
-            our_id: [1; 20],
-            geometry,
-            hashes: vec![[0; 20]; 4],
-            have: Bitfield::full(4),
-            metadata: None,
-            private: false,
-        },
-        Config::default(),
-        1,
-        t0,
-    );
+    let mut seed = core_having(false, Bitfield::full(4), t0);
     let a = connect(&mut seed, 1, addr("10.0.0.1:6881"), true, &pex_ext(), t0);
     feed(&mut seed, a, &msg, t0);
     assert_eq!(
