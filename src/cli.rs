@@ -173,8 +173,10 @@ pub struct Common {
     /// UDP port of the DHT [default: the peer port].
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
-    /// Folder of the DHT's state file (its id and known nodes, so a
-    /// restart bootstraps from them) [default: the output folder].
+    /// Folder of the state files: the DHT's (its id and known nodes, so a
+    /// restart bootstraps from them) and each torrent's resume data (its
+    /// verified pieces at a clean stop, so a restart need not check them
+    /// again) [default: the output folder].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Close a peer that has not completed its handshake after this many

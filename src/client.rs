@@ -13,7 +13,9 @@ use crate::metainfo::{Metainfo, MetainfoError};
 use crate::output::plain_io;
 use crate::peer::make_peer_id;
 use crate::progress::Progress;
-use crate::storage::{Allocation, Disk, FileSlot, Layout, OpenMode, StorageError, recheck_with};
+use crate::storage::{
+    Allocation, Disk, FileSlot, Layout, OpenMode, StorageError, recheck_with, resume,
+};
 use crate::torrent::{Torrent, TorrentParts};
 use crate::tracker::ServerConfig;
 use log::info;
@@ -55,6 +57,9 @@ pub struct ClientOptions {
     pub overwrite: bool,
     /// How downloaded files get their disk space (`--sparse`).
     pub allocation: Allocation,
+    /// Folder of the resume files (`--state-dir`; `None`: the data's
+    /// folder). See [`crate::storage::resume`].
+    pub resume_dir: Option<PathBuf>,
     pub bind_ip: Option<IpAddr>,
     pub peers: Vec<SocketAddr>,
     /// Do not announce to the torrent's trackers.
@@ -94,6 +99,7 @@ impl ClientOptions {
             port_fallback: false,
             overwrite: false,
             allocation: Allocation::Reserve,
+            resume_dir: None,
             bind_ip: None,
             peers: Vec::new(),
             no_tracker: false,
@@ -374,6 +380,8 @@ struct Loaded {
     peers: Vec<SocketAddr>,
     /// The same, by host name (looked up by the session).
     peer_names: Vec<(String, u16)>,
+    /// Where its resume data goes on a clean stop (`None`: a magnet link).
+    resume_file: Option<PathBuf>,
     magnet: Option<MagnetStart>,
 }
 
@@ -410,6 +418,19 @@ fn load(
         Vec::new()
     };
     let now = Instant::now();
+    let resume_file = resume::file_in(
+        opts.resume_dir.as_deref().unwrap_or(&opts.dir),
+        &meta.info_hash,
+    );
+    // Read (and removed) before any file is opened: a download's may be
+    // resized. Files in the way of other sizes never match it.
+    let resumed = resume::take(
+        &resume_file,
+        &meta.info_hash,
+        geometry.num_pieces,
+        &opts.dir,
+        &layout,
+    );
     let (t, disk) = if odd.is_empty() {
         let mode = if opts.download {
             OpenMode::Create
@@ -418,8 +439,28 @@ fn load(
         };
         let disk = Disk::open_allocating(&opts.dir, layout, mode, opts.allocation)
             .map_err(storage_error)?;
-        let parts = TorrentParts::of(&meta, Bitfield::new(geometry.num_pieces), our_id);
-        (Torrent::new_checking(parts, config, seed, now), disk)
+        match resumed {
+            Ok(Some(have)) => {
+                info!(
+                    "{}: {} of {} pieces taken from the resume data of the last clean stop \
+                     (files unchanged since; not checked again)",
+                    meta.info.name,
+                    have.count(),
+                    geometry.num_pieces
+                );
+                (
+                    Torrent::new(TorrentParts::of(&meta, have, our_id), config, seed, now),
+                    disk,
+                )
+            }
+            other => {
+                if let Err(why) = other {
+                    info!("{}: resume data not used ({why}): checking", meta.info.name);
+                }
+                let parts = TorrentParts::of(&meta, Bitfield::new(geometry.num_pieces), our_id);
+                (Torrent::new_checking(parts, config, seed, now), disk)
+            }
+        }
     } else {
         let (disk, have) = open_in_the_way(opts, &meta, &odd, progress)?;
         info!(
@@ -449,6 +490,9 @@ fn load(
         nothing_to_seed,
         peers: Vec::new(),
         peer_names: Vec::new(),
+        // A seed's folder is not ours to write in: its resume data goes
+        // only to a --state-dir.
+        resume_file: (opts.download || opts.resume_dir.is_some()).then_some(resume_file),
         magnet: None,
     })
 }
@@ -509,6 +553,7 @@ fn load_magnet(
         nothing_to_seed: None,
         peers,
         peer_names,
+        resume_file: None,
         magnet: Some(MagnetStart {
             tiers,
             open: opts.download.then(|| open_data(opts)),
@@ -640,6 +685,7 @@ fn torrent_options(opts: &ClientOptions, l: Loaded) -> (Torrent, Disk, TorrentOp
         nothing_to_seed: l.nothing_to_seed,
         peers,
         peer_names: l.peer_names,
+        resume_file: l.resume_file,
         tracker_tiers: if opts.no_tracker { Vec::new() } else { l.tiers },
         exit_when_done: opts.download && !opts.keep_seeding && opts.watch.is_none(),
         seed_ratio: opts.seed_ratio,

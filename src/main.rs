@@ -159,6 +159,7 @@ fn client_options(
         o.config.idle_timeout = Duration::from_secs(s.max(1));
     }
     o.dht = dht_options(c, &o.dir);
+    o.resume_dir = c.state_dir.clone();
     Ok(o)
 }
 

@@ -144,6 +144,10 @@ pub struct TorrentOptions {
     pub peer_names: Vec<(String, u16)>,
     /// Trackers, by tier (BEP 12).
     pub tracker_tiers: Vec<Vec<String>>,
+    /// Where to leave resume data on a clean stop
+    /// ([`crate::storage::resume`]): the verified pieces, once written and
+    /// synced, and how the files stood.
+    pub resume_file: Option<std::path::PathBuf>,
     /// Finished once every piece is verified and written.
     pub exit_when_done: bool,
     /// While seeding, finished at this upload/size ratio.
@@ -1286,10 +1290,14 @@ impl Session {
         for (_, s) in self.torrents.iter_mut() {
             if let Err(e) = s.write_all(now) {
                 warn!("could not write every verified piece before exit: {e}");
+                continue;
             }
             if let Err(e) = s.disk.sync() {
                 warn!("sync failed: {e}");
+                continue;
             }
+            // Only now is what it would claim on stable storage.
+            s.save_resume();
         }
         let peers: Vec<usize> = self
             .conns

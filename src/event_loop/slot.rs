@@ -132,6 +132,30 @@ impl Slot {
     /// Write verified pieces under the per-turn budget. After a failure
     /// (a full disk) the next try waits: 1 s, doubling up to 8 s, so a
     /// disk that stays full costs a few wake-ups, not a spinning loop.
+    /// Leave resume data (on a clean stop, after every verified piece is
+    /// written and synced): not while its data is being checked, nor for
+    /// a magnet link still without its metadata, nor when a file is gone.
+    pub(super) fn save_resume(&self) {
+        let Some(path) = &self.opts.resume_file else {
+            return;
+        };
+        if self.t.is_checking() || !self.t.has_metadata() {
+            return;
+        }
+        let Some(files) = self.disk.stamps() else {
+            return;
+        };
+        match crate::storage::resume::save(path, &self.t.info_hash, &self.t.flushed, &files) {
+            Ok(()) => log::debug!(
+                "{}: resume data saved ({} pieces) to {}",
+                self.name(),
+                self.t.flushed.count(),
+                path.display()
+            ),
+            Err(e) => log::warn!("could not save resume data to {}: {e}", path.display()),
+        }
+    }
+
     /// A download that exits when done, done, and not yet finished: it
     /// waits only for its `completed` announce.
     pub(super) fn finished_waiting(&self) -> bool {

@@ -570,6 +570,12 @@ impl Disk {
         Ok(())
     }
 
+    /// How each file stands now (for resume data); `None` if one is
+    /// missing.
+    pub fn stamps(&self) -> Option<Vec<super::resume::Stamp>> {
+        super::resume::stamps(&self.root, &self.layout)
+    }
+
     /// Push written data to stable storage (on shutdown): the output
     /// folder's whole file system, which covers files already closed by
     /// the pool.

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod disk;
 pub mod layout;
+pub mod resume;
 
 pub use cache::{Cache, Insert, ReadJob, WriteJob};
 pub use disk::{Allocation, Disk, OpenMode, StorageError};
