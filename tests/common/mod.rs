@@ -490,13 +490,22 @@ pub fn padded_hybrid_torrent(
     w.finish()
 }
 
-/// Every file and folder below `dir`, as paths relative to it with `/`.
+/// Every file and folder below `dir`, as paths relative to it with `/`
+/// (piecemeal's `.piecemeal-*` state files at the top left out).
 pub fn tree_of(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
+            // piecemeal's own state beside the data (resume data, the
+            // DHT's state) is not part of the torrent's tree.
+            if d == dir
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".piecemeal-"))
+            {
+                continue;
+            }
             out.push(
                 p.strip_prefix(dir)
                     .unwrap()
