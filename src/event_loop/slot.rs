@@ -147,10 +147,9 @@ impl Slot {
         };
         match crate::storage::resume::save(path, &self.t.info_hash, &self.t.flushed, &files) {
             Ok(()) => log::debug!(
-                "{}: resume data saved ({} pieces) to {}",
+                "{}: resume data saved ({} pieces)",
                 self.name(),
-                self.t.flushed.count(),
-                path.display()
+                self.t.flushed.count()
             ),
             Err(e) => log::warn!("could not save resume data to {}: {e}", path.display()),
         }
