@@ -61,13 +61,16 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
     assert_same_files(&seed_dir, &out, FILES);
     // And a run on complete data downloads nothing at all: the clean exit
     // left resume data, so it does not even check.
-    let again = Command::new(BIN)
-        .args(&args)
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&again.stderr);
+    let run_again = || {
+        let again = Command::new(BIN)
+            .args(&args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(0));
+        String::from_utf8_lossy(&again.stderr).into_owned()
+    };
+    let log = run_again();
     assert!(
         log.contains(&format!("{num} of {num} pieces taken from the resume data")),
         "{log}"
@@ -80,13 +83,7 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         .find(|p| p.extension().is_some_and(|x| x == "resume"))
         .expect("a resume file after a clean exit");
     std::fs::remove_file(resume).unwrap();
-    let again = Command::new(BIN)
-        .args(&args)
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&again.stderr);
+    let log = run_again();
     assert!(
         log.contains(&format!("{num} of {num} pieces already verified")),
         "{log}"
