@@ -403,7 +403,9 @@ pub struct Session {
     checking: bool,
     /// When the end conditions were last looked at.
     last_finish_check: Option<Instant>,
-    /// A torrent finished outside the usual checks: look at once.
+    /// Something that may end a torrent happened (a download completed,
+    /// an awaited announce answered, a magnet torrent stopped): the end
+    /// conditions are looked at once, not at the next 50 ms check.
     finish_due: bool,
     /// UDP trackers: the client (its socket bound on first use) and the
     /// built-in tracker's BEP 15 side.
@@ -810,10 +812,12 @@ impl Session {
 
     fn all_finished(&mut self, now: Instant) -> bool {
         // Looked at every 50 ms at most (not on every busy turn: it visits
-        // every torrent and their announcers).
-        if self
-            .last_finish_check
-            .is_some_and(|t| now.duration_since(t) < FINISH_CHECK)
+        // every torrent and their announcers), or at once when something
+        // that may end a torrent happened (`finish_due`).
+        if !self.finish_due
+            && self
+                .last_finish_check
+                .is_some_and(|t| now.duration_since(t) < FINISH_CHECK)
         {
             return false;
         }
@@ -917,7 +921,6 @@ impl Session {
                 self.pause(id, now);
                 // The end conditions are looked at next turn, not after
                 // the longest sleep.
-                self.last_finish_check = None;
                 self.finish_due = true;
             }
         }
@@ -1098,7 +1101,6 @@ impl Session {
             // run that exits, the end) need not wait for the next
             // periodic look at the end conditions.
             self.finish_due = true;
-            self.last_finish_check = None;
         }
         for (id, m) in fetched {
             self.metadata_arrived(id, m, now);
@@ -1185,7 +1187,6 @@ impl Session {
             // Write what verified in the last second, even below a batch.
             if s.t.has_pending_writes() && s.flush(now) {
                 self.finish_due = true;
-                self.last_finish_check = None;
             }
             s.t.release_idle_buffers();
             s.t.tick(now, dt, &mut self.close);

@@ -396,7 +396,6 @@ impl Session {
                 // `completed`) can end now.
                 if slot.finished_waiting() {
                     self.finish_due = true;
-                    self.last_finish_check = None;
                 }
                 self.connect_more(now);
             }
