@@ -38,6 +38,7 @@ pub mod picker;
 pub mod progress;
 pub mod rate;
 pub mod rng;
+pub mod state_file;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;

@@ -23,10 +23,13 @@ pub struct SavedState {
     pub nodes: Vec<(NodeId, SocketAddrV4)>,
 }
 
+/// Longest state file read (a longer one is not ours).
+pub const MAX_FILE_LEN: u64 = (64 + MAX_SAVED * COMPACT_NODE_LEN) as u64;
+
 const LIMITS: Limits = Limits {
     max_depth: 2,
     max_tokens: 16,
-    max_len: 64 + MAX_SAVED * COMPACT_NODE_LEN,
+    max_len: MAX_FILE_LEN as usize,
     key_order: KeyOrder::Any,
 };
 

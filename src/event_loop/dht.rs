@@ -129,7 +129,11 @@ impl DhtState {
         let saved = opts
             .state_file
             .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| {
+                crate::state_file::read(p, state::MAX_FILE_LEN)
+                    .ok()
+                    .flatten()
+            })
             .and_then(|b| SavedState::decode(&b))
             .unwrap_or_default();
         let mut rng = crate::rng::Rng::new(net::random_u64());
@@ -190,7 +194,7 @@ impl DhtState {
             nodes: self.node.saved_nodes(),
         };
         let tmp = path.with_extension("tmp");
-        let r = std::fs::write(&tmp, s.encode()).and_then(|()| std::fs::rename(&tmp, path));
+        let r = crate::state_file::write(path, &tmp, &s.encode());
         match r {
             Ok(()) => debug!(
                 "DHT state ({} nodes) saved to {}",

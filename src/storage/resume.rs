@@ -129,15 +129,11 @@ pub fn take(
     root: &Path,
     layout: &Layout,
 ) -> Result<Option<Bitfield>, String> {
-    // Bounded like `decode` would: a larger file is not ours. Only a
-    // regular file is read, never through a symbolic link (one planted
-    // there could name a device that never ends).
+    // Bounded like `decode` would: a larger file is not ours.
     let cap = 1024 + num_pieces as u64 / 8 + 64 * layout.files.len() as u64;
-    let data = match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.is_file() => Err("not a regular file".to_string()),
-        Ok(m) if m.len() > cap => Err(format!("{} bytes, more than a resume file", m.len())),
-        Ok(_) => read_capped(path, cap).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let data = match crate::state_file::read(path, cap) {
+        Ok(None) => return Ok(None),
+        Ok(Some(data)) => Ok(data),
         Err(e) => Err(e.to_string()),
     };
     // Consumed whatever it holds: it is never trusted twice.
@@ -152,40 +148,10 @@ pub fn take(
     }
 }
 
-/// At most `cap` bytes of the file at `path`, opened without following
-/// a symbolic link; more is an error.
-fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut data = Vec::new();
-    f.take(cap + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > cap {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "grew past its size"));
-    }
-    Ok(data)
-}
-
-/// Write the resume file at `path` (through a temporary file and a
-/// rename: a half-written file is never read as one). The temporary file
-/// is made anew (`O_EXCL`): a symbolic link planted in its place is
-/// removed, never written through.
+/// Write the resume file at `path` (see [`crate::state_file::write`]).
 pub fn save(path: &Path, info_hash: &[u8; 20], have: &Bitfield, files: &[Stamp]) -> io::Result<()> {
-    use std::io::Write;
     let tmp = path.with_extension("resume.tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)?
-        .write_all(&encode(info_hash, have, files))?;
-    std::fs::rename(&tmp, path)
+    crate::state_file::write(path, &tmp, &encode(info_hash, have, files))
 }
 
 #[cfg(test)]
